@@ -1,0 +1,19 @@
+"""Typed errors for expected failures: the CLI prints their one-line message and exits non-zero."""
+
+
+class XprError(Exception):
+    """Base class: an expected, user-facing failure (bad file, missing backend, ...)."""
+
+    exit_code = 2
+
+
+class WeightsError(XprError):
+    """A weights or checkpoint file is missing, unreadable, or for another model."""
+
+
+class ConfigError(XprError):
+    """A configuration value is invalid."""
+
+
+class BackendUnavailable(XprError):
+    """An optional backend (TensorRT, TensorRT-RTX, CUDA, ...) is not installed or has no device."""

@@ -1,0 +1,63 @@
+"""Cross-attention transformer block (CTB): one view's tokens query the other view's."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import Mlp
+from torch import nn
+
+
+class CrossAttention(nn.Module):
+    """Global multi-head attention with queries from one sequence and keys/values from another."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        b, nq, c = query.shape
+        nk = context.shape[1]
+        h = self.num_heads
+        q = self.q(query).reshape(b, nq, h, c // h).transpose(1, 2)
+        kv = self.kv(context).reshape(b, nk, 2, h, c // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        return self.proj(out.transpose(1, 2).reshape(b, nq, c))
+
+
+class CrossViewBlock(nn.Module):
+    """Pre-norm cross-attention + MLP, residual around both (separate norms for query and context)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.norm_q = nn.LayerNorm(dim)
+        self.norm_kv = nn.LayerNorm(dim)
+        self.attn = CrossAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+
+    def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        x = query + self.attn(self.norm_q(query), self.norm_kv(context))
+        return x + self.mlp(self.norm2(x))
+
+
+class CrossViewFusion(nn.Module):
+    """Both directions (CC <- MLO and MLO <- CC), each reading the pre-fusion features of both views."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0) -> None:
+        super().__init__()
+        self.cc_from_mlo = CrossViewBlock(dim, num_heads, mlp_ratio)
+        self.mlo_from_cc = CrossViewBlock(dim, num_heads, mlp_ratio)
+
+    def forward(self, cc: torch.Tensor, mlo: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """cc, mlo: NHWC feature maps of the same shape; returns the fused maps, same shapes."""
+        b, h, w, c = cc.shape
+        cc_seq, mlo_seq = cc.reshape(b, h * w, c), mlo.reshape(b, h * w, c)
+        cc_out = self.cc_from_mlo(cc_seq, mlo_seq)
+        mlo_out = self.mlo_from_cc(mlo_seq, cc_seq)
+        return cc_out.reshape(b, h, w, c), mlo_out.reshape(b, h, w, c)

@@ -1,0 +1,75 @@
+"""Local ImageNet Swin-T weights (timm safetensors or the Microsoft .pth), never downloaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from timm.models.swin_transformer import checkpoint_filter_fn
+
+from ..errors import WeightsError
+
+if TYPE_CHECKING:
+    from .xpruning import XPruning
+
+#: non-persistent buffers and the ImageNet classifier are not part of a stream
+_IGNORED = ("relative_position_index", "attn_mask")
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors / .pth / .pt / .bin file; unwraps {'model': ...} and {'state_dict': ...}."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f"{p}: no such file")
+    try:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd: object = load_file(str(p))
+        else:
+            sd = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt, truncated, pickle with code, not a tensor file
+        raise WeightsError(f"{p}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+    for key in ("model", "state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{p}: does not hold a state dict of tensors")
+    return sd
+
+
+def fold_rgb_patch_embed(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """[C, 3, p, p] -> [C, 1, p, p] by summing RGB: a grey image replicated to RGB gives the same output."""
+    if weight.shape[1] == in_chans:
+        return weight
+    if weight.shape[1] == 3 and in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    raise WeightsError(f"patch embedding has {weight.shape[1]} input channels, model wants {in_chans}")
+
+
+def load_imagenet_swin(model: XPruning, path: str | Path) -> None:
+    """Load the same ImageNet Swin-T weights into both streams (the CTB and head stay random)."""
+    raw = read_state_dict(path)
+    ref = model.cc
+    try:
+        sd = checkpoint_filter_fn(dict(raw), ref)  # remaps Microsoft's key layout to timm's
+    except Exception as exc:
+        raise WeightsError(f"{path}: not a Swin checkpoint ({type(exc).__name__}: {exc})") from None
+    sd = {k: v for k, v in sd.items() if not k.startswith("head") and not any(n in k for n in _IGNORED)}
+    if "patch_embed.proj.weight" in sd:
+        sd["patch_embed.proj.weight"] = fold_rgb_patch_embed(sd["patch_embed.proj.weight"], model.cfg.in_chans)
+    own = {k: v for k, v in ref.state_dict().items() if not any(n in k for n in _IGNORED)}
+    missing = sorted(set(own) - set(sd))
+    unexpected = sorted(set(sd) - set(own))
+    if missing or unexpected:
+        what = f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}"
+        raise WeightsError(f"{path}: not a Swin-T checkpoint for config {model.cfg.name!r} ({what} ...)")
+    bad = [k for k in own if own[k].shape != sd[k].shape]
+    if bad:
+        k = bad[0]
+        raise WeightsError(
+            f"{path}: shape of {k} is {tuple(sd[k].shape)}, config {model.cfg.name!r} needs {tuple(own[k].shape)}"
+        )
+    for view in ("cc", "mlo"):
+        model.stream(view).load_state_dict(sd, strict=False)
