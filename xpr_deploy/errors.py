@@ -17,3 +17,11 @@ class ConfigError(XprError):
 
 class BackendUnavailable(XprError):
     """An optional backend (TensorRT, TensorRT-RTX, CUDA, ...) is not installed or has no device."""
+
+
+class PredictError(XprError):
+    """`xpr predict` cannot run: unknown model file, missing selection outputs, no breast readable."""
+
+
+class TritonError(XprError):
+    """An export bundle cannot be turned into a Triton model repository (missing file, bad manifest or option)."""

@@ -1,0 +1,157 @@
+"""`xpr triton`: the written config.pbtxt parses with Triton's own ModelConfig schema and says what Triton needs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from xpr_deploy.triton import TritonError, write_repository
+
+text_format = pytest.importorskip("google.protobuf.text_format")
+model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
+
+H, W = 448, 224
+
+
+def _tiny_onnx(path: Path, batch: int | str) -> None:
+    """A real ONNX graph with the bundle's I/O: logits = mean of each view; prob = softmax[:, 1]."""
+    b: int | str = batch
+    cc = helper.make_tensor_value_info("cc", TensorProto.FLOAT, [b, 1, H, W])
+    mlo = helper.make_tensor_value_info("mlo", TensorProto.FLOAT, [b, 1, H, W])
+    logits = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [b, 2])
+    prob = helper.make_tensor_value_info("prob", TensorProto.FLOAT, [b])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [3], [1, 2, 3])
+    one = helper.make_tensor("one", TensorProto.INT64, [1], [1])
+    nodes = [
+        helper.make_node("ReduceMean", ["cc", "axes"], ["a"], keepdims=0),
+        helper.make_node("ReduceMean", ["mlo", "axes"], ["m"], keepdims=0),
+        helper.make_node("Unsqueeze", ["a", "one"], ["a1"]),
+        helper.make_node("Unsqueeze", ["m", "one"], ["m1"]),
+        helper.make_node("Concat", ["a1", "m1"], ["logits"], axis=1),
+        helper.make_node("Softmax", ["logits"], ["sm"], axis=1),
+        helper.make_node("Gather", ["sm", "one_s"], ["prob"], axis=1),
+    ]
+    one_s = helper.make_tensor("one_s", TensorProto.INT64, [], [1])
+    graph = helper.make_graph(nodes, "tiny", [cc, mlo], [logits, prob], [axes, one, one_s])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 10
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _manifest(batch: int | str, engines: list[dict] | None = None, with_selection: bool = False) -> dict:
+    """Shaped like export/manifest.schema.json: I/O, preprocessing, label rule, threshold, K per block."""
+    outputs = [
+        {"name": "logits", "dtype": "float32", "shape": [batch, 2]},
+        {"name": "prob", "dtype": "float32", "shape": [batch]},
+    ]
+    if with_selection:
+        outputs.append({"name": "sel_cc_s1_b0", "dtype": "int64", "shape": [batch, 64]})
+    return {
+        "name": "xpr_tiny",
+        "toolkit_version": "0.1.0",
+        "opset": 17,
+        "model": "model.onnx",
+        "inputs": [
+            {"name": "cc", "dtype": "float32", "shape": [batch, 1, H, W]},
+            {"name": "mlo", "dtype": "float32", "shape": [batch, 1, H, W]},
+        ],
+        "outputs": outputs,
+        "class_names": ["benign", "malignant"],
+        "threshold": 0.42,
+        "label_rule": "vindr:birads4-5",
+        "preprocessing": {"version": "xpr-preproc-1", "orientation": "chest-wall-left"},
+        "blocks": [{"view": "cc", "stage": 1, "block": 0, "window_grid": [16, 8], "windows": 128, "k": 64}],
+        "engines": engines or [],
+    }
+
+
+def _bundle(tmp_path: Path, batch: int | str = 1, **kw) -> Path:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    _tiny_onnx(bundle / "model.onnx", batch)
+    (bundle / "manifest.json").write_text(json.dumps(_manifest(batch, **kw)))
+    return bundle
+
+
+def _parse(path: Path):
+    text = path.read_text()
+    cfg = text_format.Parse(text, model_config_pb2.ModelConfig())
+    # round trip: what the schema prints parses back to the same message
+    again = text_format.Parse(text_format.MessageToString(cfg), model_config_pb2.ModelConfig())
+    assert again == cfg
+    return cfg
+
+
+def test_static_bundle_gives_max_batch_0_with_batch_in_dims(tmp_path: Path) -> None:
+    res = write_repository(_bundle(tmp_path), tmp_path / "repo", instances=2)
+    [m] = res.models
+    assert m.path == tmp_path / "repo" / "xpr_tiny_onnx" / "1" / "model.onnx"
+    assert onnx.load(str(m.path)).graph.input[0].name == "cc"
+    cfg = _parse(m.config)
+    dt = model_config_pb2.DataType
+    assert cfg.name == "xpr_tiny_onnx" and cfg.platform == "onnxruntime_onnx"
+    assert cfg.max_batch_size == 0 and not cfg.HasField("dynamic_batching")
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        ("cc", dt.TYPE_FP32, [1, 1, H, W]),
+        ("mlo", dt.TYPE_FP32, [1, 1, H, W]),
+    ]
+    assert [(o.name, list(o.dims)) for o in cfg.output] == [("logits", [1, 2]), ("prob", [1])]
+    assert cfg.output[0].label_filename == "labels.txt"
+    assert (m.config.parent / "labels.txt").read_text().split() == ["benign", "malignant"]
+    assert cfg.instance_group[0].count == 2
+    assert cfg.parameters["xpr_threshold"].string_value == "0.42"
+    assert cfg.parameters["xpr_preprocessing"].string_value == "xpr-preproc-1"
+
+
+def test_static_bundle_refuses_max_batch(tmp_path: Path) -> None:
+    with pytest.raises(TritonError, match="static batch"):
+        write_repository(_bundle(tmp_path), tmp_path / "repo", max_batch=8)
+
+
+def test_dynamic_batch_bundle_leaves_batch_out_of_dims(tmp_path: Path) -> None:
+    res = write_repository(_bundle(tmp_path, batch="batch", with_selection=True), tmp_path / "repo", max_batch=8)
+    cfg = _parse(res.models[0].config)
+    assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
+    assert list(cfg.input[0].dims) == [1, H, W]
+    logits, prob, sel = cfg.output
+    assert list(logits.dims) == [2]
+    # a [B] output under batching: dims [1] reshaped to a scalar per request
+    assert list(prob.dims) == [1] and prob.HasField("reshape") and list(prob.reshape.shape) == []
+    assert sel.data_type == model_config_pb2.DataType.TYPE_INT64 and list(sel.dims) == [64]
+
+
+def test_versions_accumulate(tmp_path: Path) -> None:
+    bundle = _bundle(tmp_path)
+    write_repository(bundle, tmp_path / "repo")
+    res = write_repository(bundle, tmp_path / "repo")
+    assert res.models[0].version == 2
+    assert sorted(p.name for p in (tmp_path / "repo" / "xpr_tiny_onnx").iterdir() if p.is_dir()) == ["1", "2"]
+
+
+def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -> None:
+    engines = [
+        {"backend": "tensorrt-rtx", "path": "rtx/model.sm86.engine", "compute_capability": "8.6"},
+        {"backend": "tensorrt", "path": "model.sm86.engine", "version": "11.4.0", "compute_capability": "8.6"},
+    ]
+    bundle = _bundle(tmp_path, engines=engines)
+    (bundle / "model.sm86.engine").write_bytes(np.arange(64, dtype=np.uint8).tobytes())
+    res = write_repository(bundle, tmp_path / "repo")
+    assert [m.platform for m in res.models] == ["onnxruntime_onnx", "tensorrt_plan"]
+    assert any("TensorRT-RTX" in s for s in res.skipped)
+    trt = res.models[1]
+    assert trt.path.name == "model.plan" and trt.path.read_bytes() == (bundle / "model.sm86.engine").read_bytes()
+    cfg = _parse(trt.config)
+    assert cfg.platform == "tensorrt_plan" and cfg.default_model_filename == "model.plan"
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.KIND_GPU
+    assert cfg.parameters["xpr_engine_version"].string_value == "11.4.0"
+
+
+def test_not_a_bundle_names_the_folder(tmp_path: Path) -> None:
+    with pytest.raises(TritonError, match=str(tmp_path)):
+        write_repository(tmp_path, tmp_path / "repo")

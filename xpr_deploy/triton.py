@@ -1,0 +1,405 @@
+"""`xpr triton`: a Triton Inference Server model repository from an export bundle.
+
+Triton semantics that matter here (and are easy to get wrong):
+
+- ``max_batch_size > 0`` tells Triton the first dimension of every input/output is the batch
+  dimension, *left out* of ``dims``, and the model must accept any batch up to that size
+  (the ONNX Runtime and TensorRT backends check that the model's first dimension is -1).
+- Our ONNX graphs and engines have **static** shapes (static K pruning, SPEC §4), batch
+  included. Such a model is served with ``max_batch_size: 0`` and the full shape, batch
+  included, in ``dims``; Triton then cannot batch requests together (no dynamic batcher).
+- A bundle whose manifest marks the batch dimension as dynamic (-1 or a symbolic name)
+  gets ``max_batch_size: N`` and a dynamic batcher.
+
+The config is written as protobuf text by hand (no tritonclient at run time); the tests parse
+it with Triton's own ``model_config_pb2`` schema.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import TritonError
+from .io import atomic_path, write_text
+
+__all__ = ["TritonError", "TritonResult", "write_repository"]
+
+#: manifest dtype -> Triton DataType enum name
+TRITON_DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "bfloat16": "TYPE_BF16",
+    "float64": "TYPE_FP64",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "int16": "TYPE_INT16",
+    "int8": "TYPE_INT8",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
+
+#: default max_batch_size for a dynamic-batch bundle (the paper's training batch)
+DEFAULT_DYNAMIC_MAX_BATCH = 4
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # manifest spelling, e.g. "float32"
+    shape: tuple[int | str, ...]  # str or -1: dynamic
+
+    @property
+    def batch_is_dynamic(self) -> bool:
+        return bool(self.shape) and (isinstance(self.shape[0], str) or self.shape[0] == -1)
+
+    def triton_dtype(self, source: Path) -> str:
+        try:
+            return TRITON_DTYPES[self.dtype]
+        except KeyError:
+            raise TritonError(
+                f"{source}: tensor {self.name!r} has dtype {self.dtype!r} Triton has no type for"
+            ) from None
+
+
+@dataclass
+class TritonModel:
+    """One model folder written into the repository."""
+
+    name: str
+    platform: str
+    version: int
+    path: Path
+    config: Path
+    max_batch_size: int
+
+
+@dataclass
+class TritonResult:
+    repo: Path
+    models: list[TritonModel] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # one line each: what was not written and why
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "repo": str(self.repo),
+            "models": [
+                {
+                    "name": m.name,
+                    "platform": m.platform,
+                    "version": m.version,
+                    "path": str(m.path),
+                    "config": str(m.config),
+                    "max_batch_size": m.max_batch_size,
+                }
+                for m in self.models
+            ],
+            "skipped": self.skipped,
+        }
+
+
+# ---- manifest ------------------------------------------------------------------------------
+def read_manifest(bundle: Path) -> dict[str, Any]:
+    path = bundle / "manifest.json"
+    if not path.is_file():
+        raise TritonError(f"{bundle}: not an export bundle (no manifest.json)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise TritonError(f"{path}: unreadable manifest ({exc})") from None
+    if not isinstance(data, dict):
+        raise TritonError(f"{path}: manifest is not a JSON object")
+    return data
+
+
+def _tensor(entry: Any, source: Path) -> TensorSpec:
+    if isinstance(entry, dict) and "name" in entry and "shape" in entry:
+        shape = tuple(d if isinstance(d, str) else int(d) for d in entry["shape"])
+        return TensorSpec(str(entry["name"]), str(entry.get("dtype", "float32")), shape)
+    raise TritonError(f"{source}: input/output entry {entry!r} lacks name/shape")
+
+
+def tensors(manifest: dict[str, Any], key: str, source: Path) -> list[TensorSpec]:
+    """The manifest's `inputs` or `outputs` (a list of {name, dtype, shape}, or a name -> spec map)."""
+    raw = manifest.get(key)
+    if isinstance(raw, dict):
+        raw = [{"name": k, **v} for k, v in raw.items()]
+    if not isinstance(raw, list) or not raw:
+        raise TritonError(f"{source}: manifest has no {key}")
+    return [_tensor(e, source) for e in raw]
+
+
+def onnx_file(bundle: Path, manifest: dict[str, Any], prefer_fp16: bool = False) -> Path:
+    """The ONNX model the bundle serves: the manifest's `model` entry, else model(.fp16).onnx."""
+    names: list[str] = []
+    model = manifest.get("model")
+    if isinstance(model, str):
+        names.append(model)
+    elif isinstance(model, dict) and isinstance(model.get("file"), str):
+        names.append(model["file"])
+    fallback = ["model.fp16.onnx", "model.onnx"] if prefer_fp16 else ["model.onnx", "model.fp16.onnx"]
+    for name in [*names, *fallback]:
+        if (bundle / name).is_file():
+            return bundle / name
+    raise TritonError(f"{bundle}: no ONNX model in the bundle (looked for {', '.join([*names, *fallback])})")
+
+
+def engine_entries(bundle: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    raw = manifest.get("engines") or []
+    if isinstance(raw, dict):
+        raw = [raw]
+    out = []
+    for e in raw:
+        if isinstance(e, dict) and isinstance(e.get("path") or e.get("file"), str):
+            out.append(e)
+    return out
+
+
+def _engine_path(bundle: Path, entry: dict[str, Any]) -> Path:
+    p = Path(str(entry.get("path") or entry.get("file")))
+    return p if p.is_absolute() else bundle / p
+
+
+# ---- config.pbtxt --------------------------------------------------------------------------
+def _q(s: str) -> str:
+    return json.dumps(s)  # a JSON string is a valid protobuf text string literal
+
+
+def _dims(spec: TensorSpec, batched: bool, source: Path) -> list[int]:
+    dims = list(spec.shape[1:] if batched else spec.shape)
+    out = []
+    for d in dims:
+        if isinstance(d, str) or d < 0:
+            if not batched:
+                raise TritonError(f"{source}: tensor {spec.name!r} has a dynamic dimension {d!r}; not supported")
+            out.append(-1)
+        else:
+            out.append(int(d))
+    if not out:
+        # a [B] output with batching has no other dims: Triton wants [1] plus reshape to []
+        return []
+    return out
+
+
+def _tensor_block(kind: str, specs: list[TensorSpec], batched: bool, source: Path, labels: str | None) -> str:
+    items = []
+    for s in specs:
+        dims = _dims(s, batched, source)
+        lines = [f"    name: {_q(s.name)}", f"    data_type: {s.triton_dtype(source)}"]
+        if dims:
+            lines.append(f"    dims: [ {', '.join(map(str, dims))} ]")
+        else:
+            lines.append("    dims: [ 1 ]")
+            lines.append("    reshape: { shape: [ ] }")
+        if labels and kind == "output" and s.name == "logits":
+            lines.append(f"    label_filename: {_q(labels)}")
+        items.append("  {\n" + "\n".join(lines) + "\n  }")
+    return f"{kind} [\n" + ",\n".join(items) + "\n]"
+
+
+def config_pbtxt(
+    name: str,
+    platform: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    max_batch_size: int,
+    instances: int,
+    kind: str,
+    default_model_filename: str,
+    parameters: dict[str, str],
+    source: Path,
+    labels: str | None = None,
+) -> str:
+    """Protobuf text of a Triton ModelConfig (see the module docstring for the batch semantics)."""
+    batched = max_batch_size > 0
+    parts = [
+        f"name: {_q(name)}",
+        f"platform: {_q(platform)}",
+        f"max_batch_size: {max_batch_size}",
+        f"default_model_filename: {_q(default_model_filename)}",
+        _tensor_block("input", inputs, batched, source, None),
+        _tensor_block("output", outputs, batched, source, labels),
+        f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]",
+    ]
+    if batched:
+        parts.append("dynamic_batching { }")
+    for key, value in parameters.items():
+        parts.append(f"parameters {{\n  key: {_q(key)}\n  value: {{ string_value: {_q(value)} }}\n}}")
+    return "# written by `xpr triton`; inputs are preprocessed views (export/README.md)\n" + "\n".join(parts) + "\n"
+
+
+def _parameters(manifest: dict[str, Any]) -> dict[str, str]:
+    """Facts a client needs beside the tensors: threshold, preprocessing contract, label rule."""
+    params: dict[str, str] = {}
+    if manifest.get("threshold") is not None:
+        params["xpr_threshold"] = str(manifest["threshold"])
+    pre = manifest.get("preprocessing")
+    if isinstance(pre, dict) and pre.get("version"):
+        params["xpr_preprocessing"] = str(pre["version"])
+    rule = manifest.get("label_rule")
+    if rule:
+        params["xpr_label_rule"] = rule if isinstance(rule, str) else json.dumps(rule, sort_keys=True)
+    if manifest.get("toolkit_version"):
+        params["xpr_toolkit_version"] = str(manifest["toolkit_version"])
+    return params
+
+
+def _class_names(manifest: dict[str, Any]) -> list[str]:
+    names = manifest.get("class_names")
+    if isinstance(names, list) and names:
+        return [str(n) for n in names]
+    return ["benign", "malignant"]
+
+
+# ---- repository ----------------------------------------------------------------------------
+def _next_version(model_dir: Path) -> int:
+    versions = (
+        [int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()] if model_dir.is_dir() else []
+    )
+    return max(versions, default=0) + 1
+
+
+def _batch_size(specs: list[TensorSpec], max_batch: int | None, source: Path) -> int:
+    dynamic = [s.batch_is_dynamic for s in specs]
+    if all(dynamic):
+        if max_batch is not None and max_batch < 1:
+            raise TritonError(f"{source}: --max-batch must be >= 1 for a dynamic-batch bundle")
+        return DEFAULT_DYNAMIC_MAX_BATCH if max_batch is None else max_batch
+    if max_batch:  # static graph: Triton's backends reject max_batch_size > 0 unless dim 0 is -1
+        shape = "x".join(map(str, specs[0].shape))
+        raise TritonError(
+            f"{source}: the model has a static batch ({specs[0].name} {shape}); Triton can serve it only "
+            "with max_batch_size 0. Leave out --max-batch, or export with a dynamic batch dimension"
+        )
+    return 0
+
+
+def _external_data(onnx_path: Path) -> list[Path]:
+    """Files an ONNX model keeps its weights in (they must sit beside it under the same names)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:
+        raise TritonError(f"{onnx_path}: not a readable ONNX model ({exc})") from None
+    names = set()
+    for init in model.graph.initializer:
+        for kv in init.external_data:
+            if kv.key == "location":
+                names.add(kv.value)
+    return [onnx_path.parent / n for n in sorted(names)]
+
+
+def _copy(src: Path, dest: Path) -> None:
+    if not src.is_file():
+        raise TritonError(f"{src}: missing (needed for the Triton repository)")
+    with atomic_path(dest) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+def _write_model(
+    repo: Path,
+    name: str,
+    platform: str,
+    files: dict[str, Path],
+    config_text: str,
+    max_batch_size: int,
+    version: int | None,
+    extra_files: dict[str, str],
+) -> TritonModel:
+    """`files`: name in the version folder -> source; the first one is the model file."""
+    model_dir = repo / name
+    v = _next_version(model_dir) if version is None else version
+    vdir = model_dir / str(v)
+    for fname, src in files.items():
+        _copy(src, vdir / fname)
+    for fname, text in extra_files.items():
+        write_text(model_dir / fname, text)
+    write_text(model_dir / "config.pbtxt", config_text)  # last: Triton polls for it
+    return TritonModel(name, platform, v, vdir / next(iter(files)), model_dir / "config.pbtxt", max_batch_size)
+
+
+def write_repository(
+    bundle: str | Path,
+    repo: str | Path,
+    max_batch: int | None = None,
+    instances: int = 1,
+    name: str | None = None,
+    version: int | None = None,
+    fp16: bool = False,
+) -> TritonResult:
+    """Write `<repo>/<name>_onnx/` (and `<name>_trt/` for a TensorRT engine) from an export bundle.
+
+    `version` None means the next free version number, so re-running adds a version that Triton
+    serves as the latest instead of replacing the files under a running server.
+    """
+    bundle, repo = Path(bundle), Path(repo)
+    if instances < 1:
+        raise TritonError(f"{bundle}: --instances must be >= 1")
+    manifest = read_manifest(bundle)
+    source = bundle / "manifest.json"
+    inputs = tensors(manifest, "inputs", source)
+    outputs = tensors(manifest, "outputs", source)
+    mbs = _batch_size(inputs + outputs, max_batch, source)
+    base = name or str(manifest.get("name") or bundle.name).replace(" ", "_")
+    params = _parameters(manifest)
+    labels = "\n".join(_class_names(manifest)) + "\n"
+    extras = {"labels.txt": labels, "manifest.json": source.read_text()}
+    result = TritonResult(repo)
+
+    onnx = onnx_file(bundle, manifest, prefer_fp16=fp16)
+    # KIND_AUTO: GPU when the server has one, else CPU (ONNX Runtime runs on both)
+    text = config_pbtxt(
+        f"{base}_onnx",
+        "onnxruntime_onnx",
+        inputs,
+        outputs,
+        mbs,
+        instances,
+        "KIND_AUTO",
+        "model.onnx",
+        params,
+        source,
+        "labels.txt",
+    )
+    files = {"model.onnx": onnx, **{p.name: p for p in _external_data(onnx)}}
+    result.models.append(_write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras))
+
+    for entry in engine_entries(bundle, manifest):
+        path = _engine_path(bundle, entry)
+        backend = str(entry.get("backend", "tensorrt")).lower().replace("_", "-")
+        if "rtx" in backend:
+            result.skipped.append(
+                f"{path}: TensorRT-RTX engine; Triton's tensorrt_plan backend runs TensorRT engines only, "
+                "so it is not served (the ONNX model is)"
+            )
+            continue
+        if not path.is_file():
+            result.skipped.append(f"{path}: engine listed in the manifest but missing")
+            continue
+        e_in = tensors(entry, "inputs", source) if entry.get("inputs") else inputs
+        e_out = tensors(entry, "outputs", source) if entry.get("outputs") else outputs
+        e_params = dict(params)
+        for key in ("version", "compute_capability", "hardware_compatibility"):
+            if entry.get(key) is not None:
+                e_params[f"xpr_engine_{key}"] = str(entry[key])
+        text = config_pbtxt(
+            f"{base}_trt",
+            "tensorrt_plan",
+            e_in,
+            e_out,
+            mbs,
+            instances,
+            "KIND_GPU",
+            "model.plan",
+            e_params,
+            source,
+            "labels.txt",
+        )
+        files = {"model.plan": path}
+        result.models.append(_write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras))
+        break  # one engine model per repository; more need --name
+    return result
