@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 #: Swin stages are numbered 1..4 everywhere in the toolkit (as in the paper).
@@ -74,7 +74,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         tuples = {"img_size", "depths", "num_heads", "prune_rates", "class_names"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in d.items()})  # type: ignore[arg-type]
 
 
 def static_k(keep: float, n: int) -> int:

@@ -86,9 +86,7 @@ def _dicom() -> list[Check]:
         else:
             out.append(Check(label, False, "no plugin: pip install pylibjpeg pylibjpeg-openjpeg pylibjpeg-libjpeg"))
     dciodvfy = shutil.which("dciodvfy")
-    out.append(
-        Check("dciodvfy", dciodvfy is not None, dciodvfy or "not on PATH (Debian package dicom3tools)")
-    )
+    out.append(Check("dciodvfy", dciodvfy is not None, dciodvfy or "not on PATH (Debian package dicom3tools)"))
     return out
 
 

@@ -6,6 +6,8 @@ and with K = N the block runs timm's own code path, bit for bit.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
 
@@ -36,7 +38,7 @@ class PrunedSwinBlock(SwinTransformerBlock):
 
     @property
     def num_windows(self) -> int:
-        h, w = self.input_resolution
+        h, w = cast(tuple[int, int], self.input_resolution)
         return (h // self.window_size[0]) * (w // self.window_size[1])
 
     @property
@@ -70,7 +72,8 @@ class PrunedSwinBlock(SwinTransformerBlock):
         flat = (idx + torch.arange(b, device=x.device).unsqueeze(1) * n).reshape(-1)
 
         kept = windows.index_select(0, flat)  # [B*K, 49, C]
-        mask = self.attn_mask.index_select(0, idx.reshape(-1)) if self.attn_mask is not None else None
+        attn_mask = cast(torch.Tensor | None, self.attn_mask)
+        mask = attn_mask.index_select(0, idx.reshape(-1)) if attn_mask is not None else None
         kept = kept + self.drop_path1(self.attn(self.norm1(kept), mask=mask))
         kept = kept + self.drop_path2(self.mlp(self.norm2(kept)))
 

@@ -32,8 +32,15 @@ def block_table(cfg: ModelConfig) -> list[BlockInfo]:
             for b in range(cfg.depths[s - 1]):
                 rows.append(
                     BlockInfo(
-                        view, s, b, grid, n, static_k(cfg.keep(s), n), shiftable and b % 2 == 1,
-                        cfg.stage_dims[s - 1], cfg.num_heads[s - 1],
+                        view,
+                        s,
+                        b,
+                        grid,
+                        n,
+                        static_k(cfg.keep(s), n),
+                        shiftable and b % 2 == 1,
+                        cfg.stage_dims[s - 1],
+                        cfg.num_heads[s - 1],
                     )
                 )
     return rows
@@ -68,9 +75,9 @@ def macs(cfg: ModelConfig, pruned: bool = True) -> int:
 
 def summarize(cfg: ModelConfig) -> dict[str, Any]:
     """What `xpr info` prints; parameters are counted on a real instance of the model."""
-    from .xpruning import XPruning
-
     import torch
+
+    from .xpruning import XPruning
 
     with torch.device("meta"):
         model = XPruning(cfg)

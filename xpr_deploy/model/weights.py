@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -48,9 +49,29 @@ def fold_rgb_patch_embed(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise WeightsError(f"patch embedding has {weight.shape[1]} input channels, model wants {in_chans}")
 
 
+def _check_architecture(sd: dict[str, torch.Tensor], model: XPruning, path: str | Path) -> None:
+    """Depths and width from the key names, so a wrong file fails with a sentence, not a KeyError."""
+    cfg = model.cfg
+    depths = [0] * len(cfg.depths)
+    for k in sd:
+        m = re.match(r"layers\.(\d+)\.blocks\.(\d+)\.", k)
+        if m and int(m.group(1)) < len(depths):
+            depths[int(m.group(1))] = max(depths[int(m.group(1))], int(m.group(2)) + 1)
+    if not any(depths):
+        raise WeightsError(f"{path}: no Swin blocks in this file (keys like layers.0.blocks.0.*)")
+    embed = sd.get("patch_embed.proj.weight")
+    width = int(embed.shape[0]) if embed is not None else None
+    if tuple(depths) != tuple(cfg.depths) or width != cfg.embed_dim:
+        raise WeightsError(
+            f"{path}: Swin with depths {tuple(depths)} and width {width}, "
+            f"config {cfg.name!r} needs depths {cfg.depths} and width {cfg.embed_dim}"
+        )
+
+
 def load_imagenet_swin(model: XPruning, path: str | Path) -> None:
     """Load the same ImageNet Swin-T weights into both streams (the CTB and head stay random)."""
     raw = read_state_dict(path)
+    _check_architecture(raw, model, path)
     ref = model.cc
     try:
         sd = checkpoint_filter_fn(dict(raw), ref)  # remaps Microsoft's key layout to timm's

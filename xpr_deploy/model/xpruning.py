@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 import timm
 import torch
-from timm.models.swin_transformer import SwinTransformer
+from timm.models.swin_transformer import SwinTransformer, SwinTransformerStage
 from torch import nn
 
 from ..config import NUM_STAGES, ModelConfig, get_config
@@ -37,10 +37,16 @@ def build_stream(cfg: ModelConfig) -> SwinTransformer:
         mlp_ratio=cfg.mlp_ratio,
         drop_path_rate=cfg.drop_path_rate,
     )
-    for stage in stream.layers:
+    swin = cast(SwinTransformer, stream)
+    for stage in stages(swin):
         for blk in stage.blocks:
             blk.__class__ = PrunedSwinBlock  # same parameters, new forward
-    return stream
+    return swin
+
+
+def stages(stream: SwinTransformer) -> list[SwinTransformerStage]:
+    """The four stages of a stream, typed (timm's `layers` is an nn.Sequential)."""
+    return cast(list[SwinTransformerStage], list(stream.layers))
 
 
 class FusionHead(nn.Module):
@@ -75,9 +81,9 @@ class XPruning(nn.Module):
     def blocks(self) -> Iterator[tuple[BlockKey, PrunedSwinBlock]]:
         for view in VIEWS:
             stream = self.stream(view)
-            for s, stage in enumerate(stream.layers, start=1):
+            for s, stage in enumerate(stages(stream), start=1):
                 for b, blk in enumerate(stage.blocks):
-                    yield (view, s, b), blk
+                    yield (view, s, b), cast(PrunedSwinBlock, blk)
 
     def set_keep(self, keep: float | Sequence[float]) -> None:
         """Keep ratio per stage (1 - r); used by the warm-up schedule and by dense baselines."""
@@ -89,7 +95,7 @@ class XPruning(nn.Module):
 
     @property
     def keep_ratios(self) -> list[float]:
-        return [self.cc.layers[s].blocks[0].keep for s in range(NUM_STAGES)]
+        return [cast(PrunedSwinBlock, st.blocks[0]).keep for st in stages(self.cc)]
 
     # ---- freezing ------------------------------------------------------------------------
     def frozen_modules(self) -> list[nn.Module]:
@@ -97,7 +103,7 @@ class XPruning(nn.Module):
         for view in VIEWS:
             stream = self.stream(view)
             mods.append(stream.patch_embed)
-            mods.extend(stream.layers[: self.cfg.frozen_stages])
+            mods.extend(stages(stream)[: self.cfg.frozen_stages])
         return mods
 
     def _freeze(self) -> None:
@@ -123,20 +129,18 @@ class XPruning(nn.Module):
         ctx = torch.no_grad() if self.training and torch.is_grad_enabled() else contextlib.nullcontext()
         with ctx:
             x = stream.patch_embed(x)
-            for stage in stream.layers[:n_frozen]:
+            for stage in stages(stream)[:n_frozen]:
                 x = stage(x)
-        for stage in stream.layers[n_frozen : NUM_STAGES - 1]:
+        for stage in stages(stream)[n_frozen : NUM_STAGES - 1]:
             x = stage(x)
-        return stream.layers[NUM_STAGES - 1].downsample(x)
+        return cast(torch.Tensor, stages(stream)[-1].downsample(x))
 
     def _features_after_fusion(self, stream: SwinTransformer, x: torch.Tensor) -> torch.Tensor:
-        x = stream.layers[NUM_STAGES - 1].blocks(x)
-        return stream.norm(x).mean(dim=(1, 2))  # final LN + global average pool (NHWC)
+        x = stages(stream)[-1].blocks(x)
+        return cast(torch.Tensor, stream.norm(x)).mean(dim=(1, 2))  # final LN + global average pool (NHWC)
 
     @overload
-    def forward(
-        self, cc: torch.Tensor, mlo: torch.Tensor, return_selection: Literal[False] = ...
-    ) -> torch.Tensor: ...
+    def forward(self, cc: torch.Tensor, mlo: torch.Tensor, return_selection: Literal[False] = ...) -> torch.Tensor: ...
     @overload
     def forward(
         self, cc: torch.Tensor, mlo: torch.Tensor, return_selection: Literal[True]
