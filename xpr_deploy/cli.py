@@ -72,6 +72,62 @@ def doctor(as_json: JsonFlag = False) -> None:
     console.print(t)
 
 
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
+    studies: Annotated[list[Path], typer.Argument(help="study folders of DICOM files (any names; paired from tags)")],
+    backend: Annotated[
+        str | None, typer.Option("--backend", "-b", help="eager | onnx | engine (default: from MODEL)")
+    ] = None,
+    heatmaps: Annotated[
+        Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """P(malignant) and the decision per breast; bad studies get a reason. Fails only if no breast was read."""
+    from .predict import predict as run_predict
+
+    rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps)
+    if as_json:
+        _print_json({"breasts": [b.to_dict() for b in rep.breasts], "rejects": rep.rejects,
+                     "backend": rep.backend, "threshold": rep.threshold})
+    else:
+        t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
+        for b in rep.breasts:
+            t.add_row(b.study, b.laterality, f"{b.prob:.4f}", b.decision, *([b.heatmap or ""] if heatmaps else []))
+        console.print(f"[bold]{rep.backend}[/] backend, threshold {rep.threshold:.3f}")
+        console.print(t)
+        for r in rep.rejects:
+            err_console.print(f"[yellow]skipped[/] {r['path']}: {r['reason']}", highlight=False, soft_wrap=True)
+    if not rep.breasts:
+        err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def triton(
+    bundle: Annotated[Path, typer.Argument(help="export bundle folder (manifest.json + model.onnx)")],
+    repo: Annotated[Path, typer.Option("--repo", help="Triton model repository folder (created if missing)")],
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="max_batch_size; only for a dynamic-batch export")
+    ] = None,
+    instances: Annotated[int, typer.Option("--instances", help="model instances per device")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="model name prefix (default: the bundle's)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A Triton Inference Server model repository: onnxruntime_onnx, plus tensorrt_plan for a TensorRT engine."""
+    from .triton import write_repository
+
+    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name)
+    if as_json:
+        _print_json(res.to_dict())
+        return
+    for m in res.models:
+        console.print(f"{m.name} ({m.platform}) version {m.version}: {m.config}  max_batch_size {m.max_batch_size}")
+    for line in res.skipped:
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
+
+
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
     try:
