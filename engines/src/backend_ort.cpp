@@ -1,0 +1,135 @@
+// ONNX Runtime backend: CPU provider, CUDA provider when requested / available.
+#include <onnxruntime_cxx_api.h>
+
+#include <algorithm>
+
+#include "backend.h"
+#include "failure.h"
+
+namespace xpr::detail {
+namespace {
+
+Ort::Env& ort_env() {
+  static Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "xpr");
+  return env;
+}
+
+class OrtBackend final : public Backend {
+ public:
+  OrtBackend(const std::string& model_path, const Manifest& m, const xpr_options& opts) : path_(model_path) {
+    Ort::SessionOptions so;
+    so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    if (opts.intra_op_threads > 0) so.SetIntraOpNumThreads(opts.intra_op_threads);
+    name_ = "onnxruntime-cpu";
+    if (opts.device == XPR_DEVICE_CUDA || opts.device == XPR_DEVICE_AUTO) {
+      try {
+        OrtCUDAProviderOptionsV2* cuda = nullptr;
+        Ort::ThrowOnError(Ort::GetApi().CreateCUDAProviderOptions(&cuda));
+        std::unique_ptr<OrtCUDAProviderOptionsV2, void (*)(OrtCUDAProviderOptionsV2*)> guard(
+            cuda, Ort::GetApi().ReleaseCUDAProviderOptions);
+        so.AppendExecutionProvider_CUDA_V2(*cuda);
+        name_ = "onnxruntime-cuda";
+      } catch (const Ort::Exception& e) {
+        if (opts.device == XPR_DEVICE_CUDA)
+          throw Failure(XPR_ERR_BACKEND, path_ + ": ONNX Runtime CUDA provider unavailable: " + e.what());
+      }
+    }
+    try {
+      session_ = std::make_unique<Ort::Session>(ort_env(), model_path.c_str(), so);
+    } catch (const Ort::Exception& e) {
+      throw Failure(XPR_ERR_BACKEND, path_ + ": ONNX Runtime cannot load the model: " + e.what());
+    }
+    Ort::AllocatorWithDefaultOptions alloc;
+    for (size_t i = 0; i < session_->GetInputCount(); ++i)
+      in_names_.push_back(session_->GetInputNameAllocated(i, alloc).get());
+    for (size_t i = 0; i < session_->GetOutputCount(); ++i)
+      out_names_.push_back(session_->GetOutputNameAllocated(i, alloc).get());
+    for (const char* want : {"cc", "mlo"})
+      if (std::find(in_names_.begin(), in_names_.end(), want) == in_names_.end())
+        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no input '" + want + "'");
+    for (const char* want : {"logits", "prob"})
+      if (std::find(out_names_.begin(), out_names_.end(), want) == out_names_.end())
+        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no output '" + want + "'");
+    for (const auto& t : m.inputs)
+      if (t.name == "cc") shape_ = t.shape;
+    shape_[0] = 1;
+  }
+
+  std::string name() const override { return name_; }
+
+  std::vector<OutputTensor> run(const float* cc, const float* mlo, size_t count) override {
+    size_t expect = 1;
+    for (int64_t d : shape_) expect *= static_cast<size_t>(d);
+    if (count != expect)
+      throw Failure(XPR_ERR_ARGUMENT, path_ + ": input has " + std::to_string(count) + " values, the model takes " +
+                                          std::to_string(expect));
+    auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+    std::vector<Ort::Value> inputs;
+    std::vector<const char*> in_names;
+    for (const auto& n : in_names_) {
+      const float* src = n == "cc" ? cc : n == "mlo" ? mlo : nullptr;
+      if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected model input '" + n + "'");
+      inputs.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(src), count, shape_.data(),
+                                                       shape_.size()));
+      in_names.push_back(n.c_str());
+    }
+    std::vector<const char*> out_names;
+    for (const auto& n : out_names_) out_names.push_back(n.c_str());
+    std::vector<Ort::Value> outs;
+    try {
+      outs = session_->Run(Ort::RunOptions{nullptr}, in_names.data(), inputs.data(), inputs.size(),
+                           out_names.data(), out_names.size());
+    } catch (const Ort::Exception& e) {
+      throw Failure(XPR_ERR_BACKEND, path_ + ": ONNX Runtime run failed: " + e.what());
+    }
+    std::vector<OutputTensor> result;
+    for (size_t i = 0; i < outs.size(); ++i) {
+      OutputTensor t;
+      t.name = out_names_[i];
+      auto info = outs[i].GetTensorTypeAndShapeInfo();
+      t.shape = info.GetShape();
+      const size_t n = info.GetElementCount();
+      switch (info.GetElementType()) {
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: {
+          const float* p = outs[i].GetTensorData<float>();
+          t.f32.assign(p, p + n);
+          break;
+        }
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: {
+          const int64_t* p = outs[i].GetTensorData<int64_t>();
+          t.i64.assign(p, p + n);
+          break;
+        }
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: {
+          const int32_t* p = outs[i].GetTensorData<int32_t>();
+          t.i64.assign(p, p + n);
+          break;
+        }
+        default:
+          throw Failure(XPR_ERR_BACKEND, path_ + ": output '" + t.name + "' has an unsupported element type");
+      }
+      result.push_back(std::move(t));
+    }
+    return result;
+  }
+
+ private:
+  std::string path_, name_;
+  std::unique_ptr<Ort::Session> session_;
+  std::vector<std::string> in_names_, out_names_;
+  std::vector<int64_t> shape_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& bundle_dir, const Manifest& m,
+                                                  const xpr_options& opts) {
+  const std::string path = bundle_dir + "/" + m.model_file;
+  try {
+    return std::make_unique<OrtBackend>(path, m, opts);
+  } catch (const Ort::Exception& e) {
+    throw Failure(XPR_ERR_BACKEND, path + ": ONNX Runtime: " + e.what());
+  }
+}
+
+}  // namespace xpr::detail

@@ -1,0 +1,220 @@
+// TensorRT / TensorRT-RTX backend: deserializeCudaEngine, setTensorAddress, enqueueV3.
+// Compiled only when CMake finds the SDK (XPR_WITH_TENSORRT). NOT built or tested on the
+// project's CI machines (no package there ships TensorRT headers); see engines/README.md.
+#include <NvInfer.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <fstream>
+#include <iterator>
+
+#include "backend.h"
+#include "failure.h"
+#include "sha256.h"
+
+namespace xpr::detail {
+namespace {
+
+class Logger final : public nvinfer1::ILogger {
+ public:
+  void log(Severity severity, const char* msg) noexcept override {
+    if (severity <= Severity::kERROR) last_error = msg ? msg : "";
+    if (severity <= Severity::kWARNING) std::fprintf(stderr, "[xpr tensorrt] %s\n", msg ? msg : "");
+  }
+  std::string last_error;
+};
+
+void cuda_check(cudaError_t e, const std::string& where) {
+  if (e != cudaSuccess) throw Failure(XPR_ERR_BACKEND, where + ": CUDA error " + cudaGetErrorString(e));
+}
+
+std::string runtime_version() {
+  const int v = getInferLibVersion();  // MAJOR * 10000 + MINOR * 100 + PATCH
+  return std::to_string(v / 10000) + "." + std::to_string((v / 100) % 100) + "." + std::to_string(v % 100);
+}
+
+bool same_major_minor(const std::string& a, const std::string& b) {
+  int a1 = -1, a2 = -1, b1 = -2, b2 = -2;
+  std::sscanf(a.c_str(), "%d.%d", &a1, &a2);
+  std::sscanf(b.c_str(), "%d.%d", &b1, &b2);
+  return a1 == b1 && a2 == b2;
+}
+
+size_t element_size(nvinfer1::DataType t) {
+  switch (t) {
+    case nvinfer1::DataType::kFLOAT: return 4;
+    case nvinfer1::DataType::kINT32: return 4;
+    case nvinfer1::DataType::kINT64: return 8;
+    case nvinfer1::DataType::kHALF: return 2;
+    default: return 0;
+  }
+}
+
+float half_to_float(uint16_t h) {
+  const uint32_t sign = (h & 0x8000u) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+  uint32_t bits;
+  if (exp == 0) {
+    if (man == 0) bits = sign;
+    else {  // subnormal
+      int e = -1;
+      uint32_t m = man;
+      do { ++e; m <<= 1; } while (!(m & 0x400));
+      bits = sign | ((127 - 15 - e) << 23) | ((m & 0x3ff) << 13);
+    }
+  } else if (exp == 31) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else {
+    bits = sign | ((exp + 127 - 15) << 23) | (man << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+class TrtBackend final : public Backend {
+ public:
+  TrtBackend(const std::string& engine_path, const std::string& plugin_path, const std::string& label)
+      : path_(engine_path), name_(label) {
+    runtime_.reset(nvinfer1::createInferRuntime(logger_));
+    if (!runtime_) throw Failure(XPR_ERR_BACKEND, path_ + ": createInferRuntime failed");
+    if (!plugin_path.empty()) {
+      if (!runtime_->getPluginRegistry().loadLibrary(plugin_path.c_str()))
+        throw Failure(XPR_ERR_BACKEND, plugin_path + ": TensorRT cannot load the plugin library: " + logger_.last_error);
+    }
+    std::ifstream f(path_, std::ios::binary);
+    if (!f) throw Failure(XPR_ERR_IO, path_ + ": cannot open the engine file");
+    const std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
+    if (!engine_)
+      throw Failure(XPR_ERR_BACKEND, path_ + ": deserializeCudaEngine failed (" + logger_.last_error +
+                                         "); built for another TensorRT version or GPU?");
+    context_.reset(engine_->createExecutionContext());
+    if (!context_) throw Failure(XPR_ERR_BACKEND, path_ + ": createExecutionContext failed: " + logger_.last_error);
+    cuda_check(cudaStreamCreate(&stream_), path_);
+    const int n = engine_->getNbIOTensors();
+    for (int i = 0; i < n; ++i) {
+      Io io;
+      io.name = engine_->getIOTensorName(i);
+      io.input = engine_->getTensorIOMode(io.name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
+      io.type = engine_->getTensorDataType(io.name.c_str());
+      const nvinfer1::Dims d = engine_->getTensorShape(io.name.c_str());
+      io.count = 1;
+      for (int k = 0; k < d.nbDims; ++k) {
+        if (d.d[k] < 0) throw Failure(XPR_ERR_BACKEND, path_ + ": tensor '" + io.name + "' has a dynamic shape");
+        io.shape.push_back(d.d[k]);
+        io.count *= static_cast<size_t>(d.d[k]);
+      }
+      if (element_size(io.type) == 0)
+        throw Failure(XPR_ERR_BACKEND, path_ + ": tensor '" + io.name + "' has an unsupported data type");
+      if (io.input && io.type != nvinfer1::DataType::kFLOAT)
+        throw Failure(XPR_ERR_BACKEND, path_ + ": input '" + io.name + "' is not float32");
+      cuda_check(cudaMalloc(&io.device, io.count * element_size(io.type)), path_ + ": cudaMalloc " + io.name);
+      if (!context_->setTensorAddress(io.name.c_str(), io.device))
+        throw Failure(XPR_ERR_BACKEND, path_ + ": setTensorAddress failed for '" + io.name + "'");
+      io_.push_back(std::move(io));
+    }
+  }
+
+  ~TrtBackend() override {
+    for (auto& io : io_)
+      if (io.device) cudaFree(io.device);
+    if (stream_) cudaStreamDestroy(stream_);
+  }
+
+  std::string name() const override { return name_; }
+
+  std::vector<OutputTensor> run(const float* cc, const float* mlo, size_t count) override {
+    for (auto& io : io_) {
+      if (!io.input) continue;
+      const float* src = io.name == "cc" ? cc : io.name == "mlo" ? mlo : nullptr;
+      if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected engine input '" + io.name + "'");
+      if (io.count != count)
+        throw Failure(XPR_ERR_ARGUMENT, path_ + ": input has " + std::to_string(count) + " values, the engine takes " +
+                                            std::to_string(io.count));
+      cuda_check(cudaMemcpyAsync(io.device, src, count * sizeof(float), cudaMemcpyHostToDevice, stream_), path_);
+    }
+    if (!context_->enqueueV3(stream_)) throw Failure(XPR_ERR_BACKEND, path_ + ": enqueueV3 failed: " + logger_.last_error);
+    std::vector<OutputTensor> out;
+    std::vector<std::vector<uint8_t>> host;
+    for (auto& io : io_) {
+      if (io.input) continue;
+      host.emplace_back(io.count * element_size(io.type));
+      cuda_check(cudaMemcpyAsync(host.back().data(), io.device, host.back().size(), cudaMemcpyDeviceToHost, stream_),
+                 path_);
+    }
+    cuda_check(cudaStreamSynchronize(stream_), path_);
+    size_t h = 0;
+    for (auto& io : io_) {
+      if (io.input) continue;
+      OutputTensor t;
+      t.name = io.name;
+      t.shape = io.shape;
+      const uint8_t* p = host[h++].data();
+      for (size_t i = 0; i < io.count; ++i) {
+        switch (io.type) {
+          case nvinfer1::DataType::kFLOAT: { float v; std::memcpy(&v, p + 4 * i, 4); t.f32.push_back(v); break; }
+          case nvinfer1::DataType::kHALF: { uint16_t v; std::memcpy(&v, p + 2 * i, 2); t.f32.push_back(half_to_float(v)); break; }
+          case nvinfer1::DataType::kINT32: { int32_t v; std::memcpy(&v, p + 4 * i, 4); t.i64.push_back(v); break; }
+          case nvinfer1::DataType::kINT64: { int64_t v; std::memcpy(&v, p + 8 * i, 8); t.i64.push_back(v); break; }
+          default: break;
+        }
+      }
+      out.push_back(std::move(t));
+    }
+    return out;
+  }
+
+ private:
+  struct Io {
+    std::string name;
+    bool input = false;
+    nvinfer1::DataType type = nvinfer1::DataType::kFLOAT;
+    std::vector<int64_t> shape;
+    size_t count = 0;
+    void* device = nullptr;
+  };
+  std::string path_, name_;
+  Logger logger_;
+  std::unique_ptr<nvinfer1::IRuntime> runtime_;
+  std::unique_ptr<nvinfer1::ICudaEngine> engine_;
+  std::unique_ptr<nvinfer1::IExecutionContext> context_;
+  cudaStream_t stream_ = nullptr;
+  std::vector<Io> io_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle_dir, const Manifest& m,
+                                               const xpr_options& opts, std::string& why) {
+  int device_count = 0;
+  if (cudaGetDeviceCount(&device_count) != cudaSuccess || device_count == 0) {
+    why = "no CUDA GPU: TensorRT engines need an NVIDIA GPU";
+    return nullptr;
+  }
+  cudaDeviceProp prop{};
+  cuda_check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
+  const std::string sm = std::to_string(prop.major) + "." + std::to_string(prop.minor);
+  const std::string rt = runtime_version();
+  std::string reasons;
+  for (const auto& e : m.engines) {
+    const std::string path = bundle_dir + "/" + e.file;
+    if (!e.compute_capability.empty() && e.compute_capability != sm &&
+        !(e.compute_capability == "ampere+" && prop.major >= 8)) {
+      reasons += "; " + e.file + " is for compute capability " + e.compute_capability + ", this GPU is " + sm;
+      continue;
+    }
+    if (!e.version.empty() && !same_major_minor(e.version, rt))
+      throw Failure(XPR_ERR_VERSION, path + ": engine built with TensorRT " + e.version + ", this runtime is " + rt);
+    std::string plugin = opts.plugin_library ? opts.plugin_library
+                         : !e.plugin_library.empty() ? bundle_dir + "/" + e.plugin_library
+                         : !m.plugin_library.empty() ? bundle_dir + "/" + m.plugin_library
+                                                     : std::string();
+    return std::make_unique<TrtBackend>(path, plugin, (e.backend.empty() ? "tensorrt" : e.backend) + "-sm" + sm);
+  }
+  why = m.engines.empty() ? "the bundle lists no TensorRT engine" : "no engine for this GPU" + reasons;
+  return nullptr;
+}
+
+}  // namespace xpr::detail

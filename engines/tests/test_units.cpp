@@ -1,0 +1,172 @@
+// Unit tests of the pieces with exact answers: SHA-256, VOI, orientation, crop, resize.
+#include <cmath>
+#include <vector>
+
+#include "check.h"
+#include "failure.h"
+#include "preprocess.h"
+#include "sha256.h"
+
+using namespace xpr::detail;
+
+static xpr_image make(const std::vector<uint16_t>& px, int rows, int cols) {
+  xpr_image im;
+  xpr_image_init(&im);
+  im.pixels = px.data();
+  im.rows = rows;
+  im.cols = cols;
+  im.name = "unit";
+  return im;
+}
+
+static xpr_status status_of(const xpr_image& im, const PreprocSettings& s, std::string* msg = nullptr) {
+  std::vector<float> out(static_cast<size_t>(s.out_rows) * s.out_cols);
+  try {
+    preprocess(im, s, out.data());
+  } catch (const Failure& f) {
+    if (msg) *msg = f.what();
+    return f.status;
+  }
+  return XPR_OK;
+}
+
+int main() {
+  // SHA-256 (FIPS 180-4 examples)
+  CHECK(sha256_hex("", 0) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(sha256_hex("abc", 3) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  {
+    const std::string m = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+    CHECK(sha256_hex(m.data(), m.size()) == "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+    Sha256 s;  // split updates give the same digest
+    for (char c : m) s.update(&c, 1);
+    CHECK(s.hex_digest() == sha256_hex(m.data(), m.size()));
+  }
+
+  // resize: identity at scale 1, constants stay constant, weights sum to 1
+  {
+    std::vector<double> in(6 * 5);
+    for (size_t i = 0; i < in.size(); ++i) in[i] = std::sin(0.7 * i);
+    CHECK(resize_triangle(in, 6, 5, 6, 5) == in);
+    std::vector<double> c(37 * 23, 0.25);
+    for (double v : resize_triangle(c, 37, 23, 16, 8)) CHECK(std::abs(v - 0.25) < 1e-12);
+    for (double v : resize_triangle(std::vector<double>(5 * 3, 0.5), 5, 3, 11, 7)) CHECK(std::abs(v - 0.5) < 1e-12);
+  }
+  // downscale by 2 in columns: PIL weights for out i: inputs 2i-1..2i+2 with 1/8,3/8,3/8,1/8 (interior)
+  {
+    std::vector<double> in = {0, 0, 0, 8, 0, 0, 0, 0};
+    auto out = resize_triangle(in, 1, 8, 1, 4);
+    CHECK(std::abs(out[1] - 3.0) < 1e-12);  // centre 3.0: taps 1..4 -> 3/8 * 8
+    CHECK(std::abs(out[2] - 1.0) < 1e-12);  // centre 5.0: taps 3..6 -> 1/8 * 8
+  }
+
+  PreprocSettings s;
+  s.out_rows = 8;
+  s.out_cols = 4;
+  s.mean = 0.0;
+  s.std = 1.0;
+
+  // a breast on the right half gets flipped to the left; burned-in marker rows ignored
+  {
+    const int rows = 100, cols = 60;
+    std::vector<uint16_t> px(rows * cols, 0);
+    for (int r = 10; r < 90; ++r)
+      for (int c = 30; c < 60; ++c) px[r * cols + c] = 1000;
+    px[0 * cols + 2] = 1000;  // one-pixel marker: 1 % of a column, below the 2 % rule
+    xpr_image im = make(px, rows, cols);
+    Cropped cr = window_orient_crop(im, s);
+    CHECK(cr.flipped);
+    CHECK(cr.c0 == 0 && cr.c1 == 29);
+    CHECK(cr.r0 == 10 && cr.r1 == 89);
+    CHECK(cr.rows == 80 && cr.cols == 30);
+    for (double v : cr.x) CHECK(v == 1.0);
+  }
+
+  // VOI LINEAR per PS3.3 C.11.2.1.2, MONOCHROME1, padding
+  {
+    const int rows = 50, cols = 50;
+    std::vector<uint16_t> px(rows * cols, 100);
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < 25; ++c) px[r * cols + c] = 250;
+    px[0] = 7;  // padding value
+    xpr_image im = make(px, rows, cols);
+    im.has_window = 1;
+    im.window_center = 200;
+    im.window_width = 201;  // lo = 99.5, hi = 299.5
+    Cropped cr = window_orient_crop(im, s);
+    CHECK(!cr.flipped);
+    CHECK(cr.cols == 25 && cr.rows == 50);
+    CHECK(cr.x[0] == 0.0);                                  // stored 7 -> below the window
+    CHECK(cr.x[1] == (250 - (200 - 0.5)) / (201 - 1.0) + 0.5);  // inside the window
+    im.has_padding_value = 1;
+    im.padding_value = 7;
+    im.monochrome1 = 1;  // inverted: the 100 side becomes bright -> flipped
+    cr = window_orient_crop(im, s);
+    CHECK(cr.flipped);
+    im.voi_function = XPR_VOI_LINEAR_EXACT;
+    im.monochrome1 = 0;
+    cr = window_orient_crop(im, s);
+    CHECK(cr.x[0] == 0.0);  // padding
+    CHECK(cr.x[1] == (250 - 200) / 201.0 + 0.5);
+    im.voi_function = XPR_VOI_SIGMOID;
+    cr = window_orient_crop(im, s);
+    CHECK(std::abs(cr.x[1] - 1.0 / (1.0 + std::exp(-4.0 * 50.0 / 201.0))) < 1e-15);
+  }
+
+  // signed pixels masked to BitsStored and sign-extended; rescale
+  {
+    const int rows = 20, cols = 20;
+    std::vector<uint16_t> px(rows * cols, 0xF000 | 0x0FFF);  // -1 in 12 bits (+ garbage high bits)
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < 10; ++c) px[r * cols + c] = 0x07FF;  // 2047
+    xpr_image im = make(px, rows, cols);
+    im.is_signed = 1;
+    im.bits_stored = 12;
+    im.rescale_slope = 2.0;
+    im.rescale_intercept = 10.0;
+    Cropped cr = window_orient_crop(im, s);  // min-max: (-2+10) .. (4094+10)
+    CHECK(cr.cols == 10 && !cr.flipped);
+    CHECK(cr.x[0] == 1.0);
+  }
+
+  // errors: every one a Failure with a message naming the image
+  {
+    std::vector<uint16_t> px(16 * 16, 5);
+    std::string msg;
+    xpr_image im = make(px, 16, 16);
+    CHECK(status_of(im, s, &msg) == XPR_ERR_IMAGE);  // constant, no window
+    CHECK(contains(msg, "unit"));
+    im.has_window = 1;
+    im.window_center = 1000;
+    im.window_width = 100;
+    CHECK(status_of(im, s, &msg) == XPR_ERR_IMAGE && contains(msg, "empty breast mask"));
+    im.window_width = 0.5;
+    CHECK(status_of(im, s, &msg) == XPR_ERR_IMAGE && contains(msg, "WindowWidth"));
+    im = make(px, 0, 16);
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    im = make(px, 16, 16);
+    im.pixels = nullptr;
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    im = make(px, 16, 16);
+    im.bits_stored = 0;
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    im.bits_stored = 17;
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    im = make(px, 16, 16);
+    im.has_modality_lut_sequence = 1;
+    CHECK(status_of(im, s, &msg) == XPR_ERR_IMAGE && contains(msg, "Modality LUT"));
+    im = make(px, 16, 16);
+    im.rescale_slope = std::nan("");
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    im = make(px, 16, 16);
+    im.voi_function = static_cast<xpr_voi_function>(42);
+    im.has_window = 1;
+    im.window_width = 10;
+    CHECK(status_of(im, s) == XPR_ERR_IMAGE);
+    PreprocSettings bad = s;
+    bad.version = "xpr-preproc-2";
+    CHECK(status_of(make(px, 16, 16), bad) == XPR_ERR_VERSION);
+  }
+
+  std::printf("test_units: %d failure(s)\n", g_failures);
+  return g_failures ? 1 : 0;
+}
