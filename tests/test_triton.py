@@ -44,8 +44,16 @@ def _tiny_onnx(path: Path, batch: int | str) -> None:
     onnx.save(model, str(path))
 
 
+def _engine(backend: str, path: str, version: str) -> dict:
+    return {
+        "backend": backend, "version": version, "compute_capability": "8.6", "compute_capabilities": ["8.6"],
+        "hw_compat": "same", "flags": [], "strongly_typed": True, "timing_cache_sha256": None, "path": path,
+        "sha256": "0" * 64, "onnx": "model.onnx", "plugins_required": [],
+    }  # fmt: skip
+
+
 def _manifest(batch: int | str, engines: list[dict] | None = None, with_selection: bool = False) -> dict:
-    """Shaped like export/manifest.schema.json: I/O, preprocessing, label rule, threshold, K per block."""
+    """Follows export/manifest.schema.json (checked below for the static case)."""
     outputs = [
         {"name": "logits", "dtype": "float32", "shape": [batch, 2]},
         {"name": "prob", "dtype": "float32", "shape": [batch]},
@@ -53,21 +61,33 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
     if with_selection:
         outputs.append({"name": "sel_cc_s1_b0", "dtype": "int64", "shape": [batch, 64]})
     return {
+        "format": "xpr-bundle",
+        "format_version": 1,
         "name": "xpr_tiny",
         "toolkit_version": "0.1.0",
-        "opset": 17,
+        "created_utc": "2026-11-28T13:00:00Z",
         "model": "model.onnx",
+        "graphs": {"fp32": "model.onnx"},
+        "precision": "fp32",
+        "opset": 18,
+        "ir_version": 10,
+        "batch": 1,
         "inputs": [
             {"name": "cc", "dtype": "float32", "shape": [batch, 1, H, W]},
             {"name": "mlo", "dtype": "float32", "shape": [batch, 1, H, W]},
         ],
         "outputs": outputs,
+        "model_config": {"name": "tiny", "img_size": [H, W], "prune_rates": [0.5] * 4},
+        "preprocessing": {"version": "xpr-preproc-1"},
+        "label_rule": "birads-4-5",
         "class_names": ["benign", "malignant"],
         "threshold": 0.42,
-        "label_rule": "vindr:birads4-5",
-        "preprocessing": {"version": "xpr-preproc-1", "orientation": "chest-wall-left"},
-        "blocks": [{"view": "cc", "stage": 1, "block": 0, "window_grid": [16, 8], "windows": 128, "k": 64}],
+        "blocks": [
+            {"view": "cc", "stage": 1, "block": 0, "window_grid": [16, 8], "windows": 128, "k": 64, "pruned": True}
+        ],
+        "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
         "engines": engines or [],
+        "files": {"model.onnx": "0" * 64},
     }
 
 
@@ -86,6 +106,12 @@ def _parse(path: Path):
     again = text_format.Parse(text_format.MessageToString(cfg), model_config_pb2.ModelConfig())
     assert again == cfg
     return cfg
+
+
+def test_fixture_follows_the_manifest_schema() -> None:
+    from xpr_deploy.export.manifest import validate_manifest
+
+    validate_manifest(_manifest(1, engines=[_engine("tensorrt", "model.sm86.engine", "11.4.0")]))
 
 
 def test_static_bundle_gives_max_batch_0_with_batch_in_dims(tmp_path: Path) -> None:
@@ -136,8 +162,8 @@ def test_versions_accumulate(tmp_path: Path) -> None:
 
 def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -> None:
     engines = [
-        {"backend": "tensorrt-rtx", "path": "rtx/model.sm86.engine", "compute_capability": "8.6"},
-        {"backend": "tensorrt", "path": "model.sm86.engine", "version": "11.4.0", "compute_capability": "8.6"},
+        _engine("tensorrt-rtx", "rtx/model.sm86.engine", "1.7.1"),
+        _engine("tensorrt", "model.sm86.engine", "11.4.0"),
     ]
     bundle = _bundle(tmp_path, engines=engines)
     (bundle / "model.sm86.engine").write_bytes(np.arange(64, dtype=np.uint8).tobytes())

@@ -218,9 +218,9 @@ class OnnxRunner(Runner):
 
     backend = "onnx"
 
-    def __init__(self, source: ModelSource, fp16: bool = False) -> None:
+    def __init__(self, source: ModelSource, precision: str | None = None) -> None:
         super().__init__(source)
-        self.fp16 = fp16
+        self.precision = precision  # "fp32" | "fp16" | None: the bundle's served graph
         self.session: Any = None
         self.outputs: list[str] = []
 
@@ -231,7 +231,7 @@ class OnnxRunner(Runner):
         if bundle is None:
             raise PredictError(f"{self.source.path}: the onnx backend needs an export bundle (run `xpr export`)")
         try:
-            return onnx_file(bundle, self.source.manifest or {}, prefer_fp16=self.fp16)
+            return onnx_file(bundle, self.source.manifest or {}, self.precision)
         except XprError as exc:
             raise PredictError(str(exc)) from None
 

@@ -132,19 +132,23 @@ def tensors(manifest: dict[str, Any], key: str, source: Path) -> list[TensorSpec
     return [_tensor(e, source) for e in raw]
 
 
-def onnx_file(bundle: Path, manifest: dict[str, Any], prefer_fp16: bool = False) -> Path:
-    """The ONNX model the bundle serves: the manifest's `model` entry, else model(.fp16).onnx."""
+def onnx_file(bundle: Path, manifest: dict[str, Any], precision: str | None = None) -> Path:
+    """The ONNX graph to serve: `graphs[precision]` when asked, else the manifest's `model`."""
     names: list[str] = []
-    model = manifest.get("model")
-    if isinstance(model, str):
-        names.append(model)
-    elif isinstance(model, dict) and isinstance(model.get("file"), str):
-        names.append(model["file"])
-    fallback = ["model.fp16.onnx", "model.onnx"] if prefer_fp16 else ["model.onnx", "model.fp16.onnx"]
-    for name in [*names, *fallback]:
+    graphs = manifest.get("graphs") if isinstance(manifest.get("graphs"), dict) else {}
+    if precision is not None:
+        if precision not in graphs:
+            have = ", ".join(sorted(graphs)) or "none"
+            raise TritonError(f"{bundle / 'manifest.json'}: no {precision} graph in the bundle (has {have})")
+        names.append(str(graphs[precision]))
+    elif isinstance(manifest.get("model"), str):
+        names.append(manifest["model"])
+    else:
+        names += [str(v) for v in graphs.values()] + ["model.onnx", "model.fp16.onnx"]
+    for name in names:
         if (bundle / name).is_file():
             return bundle / name
-    raise TritonError(f"{bundle}: no ONNX model in the bundle (looked for {', '.join([*names, *fallback])})")
+    raise TritonError(f"{bundle}: ONNX model missing from the bundle (looked for {', '.join(names)})")
 
 
 def engine_entries(bundle: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
@@ -329,7 +333,7 @@ def write_repository(
     instances: int = 1,
     name: str | None = None,
     version: int | None = None,
-    fp16: bool = False,
+    precision: str | None = None,
 ) -> TritonResult:
     """Write `<repo>/<name>_onnx/` (and `<name>_trt/` for a TensorRT engine) from an export bundle.
 
@@ -350,7 +354,7 @@ def write_repository(
     extras = {"labels.txt": labels, "manifest.json": source.read_text()}
     result = TritonResult(repo)
 
-    onnx = onnx_file(bundle, manifest, prefer_fp16=fp16)
+    onnx = onnx_file(bundle, manifest, precision)
     # KIND_AUTO: GPU when the server has one, else CPU (ONNX Runtime runs on both)
     text = config_pbtxt(
         f"{base}_onnx",
