@@ -1,0 +1,130 @@
+"""The data layer: DICOM mammograms in, model-ready breast pairs out (SPEC §3).
+
+Public API (others code against these names):
+
+- `load_dataset(root, format="auto"|"vindr"|"cbis"|"folder", label_rule=None) -> DatasetIndex`
+  with `.pairs: list[BreastPair]`, `.rejects: list[Reject]`, `.format`, `.label_rule`
+  (e.g. `"vindr:birads>=4"`, `"cbis:pathology"`, `"none"` for folders), `.summary()`.
+  Keeps going past bad files: each becomes a `Reject(path, reason)`.
+- `BreastPair(study_id, patient_id, laterality, cc, mlo, label, raw_label, official_split, meta)`;
+  `.key` = "<study_id>/<L|R>"; `patient_id` is the split group (VinDr: the study). label -1 = unlabelled.
+- `PreprocessSettings(img_size=(H, W), ...)` (frozen; `.to_dict()`, `.from_dict()`, `.hash()`,
+  `.for_config(model_config)`), `PREPROC_VERSION = "xpr-preproc-1"`.
+- `read_image(path) -> pydicom.Dataset` (validated MG For Presentation, greyscale, one frame),
+  `preprocess_file(path, settings) -> float32 [H, W]`, `preprocess_dataset(ds, settings)`,
+  `preprocess_with_geometry(path_or_ds, settings) -> (array, Geometry)`; `Geometry.flipped`,
+  `.crop`, `.model_to_stored(row, col)`, `.stored_box()`, `.paste(heatmap)` map model pixels back
+  to the stored image. `preprocess_array(stored, PixelMeta, settings)` runs the bare contract.
+- `make_holdout(pairs, test_fraction=0.2, seed=0)`, `make_folds(pairs, k=5, seed=0)` -> `SplitFile`
+  (`.folds[i]["train"/"test"]` breast keys, `.select(pairs, fold, part)`, `.write(path)`,
+  `SplitFile.read(path)`).
+- `PreparedCache(dir).load(path, settings)`; `xpr_deploy.data.torchdata.PairDataset(pairs, settings, cache)`.
+- `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
+- Errors: `xpr_deploy.data.errors` (DicomError and its subclasses, BadLabel, DatasetError, SplitError).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .cache import PreparedCache
+from .cbis import find_csvs, load_cbis
+from .dicom import (
+    PREPROC_VERSION,
+    Geometry,
+    PixelMeta,
+    PreprocessSettings,
+    preprocess_array,
+    preprocess_dataset,
+    preprocess_file,
+    preprocess_with_geometry,
+    read_image,
+)
+from .errors import DatasetError
+from .folder import load_folder
+from .pairs import BreastPair, DatasetIndex, Reject
+from .splits import SplitFile, make_folds, make_holdout
+from .synth import write_synthetic
+from .vindr import BREAST_CSV, load_vindr
+
+FORMATS = ("auto", "vindr", "cbis", "folder")
+
+__all__ = [
+    "FORMATS",
+    "PREPROC_VERSION",
+    "BreastPair",
+    "DatasetIndex",
+    "Geometry",
+    "PixelMeta",
+    "PreparedCache",
+    "PreprocessSettings",
+    "Reject",
+    "SplitFile",
+    "check_dataset",
+    "detect_format",
+    "load_dataset",
+    "make_folds",
+    "make_holdout",
+    "preprocess_array",
+    "preprocess_dataset",
+    "preprocess_file",
+    "preprocess_with_geometry",
+    "read_image",
+    "write_synthetic",
+]
+
+
+def detect_format(root: str | Path) -> str:
+    """vindr if the breast-level CSV is there, cbis if case-description CSVs are, else folder."""
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: not found")
+    if root.is_dir() and (root / BREAST_CSV).exists():
+        return "vindr"
+    if root.is_dir() and find_csvs(root):
+        return "cbis"
+    return "folder"
+
+
+def load_dataset(root: str | Path, format: str = "auto", label_rule: str | None = None,
+                 *, verify: bool = True) -> DatasetIndex:
+    """Index a dataset: pairs, rejects (with reasons) and the label rule used."""
+    if format not in FORMATS:
+        raise DatasetError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
+    root = Path(root)
+    if not root.exists():
+        raise DatasetError(f"{root}: not found")
+    fmt = detect_format(root) if format == "auto" else format
+    if fmt == "vindr":
+        return load_vindr(root, label_rule, verify=verify)
+    if fmt == "cbis":
+        return load_cbis(root, label_rule, verify=verify)
+    return load_folder(root, label_rule)
+
+
+def check_dataset(root: str | Path, format: str = "auto", label_rule: str | None = None,
+                  seed: int = 0, k: int = 5) -> dict[str, Any]:
+    """`xpr data check`: the dataset summary plus hold-out and k-fold split counts."""
+    from .errors import SplitError
+
+    ds = load_dataset(root, format, label_rule)
+    out = ds.summary()
+    splits: dict[str, Any] = {}
+    labelled = [p for p in ds.pairs if p.label in (0, 1)]
+    if labelled:
+        try:
+            splits["holdout"] = make_holdout(labelled, seed=seed).counts(labelled)[0]
+        except SplitError as exc:
+            splits["holdout"] = {"error": str(exc)}
+        try:
+            splits["folds"] = make_folds(labelled, k=k, seed=seed).counts(labelled)
+        except SplitError as exc:
+            splits["folds"] = {"error": str(exc)}
+    out["splits"] = splits
+    official: dict[str, int] = {}
+    for p in ds.pairs:
+        if p.official_split:
+            official[p.official_split] = official.get(p.official_split, 0) + 1
+    out["official_split"] = official
+    return out

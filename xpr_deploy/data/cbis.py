@@ -1,0 +1,132 @@
+"""CBIS-DDSM: the four `*_case_description_*.csv` files + the NBIA folder layout.
+
+A CSV row is one abnormality; its "image file path" starts with the case folder
+(`Mass-Training_P_00001_LEFT_CC`), which is how the full mammogram is found on disk
+(`CBIS-DDSM/<case folder>/<study>/<series: full mammogram images>/1-1.dcm`). Patients are grouped
+across all four CSVs; a breast is malignant if any of its abnormalities is.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from .dicom import laterality_of, read_image, view_of
+from .errors import DatasetError, DicomError
+from .labels import label_rule as resolve_rule
+from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .vindr import read_csv
+
+CSV_GLOB = "*case_description*.csv"
+_SIDES = {"LEFT": "L", "RIGHT": "R", "L": "L", "R": "R"}
+
+
+def _norm(key: str) -> str:
+    return re.sub(r"[^a-z]+", "_", key.lower()).strip("_")
+
+
+def find_csvs(root: Path) -> list[Path]:
+    return sorted(p for p in root.glob(CSV_GLOB) if p.is_file())
+
+
+def _case_folders(root: Path) -> dict[str, Path]:
+    """Case folder name -> folder, for the NBIA layout (root/CBIS-DDSM/<case>) or cases at the root."""
+    out: dict[str, Path] = {}
+    for base in (root, root / "CBIS-DDSM"):
+        if base.is_dir():
+            for d in base.iterdir():
+                if d.is_dir() and d.name != "CBIS-DDSM":
+                    out.setdefault(d.name, d)
+    return out
+
+
+def _full_image(root: Path, rel: str, folders: dict[str, Path], cache: dict[str, Path | str]) -> Path | str:
+    """The full-mammogram file of a CSV "image file path", or a reason string when not found/ambiguous."""
+    rel = rel.strip().replace("\\", "/")
+    exact = root / rel
+    if rel and exact.is_file():
+        return exact
+    case = rel.split("/", 1)[0]
+    if case in cache:
+        return cache[case]
+    folder = folders.get(case)
+    if folder is None:
+        result: Path | str = f"case folder {case or '?'} not found under {root}"
+    else:
+        files = sorted(folder.rglob("*.dcm"))
+        full = [f for f in files if "full mammogram" in str(f.relative_to(folder)).lower()]
+        cands = full or files
+        if not cands:
+            result = f"no .dcm file under {folder}"
+        elif len(cands) > 1:
+            result = f"{len(cands)} candidate full-mammogram files under {folder}"
+        else:
+            result = cands[0]
+    cache[case] = result
+    return result
+
+
+def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool = True) -> DatasetIndex:
+    """Index a CBIS-DDSM download (any subset of the four CSVs)."""
+    root = Path(root)
+    rule = resolve_rule(label_rule, "cbis")
+    csvs = find_csvs(root)
+    if not csvs:
+        raise DatasetError(f"{root}: no {CSV_GLOB} (not a CBIS-DDSM folder)")
+    idx = DatasetIndex(root=root, format="cbis", label_rule=rule.name)
+    folders = _case_folders(root)
+    cache: dict[str, Path | str] = {}
+    pathologies: dict[tuple[str, str], set[str]] = defaultdict(set)
+    # (patient, side, view) -> {case folder: (path, csv name, official split)}
+    views: dict[tuple[str, str, str], dict[str, tuple[Path, str]]] = defaultdict(dict)
+    for csv_path in csvs:
+        split = "test" if "test" in csv_path.name.lower() else "training"
+        for n, raw_row in enumerate(read_csv(csv_path), start=2):
+            row = {_norm(k): v for k, v in raw_row.items()}
+            where = f"{csv_path.name}:{n}"
+            patient = row.get("patient_id", "")
+            side = _SIDES.get(row.get("left_or_right_breast", "").upper(), "")
+            view = row.get("image_view", "").upper()
+            rel = row.get("image_file_path", "")
+            if not patient or not rel:
+                idx.rejects.append(Reject(where, "row without patient_id or image file path"))
+                continue
+            if not side:
+                bad = row.get('left_or_right_breast', '')
+                idx.rejects.append(Reject(where, f"laterality {bad!r} (need LEFT/RIGHT)"))
+                continue
+            pathologies[(patient, side)].add(row.get("pathology", "").upper() or "?")
+            if view not in ("CC", "MLO"):
+                idx.rejects.append(Reject(where, f"view {view or 'missing'} is not CC or MLO"))
+                continue
+            case = rel.strip().split("/", 1)[0]
+            if case not in views[(patient, side, view)]:
+                found = _full_image(root, rel, folders, cache)
+                if isinstance(found, str):
+                    idx.rejects.append(Reject(where, found))
+                    continue
+                views[(patient, side, view)][case] = (found, split)
+    records: list[ImageRecord] = []
+    for (patient, side, view), cases in sorted(views.items()):
+        # the same mammogram appears under a Mass and a Calc case folder: keep one (Mass first)
+        chosen = sorted(cases, key=lambda c: (not c.lower().startswith("mass"), c))[0]
+        if len(cases) > 1:
+            idx.notes.append(f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); "
+                             f"using {chosen}")
+        path, split = cases[chosen]
+        if verify:
+            try:
+                ds = read_image(path, header_only=True)
+                if ("ImageLaterality" in ds or "Laterality" in ds) and (lat := laterality_of(ds, str(path))) != side:
+                    raise DicomError(f"{path}: laterality {lat} in the DICOM but {side} in the CSV")
+                if "ViewPosition" in ds and str(ds.ViewPosition).strip() and (v := view_of(ds, str(path))) != view:
+                    raise DicomError(f"{path}: view {v} in the DICOM but {view} in the CSV")
+            except DicomError as exc:
+                idx.rejects.append(Reject(str(path), str(exc)))
+                continue
+        raw = "+".join(sorted(pathologies[(patient, side)]))
+        records.append(ImageRecord(path=path, study_id=patient, patient_id=patient, laterality=side, view=view,
+                                   raw_label=raw, official_split=split, meta={"case": chosen}))
+    idx.pairs = pair_images(records, rule.label, idx.rejects)
+    return idx
