@@ -1,0 +1,186 @@
+"""The demo's final report: one Markdown file that says what ran and links every artefact it made.
+
+Links are relative to the report, so the output folder can be moved or zipped and still read.
+Every file under the folder is listed (nothing the demo wrote goes unmentioned); the steps the
+demo records, the predictions and the heatmaps get their own sections above that list.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from . import __version__
+from .io import write_text
+
+REPORT_NAME = "REPORT.md"
+MAX_INLINE_HEATMAPS = 4
+
+
+@dataclass
+class StepRecord:
+    """One demo step as the report shows it."""
+
+    name: str
+    ok: bool = True
+    seconds: float | None = None
+    detail: str = ""  # one line: the headline number, or why it was skipped / failed
+    artefacts: list[str] = field(default_factory=list)  # paths (absolute or relative to the output folder)
+    skipped: bool = False
+
+
+def _link(target: Path, root: Path, text: str | None = None) -> str:
+    try:
+        rel = target.resolve().relative_to(root.resolve())
+    except ValueError:
+        rel = target
+    return f"[{text or rel.as_posix()}]({quote(rel.as_posix())})"
+
+
+def _size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _cell(s: Any) -> str:
+    return str(s).replace("|", "\\|").replace("\n", " ")
+
+
+def _step(s: StepRecord | Mapping[str, Any]) -> StepRecord:
+    if isinstance(s, StepRecord):
+        return s
+    return StepRecord(
+        name=str(s.get("name", "?")),
+        ok=bool(s.get("ok", True)),
+        seconds=s.get("seconds"),
+        detail=str(s.get("detail", "") or ""),
+        artefacts=[str(a) for a in s.get("artefacts", []) or []],
+        skipped=bool(s.get("skipped", False)),
+    )
+
+
+def _steps_section(steps: Sequence[StepRecord], root: Path) -> list[str]:
+    lines = ["## Steps", "", "| step | status | time | result | artefacts |", "| --- | --- | --- | --- | --- |"]
+    for s in steps:
+        status = "skipped" if s.skipped else ("ok" if s.ok else "**failed**")
+        secs = f"{s.seconds:.1f} s" if s.seconds is not None else ""
+        links = []
+        for a in s.artefacts:
+            p = Path(a) if Path(a).is_absolute() else root / a
+            links.append(_link(p, root) if p.exists() else f"{_cell(a)} (missing)")
+        lines.append(f"| {_cell(s.name)} | {status} | {secs} | {_cell(s.detail)} | {'<br>'.join(links)} |")
+    return [*lines, ""]
+
+
+def _predictions_section(pred: Mapping[str, Any], root: Path) -> list[str]:
+    breasts = list(pred.get("breasts", []))
+    rejects = list(pred.get("rejects", []))
+    thr = pred.get("threshold")
+    head = f"## Predictions ({pred.get('backend', '?')} backend"
+    head += f", threshold {float(thr):.3f})" if thr is not None else ")"
+    lines = [head, ""]
+    if breasts:
+        lines += ["| study | breast | P(malignant) | decision | heatmap |", "| --- | --- | --- | --- | --- |"]
+        for b in breasts:
+            hm = b.get("heatmap")
+            link = _link(Path(hm), root, "PNG") if hm else ""
+            lines.append(
+                f"| {_cell(b.get('study', ''))} | {_cell(b.get('laterality', ''))} | {float(b['prob']):.4f} "
+                f"| {_cell(b.get('decision', ''))} | {link} |"
+            )
+    else:
+        lines.append("No breast could be read.")
+    if rejects:
+        lines += ["", f"Skipped ({len(rejects)}):", ""]
+        lines += [f"- `{_cell(r.get('path', ''))}`: {_cell(r.get('reason', ''))}" for r in rejects]
+    shown = [b["heatmap"] for b in breasts if b.get("heatmap")][:MAX_INLINE_HEATMAPS]
+    if shown:
+        lines += [
+            "",
+            "Window-selection maps (per stage, how many blocks kept each 7x7 window; gray = never kept):",
+            "",
+        ]
+        for hm in shown:
+            p = Path(hm)
+            try:
+                rel = p.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                rel = p.as_posix()
+            lines += [f"![{p.stem}]({quote(rel)})", ""]
+    return [*lines, ""]
+
+
+def _files_section(root: Path, report: Path) -> list[str]:
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and p != report and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+    lines = ["## Every artefact", ""]
+    if not files:
+        return [*lines, "(none)", ""]
+    groups: dict[str, list[Path]] = {}
+    for p in files:
+        rel = p.relative_to(root)
+        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else ".", []).append(p)
+    for group in sorted(groups):
+        lines.append(f"- **{group}/**" if group != "." else "- **(top level)**")
+        for p in groups[group]:
+            lines.append(f"  - {_link(p, root)} ({_size(p.stat().st_size)})")
+    return [*lines, ""]
+
+
+def build_report(
+    out: str | Path,
+    steps: Sequence[StepRecord | Mapping[str, Any]] = (),
+    predictions: Mapping[str, Any] | None = None,
+    title: str = "xpr demo",
+    notes: Sequence[str] = (),
+) -> str:
+    """The Markdown text of the report for the output folder `out`."""
+    root = Path(out)
+    recs = [_step(s) for s in steps]
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    failed = [s.name for s in recs if not s.ok and not s.skipped]
+    lines = [f"# {title}", "", f"xpr {__version__} · written {now} · output folder `{root}`", ""]
+    if recs:
+        verdict = f"**{len(failed)} step(s) failed:** {', '.join(failed)}" if failed else "All steps ran."
+        lines += [verdict, ""]
+    lines += list(notes) + ([""] if notes else [])
+    if recs:
+        lines += _steps_section(recs, root)
+    if predictions is not None:
+        lines += _predictions_section(predictions, root)
+    lines += _files_section(root, root / REPORT_NAME)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _load_predictions(p: Mapping[str, Any] | str | Path | None) -> Mapping[str, Any] | None:
+    if isinstance(p, (str, Path)):
+        data: dict[str, Any] = json.loads(Path(p).read_text())
+        return data
+    return p
+
+
+def write_report(
+    out: str | Path,
+    steps: Sequence[StepRecord | Mapping[str, Any]] = (),
+    predictions: Mapping[str, Any] | str | Path | None = None,
+    title: str = "xpr demo",
+    notes: Sequence[str] = (),
+) -> Path:
+    """Write `<out>/REPORT.md`; `predictions` may be a PredictReport dict or the path of its JSON."""
+    root = Path(out)
+    pred = _load_predictions(predictions)
+    dest = root / REPORT_NAME
+    write_text(dest, build_report(root, steps, pred, title, notes))
+    return dest
