@@ -37,5 +37,20 @@ test: lint typecheck unit
 fast: $(STAMP)
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# C/C++ runtime (engines/): Debian packages, ONNX Runtime headers + library into
+# engines/third_party/, Release build (engines/build/xpr_infer), ctest, then the unit and
+# bad-input tests again under AddressSanitizer + UBSan (engines/build/asan). 2 cores: -j2.
+CPP_JOBS ?= 2
+cpp: $(STAMP)
+	engines/scripts/install_deps.sh
+	engines/scripts/fetch_onnxruntime.sh
+	cmake -S engines -B engines/build -DCMAKE_BUILD_TYPE=Release -DXPR_PYTHON=$(abspath $(PY))
+	cmake --build engines/build -j$(CPP_JOBS)
+	cd engines/build && ctest --output-on-failure
+	cmake -S engines -B engines/build/asan -DCMAKE_BUILD_TYPE=Debug -DXPR_SANITIZE=address,undefined \
+	  -DXPR_PYTHON=$(abspath $(PY))
+	cmake --build engines/build/asan -j$(CPP_JOBS)
+	cd engines/build/asan && ctest --output-on-failure
+
 clean:
 	rm -rf $(DEMO_OUT) engines/build .pytest_cache .mypy_cache .ruff_cache

@@ -172,6 +172,10 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
     xpr_options opts;
     xpr_options_init(&opts);
     if (options) opts = *options;
+    require(opts.backend >= XPR_BACKEND_AUTO && opts.backend <= XPR_BACKEND_TENSORRT, XPR_ERR_ARGUMENT,
+            "xpr_create: unknown backend " + std::to_string(opts.backend));
+    require(opts.device >= XPR_DEVICE_AUTO && opts.device <= XPR_DEVICE_CUDA, XPR_ERR_ARGUMENT,
+            "xpr_create: unknown device " + std::to_string(opts.device));
     auto e = std::make_unique<xpr_engine>();
     e->bundle_dir = bundle_dir;
     while (e->bundle_dir.size() > 1 && e->bundle_dir.back() == '/') e->bundle_dir.pop_back();
@@ -188,7 +192,6 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
         throw Failure(XPR_ERR_UNSUPPORTED, e->bundle_dir + ": TensorRT backend unavailable: " + why);
     }
     if (!e->backend) {
-      require(opts.backend != XPR_BACKEND_TENSORRT, XPR_ERR_ARGUMENT, "unknown backend");
       e->backend = xpr::detail::make_onnxruntime_backend(e->bundle_dir, e->manifest, opts);
     }
     e->backend_name = e->backend->name();

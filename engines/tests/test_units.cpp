@@ -158,7 +158,7 @@ int main() {
     im.rescale_slope = std::nan("");
     CHECK(status_of(im, s) == XPR_ERR_IMAGE);
     im = make(px, 16, 16);
-    im.voi_function = static_cast<xpr_voi_function>(42);
+    im.voi_function = 42;
     im.has_window = 1;
     im.window_width = 10;
     CHECK(status_of(im, s) == XPR_ERR_IMAGE);

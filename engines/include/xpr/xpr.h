@@ -78,7 +78,7 @@ typedef struct xpr_image {
   double rescale_intercept;   /* 0 when absent */
   int32_t has_window;         /* WindowCenter/WindowWidth present (first value of each) */
   double window_center, window_width;
-  xpr_voi_function voi_function;
+  int32_t voi_function;       /* an xpr_voi_function (int32_t: any value from C is defined) */
   int32_t has_padding_value;  /* PixelPaddingValue present */
   int32_t padding_value;      /* as a stored value (signed when is_signed) */
   int32_t has_padding_range_limit;
@@ -88,8 +88,8 @@ typedef struct xpr_image {
 } xpr_image;
 
 typedef struct xpr_options {
-  xpr_backend backend;
-  xpr_device device;
+  int32_t backend;            /* an xpr_backend */
+  int32_t device;             /* an xpr_device */
   int32_t intra_op_threads;   /* ONNX Runtime; 0 = its default */
   int32_t verify_hashes;      /* 1 (default): check the SHA-256 of every bundle file */
   const char* plugin_library; /* TensorRT: overrides the bundle's plugin library; may be NULL */
