@@ -272,8 +272,18 @@ class OnnxRunner(Runner):
         prob = np.asarray(res[0], dtype=np.float64).reshape(-1)
         if not selection:
             return prob, {}
-        sel = {_parse_sel_name(n): np.asarray(a) for n, a in zip(names[1:], res[1:], strict=True)}
+        keys = selection_keys(self.source.manifest)
+        sel = {keys.get(n) or _parse_sel_name(n): np.asarray(a) for n, a in zip(names[1:], res[1:], strict=True)}
         return prob, self.full_selection(sel, cc.shape[0])
+
+
+def selection_keys(manifest: dict[str, Any] | None) -> dict[str, tuple[str, int, int]]:
+    """Output name -> (view, stage, block), from the manifest's `blocks[].selection_output`."""
+    out = {}
+    for b in (manifest or {}).get("blocks") or []:
+        if isinstance(b, dict) and b.get("selection_output"):
+            out[str(b["selection_output"])] = (str(b["view"]), int(b["stage"]), int(b["block"]))
+    return out
 
 
 def _parse_sel_name(name: str) -> tuple[str, int, int]:
