@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,9 @@ def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
     if not p.is_file():
         raise NotDicom(f"{p}: not a file")
     try:
-        ds = pydicom.dcmread(p, stop_before_pixels=header_only)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
     except InvalidDicomError:
         raise NotDicom(f"{p}: not a DICOM file") from None
     except (EOFError, OSError) as exc:
@@ -232,6 +235,10 @@ def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
         size = p.stat().st_size
         kind = TruncatedFile if size > 132 else NotDicom
         raise kind(f"{p}: cannot parse DICOM ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
+    for w in caught:
+        text = str(w.message)
+        if "End of file reached" in text or "truncat" in text.lower():
+            raise TruncatedFile(f"{p}: truncated ({text.splitlines()[0][:120]})")
     if len(ds) == 0 and "TransferSyntaxUID" not in ds.file_meta:
         raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
     return ds
