@@ -5,6 +5,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <fstream>
@@ -13,6 +14,10 @@
 #include "backend.h"
 #include "failure.h"
 #include "sha256.h"
+
+#ifndef XPR_TRT_IS_RTX
+#define XPR_TRT_IS_RTX 0
+#endif
 
 namespace xpr::detail {
 namespace {
@@ -200,18 +205,36 @@ std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle_dir, co
   std::string reasons;
   for (const auto& e : m.engines) {
     const std::string path = bundle_dir + "/" + e.file;
-    if (!e.compute_capability.empty() && e.compute_capability != sm &&
-        !(e.compute_capability == "ampere+" && prop.major >= 8)) {
-      reasons += "; " + e.file + " is for compute capability " + e.compute_capability + ", this GPU is " + sm;
+    const bool cc_ok = e.compute_capability == sm || (e.hw_compat == "ampere+" && prop.major >= 8);
+    if (!cc_ok) {
+      reasons += "; " + e.file + " is for compute capability " + e.compute_capability + " (" + e.hw_compat +
+                 "), this GPU is " + sm;
+      continue;
+    }
+    if (e.backend == "tensorrt-rtx" && !XPR_TRT_IS_RTX) {
+      reasons += "; " + e.file + " is a TensorRT-RTX engine, this build links TensorRT";
+      continue;
+    }
+    if (e.backend == "tensorrt" && XPR_TRT_IS_RTX) {
+      reasons += "; " + e.file + " is a TensorRT engine, this build links TensorRT-RTX";
       continue;
     }
     if (!e.version.empty() && !same_major_minor(e.version, rt))
-      throw Failure(XPR_ERR_VERSION, path + ": engine built with TensorRT " + e.version + ", this runtime is " + rt);
-    std::string plugin = opts.plugin_library ? opts.plugin_library
-                         : !e.plugin_library.empty() ? bundle_dir + "/" + e.plugin_library
-                         : !m.plugin_library.empty() ? bundle_dir + "/" + m.plugin_library
-                                                     : std::string();
-    return std::make_unique<TrtBackend>(path, plugin, (e.backend.empty() ? "tensorrt" : e.backend) + "-sm" + sm);
+      throw Failure(XPR_ERR_VERSION, path + ": engine built with " + e.backend + " " + e.version +
+                                         ", this runtime links " + rt);
+    if (opts.verify_hashes) {
+      const std::string got = sha256_file(path);
+      if (got != e.sha256)
+        throw Failure(XPR_ERR_HASH, path + ": SHA-256 mismatch (manifest " + e.sha256 + ", file " + got + ")");
+    }
+    std::string plugin;
+    if (opts.plugin_library) plugin = opts.plugin_library;
+    else if (const char* env = std::getenv("XPR_TRT_PLUGIN_LIBRARY")) plugin = env;
+    if (!e.plugins_required.empty() && plugin.empty())
+      throw Failure(XPR_ERR_BACKEND, path + ": the engine needs the plugin(s) " + e.plugins_required.front() +
+                                         (e.plugins_required.size() > 1 ? ",..." : "") +
+                                         ": pass xpr_options.plugin_library or set XPR_TRT_PLUGIN_LIBRARY");
+    return std::make_unique<TrtBackend>(path, plugin, e.backend + "-sm" + sm);
   }
   why = m.engines.empty() ? "the bundle lists no TensorRT engine" : "no engine for this GPU" + reasons;
   return nullptr;

@@ -114,14 +114,16 @@ Manifest read_manifest(const std::string& bundle_dir) {
 
   try {
     // ---- versions -------------------------------------------------------------------------
-    if (const json* v = r.find(root, {"format_version", "schema_version", "manifest_version", "bundle_version"})) {
-      m.format_version = r.str(*v, "format_version");
-      const int major = version_major(m.format_version);
-      if (major != kManifestFormatMajor)
-        throw Failure(XPR_ERR_VERSION, m.path + ": manifest format version '" + m.format_version +
-                                           "' is not supported (this runtime reads major version " +
-                                           std::to_string(kManifestFormatMajor) + ")");
-    }
+    const json* fmt = r.find(root, {"format"});
+    if (!fmt || !fmt->is_string() || fmt->get<std::string>() != "xpr-bundle")
+      r.fail("'format' is not \"xpr-bundle\": not an xpr export bundle manifest");
+    const json* fv = r.find(root, {"format_version"});
+    if (!fv) r.fail("missing 'format_version'");
+    m.format_version = r.str(*fv, "format_version");
+    if (version_major(m.format_version) != kManifestFormatMajor)
+      throw Failure(XPR_ERR_VERSION, m.path + ": manifest format version '" + m.format_version +
+                                         "' is not supported (this runtime reads format version " +
+                                         std::to_string(kManifestFormatMajor) + ")");
     const json* tv = r.find(root, {"toolkit_version", "xpr_version"});
     if (!tv)
       if (const json* t = r.find(root, {"toolkit"})) tv = r.find(*t, {"version"});
@@ -136,6 +138,14 @@ Manifest read_manifest(const std::string& bundle_dir) {
         throw Failure(XPR_ERR_VERSION, m.path + ": bundle written by xpr " + m.toolkit_version +
                                            ", this runtime (xpr " XPR_VERSION_STRING ") reads bundles of xpr " +
                                            std::to_string(rmaj) + "." + std::to_string(rmin) + ".x");
+    }
+
+    // ---- model config: window size and patch size for the window grid of each block ---------
+    int32_t window = 7, patch = 4;
+    if (const json* mc = r.find(root, {"model_config"}); mc && mc->is_object()) {
+      if (const json* v = r.find(*mc, {"window_size"})) window = r.integer(*v, "model_config.window_size");
+      if (const json* v = r.find(*mc, {"patch_size"})) patch = r.integer(*v, "model_config.patch_size");
+      if (window < 1 || patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
     }
 
     // ---- model and tensors ----------------------------------------------------------------
@@ -163,7 +173,7 @@ Manifest read_manifest(const std::string& bundle_dir) {
     if (const json* norm = r.find(*pre, {"normalize", "normalise", "normalization", "normalisation"}))
       if (norm->is_object()) read_norm(*norm);
     if (const json* v = r.find(*pre, {"mask_threshold"})) m.preprocessing.mask_threshold = r.num(*v, "mask_threshold");
-    if (const json* v = r.find(*pre, {"profile_fraction", "min_fraction"}))
+    if (const json* v = r.find(*pre, {"profile_threshold", "profile_fraction", "min_fraction"}))
       m.preprocessing.profile_fraction = r.num(*v, "profile_fraction");
     if (const json* crop = r.find(*pre, {"crop"}); crop && crop->is_object()) {
       if (const json* v = r.find(*crop, {"threshold", "mask_threshold"}))
@@ -231,57 +241,59 @@ Manifest read_manifest(const std::string& bundle_dir) {
     }
 
     // ---- window selection per block ------------------------------------------------------
-    if (const json* blocks = r.find(root, {"blocks", "selection", "pruning", "windows"})) {
-      const json* list = blocks;
-      if (blocks->is_object()) list = r.find(*blocks, {"blocks"});
-      if (list && list->is_array()) {
-        for (const json& b : *list) {
-          BlockSpec s;
-          if (const json* v = r.find(b, {"view"})) s.view = r.str(*v, "blocks[].view");
-          if (const json* v = r.find(b, {"stage"})) s.stage = r.integer(*v, "blocks[].stage");
-          if (const json* v = r.find(b, {"block", "index"})) s.block = r.integer(*v, "blocks[].block");
-          if (const json* v = r.find(b, {"k", "K"})) s.k = r.integer(*v, "blocks[].k");
-          if (const json* v = r.find(b, {"window", "window_size"})) s.window = r.integer(*v, "blocks[].window");
-          if (const json* v = r.find(b, {"shift", "shift_size"})) {
-            s.shift = v->is_array() && !v->empty() ? r.integer((*v)[0], "blocks[].shift") : r.integer(*v, "shift");
-          }
-          if (const json* g = r.find(b, {"window_grid", "grid"}); g && g->is_array() && g->size() == 2) {
-            s.grid_rows = r.integer((*g)[0], "blocks[].window_grid[0]");
-            s.grid_cols = r.integer((*g)[1], "blocks[].window_grid[1]");
-          }
-          if (const json* v = r.find(b, {"output", "output_name"})) s.output = r.str(*v, "blocks[].output");
-          s.token_stride = s.stage >= 1 ? 4 << (s.stage - 1) : 4;
-          if (s.grid_rows == 0 && s.stage >= 1) {
-            s.grid_rows = m.preprocessing.out_rows / s.token_stride / s.window;
-            s.grid_cols = m.preprocessing.out_cols / s.token_stride / s.window;
-          }
-          if (s.k < 0 || s.k > s.grid_rows * s.grid_cols)
-            r.fail("block " + s.view + " stage " + std::to_string(s.stage) + " block " + std::to_string(s.block) +
-                   ": k = " + std::to_string(s.k) + " outside the window grid");
-          m.blocks.push_back(std::move(s));
-        }
-      }
+    const json* blocks = r.find(root, {"blocks"});
+    if (!blocks || !blocks->is_array()) r.fail("missing 'blocks' list");
+    for (const json& b : *blocks) {
+      BlockSpec s;
+      const json* v = r.find(b, {"view"});
+      if (!v) r.fail("blocks[]: missing 'view'");
+      s.view = r.str(*v, "blocks[].view");
+      if (s.view != "cc" && s.view != "mlo") r.fail("blocks[].view '" + s.view + "' is not cc or mlo");
+      if (!(v = r.find(b, {"stage"}))) r.fail("blocks[]: missing 'stage'");
+      s.stage = r.integer(*v, "blocks[].stage");
+      if (s.stage < 1 || s.stage > 4) r.fail("blocks[].stage " + std::to_string(s.stage) + " not in 1..4");
+      if (!(v = r.find(b, {"block"}))) r.fail("blocks[]: missing 'block'");
+      s.block = r.integer(*v, "blocks[].block");
+      if (!(v = r.find(b, {"k"}))) r.fail("blocks[]: missing 'k'");
+      s.k = r.integer(*v, "blocks[].k");
+      const json* g = r.find(b, {"window_grid"});
+      if (!g || !g->is_array() || g->size() != 2) r.fail("blocks[].window_grid must be [rows, cols]");
+      s.grid_rows = r.integer((*g)[0], "blocks[].window_grid[0]");
+      s.grid_cols = r.integer((*g)[1], "blocks[].window_grid[1]");
+      s.window = window;
+      s.token_stride = patch << (s.stage - 1);
+      if (const json* sh = r.find(b, {"shifted"}); sh && sh->is_boolean() && sh->get<bool>()) s.shift = window / 2;
+      if (const json* o = r.find(b, {"selection_output"})) s.output = r.str(*o, "blocks[].selection_output");
+      const std::string where = "block " + s.view + " stage " + std::to_string(s.stage) + " block " +
+                                std::to_string(s.block);
+      if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
+      if (s.k < 1 || s.k > s.grid_rows * s.grid_cols)
+        r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(s.grid_rows * s.grid_cols));
+      const int64_t tokens_r = int64_t(s.grid_rows) * window * s.token_stride;
+      const int64_t tokens_c = int64_t(s.grid_cols) * window * s.token_stride;
+      if (tokens_r > m.preprocessing.out_rows || tokens_c > m.preprocessing.out_cols)
+        r.fail(where + ": window grid larger than the model input");
+      m.blocks.push_back(std::move(s));
     }
 
     // ---- engines and plugin ---------------------------------------------------------------
-    if (const json* plugin = r.find(root, {"plugin"})) {
-      if (plugin->is_string()) m.plugin_library = plugin->get<std::string>();
-      else if (const json* lib = r.find(*plugin, {"library", "file", "path"}); lib && lib->is_string())
-        m.plugin_library = lib->get<std::string>();
+    if (const json* plugin = r.find(root, {"plugin"}); plugin && plugin->is_object()) {
+      if (const json* v = r.find(*plugin, {"op_type"})) m.plugin_op_type = r.str(*v, "plugin.op_type");
     }
     if (const json* engines = r.find(root, {"engines"}); engines && engines->is_array()) {
       for (const json& e : *engines) {
         EngineEntry en;
-        if (const json* v = r.find(e, {"backend"})) en.backend = r.str(*v, "engines[].backend");
-        if (const json* v = r.find(e, {"file", "path"})) en.file = r.str(*v, "engines[].file");
-        if (const json* v = r.find(e, {"version", "tensorrt_version", "trt_version"}))
-          en.version = r.str(*v, "engines[].version");
-        if (const json* v = r.find(e, {"compute_capability", "sm"})) {
-          en.compute_capability = v->is_number() ? std::to_string(v->get<double>()) : r.str(*v, "compute_capability");
-        }
-        if (const json* v = r.find(e, {"plugin_library", "plugin"}); v && v->is_string())
-          en.plugin_library = v->get<std::string>();
-        if (en.file.empty()) r.fail("engines[] entry without a file");
+        const json* v = nullptr;
+        if ((v = r.find(e, {"backend"}))) en.backend = r.str(*v, "engines[].backend");
+        if ((v = r.find(e, {"path"}))) en.file = r.str(*v, "engines[].path");
+        if ((v = r.find(e, {"sha256"}))) en.sha256 = r.str(*v, "engines[].sha256");
+        if ((v = r.find(e, {"version"}))) en.version = r.str(*v, "engines[].version");
+        if ((v = r.find(e, {"compute_capability"}))) en.compute_capability = r.str(*v, "engines[].compute_capability");
+        if ((v = r.find(e, {"hw_compat"}))) en.hw_compat = r.str(*v, "engines[].hw_compat");
+        if ((v = r.find(e, {"plugins_required"})) && v->is_array())
+          for (const json& p : *v) en.plugins_required.push_back(r.str(p, "engines[].plugins_required[]"));
+        if (en.file.empty()) r.fail("engines[] entry without a path");
+        if (en.sha256.size() != 64) r.fail("engines[] entry '" + en.file + "' without a SHA-256");
         m.engines.push_back(std::move(en));
       }
     }

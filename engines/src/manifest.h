@@ -25,10 +25,12 @@ struct BlockSpec {
 
 struct EngineEntry {
   std::string backend;    // "tensorrt" / "tensorrt-rtx"
-  std::string file;       // relative to the bundle
+  std::string file;       // `path`, relative to the bundle
+  std::string sha256;
   std::string version;    // TensorRT version that built it
   std::string compute_capability;  // e.g. "8.6"
-  std::string plugin_library;      // relative path, "" when none
+  std::string hw_compat;           // "same" / "ampere+"
+  std::vector<std::string> plugins_required;  // plugin op types the engine needs at run time
 };
 
 struct Manifest {
@@ -43,7 +45,7 @@ struct Manifest {
   std::map<std::string, std::string> sha256;  // relative file -> hex digest
   std::vector<BlockSpec> blocks;
   std::vector<EngineEntry> engines;
-  std::string plugin_library;       // bundle-level plugin library (--plugin), "" when none
+  std::string plugin_op_type;       // custom window-selection op (--plugin), "" when none
 };
 
 // Reads and validates bundle_dir/manifest.json. Throws Failure (IO, MANIFEST, VERSION).

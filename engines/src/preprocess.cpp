@@ -99,9 +99,13 @@ Cropped window_orient_crop(const xpr_image& im, const PreprocSettings& s) {
         lo = std::min(lo, x[i]);
         hi = std::max(hi, x[i]);
       }
-    if (!(hi > lo)) bad_image(im, "no window and no pixel range outside the padding (constant image)");
-    const double range = hi - lo;
-    for (double& v : x) v = (v - lo) / range;
+    // max == min, or every pixel is padding: all 0, which step 7 then refuses (empty breast mask)
+    if (hi > lo) {
+      const double range = hi - lo;
+      for (double& v : x) v = (v - lo) / range;
+    } else {
+      std::fill(x.begin(), x.end(), 0.0);
+    }
   }
 
   // 4. MONOCHROME1; 5. padding

@@ -180,9 +180,6 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
     e->bundle_dir = bundle_dir;
     while (e->bundle_dir.size() > 1 && e->bundle_dir.back() == '/') e->bundle_dir.pop_back();
     e->manifest = xpr::detail::read_manifest(e->bundle_dir);
-    for (const auto& en : e->manifest.engines)
-      require(e->manifest.sha256.count(en.file), XPR_ERR_MANIFEST,
-              e->manifest.path + ": engine file '" + en.file + "' has no SHA-256 entry in 'files'");
     xpr::detail::verify_files(e->bundle_dir, e->manifest, opts.verify_hashes != 0);
 
     std::string why;

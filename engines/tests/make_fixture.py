@@ -82,9 +82,17 @@ def write_bundle(out: Path) -> None:
         toolkit_version = "0.1.0"
     grid = [H // STRIDE // WIN, W // STRIDE // WIN]
     manifest = {
-        "format_version": "1.0",
+        "format": "xpr-bundle",
+        "format_version": 1,
+        "name": "ctest-fixture",
         "toolkit_version": toolkit_version,
-        "model": {"file": "model.onnx", "opset": 17},
+        "created_utc": "2026-01-01T00:00:00Z",
+        "model": "model.onnx",
+        "graphs": {"fp32": "model.onnx"},
+        "precision": "fp32",
+        "opset": 17,
+        "ir_version": 10,
+        "batch": 1,
         "inputs": [{"name": n, "dtype": "float32", "shape": [1, 1, H, W]} for n in ("cc", "mlo")],
         "outputs": [
             {"name": "logits", "dtype": "float32", "shape": [1, 2]},
@@ -92,15 +100,28 @@ def write_bundle(out: Path) -> None:
             {"name": "sel_cc_s1_b0", "dtype": "int64", "shape": [1, K]},
             {"name": "sel_mlo_s1_b0", "dtype": "int64", "shape": [1, K]},
         ],
-        "preprocessing": {"version": "xpr-preproc-1", "size": [H, W], "mean": 0.449, "std": 0.226},
+        "model_config": {"name": "toy", "img_size": [H, W], "prune_rates": [0.5, 0.0, 0.0, 0.0],
+                         "patch_size": STRIDE, "window_size": WIN},
+        "preprocessing": {"version": "xpr-preproc-1", "img_size": [H, W], "mask_threshold": 0.05,
+                          "profile_threshold": 0.02, "mean": 0.449, "std": 0.226},
+        "label_rule": None,
         "class_names": ["benign", "malignant"],
+        "threshold": 0.5,
         "blocks": [
-            {"view": v, "stage": 1, "block": 0, "window_grid": grid, "num_windows": grid[0] * grid[1], "k": K,
-             "window": WIN, "shift": 0, "output": f"sel_{v}_s1_b0"}
+            {"view": v, "stage": 1, "block": 0, "window_grid": grid, "windows": grid[0] * grid[1], "k": K,
+             "shifted": False, "pruned": True, "selection_output": f"sel_{v}_s1_b0"}
             for v in ("cc", "mlo")
         ],
+        "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
+        "engines": [],
         "files": {"model.onnx": sha256(out / "model.onnx")},
     }
+    try:  # follow the real schema when the package is importable
+        from xpr_deploy.export.manifest import validate_manifest
+
+        validate_manifest(manifest, "fixture manifest")
+    except ImportError:
+        pass
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 

@@ -133,7 +133,7 @@ int main(int argc, char** argv) {
     CHECK(at != std::string::npos);
     if (at != std::string::npos) {
       std::string m = manifest;
-      const size_t h = m.find("\"model.onnx\": \"");
+      const size_t h = m.find("\"model.onnx\": \"", m.find("\"files\""));
       if (h != std::string::npos) m.replace(h + 15, 64, o.message.substr(at + 5, 64));
       spit(b / "manifest.json", m);
       expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "ONNX Runtime"});
@@ -156,7 +156,7 @@ int main(int argc, char** argv) {
   {
     fs::path b = copy_bundle(good, work, "wrong-format-version");
     std::string m = manifest;
-    replace_once(m, "\"format_version\": \"1", "\"format_version\": \"2");
+    replace_once(m, "\"format_version\": 1", "\"format_version\": 2");
     spit(b / "manifest.json", m);
     expect_bundle(b, XPR_ERR_VERSION, {"manifest.json", "format version"});
   }
@@ -164,6 +164,13 @@ int main(int argc, char** argv) {
     fs::path b = copy_bundle(good, work, "not-json");
     spit(b / "manifest.json", manifest.substr(0, manifest.size() / 2));
     expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "not valid JSON"});
+  }
+  {
+    fs::path b = copy_bundle(good, work, "not-a-bundle");
+    std::string m = manifest;
+    replace_once(m, "\"xpr-bundle\"", "\"something-else\"");
+    spit(b / "manifest.json", m);
+    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "xpr-bundle"});
   }
   {
     fs::path b = copy_bundle(good, work, "json-array");
