@@ -251,7 +251,7 @@ def test_mirrored_right_breast_has_chest_wall_left(tmp_path):
 
 def test_geometry_maps_model_pixels_back(tmp_path):
     right = _synthetic_file(tmp_path, "r.dcm", laterality="R")
-    arr, geo = preprocess_with_geometry(right, S)
+    _, geo = preprocess_with_geometry(right, S)
     r0, r1, c0, c1 = geo.stored_box()
     assert 0 <= r0 < r1 < geo.rows and 0 <= c0 < c1 < geo.cols
     # the model's column 0 (chest wall) is the stored image's right edge region for a right breast
