@@ -158,7 +158,7 @@ std::string get_str(DcmItem* ds, const DcmTagKey& tag) {
   return r;
 }
 
-void read_impl(const std::string& path, DicomImage& out) {
+void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
   register_codecs();
   DcmFileFormat ff;
   OFCondition st = ff.loadFile(path.c_str());
@@ -166,6 +166,16 @@ void read_impl(const std::string& path, DicomImage& out) {
   DcmDataset* ds = ff.getDataset();
   if (!ds) throw Error("no dataset");
 
+  if (require_mg) {  // as `xpr predict`: MG, FOR PRESENTATION
+    const std::string modality = get_str(ds, DCM_Modality);
+    if (modality != "MG") throw Error("modality " + (modality.empty() ? std::string("missing") : modality) +
+                                      ", not MG (mammography)");
+    const std::string sop = get_str(ds, DCM_SOPClassUID);
+    const std::string intent = get_str(ds, DCM_PresentationIntentType);
+    if (sop == "1.2.840.10008.5.1.4.1.1.1.2.1" || sop == "1.2.840.10008.5.1.4.1.1.1.1.1" ||
+        sop == "1.2.840.10008.5.1.4.1.1.1.3.1" || intent == "FOR PROCESSING")
+      throw Error("FOR PROCESSING image; use the FOR PRESENTATION image");
+  }
   const Uint16 rows = need_u16(ds, DCM_Rows, "Rows"), cols = need_u16(ds, DCM_Columns, "Columns");
   const Uint16 bits_alloc = need_u16(ds, DCM_BitsAllocated, "BitsAllocated");
   const Uint16 bits_stored = need_u16(ds, DCM_BitsStored, "BitsStored");
@@ -269,11 +279,11 @@ void read_impl(const std::string& path, DicomImage& out) {
 
 }  // namespace
 
-bool read_dicom(const std::string& path, DicomImage& out, std::string& error) {
+bool read_dicom(const std::string& path, DicomImage& out, std::string& error, bool require_mg) {
   out = DicomImage{};
   out.path = path;
   try {
-    read_impl(path, out);
+    read_impl(path, out, require_mg);
   } catch (const std::exception& e) {
     error = path + ": " + e.what();
     return false;

@@ -25,7 +25,8 @@ struct DicomImage {
   }
 };
 
-// Returns false and sets `error` (naming the file and the problem) on failure.
-bool read_dicom(const std::string& path, DicomImage& out, std::string& error);
+// Returns false and sets `error` (naming the file and the problem) on failure. With
+// require_mg, only MG FOR PRESENTATION images are accepted (as `xpr predict` does).
+bool read_dicom(const std::string& path, DicomImage& out, std::string& error, bool require_mg = true);
 
 }  // namespace xpr_example

@@ -20,7 +20,7 @@ namespace {
 
 const char* kUsage =
     "usage: xpr_infer BUNDLE CC.dcm MLO.dcm [--heatmap OUT.pgm|OUT.png] [--backend auto|onnxruntime|tensorrt]\n"
-    "                 [--device auto|cpu|cuda] [--threads N] [--no-verify] [--dump-inputs PREFIX]\n"
+    "                 [--device auto|cpu|cuda] [--threads N] [--no-verify] [--any-modality] [--dump-inputs PREFIX]\n"
     "  --heatmap      selection heatmap (fraction of pruned blocks keeping each region), CC | MLO side by side\n"
     "  --dump-inputs  write the preprocessed model inputs as raw float32: PREFIX.cc.f32, PREFIX.mlo.f32\n";
 
@@ -114,7 +114,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> pos;
   std::string heatmap, dump, backend = "auto", device = "auto";
   int threads = 0;
-  bool verify = true;
+  bool verify = true, require_mg = true;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto value = [&](const char* name) -> std::string {
@@ -131,6 +131,7 @@ int main(int argc, char** argv) {
       else if (a == "--device") device = value("--device");
       else if (a == "--threads") threads = std::stoi(value("--threads"));
       else if (a == "--no-verify") verify = false;
+      else if (a == "--any-modality") require_mg = false;
       else if (a.size() > 1 && a[0] == '-') throw std::invalid_argument("unknown option " + a);
       else pos.push_back(a);
     } catch (const std::exception& e) {
@@ -156,8 +157,8 @@ int main(int argc, char** argv) {
 
   xpr_example::DicomImage cc, mlo;
   std::string err;
-  if (!xpr_example::read_dicom(pos[1], cc, err)) return fail(err, "bad DICOM");
-  if (!xpr_example::read_dicom(pos[2], mlo, err)) return fail(err, "bad DICOM");
+  if (!xpr_example::read_dicom(pos[1], cc, err, require_mg)) return fail(err, "bad DICOM");
+  if (!xpr_example::read_dicom(pos[2], mlo, err, require_mg)) return fail(err, "bad DICOM");
 
   try {
     xpr::Engine engine(pos[0], &opts);

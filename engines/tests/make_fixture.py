@@ -204,6 +204,14 @@ def write_dicoms(out: Path) -> None:
     ds = base_ds(np.full((64, 64), 100, np.uint16), "MONOCHROME2", ExplicitVRLittleEndian)
     ds.save_as(out / "bad_blank.dcm", enforce_file_format=True)  # constant image: empty breast
 
+    ds = base_ds(a, "MONOCHROME2", ExplicitVRLittleEndian)
+    ds.Modality = "CT"
+    ds.save_as(out / "bad_modality_ct.dcm", enforce_file_format=True)
+
+    ds = base_ds(a, "MONOCHROME2", ExplicitVRLittleEndian)
+    ds.PresentationIntentType = "FOR PROCESSING"
+    ds.save_as(out / "bad_for_processing.dcm", enforce_file_format=True)
+
     j2k = bytearray((out / "good_j2k.dcm").read_bytes())
     siz = j2k.find(b"\xff\x4f\xff\x51")  # SOC + SIZ marker of the codestream
     assert siz > 0, "no JPEG 2000 codestream found"
