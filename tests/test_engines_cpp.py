@@ -1,0 +1,292 @@
+"""C++ runtime (engines/) against the Python toolkit, from the same DICOM files.
+
+Builds `engines/build/xpr_infer` with CMake (incremental; `make cpp` does the same and more),
+exports the tiny model to a bundle with kept-window outputs, writes synthetic studies in every
+transfer syntax `xpr synth` produces (uncompressed, RLE, JPEG 2000; MONOCHROME1 and 2), then per
+breast compares the C++ example viewer with `xpr predict` on ONNX Runtime:
+
+- the preprocessed model inputs (C++ `--dump-inputs` vs `preprocess_file`): max |diff| <= 1e-6,
+- the malignancy probability: max |diff| <= 1e-5,
+- the kept windows of every pruned block and view: identical.
+
+Bad bundles and bad DICOM files are covered by the C++ tests (ctest, also under AddressSanitizer);
+a few run here too, through the CLI, to pin the JSON error line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINES = REPO / "engines"
+BUILD = ENGINES / "build"
+XPR_INFER = BUILD / "xpr_infer"
+CFG = "tiny"
+PROB_TOL = 1e-5
+INPUT_TOL = 1e-6
+
+
+def _run(cmd: list[str], timeout: int = 900, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="module")
+def xpr_infer() -> Path:
+    """Configure + build the C++ example (2 jobs: CI has 2 cores). Fails loudly if it cannot build."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed: `make cpp` installs the C++ toolchain and builds engines/")
+    steps = [
+        [ENGINES / "scripts" / "fetch_onnxruntime.sh"],
+        ["cmake", "-S", ENGINES, "-B", BUILD, "-DCMAKE_BUILD_TYPE=Release", f"-DXPR_PYTHON={sys.executable}"],
+        ["cmake", "--build", BUILD, "-j2", "--target", "xpr_infer"],
+    ]
+    env = {**os.environ, "XPR_PYTHON": sys.executable}
+    for cmd in steps:
+        res = _run(cmd, env=env)
+        assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    assert XPR_INFER.is_file()
+    return XPR_INFER
+
+
+def _untie_layernorms(model: Any, seed: int = 0) -> None:
+    """Random LayerNorm affine parameters: at init (weight 1, bias 0) every token after a LayerNorm
+    has the same L2 norm, window scores tie exactly and the kept-window comparison proves nothing."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.LayerNorm):
+                mod.weight.copy_(0.5 + torch.rand(mod.weight.shape, generator=g))
+                mod.bias.copy_(0.2 * torch.randn(mod.bias.shape, generator=g))
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Synthetic studies, a tiny checkpoint and its export bundle (with kept-window outputs)."""
+    import torch
+
+    from xpr_deploy import build_model
+    from xpr_deploy.data.dicom import PreprocessSettings
+    from xpr_deploy.data.synth import write_synthetic
+    from xpr_deploy.train.checkpoint import save_checkpoint
+
+    root = tmp_path_factory.mktemp("engines_cpp")
+    write_synthetic(root / "synth", breasts=6, size=(512, 256), seed=11)
+    torch.manual_seed(0)
+    model = build_model(CFG).eval()
+    _untie_layernorms(model)
+    settings = PreprocessSettings.for_config(model.cfg)
+    ckpt = save_checkpoint(
+        root / "ckpt", model, {"threshold": 0.5, "preprocess": settings.to_dict(), "label_rule": "birads-4-5"}
+    )
+    bundle = root / "bundle"
+    _export(ckpt, model, bundle)
+    return {"root": root, "synth": root / "synth", "ckpt": ckpt, "bundle": bundle}
+
+
+def _export(ckpt: Path, model: Any, bundle: Path) -> None:
+    """`xpr export CKPT --with-selection` (the real bundle writer); while that command is not
+    registered, the exporter's `export_onnx` plus a manifest checked against the schema."""
+    xpr = Path(sys.executable).parent / "xpr"
+    res = _run([xpr, "export", ckpt, "--with-selection", "--out", bundle])
+    if res.returncode != 0 and "No such command" in res.stdout + res.stderr:
+        import warnings
+
+        warnings.warn(
+            "`xpr export` is not available: bundle written with export_onnx + schema-checked manifest", stacklevel=1
+        )
+        _export_fallback(model, bundle)
+    else:
+        assert res.returncode == 0, f"xpr export failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
+
+
+def _export_fallback(model: Any, bundle: Path) -> None:
+    from xpr_deploy import __version__
+    from xpr_deploy.data.dicom import PreprocessSettings
+    from xpr_deploy.export.manifest import tensor_entry, validate_manifest
+    from xpr_deploy.export.onnx import export_onnx, selection_output_name
+
+    bundle.mkdir(parents=True)
+    info = export_onnx(model, bundle / "model.onnx", with_selection=True)
+    cfg = model.cfg
+    blocks = []
+    for (view, stage, block), blk in model.blocks():
+        rows, cols = cfg.window_grid(stage)
+        pruned = blk.k < blk.num_windows
+        blocks.append(
+            {
+                "view": view,
+                "stage": stage,
+                "block": block,
+                "window_grid": [rows, cols],
+                "windows": rows * cols,
+                "k": blk.k,
+                "shifted": bool(any(blk.shift_size)),
+                "pruned": pruned,
+                "selection_output": selection_output_name(view, stage, block) if pruned else None,
+            }
+        )
+    k_of = {b["selection_output"]: b["k"] for b in blocks if b["selection_output"]}
+    manifest = {
+        "format": "xpr-bundle", "format_version": 1, "name": "test", "toolkit_version": __version__,
+        "created_utc": "1970-01-01T00:00:00Z", "model": "model.onnx", "graphs": {"fp32": "model.onnx"},
+        "precision": "fp32", "opset": info.opset, "ir_version": info.ir_version, "batch": 1,
+        "inputs": [tensor_entry(n, "float32", info.input_shape) for n in ("cc", "mlo")],
+        "outputs": [tensor_entry("logits", "float32", [1, 2]), tensor_entry("prob", "float32", [1]),
+                    *(tensor_entry(o, "int64", [1, k_of[o]]) for o in info.selection_outputs)],
+        "model_config": cfg.to_dict(), "preprocessing": PreprocessSettings.for_config(cfg).to_dict(),
+        "label_rule": None, "class_names": ["benign", "malignant"], "threshold": 0.5, "blocks": blocks,
+        "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0}, "engines": [],
+        "files": {"model.onnx": hashlib.sha256((bundle / "model.onnx").read_bytes()).hexdigest()},
+    }  # fmt: skip
+    validate_manifest(manifest)
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def _cpp(xpr_infer: Path, bundle: Path, cc: str | Path, mlo: str | Path, *extra: str | Path) -> dict[str, Any]:
+    res = _run([xpr_infer, bundle, cc, mlo, "--device", "cpu", *extra], timeout=300)
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("{")]
+    assert lines, f"xpr_infer printed no JSON (exit {res.returncode}):\n{res.stdout}\n{res.stderr}"
+    out: dict[str, Any] = json.loads(lines[-1])
+    out["_exit"] = res.returncode
+    out["_stderr"] = res.stderr
+    return out
+
+
+def test_cpp_matches_python_onnxruntime(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
+    import pydicom
+
+    from xpr_deploy.data.dicom import preprocess_file
+    from xpr_deploy.predict import make_runner, predict, resolve_model
+
+    bundle = work["bundle"]
+    rep = predict(bundle, [work["synth"]], backend="onnx")  # what `xpr predict BUNDLE STUDIES` prints
+    assert len(rep.breasts) == 6, rep.rejects
+    source = resolve_model(bundle)
+    h, w = source.cfg.img_size
+    runner = make_runner(source, "onnx")
+
+    syntaxes, photometrics = set(), set()
+    max_dprob = max_dinput = 0.0
+    blocks_compared = windows_compared = 0
+    rows = []
+    with runner:
+        for b in rep.breasts:
+            c = _cpp(xpr_infer, bundle, b.cc, b.mlo, "--dump-inputs", tmp_path / "in")
+            assert c["_exit"] == 0, c
+            # 1. preprocessing, from the DICOM files on both sides
+            py_in = {}
+            for view, path in (("cc", b.cc), ("mlo", b.mlo)):
+                ds = pydicom.dcmread(path, stop_before_pixels=True)
+                syntaxes.add(str(ds.file_meta.TransferSyntaxUID))
+                photometrics.add(str(ds.PhotometricInterpretation))
+                py_in[view] = preprocess_file(path, source.settings)
+                cpp_in = np.fromfile(tmp_path / f"in.{view}.f32", dtype=np.float32).reshape(h, w)
+                max_dinput = max(max_dinput, float(np.abs(cpp_in - py_in[view]).max()))
+            # 2. probability: `xpr predict` (Python, ONNX Runtime) vs C++
+            dprob = abs(c["prob"] - b.prob)
+            max_dprob = max(max_dprob, dprob)
+            # 3. kept windows of every pruned block
+            _, sel = runner.infer(py_in["cc"].reshape(1, 1, h, w), py_in["mlo"].reshape(1, 1, h, w), selection=True)
+            cpp_sel = {(s["view"], s["stage"], s["block"]): s["kept"] for s in c["selection"]}
+            pruned = [(bl["view"], bl["stage"], bl["block"]) for bl in source.manifest["blocks"] if bl["pruned"]]
+            assert sorted(cpp_sel) == sorted(pruned)
+            for key in pruned:
+                assert cpp_sel[key] == [int(i) for i in sel[key][0]], f"{b.cc}: kept windows differ in {key}"
+                blocks_compared += 1
+                windows_compared += len(cpp_sel[key])
+            rows.append((b.study[-12:], b.laterality, b.prob, c["prob"], dprob))
+
+    print(f"\nC++ xpr_infer vs xpr predict (onnx), {len(rows)} breasts:")
+    for r in rows:
+        print(f"  {r[0]} {r[1]}  python {r[2]:.7f}  c++ {r[3]:.7f}  |d| {r[4]:.2e}")
+    print(
+        f"max |dprob| {max_dprob:.2e}, max |dinput| {max_dinput:.2e}, "
+        f"kept windows identical in {blocks_compared} block-views ({windows_compared} windows)"
+    )
+    assert max_dinput <= INPUT_TOL
+    assert max_dprob <= PROB_TOL
+    # the studies exercised every decoder path the C++ side has
+    assert {"1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"} <= syntaxes
+    assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_cpp_heatmap_png(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
+    from xpr_deploy.predict import predict
+
+    b = predict(work["bundle"], [work["synth"]], backend="onnx").breasts[0]
+    out = tmp_path / "heat.pgm"
+    c = _cpp(xpr_infer, work["bundle"], b.cc, b.mlo, "--heatmap", out)
+    assert c["_exit"] == 0 and c["heatmap"] == str(out)
+    header, rest = out.read_bytes().split(b"\n255\n", 1)
+    width, height = (int(v) for v in header.split()[1:3])
+    assert (height, width) == (448, 2 * 224 + 8)
+    pixels = np.frombuffer(rest, dtype=np.uint8).reshape(height, width)
+    assert pixels[:, :224].max() > 0 and pixels[:, 232:].max() > 0  # both views have kept windows
+
+
+def _copy_bundle(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_cpp_bad_bundles_and_files_give_error_lines(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
+    from xpr_deploy.predict import predict
+
+    b = predict(work["bundle"], [work["synth"]], backend="onnx").breasts[0]
+
+    # hash mismatch: one byte of the model changed
+    bad = _copy_bundle(work["bundle"], tmp_path / "hash")
+    raw = bytearray((bad / "model.onnx").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (bad / "model.onnx").write_bytes(bytes(raw))
+    c = _cpp(xpr_infer, bad, b.cc, b.mlo)
+    assert c["_exit"] == 2 and c["status"] == "hash mismatch" and "model.onnx" in c["error"]
+
+    # missing file
+    bad = _copy_bundle(work["bundle"], tmp_path / "missing")
+    (bad / "model.onnx").unlink()
+    c = _cpp(xpr_infer, bad, b.cc, b.mlo)
+    assert c["_exit"] == 2 and c["status"] == "file error" and "model.onnx" in c["error"]
+
+    # wrong version (preprocessing contract and toolkit)
+    for key, value, status in (("preprocessing", None, "unsupported version"), ("toolkit_version", "99.0.0", None)):
+        bad = _copy_bundle(work["bundle"], tmp_path / f"version-{key}")
+        m = json.loads((bad / "manifest.json").read_text())
+        if key == "preprocessing":
+            m["preprocessing"]["version"] = "xpr-preproc-9"
+        else:
+            m[key] = value
+        (bad / "manifest.json").write_text(json.dumps(m))
+        c = _cpp(xpr_infer, bad, b.cc, b.mlo)
+        assert c["_exit"] == 2 and c["status"] == (status or "unsupported version"), c
+        assert "manifest.json" in c["error"]
+
+    # bad DICOM: truncated and not DICOM at all; the error names the file
+    trunc = tmp_path / "trunc.dcm"
+    trunc.write_bytes(Path(b.cc).read_bytes()[:700])
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not a dicom" * 50)
+    for f in (trunc, junk):
+        c = _cpp(xpr_infer, work["bundle"], f, b.mlo)
+        assert c["_exit"] == 2 and c["status"] == "bad DICOM" and str(f) in c["error"], c
+
+
+def test_fixture_bundle_hash_is_sha256(work: dict[str, Path]) -> None:
+    """The manifest's digests are what the C++ side recomputes (hex SHA-256 of the file bytes)."""
+    m = json.loads((work["bundle"] / "manifest.json").read_text())
+    for rel, digest in m["files"].items():
+        assert hashlib.sha256((work["bundle"] / rel).read_bytes()).hexdigest() == digest
