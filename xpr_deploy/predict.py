@@ -309,18 +309,15 @@ class EngineRunner(Runner):
             if path:
                 p = Path(path)
                 return p if p.is_absolute() else (self.source.bundle or Path()) / p
-        raise PredictError(f"{self.source.path}: no engine (build one with `xpr build`, or pass the engine file)")
+        why = (self.source.manifest or {}).get("engine_skipped") or "none was built"
+        raise PredictError(f"{self.source.path}: the bundle has no engine ({why})")
 
     def activate(self) -> None:
         path = self._engine_path()
-        try:
-            from .engine import runtime
-        except ImportError as exc:
-            raise BackendUnavailable(f"engine runtime is not available in this install ({exc})") from None
-        loader = getattr(runtime, "load_engine", None) or getattr(runtime, "EngineRunner", None)
-        if loader is None:
-            raise BackendUnavailable("xpr_deploy.engine.runtime has no load_engine()")
-        self.runtime = loader(path)  # raises BackendUnavailable with the reason on a machine without a GPU
+        from .engine.runtime import load_engine
+
+        # checks hash, backend version and GPU first: BackendUnavailable (with the reason) on a machine without one
+        self.runtime = load_engine(path)
 
     @property
     def has_selection(self) -> bool:
@@ -332,7 +329,8 @@ class EngineRunner(Runner):
         prob = np.asarray(out["prob"], dtype=np.float64).reshape(-1)
         if not selection:
             return prob, {}
-        sel = {_parse_sel_name(k): np.asarray(v) for k, v in out.items() if str(k).startswith("sel_")}
+        keys = selection_keys(self.source.manifest)
+        sel = {keys.get(k) or _parse_sel_name(k): np.asarray(v) for k, v in out.items() if str(k).startswith("sel_")}
         if not sel:
             raise PredictError(
                 f"{self._engine_path()}: engine has no kept-window outputs (build from --with-selection)"

@@ -135,7 +135,8 @@ def tensors(manifest: dict[str, Any], key: str, source: Path) -> list[TensorSpec
 def onnx_file(bundle: Path, manifest: dict[str, Any], precision: str | None = None) -> Path:
     """The ONNX graph to serve: `graphs[precision]` when asked, else the manifest's `model`."""
     names: list[str] = []
-    graphs = manifest.get("graphs") if isinstance(manifest.get("graphs"), dict) else {}
+    raw = manifest.get("graphs")
+    graphs: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if precision is not None:
         if precision not in graphs:
             have = ", ".join(sorted(graphs)) or "none"
