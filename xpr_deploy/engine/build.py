@@ -1,0 +1,227 @@
+"""Build TensorRT-RTX / TensorRT 11 engines from the bundle's ONNX graph (SPEC §5).
+
+Both are strongly typed only: precision comes from the graph (no FP16 builder flag). TensorRT-RTX
+builds for a chosen compute capability on a CPU-only machine (kernels are JIT-compiled on the
+target GPU); TensorRT 11 builds on the GPU that will run it (or, with `ampere+`, for any Ampere+).
+GPU libraries are imported lazily so the package works without them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from ..errors import BackendUnavailable, XprError
+from ..io import sha256_file, write_bytes
+
+BACKENDS = ("tensorrt-rtx", "tensorrt")
+_MODULES = {"tensorrt-rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
+#: TensorRT-RTX targets from Ampere on (it has no SM90)
+_RTX_AMPERE_PLUS = ("SM80", "SM86", "SM89", "SM120")
+
+
+class EngineBuildError(XprError):
+    """The ONNX parser or the builder rejected the graph."""
+
+
+@dataclass
+class EngineOptions:
+    backend: str = "auto"  # auto | tensorrt-rtx | tensorrt
+    sm: int = 86
+    hw_compat: str = "same"  # same | ampere+
+    workspace_gib: float = 4.0
+
+
+@dataclass
+class EngineInfo:
+    backend: str
+    version: str
+    compute_capability: str  # "8.6": the target the engine is named after
+    compute_capabilities: list[str]  # every CC the engine runs on
+    hw_compat: str
+    flags: list[str]
+    strongly_typed: bool
+    timing_cache_sha256: str | None
+    timing_cache: str | None  # file name beside the engine, or None
+    path: Path
+    sha256: str
+    size_bytes: int
+    build_seconds: float
+    parse_seconds: float
+    plugins: dict[str, str] = field(default_factory=dict)  # custom op -> "plugin" | "local-function"
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+def import_backend(backend: str) -> ModuleType:
+    """The backend's Python module, or BackendUnavailable with the reason."""
+    if backend not in BACKENDS:
+        raise BackendUnavailable(f"unknown engine backend {backend!r}: choose {', '.join(BACKENDS)} or auto")
+    mod = _MODULES[backend]
+    try:
+        return importlib.import_module(mod)
+    except Exception as exc:  # ImportError, or OSError from a missing libnvinfer / libnvonnxparser
+        hint = (
+            "pip install tensorrt-rtx-cu12"
+            if backend == "tensorrt-rtx"
+            else "TensorRT 11 from NVIDIA's index or an NGC container"
+        )
+        raise BackendUnavailable(
+            f"{backend} is not available: cannot import {mod} ({type(exc).__name__}: {exc}); install {hint}"
+        ) from None
+
+
+def gpu_compute_capability() -> tuple[int, int] | None:
+    """(major, minor) of CUDA device 0, or None without a usable NVIDIA GPU."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_capability(0)
+    except Exception:
+        pass
+    return None
+
+
+def resolve_backend(backend: str) -> str:
+    """`auto`: TensorRT 11 where it imports and a GPU is present, else TensorRT-RTX; checks availability."""
+    if backend != "auto":
+        import_backend(backend)
+        if backend == "tensorrt" and gpu_compute_capability() is None:
+            raise BackendUnavailable("tensorrt builds on the GPU that runs the engine: no NVIDIA GPU here")
+        return backend
+    if gpu_compute_capability() is not None:
+        try:
+            import_backend("tensorrt")
+            return "tensorrt"
+        except BackendUnavailable:
+            pass
+    import_backend("tensorrt-rtx")
+    return "tensorrt-rtx"
+
+
+def engine_filename(sm: int) -> str:
+    return f"model.sm{sm}.engine"
+
+
+def _make_logger(trt: ModuleType) -> Any:
+    class Collect(trt.ILogger):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.messages: list[tuple[Any, str]] = []
+
+        def log(self, severity: Any, msg: str) -> None:
+            self.messages.append((severity, msg))
+
+    return Collect()
+
+
+def _plugin_resolution(messages: list[tuple[Any, str]]) -> dict[str, str]:
+    """How the parser took each custom op: a registered plugin, or the op's ONNX function body."""
+    out: dict[str, str] = {}
+    for _, msg in messages:
+        if msg.startswith("Found registered local function:"):
+            out[msg.split(":", 1)[1].split(".")[0].strip()] = "local-function"
+        elif "Successfully created plugin" in msg or "Found registered plugin" in msg:
+            name = msg.split(":", 1)[-1].strip().split()[0] if ":" in msg else msg
+            out.setdefault(name, "plugin")
+    return out
+
+
+def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOptions | None = None) -> EngineInfo:
+    """Parse `onnx_path`, build a serialized engine into `out_dir/model.sm<sm>.engine`, return its facts."""
+    opts = options or EngineOptions()
+    backend = resolve_backend(opts.backend)
+    trt = import_backend(backend)
+    out_dir = Path(out_dir)
+    logger = _make_logger(trt)
+    logger.min_severity = trt.ILogger.Severity.VERBOSE
+    builder = trt.Builder(logger)
+    flags = 0
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if typed is not None and backend == "tensorrt":
+        flags |= 1 << int(typed)  # TensorRT 10 needs it; 11 is strongly typed anyway
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    t0 = time.perf_counter()
+    # parse from the file so that the parser resolves paths the way a viewer would
+    ok = parser.parse_from_file(str(onnx_path))
+    parse_s = time.perf_counter() - t0
+    if not ok:
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown error"
+        raise EngineBuildError(f"{backend} ONNX parser rejected {Path(onnx_path).name}: {errs}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
+    build_flags: list[str] = ["STRONGLY_TYPED"]
+    notes: list[str] = []
+    timing_cache_bytes: bytes | None = None
+    if backend == "tensorrt-rtx":
+        ccs = [f"SM{opts.sm}"] if opts.hw_compat == "same" else list(_RTX_AMPERE_PLUS)
+        if not hasattr(trt.ComputeCapability, ccs[0]):
+            raise BackendUnavailable(f"tensorrt-rtx cannot target sm_{opts.sm}")
+        config.num_compute_capabilities = len(ccs)
+        for i, cc in enumerate(ccs):
+            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
+        compute_caps = [f"{cc[2:-1]}.{cc[-1]}" for cc in ccs]
+        notes.append("TensorRT-RTX: kernels are JIT-compiled on the target GPU at load; timing cache is a no-op")
+    else:
+        dev = gpu_compute_capability()
+        assert dev is not None  # resolve_backend checked it
+        if opts.hw_compat == "ampere+":
+            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+            build_flags.append("HW_COMPAT_AMPERE_PLUS")
+            compute_caps = ["8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "12.0"]
+        else:
+            if dev[0] * 10 + dev[1] != opts.sm:
+                raise BackendUnavailable(
+                    f"tensorrt builds for this GPU (sm_{dev[0]}{dev[1]}), not sm_{opts.sm}: use --hw-compat ampere+ "
+                    "or the tensorrt-rtx backend"
+                )
+            compute_caps = [f"{dev[0]}.{dev[1]}"]
+        cache = config.create_timing_cache(b"")
+        config.set_timing_cache(cache, ignore_mismatch=False)
+
+    t1 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_s = time.perf_counter() - t1
+    if serialized is None:
+        bad = (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR)
+        last = [m for sev, m in logger.messages if sev in bad]
+        raise EngineBuildError(f"{backend} failed to build the engine: {last[-1] if last else 'no message'}")
+    if backend == "tensorrt":
+        timing_cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
+
+    path = out_dir / engine_filename(opts.sm)
+    write_bytes(path, bytes(memoryview(serialized)))
+    tc_name = tc_sha = None
+    if timing_cache_bytes:
+        tc_name = "timing.cache"
+        write_bytes(out_dir / tc_name, timing_cache_bytes)
+        tc_sha = sha256_file(out_dir / tc_name)
+    return EngineInfo(
+        backend=backend,
+        version=str(trt.__version__),
+        compute_capability=f"{opts.sm // 10}.{opts.sm % 10}",
+        compute_capabilities=compute_caps,
+        hw_compat=opts.hw_compat,
+        flags=build_flags,
+        strongly_typed=True,
+        timing_cache_sha256=tc_sha,
+        timing_cache=tc_name,
+        path=path,
+        sha256=sha256_file(path),
+        size_bytes=path.stat().st_size,
+        build_seconds=round(build_s, 3),
+        parse_seconds=round(parse_s, 3),
+        plugins=_plugin_resolution(logger.messages),
+        notes=notes,
+    )

@@ -1,0 +1,309 @@
+"""`xpr export`: the whole bundle, written atomically (a failure leaves no partial folder).
+
+BUNDLE/
+  model.onnx              FP32 graph (always, unless --fp16 --no-fp32)
+  model.fp16.onnx         strongly typed FP16 graph (--fp16); the served graph when present
+  engines/model.sm86.engine   TensorRT-RTX / TensorRT engine of the served graph (when built)
+  engines/timing.cache    TensorRT 11 only (TensorRT-RTX has no timing cache)
+  parity.json             validation right after export (as optimum does)
+  manifest.json           schema export/manifest.schema.json; SHA-256 of every other file
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
+from ..errors import BackendUnavailable, ConfigError
+from ..io import atomic_dir, sha256_file, write_json
+from ..model.summary import block_table
+from ..model.xpruning import XPruning
+from .fp16 import FP32_ISLANDS
+from .lint import LintReport, lint_model
+from .manifest import FORMAT, FORMAT_VERSION, tensor_entry, validate_manifest
+from .onnx import OPSET, pruned_blocks, save_proto, selection_output_name, to_proto
+from .plugin import fuse_window_select, plugin_manifest_entry
+
+GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+ENGINE_DIR = "engines"
+
+
+@dataclass
+class ExportOptions:
+    fp16: bool = False
+    plugin: bool = False
+    with_selection: bool = False
+    fp32_graph: bool = True  # with --fp16 also write model.onnx (ONNX Runtime-on-CPU fallback, parity bridge)
+    engine: bool | None = None  # None: build one when a backend is available
+    backend: str = "auto"
+    sm: int = 86
+    hw_compat: str = "same"
+    batch: int = 1
+    parity_samples: int = 8  # 0: skip validation (parity.json says so)
+    parity_seed: int = 0
+    name: str | None = None
+
+    def check(self) -> None:
+        if self.hw_compat not in ("same", "ampere+"):
+            raise ConfigError(f"--hw-compat must be same or ampere+, not {self.hw_compat!r}")
+        if self.backend not in ("auto", "tensorrt-rtx", "tensorrt"):
+            raise ConfigError(f"--backend must be auto, tensorrt-rtx or tensorrt, not {self.backend!r}")
+        if self.batch < 1:
+            raise ConfigError("--batch must be >= 1")
+        if not self.fp16 and not self.fp32_graph:
+            raise ConfigError("--no-fp32 needs --fp16: the bundle would have no graph")
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    lint: dict[str, LintReport]
+    engine: EngineInfo | None
+    parity: Any | None  # validate.ParityReport
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.parity is None or bool(self.parity.ok)
+
+
+def default_name(model: XPruning, options: ExportOptions) -> str:
+    return f"{model.cfg.name}-{'fp16' if options.fp16 else 'fp32'}{'-plugin' if options.plugin else ''}"
+
+
+def preprocessing_entry(model: XPruning, meta: dict[str, Any]) -> dict[str, Any]:
+    """The settings the checkpoint was trained with, plus the named steps of the contract."""
+    from ..data.dicom import PreprocessSettings
+
+    pre = meta.get("preprocess") or meta.get("preprocessing")
+    settings = PreprocessSettings.from_dict(pre) if pre else PreprocessSettings.for_config(model.cfg)
+    return {
+        **settings.to_dict(),
+        "window": "first WindowCenter/WindowWidth + VOILUTFunction (PS3.3 C.11.2.1.2); min-max without a window",
+        "inversion": "MONOCHROME1: x = 1 - x",
+        "orientation": "chest wall on the left (content-based left-right flip)",
+        "crop": "breast bounding box (mask x > mask_threshold, profile >= profile_threshold)",
+        "resize": "antialiased bilinear (triangle) to img_size, columns then rows",
+        "normalisation": f"(x - {settings.mean}) / {settings.std}, float32",
+        "contract": "export/README.md#preprocessing-contract",
+    }
+
+
+def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
+    """(backend to build with, or None; why no engine). Explicit requests fail early and loudly."""
+    if options.engine is False:
+        return None, "disabled (--no-engine)"
+    if options.engine or options.backend != "auto":
+        return resolve_backend(options.backend), None
+    try:
+        return resolve_backend("auto"), None
+    except BackendUnavailable as exc:
+        return None, str(exc)
+
+
+def export_bundle(
+    model: XPruning, meta: dict[str, Any], out: str | Path, options: ExportOptions | None = None
+) -> Bundle:
+    """Export graphs, lint them, build the engine, validate, write the manifest: all or nothing."""
+    opts = options or ExportOptions()
+    opts.check()
+    backend, engine_skipped = _resolve_engine(opts)  # before any work: --backend tensorrt fails here
+    model = model.float().eval().cpu()
+    cfg = model.cfg
+    out = Path(out)
+    keys = pruned_blocks(model)
+    precisions: list[str] = [
+        p
+        for p in ("fp32", "fp16")
+        if (p == "fp32" and (opts.fp32_graph or not opts.fp16)) or (p == "fp16" and opts.fp16)
+    ]
+    served = "fp16" if opts.fp16 else "fp32"
+    timings: dict[str, float] = {}
+    lints: dict[str, LintReport] = {}
+    engine: EngineInfo | None = None
+    parity = None
+    plugin_count = 0
+    with atomic_dir(out) as tmp:
+        for prec in precisions:
+            t0 = time.perf_counter()
+            proto = to_proto(model, fp16=prec == "fp16", batch=opts.batch, with_selection=opts.with_selection)
+            if opts.plugin:
+                plugin_count = fuse_window_select(proto, cfg.window_size)
+            rep = lint_model(proto, expected_topk=len(keys), plugin=opts.plugin)
+            rep.raise_for_errors(GRAPH_FILES[prec])
+            lints[prec] = rep
+            save_proto(proto, tmp / GRAPH_FILES[prec])
+            del proto
+            timings[f"export_{prec}_s"] = round(time.perf_counter() - t0, 2)
+        if backend is not None:
+            eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat)
+            engine = build_engine(tmp / GRAPH_FILES[served], tmp / ENGINE_DIR, eopts)
+            timings["engine_parse_s"], timings["engine_build_s"] = engine.parse_seconds, engine.build_seconds
+        if opts.parity_samples > 0:
+            from ..validate import run_parity, synthetic_inputs, write_report
+
+            t0 = time.perf_counter()
+            cc, mlo, labels = synthetic_inputs(cfg.img_size, opts.parity_samples, opts.parity_seed)
+            parity = run_parity(
+                model, cc, mlo, labels=labels,
+                inputs=f"synthetic studies (xpr synth renderer, seed {opts.parity_seed}, {opts.parity_samples} pairs)",
+                graphs={p: tmp / GRAPH_FILES[p] for p in precisions},
+                engine=None,  # the engine is checked against the final manifest by `xpr validate` on a GPU
+                no_engine_reason=_engine_parity_note(engine),
+                threshold=float(meta.get("threshold", 0.5)),
+            )  # fmt: skip
+            write_report(parity, tmp / "parity.json")
+            timings["parity_s"] = round(time.perf_counter() - t0, 2)
+        else:
+            write_json(tmp / "parity.json", {"ok": None, "skipped": "validation not run (--parity-samples 0)"})
+        manifest = build_manifest(
+            model, meta, opts, tmp, precisions, served, keys, lints, engine, engine_skipped, plugin_count, timings
+        )
+        validate_manifest(manifest)
+        write_json(tmp / "manifest.json", manifest)
+        _publishable(tmp)
+    if engine is not None:
+        engine.path = out / ENGINE_DIR / engine.path.name
+    return Bundle(out, manifest, lints, engine, parity, timings)
+
+
+def _engine_parity_note(engine: EngineInfo | None) -> str:
+    if engine is None:
+        return "no engine built"
+    from ..engine.build import gpu_compute_capability
+
+    if gpu_compute_capability() is None:
+        sm = engine.compute_capability.replace(".", "")
+        return f"{engine.backend} engine built for sm_{sm}; no NVIDIA GPU here to run it"
+    return "engine built; run `xpr validate BUNDLE` to compare it (checked against the final manifest)"
+
+
+def _publishable(root: Path) -> None:
+    """mkdtemp/mkstemp make 0700/0600 entries; a bundle is meant to be read by others (viewers, CI)."""
+    root.chmod(0o755)
+    for p in root.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+
+
+def build_manifest(
+    model: XPruning,
+    meta: dict[str, Any],
+    opts: ExportOptions,
+    root: Path,
+    precisions: list[str],
+    served: str,
+    keys: list[tuple[str, int, int]],
+    lints: dict[str, LintReport],
+    engine: EngineInfo | None,
+    engine_skipped: str | None,
+    plugin_count: int,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    cfg = model.cfg
+    b = opts.batch
+    shape = (b, cfg.in_chans, *cfg.img_size)
+    pruned = set(keys)
+    outputs = [tensor_entry("logits", "float32", (b, cfg.num_classes)), tensor_entry("prob", "float32", (b,))]
+    blocks = []
+    for row in block_table(cfg):
+        key = (row.view, row.stage, row.block)
+        sel = selection_output_name(*key) if opts.with_selection and key in pruned else None
+        if sel:
+            outputs.append(tensor_entry(sel, "int64", (b, row.k)))
+        blocks.append({
+            "view": row.view, "stage": row.stage, "block": row.block, "window_grid": list(row.window_grid),
+            "windows": row.windows, "k": row.k, "shifted": row.shifted, "pruned": key in pruned,
+            "selection_output": sel,
+        })  # fmt: skip
+    engines = []
+    if engine is not None:
+        required = [op for op, how in engine.plugins.items() if how == "plugin"]
+        engines.append({
+            "backend": engine.backend, "version": engine.version,
+            "compute_capability": engine.compute_capability, "compute_capabilities": engine.compute_capabilities,
+            "hw_compat": engine.hw_compat, "flags": engine.flags, "strongly_typed": True,
+            "timing_cache_sha256": engine.timing_cache_sha256,
+            "timing_cache": f"{ENGINE_DIR}/{engine.timing_cache}" if engine.timing_cache else None,
+            "path": f"{ENGINE_DIR}/{engine.path.name}", "sha256": engine.sha256, "size_bytes": engine.size_bytes,
+            "onnx": GRAPH_FILES[served], "build_seconds": engine.build_seconds, "parse_seconds": engine.parse_seconds,
+            "plugins": engine.plugins, "plugins_required": required, "notes": engine.notes,
+        })  # fmt: skip
+    files = {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
+    }
+    src = meta.get("checkpoint_dir") or meta.get("checkpoint")
+    from ..train.checkpoint import git_commit
+
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": opts.name or default_name(model, opts),
+        "toolkit_version": __version__,
+        "git_commit": git_commit(),
+        "created_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "model": GRAPH_FILES[served],
+        "graphs": {p: GRAPH_FILES[p] for p in precisions},
+        "precision": served,
+        "fp32_islands": list(FP32_ISLANDS) if opts.fp16 else [],
+        "opset": OPSET,
+        "ir_version": 10,
+        "batch": b,
+        "static_shapes": True,
+        "inputs": [tensor_entry("cc", "float32", shape), tensor_entry("mlo", "float32", shape)],
+        "outputs": outputs,
+        "model_config": cfg.to_dict(),
+        "preprocessing": preprocessing_entry(model, meta),
+        "label_rule": meta.get("label_rule"),
+        "class_names": list(meta.get("class_names") or cfg.class_names),
+        "threshold": float(meta.get("threshold", 0.5)),
+        "threshold_method": meta.get("threshold_method"),
+        "blocks": blocks,
+        "plugin": plugin_manifest_entry(plugin_count) if opts.plugin else None,
+        "lint": {p: r.to_dict() for p, r in lints.items()},
+        "source_checkpoint": {
+            "path": str(src) if src else None,
+            "weights_sha256": meta.get("weights_sha256"),
+            "random_seed": meta.get("random_seed"),
+        },
+        "engines": engines,
+        "engine_skipped": engine_skipped,
+        "parity": "parity.json",
+        "timings": timings,
+        "files": files,
+    }
+
+
+def load_source(
+    checkpoint: str | Path | None, config: str | None = None, seed: int = 0
+) -> tuple[XPruning, dict[str, Any]]:
+    """(model, meta) from a checkpoint, or random weights of a preset (seed recorded for `xpr validate`)."""
+    if checkpoint is None:
+        if config is None:
+            raise ConfigError("give a checkpoint, or --config tiny|paper for random weights")
+        from ..config import get_config
+        from ..validate import random_model
+
+        try:
+            cfg = get_config(config)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return random_model(cfg, seed), {"random_seed": seed}
+    from ..train.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        model, meta = load_checkpoint(checkpoint)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # anything else a broken file can raise: still one line
+        raise CheckpointError(f"{checkpoint}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+    if config is not None and config != model.cfg.name:
+        raise ConfigError(f"--config {config} disagrees with the checkpoint's config {model.cfg.name!r}")
+    return model, meta

@@ -1,0 +1,175 @@
+"""The bundle manifest: what C++ viewers, `xpr predict`, `xpr bench` and `xpr triton` read.
+
+The JSON Schema lives here (one source) and is written to `export/manifest.schema.json`;
+a test keeps the two identical.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ..errors import XprError
+
+FORMAT = "xpr-bundle"
+FORMAT_VERSION = 1
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "manifest.schema.json"
+
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "dtype", "shape"],
+    "properties": {
+        "name": {"type": "string"},
+        "dtype": {"enum": ["float32", "float16", "int64", "int32"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+    },
+}
+_SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_ENGINE = {
+    "type": "object",
+    "required": [
+        "backend", "version", "compute_capability", "compute_capabilities", "hw_compat", "flags",
+        "strongly_typed", "timing_cache_sha256", "path", "sha256", "onnx", "plugins_required",
+    ],
+    "properties": {
+        "backend": {"enum": ["tensorrt-rtx", "tensorrt"]},
+        "version": {"type": "string"},
+        "compute_capability": {"type": "string", "pattern": "^[0-9]+\\.[0-9]$"},
+        "compute_capabilities": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "hw_compat": {"enum": ["same", "ampere+"]},
+        "flags": {"type": "array", "items": {"type": "string"}},
+        "strongly_typed": {"const": True},
+        "timing_cache_sha256": {"anyOf": [_SHA, {"type": "null"}]},
+        "timing_cache": {"type": ["string", "null"]},
+        "path": {"type": "string", "description": "relative to the bundle folder"},
+        "sha256": _SHA,
+        "size_bytes": {"type": "integer"},
+        "onnx": {"type": "string", "description": "the graph the engine was built from"},
+        "build_seconds": {"type": "number"},
+        "parse_seconds": {"type": "number"},
+        "plugins": {"type": "object", "additionalProperties": {"enum": ["plugin", "local-function"]}},
+        "plugins_required": {"type": "array", "items": {"type": "string"}},
+        "notes": {"type": "array", "items": {"type": "string"}},
+    },
+}  # fmt: skip
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "$id": "xpr-bundle-manifest-1",
+    "title": "xpr export bundle manifest",
+    "type": "object",
+    "required": [
+        "format", "format_version", "name", "toolkit_version", "created_utc", "model", "graphs", "precision",
+        "opset", "ir_version", "batch", "inputs", "outputs", "model_config", "preprocessing", "label_rule",
+        "class_names", "threshold", "blocks", "source_checkpoint", "engines", "files",
+    ],
+    "properties": {
+        "format": {"const": FORMAT},
+        "format_version": {"const": FORMAT_VERSION},
+        "name": {"type": "string"},
+        "toolkit_version": {"type": "string"},
+        "git_commit": {"type": ["string", "null"]},
+        "created_utc": {"type": "string"},
+        "model": {"type": "string", "description": "the graph to serve (FP16 when exported with --fp16)"},
+        "graphs": {
+            "type": "object",
+            "description": "precision -> file: fp32 and/or fp16",
+            "properties": {"fp32": {"type": "string"}, "fp16": {"type": "string"}},
+            "minProperties": 1,
+        },
+        "precision": {"enum": ["fp32", "fp16"]},
+        "fp32_islands": {"type": "array", "items": {"type": "string"}},
+        "opset": {"type": "integer", "minimum": 17},
+        "ir_version": {"type": "integer", "maximum": 10},
+        "batch": {"type": "integer", "minimum": 1},
+        "inputs": {"type": "array", "items": _TENSOR, "minItems": 2, "maxItems": 2},
+        "outputs": {"type": "array", "items": _TENSOR, "minItems": 2},
+        "model_config": {"type": "object", "required": ["name", "img_size", "prune_rates"]},
+        "preprocessing": {"type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}},
+        "label_rule": {"type": ["string", "null"]},
+        "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+        "threshold_method": {"type": ["string", "null"]},
+        "blocks": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["view", "stage", "block", "window_grid", "windows", "k", "pruned"],
+                "properties": {
+                    "view": {"enum": ["cc", "mlo"]},
+                    "stage": {"type": "integer", "minimum": 1, "maximum": 4},
+                    "block": {"type": "integer", "minimum": 0},
+                    "window_grid": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2},
+                    "windows": {"type": "integer", "minimum": 1},
+                    "k": {"type": "integer", "minimum": 1, "maximum": 3840},
+                    "shifted": {"type": "boolean"},
+                    "pruned": {"type": "boolean"},
+                    "selection_output": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "plugin": {
+            "type": ["object", "null"],
+            "properties": {
+                "op_type": {"type": "string"},
+                "domain": {"type": "string"},
+                "plugin_version": {"type": "string"},
+                "plugin_namespace": {"type": "string"},
+                "required_at_runtime": {"type": "boolean"},
+            },
+        },
+        "lint": {"type": "object"},
+        "source_checkpoint": {
+            "type": "object",
+            "required": ["path", "weights_sha256", "random_seed"],
+            "properties": {
+                "path": {"type": ["string", "null"]},
+                "weights_sha256": {"type": ["string", "null"]},
+                "random_seed": {"type": ["integer", "null"], "description": "random weights: torch seed used"},
+            },
+        },
+        "engines": {"type": "array", "items": _ENGINE},
+        "engine_skipped": {"type": ["string", "null"]},
+        "parity": {"type": ["string", "null"]},
+        "files": {
+            "type": "object",
+            "description": "SHA-256 of every file in the bundle except manifest.json, by relative path",
+            "additionalProperties": _SHA,
+        },
+    },
+}  # fmt: skip
+
+
+class ManifestError(XprError):
+    """A manifest is missing, unreadable or does not follow the schema."""
+
+
+def schema_json() -> str:
+    return json.dumps(MANIFEST_SCHEMA, indent=2) + "\n"
+
+
+def validate_manifest(manifest: dict[str, Any], where: str = "manifest.json") -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise ManifestError(f"{where}: does not follow the manifest schema at {loc}: {exc.message}") from None
+
+
+def read_manifest(bundle: str | Path) -> dict[str, Any]:
+    path = Path(bundle) / "manifest.json"
+    if not path.is_file():
+        raise ManifestError(f"{bundle}: not an export bundle (no manifest.json)")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ManifestError(f"{path}: unreadable ({exc})") from None
+    validate_manifest(manifest, str(path))
+    return manifest  # type: ignore[no-any-return]
+
+
+def tensor_entry(name: str, dtype: str, shape: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    return {"name": name, "dtype": dtype, "shape": [int(d) for d in shape]}
