@@ -59,3 +59,47 @@ def test_eager_predict_matches_eval(ckpt: Path, synth_vindr: Path, evaluated: di
     assert len(evaluated) == 8 and set(pred) == set(evaluated)
     for key, p in evaluated.items():
         assert pred[key] == pytest.approx(p, abs=1e-5), key
+
+
+@pytest.fixture(scope="module")
+def bundle(ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same checkpoint exported with kept-window outputs (no engine, no parity run: not under test here)."""
+    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
+
+    model, meta = load_source(ckpt)
+    opts = ExportOptions(with_selection=True, engine=False, parity_samples=0)
+    return export_bundle(model, meta, tmp_path_factory.mktemp("export") / "bundle", opts).path
+
+
+def test_onnx_predict_matches_eval(bundle: Path, synth_vindr: Path, evaluated: dict) -> None:
+    pred = _by_breast(_run("predict", str(bundle), str(synth_vindr / "images"), "--json"))
+    assert set(pred) == set(evaluated)
+    for key, p in evaluated.items():
+        assert pred[key] == pytest.approx(p, abs=1e-5), key
+
+
+def test_onnx_and_eager_keep_the_same_windows(bundle: Path, ckpt: Path, synth_vindr: Path) -> None:
+    """The heatmaps of both backends come from identical kept-window sets, block by block."""
+    from xpr_deploy.data.dicom import preprocess_file
+    from xpr_deploy.data.folder import load_folder
+    from xpr_deploy.predict import EagerRunner, OnnxRunner, resolve_model
+
+    src_b, src_c = resolve_model(bundle), resolve_model(ckpt)
+    p = load_folder(sorted((synth_vindr / "images").iterdir())[0]).pairs[0]
+    cc = preprocess_file(p.cc, src_c.settings)[None, None]
+    mlo = preprocess_file(p.mlo, src_c.settings)[None, None]
+    with OnnxRunner(src_b) as onnx_runner, EagerRunner(src_c) as eager_runner:
+        p_onnx, sel_onnx = onnx_runner.infer(cc, mlo, selection=True)
+        p_eager, sel_eager = eager_runner.infer(cc, mlo, selection=True)
+    assert p_onnx[0] == pytest.approx(p_eager[0], abs=1e-5)
+    assert set(sel_onnx) == set(sel_eager)
+    for key in sel_eager:
+        assert set(sel_onnx[key][0].tolist()) == set(sel_eager[key][0].tolist()), key
+
+
+def test_engine_backend_fails_with_the_reason(bundle: Path, synth_vindr: Path) -> None:
+    from xpr_deploy.errors import PredictError
+    from xpr_deploy.predict import predict
+
+    with pytest.raises(PredictError, match="no engine"):
+        predict(bundle, [synth_vindr / "images"], backend="engine")
