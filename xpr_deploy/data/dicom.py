@@ -459,13 +459,26 @@ def _aa_weights(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray]:
     return idx, wts
 
 
+def _aa_matrix(n_in: int, n_out: int) -> Any:
+    """The filter of `_aa_weights` as a sparse [n_out, n_in] matrix."""
+    from scipy import sparse
+
+    idx, wts = _aa_weights(n_in, n_out)
+    rows = np.repeat(np.arange(n_out), idx.shape[1])
+    keep = wts.ravel() != 0
+    return sparse.csr_matrix((wts.ravel()[keep], (rows[keep], idx.ravel()[keep])), shape=(n_out, n_in))
+
+
 def resize_bilinear_aa(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Step 8: antialiased bilinear resize to (rows, cols), columns first then rows, float64."""
+    """Step 8: antialiased bilinear resize to (rows, cols), columns first then rows, float64.
+
+    Each output value is a short weighted sum (sparse matrix products: fast and small in memory
+    for 4k x 3k mammograms).
+    """
     out_h, out_w = int(size[0]), int(size[1])
-    ci, cw = _aa_weights(x.shape[1], out_w)
-    tmp = np.einsum("rot,ot->ro", x[:, ci], cw)  # [rows, out_w]
-    ri, rw = _aa_weights(x.shape[0], out_h)
-    return np.einsum("otc,ot->oc", tmp[ri, :], rw)  # [out_h, out_w]
+    x = np.asarray(x, dtype=np.float64)
+    tmp = np.asarray((_aa_matrix(x.shape[1], out_w) @ x.T).T)  # [rows, out_w]
+    return np.ascontiguousarray(np.asarray(_aa_matrix(x.shape[0], out_h) @ tmp))  # [out_h, out_w]
 
 
 def preprocess_array(stored: np.ndarray, meta: PixelMeta, settings: PreprocessSettings,
