@@ -103,3 +103,30 @@ def test_engine_backend_fails_with_the_reason(bundle: Path, synth_vindr: Path) -
 
     with pytest.raises(PredictError, match="no engine"):
         predict(bundle, [synth_vindr / "images"], backend="engine")
+
+
+def test_triton_repository_from_a_real_bundle(bundle: Path, tmp_path: Path) -> None:
+    """What Triton's onnxruntime backend checks on load: config names, types and dims equal the graph's."""
+    import onnx
+    from google.protobuf import text_format
+
+    pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2", reason="tritonclient[grpc] not installed")
+    from xpr_deploy.triton import write_repository
+
+    res = write_repository(bundle, tmp_path / "repo")
+    [m] = res.models  # no engine in this bundle
+    cfg = text_format.Parse(m.config.read_text(), pb2.ModelConfig())
+    graph = onnx.load(str(m.path)).graph
+    types = {onnx.TensorProto.FLOAT: pb2.DataType.TYPE_FP32, onnx.TensorProto.INT64: pb2.DataType.TYPE_INT64}
+
+    def dims(vi: onnx.ValueInfoProto) -> list[int]:
+        return [d.dim_value for d in vi.type.tensor_type.shape.dim]
+
+    assert cfg.max_batch_size == 0
+    assert [(i.name, i.data_type, list(i.dims)) for i in cfg.input] == [
+        (v.name, types[v.type.tensor_type.elem_type], dims(v)) for v in graph.input
+    ]
+    assert [(o.name, o.data_type, list(o.dims)) for o in cfg.output] == [
+        (v.name, types[v.type.tensor_type.elem_type], dims(v)) for v in graph.output
+    ]
+    assert any(o.name.startswith("sel_") for o in cfg.output)
