@@ -41,8 +41,9 @@ from .dicom import (
     preprocess_with_geometry,
     read_image,
 )
-from .errors import DatasetError
+from .errors import BadLabel, DatasetError
 from .folder import load_folder
+from .labels import label_rule as label_rule_for
 from .pairs import BreastPair, DatasetIndex, Reject
 from .splits import SplitFile, make_folds, make_holdout
 from .synth import write_synthetic
@@ -96,6 +97,10 @@ def load_dataset(root: str | Path, format: str = "auto", label_rule: str | None 
     if not root.exists():
         raise DatasetError(f"{root}: not found")
     fmt = detect_format(root) if format == "auto" else format
+    try:
+        label_rule_for(label_rule, fmt)
+    except BadLabel as exc:
+        raise BadLabel(f"{root}: {exc}") from None
     if fmt == "vindr":
         return load_vindr(root, label_rule, verify=verify)
     if fmt == "cbis":

@@ -374,6 +374,8 @@ def write_synthetic(out: str | Path, breasts: int, format: str = "vindr", size: 
         raise ConfigError(f"synthetic format must be vindr or cbis, not {format!r}")
     if breasts < 1:
         raise ConfigError("need at least one breast")
+    if not 0.0 <= positive_fraction <= 1.0:
+        raise ConfigError(f"positive fraction {positive_fraction} must be in [0, 1]")
     h, w = size
     if h < 64 or w < 32:
         raise ConfigError(f"size {h}x{w} too small (min 64x32)")
