@@ -181,3 +181,20 @@ def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -
 def test_not_a_bundle_names_the_folder(tmp_path: Path) -> None:
     with pytest.raises(TritonError, match=str(tmp_path)):
         write_repository(tmp_path, tmp_path / "repo")
+
+
+def test_cli(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xpr_deploy.cli import app
+
+    bundle = _bundle(tmp_path)
+    res = CliRunner().invoke(
+        app, ["triton", str(bundle), "--repo", str(tmp_path / "repo"), "--instances", "2", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [m["platform"] for m in out["models"]] == ["onnxruntime_onnx"]
+    assert _parse(Path(out["models"][0]["config"])).instance_group[0].count == 2
+    res = CliRunner().invoke(app, ["triton", str(bundle), "--repo", str(tmp_path / "repo"), "--max-batch", "4"])
+    assert isinstance(res.exception, TritonError) and "static batch" in str(res.exception)
