@@ -6,10 +6,12 @@ and with K = N the block runs timm's own code path, bit for bit.
 
 from __future__ import annotations
 
+import functools
 from typing import cast
 
+import numpy as np
 import torch
-from timm.models.swin_transformer import SwinTransformerBlock, window_partition, window_reverse
+from timm.models.swin_transformer import SwinTransformerBlock
 
 from ..config import static_k
 
@@ -22,6 +24,23 @@ def window_scores(windows: torch.Tensor) -> torch.Tensor:
 def select_windows(scores: torch.Tensor, k: int) -> torch.Tensor:
     """Indices [B, K] of the K highest-scoring windows, sorted by score (TensorRT wants sorted)."""
     return torch.topk(scores, k, dim=1, largest=True, sorted=True).indices
+
+
+@functools.lru_cache(maxsize=64)
+def window_token_index(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> np.ndarray:
+    """[N, wh*ww] int64: for each window of the shifted map, the flat (row*W + col) index of its tokens in x.
+
+    Gathering x.reshape(H*W, C) with it equals window_partition(roll(x, -shift)); scattering with
+    it equals window_reverse followed by roll(+shift). Read-only (shared by the cache).
+    """
+    wh, ww = window
+    rows = (np.arange(h) + shift[0]) % h
+    cols = (np.arange(w) + shift[1]) % w
+    flat = rows[:, None] * w + cols[None, :]
+    idx = flat.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
+    idx = np.ascontiguousarray(idx, dtype=np.int64)
+    idx.flags.writeable = False
+    return idx
 
 
 class PrunedSwinBlock(SwinTransformerBlock):
@@ -53,18 +72,24 @@ class PrunedSwinBlock(SwinTransformerBlock):
         return self._forward_pruned(x, k)
 
     def _forward_pruned(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        # Why token indices instead of roll -> window_partition -> ... -> window_reverse -> roll:
+        # roll + partition is one fixed permutation of the tokens, so the windows are gathered
+        # straight from the block input and the kept windows are scattered straight back into it.
+        # That drops four full-size copies per block (ONNX Runtime even emits roll as Slice+Concat
+        # pairs) and leaves pruned tokens untouched; the math is bit for bit the same.
         b, h, w, c = x.shape
         wh, ww = self.window_size
         if h % wh or w % ww:
             raise ValueError(f"feature map {h}x{w} is not a multiple of the window {wh}x{ww}")
-        sh, sw = self.shift_size
-        shifted = any(self.shift_size)
-        xs = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if shifted else x
+        n, t = (h // wh) * (w // ww), wh * ww
+        tok = torch.tensor(window_token_index(h, w, self.window_size, self.shift_size), device=x.device)
+        if b > 1:  # [N, 49] -> [B, N, 49] into the flattened [B*H*W, C] input
+            tok = tok.unsqueeze(0) + (torch.arange(b, device=x.device) * (h * w)).view(b, 1, 1)
+        tok = tok.reshape(b * n, t)
+        x_flat = x.reshape(b * h * w, c)
+        windows = x_flat.index_select(0, tok.reshape(-1)).reshape(b * n, t, c)  # = partition(roll(x))
 
-        n = (h // wh) * (w // ww)
-        windows = window_partition(xs, self.window_size).reshape(b * n, wh * ww, c)
-
-        scores = window_scores(windows.reshape(b, n, wh * ww, c))
+        scores = window_scores(windows.reshape(b, n, t, c))
         idx = select_windows(scores, k)  # [B, K]
         if self.record_selection:
             self.last_selection = idx
@@ -77,6 +102,6 @@ class PrunedSwinBlock(SwinTransformerBlock):
         kept = kept + self.drop_path1(self.attn(self.norm1(kept), mask=mask))
         kept = kept + self.drop_path2(self.mlp(self.norm2(kept)))
 
-        windows = windows.index_put((flat,), kept)  # pruned windows keep their input bits
-        out = window_reverse(windows.view(-1, wh, ww, c), self.window_size, h, w)
-        return torch.roll(out, shifts=(sh, sw), dims=(1, 2)) if shifted else out
+        # kept tokens go back to where they came from; pruned tokens keep their input bits
+        out = x_flat.index_put((tok.index_select(0, flat).reshape(-1),), kept.reshape(-1, c))
+        return out.view(b, h, w, c)
