@@ -489,3 +489,49 @@ def predict(
                 res.heatmap = str(png)
             report.breasts.append(res)
     return report
+
+
+# ---- the demo step ---------------------------------------------------------------------------
+def _bad_study(folder: Path, example: Path) -> Path:
+    """A study folder a PACS export might really contain: a non-DICOM file and a truncated image."""
+    from .io import write_bytes
+
+    write_bytes(folder / "README.bin", b"exported by a PACS; not an image\n")
+    raw = example.read_bytes()
+    write_bytes(folder / "truncated.dcm", raw[: len(raw) * 2 // 3])  # pixel data cut short
+    return folder
+
+
+def demo_step(ctx: Any) -> dict[str, Any]:
+    """`xpr demo` step: predict the held-out studies (plus a broken one) with heatmaps; compare with eval."""
+    from .io import write_json
+
+    data = Path(ctx.artifacts["data"])
+    ckpt = ctx.artifacts["checkpoint"]
+    out = Path(ctx.out) / "predict"
+    ev = ctx.artifacts.get("eval")
+    eval_probs = {(b["study"], b["laterality"]): float(b["prob"]) for b in (ev.breasts if ev is not None else [])}
+    folders = sorted({data / "images" / s for s, _ in eval_probs}) or sorted((data / "images").iterdir())[:4]
+    bad = _bad_study(out / "inbox-broken-study", next(folders[0].iterdir()))
+    rep = predict(ckpt, [*folders, bad], backend="eager", heatmaps_dir=out / "heatmaps")
+    # VinDr's study id is the images/<study_id>/ folder; predict names studies by StudyInstanceUID
+    by_breast = {(Path(b.cc).parent.name, b.laterality): b.prob for b in rep.breasts}
+    common = sorted(set(by_breast) & set(eval_probs))
+    vs_eval = max((abs(by_breast[k] - eval_probs[k]) for k in common), default=None)
+    summary: dict[str, Any] = {
+        "breasts": len(rep.breasts),
+        "rejects": len(rep.rejects),
+        "max_abs_diff_vs_eval": vs_eval,
+        "heatmaps": str(out / "heatmaps"),
+    }
+    bundle = ctx.artifacts.get("bundle")
+    if bundle is not None:  # the exported graph on the same studies
+        onnx = predict(getattr(bundle, "path", bundle), folders, backend="onnx")
+        onnx_probs = {(Path(b.cc).parent.name, b.laterality): b.prob for b in onnx.breasts}
+        summary["max_abs_diff_onnx_vs_eager"] = max(
+            (abs(onnx_probs[k] - by_breast[k]) for k in onnx_probs if k in by_breast), default=None
+        )
+    path = out / "predictions.json"
+    write_json(path, {**rep.to_dict(), "compared": summary})
+    ctx.artifacts["predictions"] = path
+    return {**summary, "predictions": str(path)}

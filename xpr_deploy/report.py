@@ -20,6 +20,8 @@ from .io import write_text
 
 REPORT_NAME = "REPORT.md"
 MAX_INLINE_HEATMAPS = 4
+#: a folder with more files than this is one line (link, count, size) in the artefact list
+MAX_LISTED = 12
 
 
 @dataclass
@@ -101,7 +103,10 @@ def _predictions_section(pred: Mapping[str, Any], root: Path) -> list[str]:
         lines.append("No breast could be read.")
     if rejects:
         lines += ["", f"Skipped ({len(rejects)}):", ""]
-        lines += [f"- `{_cell(r.get('path', ''))}`: {_cell(r.get('reason', ''))}" for r in rejects]
+        for r in rejects:
+            path, reason = str(r.get("path", "")), str(r.get("reason", ""))
+            reason = reason[len(path) + 2 :] if reason.startswith(f"{path}: ") else reason
+            lines.append(f"- `{_cell(path)}`: {_cell(reason)}")
     shown = [b["heatmap"] for b in breasts if b.get("heatmap")][:MAX_INLINE_HEATMAPS]
     if shown:
         lines += [
@@ -119,24 +124,41 @@ def _predictions_section(pred: Mapping[str, Any], root: Path) -> list[str]:
     return [*lines, ""]
 
 
-def _files_section(root: Path, report: Path) -> list[str]:
-    files = sorted(
+def _files(root: Path, report: Path) -> list[Path]:
+    return sorted(
         p
         for p in root.rglob("*")
         if p.is_file() and p != report and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def _tree_lines(folder: Path, files: list[Path], root: Path, depth: int = 0) -> list[str]:
+    """Files directly in `folder`, then its sub-folders: the top two levels always open, deeper
+    folders with many files as one line (link, count, size)."""
+    indent = "  " if depth else ""  # one flat list under each top-level folder
+    lines = [f"{indent}- {_link(p, root)} ({_size(p.stat().st_size)})" for p in files if p.parent == folder]
+    subs: dict[Path, list[Path]] = {}
+    for p in files:
+        if p.parent != folder:
+            subs.setdefault(folder / p.relative_to(folder).parts[0], []).append(p)
+    for sub, inside in sorted(subs.items()):
+        if depth == 0:
+            lines.append(f"- **{_link(sub, root)}/**")
+            lines += _tree_lines(sub, inside, root, depth + 2)
+        elif len(inside) > MAX_LISTED:
+            total = sum(p.stat().st_size for p in inside)
+            lines.append(f"{indent}- {_link(sub, root)}/ ({len(inside)} files, {_size(total)})")
+        else:
+            lines += _tree_lines(sub, inside, root, depth + 1)
+    return lines
+
+
+def _files_section(root: Path, report: Path) -> list[str]:
+    files = _files(root, report)
     lines = ["## Every artefact", ""]
     if not files:
         return [*lines, "(none)", ""]
-    groups: dict[str, list[Path]] = {}
-    for p in files:
-        rel = p.relative_to(root)
-        groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else ".", []).append(p)
-    for group in sorted(groups):
-        lines.append(f"- **{group}/**" if group != "." else "- **(top level)**")
-        for p in groups[group]:
-            lines.append(f"  - {_link(p, root)} ({_size(p.stat().st_size)})")
-    return [*lines, ""]
+    return [*lines, *_tree_lines(root, files, root), ""]
 
 
 def build_report(
@@ -184,3 +206,29 @@ def write_report(
     dest = root / REPORT_NAME
     write_text(dest, build_report(root, steps, pred, title, notes))
     return dest
+
+
+def _step_from_demo(rec: Mapping[str, Any], root: Path) -> StepRecord:
+    """A `run_demo` record (name, ok, seconds, error | summary keys) as a report row."""
+    skip = {"name", "ok", "seconds", "error"}
+    arts, facts = [], []
+    for k, v in rec.items():
+        if k in skip:
+            continue
+        if isinstance(v, str) and ("/" in v or "\\" in v) and Path(v).exists():
+            arts.append(v)
+        elif isinstance(v, float):
+            facts.append(f"{k} {v:.4g}")
+        elif isinstance(v, (int, str, bool)) or v is None:
+            facts.append(f"{k} {v}")
+    detail = str(rec.get("error") or ", ".join(facts))
+    return StepRecord(str(rec.get("name", "?")), bool(rec.get("ok", True)), rec.get("seconds"), detail, arts)
+
+
+def demo_step(ctx: Any) -> dict[str, Any]:
+    """`xpr demo` step (the last): REPORT.md over everything the earlier steps wrote."""
+    root = Path(ctx.out)
+    records = ctx.artifacts.get("steps") or []
+    steps = [_step_from_demo(r, root) for r in records]
+    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report")
+    return {"report": str(path)}
