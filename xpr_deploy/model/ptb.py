@@ -22,8 +22,16 @@ def window_scores(windows: torch.Tensor) -> torch.Tensor:
 
 
 def select_windows(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices [B, K] of the K highest-scoring windows, sorted by score (TensorRT wants sorted)."""
-    return torch.topk(scores, k, dim=1, largest=True, sorted=True).indices
+    """Indices [B, K] of the K highest-scoring windows, sorted by score (TensorRT wants sorted).
+
+    Equal scores are common (every all-background window of a mammogram scores the same), and
+    torch.topk breaks such ties arbitrarily while ONNX TopK keeps the lower index. Eager therefore
+    uses a stable descending sort, which is exactly ONNX TopK's order, so eager and ONNX Runtime
+    keep the same windows; exported graphs get the single static-K TopK.
+    """
+    if torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting():
+        return torch.topk(scores, k, dim=1, largest=True, sorted=True).indices
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 @functools.lru_cache(maxsize=64)
