@@ -173,6 +173,26 @@ def test_cpp_matches_python_onnxruntime(xpr_infer: Path, work: dict[str, Path], 
     assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
 
 
+def test_cpp_preprocessing_edge_cases(xpr_infer: Path, tmp_path: Path) -> None:
+    """The contract's corners, from engines/tests/make_fixture.py files: multi-valued window, padding
+    value and (reversed) range, signed 12-bit pixels, odd width, rescale, LINEAR_EXACT, SIGMOID, no
+    window (min-max), MONOCHROME1, flipped breasts, a burned-in marker. C++ vs `preprocess_file`."""
+    from xpr_deploy.data.dicom import PreprocessSettings, preprocess_file
+
+    fx = tmp_path / "fx"
+    res = _run([sys.executable, ENGINES / "tests" / "make_fixture.py", fx])
+    assert res.returncode == 0, res.stderr[-3000:]
+    settings = PreprocessSettings(img_size=(448, 224))
+    files = sorted((fx / "dicom").glob("good_*.dcm"))
+    assert len(files) >= 5
+    for f in files:
+        c = _cpp(xpr_infer, fx / "bundle", f, f, "--dump-inputs", tmp_path / "in")
+        assert c["_exit"] == 0, c
+        cpp_in = np.fromfile(tmp_path / "in.cc.f32", dtype=np.float32).reshape(448, 224)
+        diff = float(np.abs(cpp_in - preprocess_file(f, settings)).max())
+        assert diff <= INPUT_TOL, f"{f.name}: max |C++ - Python| = {diff:.3e}"
+
+
 def test_cpp_heatmap_png(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
     from xpr_deploy.predict import predict
 

@@ -180,6 +180,21 @@ def write_dicoms(out: Path) -> None:
     ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = 2100, 3500, "SIGMOID"
     ds.save_as(out / "good_j2k.dcm", enforce_file_format=True)
 
+    # signed stored values, odd width, rescale, LINEAR_EXACT, a padding range given high-to-low
+    c = phantom(rows, cols + 1, 4, flip=True).astype(np.int32) - 2048  # -2048..2047: 12-bit signed
+    c[:, -3:] = -2048  # padding strip
+    ds = base_ds(c.astype(np.int16).view(np.uint16), "MONOCHROME2", ExplicitVRLittleEndian)
+    ds.PixelRepresentation = 1
+    ds.RescaleSlope, ds.RescaleIntercept = 2.0, -100.0
+    ds.WindowCenter, ds.WindowWidth, ds.VOILUTFunction = -200.0, 5000.0, "LINEAR_EXACT"
+    ds.add_new(0x00280120, "SS", -2040)  # PixelPaddingValue
+    ds.add_new(0x00280121, "SS", -2048)  # PixelPaddingRangeLimit
+    ds.save_as(out / "good_signed_odd.dcm", enforce_file_format=True)
+
+    # no window at all: min-max over the non-padding pixels, MONOCHROME1
+    ds = base_ds((4095 - phantom(rows - 1, cols, 5, flip=False)).astype(np.uint16), "MONOCHROME1", RLELossless)
+    ds.save_as(out / "good_minmax_m1.dcm", enforce_file_format=True)
+
     # ---- bad inputs ----
     (out / "bad_not_dicom.dcm").write_bytes(b"this is not a DICOM file\n" * 10)
     raw = (out / "good_m2.dcm").read_bytes()
