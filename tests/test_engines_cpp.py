@@ -263,3 +263,16 @@ def test_fixture_bundle_hash_is_sha256(work: dict[str, Path]) -> None:
     m = json.loads((work["bundle"] / "manifest.json").read_text())
     for rel, digest in m["files"].items():
         assert hashlib.sha256((work["bundle"] / rel).read_bytes()).hexdigest() == digest
+
+
+def test_cpp_runtime_version_follows_the_toolkit() -> None:
+    """The C++ runtime accepts bundles of its own toolkit line (0.1.x): bump both together."""
+    import re
+
+    from xpr_deploy import __version__
+
+    header = (ENGINES / "include" / "xpr" / "xpr.h").read_text()
+    m = re.search(r'#define XPR_VERSION_STRING "([^"]+)"', header)
+    assert m and m.group(1) == __version__
+    cmake = (ENGINES / "CMakeLists.txt").read_text()
+    assert f"project(xpr VERSION {__version__} " in cmake

@@ -52,24 +52,37 @@ class OrtBackend final : public Backend {
         throw Failure(XPR_ERR_BACKEND, path_ + ": model has no output '" + want + "'");
     for (const auto& t : m.inputs)
       if (t.name == "cc") shape_ = t.shape;
-    shape_[0] = 1;
+    if (shape_[0] < 1) shape_[0] = 1;  // dynamic batch: one breast
+    batch_ = static_cast<size_t>(shape_[0]);
   }
 
   std::string name() const override { return name_; }
 
   std::vector<OutputTensor> run(const float* cc, const float* mlo, size_t count) override {
-    size_t expect = 1;
-    for (int64_t d : shape_) expect *= static_cast<size_t>(d);
-    if (count != expect)
+    size_t per_view = 1;
+    for (size_t i = 1; i < shape_.size(); ++i) per_view *= static_cast<size_t>(shape_[i]);
+    if (count != per_view)
       throw Failure(XPR_ERR_ARGUMENT, path_ + ": input has " + std::to_string(count) + " values, the model takes " +
-                                          std::to_string(expect));
+                                          std::to_string(per_view) + " per view");
+    // a bundle exported with a static batch B > 1: the breast fills every slot, slot 0 is read
+    if (batch_ > 1) {
+      rep_cc_.resize(batch_ * count);
+      rep_mlo_.resize(batch_ * count);
+      for (size_t b = 0; b < batch_; ++b) {
+        std::copy_n(cc, count, rep_cc_.data() + b * count);
+        std::copy_n(mlo, count, rep_mlo_.data() + b * count);
+      }
+      cc = rep_cc_.data();
+      mlo = rep_mlo_.data();
+    }
+    const size_t total = batch_ * count;
     auto mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
     std::vector<Ort::Value> inputs;
     std::vector<const char*> in_names;
     for (const auto& n : in_names_) {
       const float* src = n == "cc" ? cc : n == "mlo" ? mlo : nullptr;
       if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected model input '" + n + "'");
-      inputs.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(src), count, shape_.data(),
+      inputs.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(src), total, shape_.data(),
                                                        shape_.size()));
       in_names.push_back(n.c_str());
     }
@@ -118,6 +131,8 @@ class OrtBackend final : public Backend {
   std::unique_ptr<Ort::Session> session_;
   std::vector<std::string> in_names_, out_names_;
   std::vector<int64_t> shape_;
+  size_t batch_ = 1;
+  std::vector<float> rep_cc_, rep_mlo_;
 };
 
 }  // namespace

@@ -135,10 +135,14 @@ class TrtBackend final : public Backend {
       if (!io.input) continue;
       const float* src = io.name == "cc" ? cc : io.name == "mlo" ? mlo : nullptr;
       if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected engine input '" + io.name + "'");
-      if (io.count != count)
+      if (count == 0 || io.count % count != 0)
         throw Failure(XPR_ERR_ARGUMENT, path_ + ": input has " + std::to_string(count) + " values, the engine takes " +
                                             std::to_string(io.count));
-      cuda_check(cudaMemcpyAsync(io.device, src, count * sizeof(float), cudaMemcpyHostToDevice, stream_), path_);
+      // static batch B > 1: the breast fills every slot, slot 0 is read
+      for (size_t off = 0; off < io.count; off += count)
+        cuda_check(cudaMemcpyAsync(static_cast<float*>(io.device) + off, src, count * sizeof(float),
+                                   cudaMemcpyHostToDevice, stream_),
+                   path_);
     }
     if (!context_->enqueueV3(stream_)) throw Failure(XPR_ERR_BACKEND, path_ + ": enqueueV3 failed: " + logger_.last_error);
     std::vector<OutputTensor> out;
