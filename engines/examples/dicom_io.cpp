@@ -184,6 +184,8 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
   ds->findAndGetUint16(DCM_PixelRepresentation, pixrep);
   const std::string photometric = get_str(ds, DCM_PhotometricInterpretation);
   if (rows == 0 || cols == 0) throw Error("Rows/Columns is 0");
+  if (static_cast<uint64_t>(rows) * cols > (uint64_t(1) << 28))
+    throw Error("image of " + std::to_string(rows) + "x" + std::to_string(cols) + " pixels is too large");
   if (spp != 1) throw Error("SamplesPerPixel " + std::to_string(spp) + ": need a monochrome image");
   if (photometric != "MONOCHROME1" && photometric != "MONOCHROME2")
     throw Error("PhotometricInterpretation '" + photometric + "': need MONOCHROME1 or MONOCHROME2");

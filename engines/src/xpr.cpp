@@ -89,11 +89,13 @@ void collect(xpr_engine* e, std::vector<xpr::detail::OutputTensor>& outs) {
   e->selections.clear();
   const auto& blocks = e->manifest.blocks;
   if (extra.empty() || blocks.empty()) return;
-  bool by_name = std::all_of(blocks.begin(), blocks.end(), [](const auto& b) { return !b.output.empty(); });
+  // by name when the manifest names the outputs (dense blocks have none and are skipped)
+  const bool by_name = std::any_of(blocks.begin(), blocks.end(), [](const auto& b) { return !b.output.empty(); });
   for (size_t i = 0; i < blocks.size(); ++i) {
     const auto& b = blocks[i];
     const xpr::detail::OutputTensor* t = nullptr;
     if (by_name) {
+      if (b.output.empty()) continue;
       for (const auto* o : extra)
         if (o->name == b.output) t = o;
       if (!t) continue;  // dense block or not exported

@@ -111,6 +111,10 @@ def write_bundle(out: Path) -> None:
             {"view": v, "stage": 1, "block": 0, "window_grid": grid, "windows": grid[0] * grid[1], "k": K,
              "shifted": False, "pruned": True, "selection_output": f"sel_{v}_s1_b0"}
             for v in ("cc", "mlo")
+        ]
+        + [  # a dense block (K = N): no selection output; the runtime must skip it
+            {"view": "cc", "stage": 2, "block": 0, "window_grid": [8, 4], "windows": 32, "k": 32,
+             "shifted": False, "pruned": False, "selection_output": None}
         ],
         "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
         "engines": [],
