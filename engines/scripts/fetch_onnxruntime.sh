@@ -3,24 +3,24 @@
 #   include/  headers from Debian trixie's libonnxruntime-dev (fetched by package name with apt-get,
 #              into a private apt state folder; /etc/apt is only read, never written)
 #   lib/       libonnxruntime.so.1.* from the `onnxruntime` wheel in the project venv
-# Idempotent: does nothing when both are already there.
+# Idempotent: does nothing when both are already there (the library is recopied when the wheel changes).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"          # engines/
 dest="$here/third_party/onnxruntime"
 venv_py="${XPR_PYTHON:-$here/../.venv/bin/python}"
 
-if [[ -f "$dest/include/onnxruntime_cxx_api.h" && -e "$dest/lib/libonnxruntime.so" ]]; then
-  exit 0
-fi
-mkdir -p "$dest/include" "$dest/lib"
-
-# --- library from the wheel -------------------------------------------------------------
+# --- library from the wheel (refreshed when the wheel's version changes) --------------------
 capi="$("$venv_py" -c 'import onnxruntime, os; print(os.path.join(os.path.dirname(onnxruntime.__file__), "capi"))')"
 so="$(ls "$capi"/libonnxruntime.so.1.* 2>/dev/null | head -n1 || true)"
 if [[ -z "$so" ]]; then
   echo "fetch_onnxruntime: no libonnxruntime.so.1.* in $capi (is the onnxruntime wheel installed?)" >&2
   exit 1
 fi
+if [[ -f "$dest/include/onnxruntime_cxx_api.h" && -e "$dest/lib/$(basename "$so")" ]]; then
+  exit 0
+fi
+mkdir -p "$dest/include" "$dest/lib"
+rm -f "$dest"/lib/libonnxruntime.so*
 cp -f "$so" "$dest/lib/"
 ln -sf "$(basename "$so")" "$dest/lib/libonnxruntime.so.1"
 ln -sf "$(basename "$so")" "$dest/lib/libonnxruntime.so"
