@@ -43,11 +43,12 @@ def test_counts_mark_kept_windows_and_undo_the_shift() -> None:
     assert count_maps(sel, CFG)["mlo"][1].sum() == 0 and count_maps(sel, CFG)["cc"][2].sum() == 0
 
 
-def test_stage_without_shift_and_bad_index() -> None:
-    # stage 4 of tiny: 14x7 tokens, one 2x1 window grid; the map is no larger than a window -> no shift
-    sel = _selection({("cc", 4, 1): [1]})
-    m = count_maps(sel, CFG)["cc"][4]
-    assert m[7:, :].sum() == 49 and m[:7, :].sum() == 0
+def test_shift_only_along_dimensions_larger_than_a_window_and_bad_index() -> None:
+    # stage 4 of tiny: 14x7 tokens, a 2x1 window grid; timm shifts block 1 by 3 rows and 0 columns
+    m = count_maps(_selection({("cc", 4, 0): [1]}), CFG)["cc"][4]
+    assert m[7:, :].all() and m[:7, :].sum() == 0
+    m = count_maps(_selection({("cc", 4, 1): [1]}), CFG)["cc"][4]
+    assert m[[10, 11, 12, 13, 0, 1, 2], :].all() and m[3:10, :].sum() == 0
     with pytest.raises(ValueError, match="outside"):
         count_maps(_selection({("cc", 1, 0): [128]}), CFG)
 
@@ -100,3 +101,19 @@ def test_model_selection_counts_conserve_k_and_render_both_views(tmp_path: Path)
 
     png = mpimg.imread(out)
     assert png.ndim == 3 and png.shape[1] > png.shape[0]  # views side by side: a wide figure
+
+
+def test_counts_agree_with_the_blocks_own_partition() -> None:
+    """Every block: the tokens the map marks are exactly the tokens the block's (shifted) windows hold."""
+    from xpr_deploy.model.ptb import window_token_index
+
+    model = build_model(CFG)
+    rng = np.random.default_rng(0)
+    for (view, stage, block), blk in model.blocks():
+        h, w = blk.input_resolution
+        idx = rng.choice(blk.num_windows, size=blk.k, replace=False)
+        m = count_maps(_selection({(view, stage, block): idx.tolist()}), CFG)[view][stage]
+        tokens = window_token_index(h, w, tuple(blk.window_size), tuple(blk.shift_size))[idx].reshape(-1)
+        expect = np.zeros(h * w, dtype=np.int32)
+        expect[tokens] = 1
+        np.testing.assert_array_equal(m.reshape(-1), expect, err_msg=str((view, stage, block)))

@@ -40,10 +40,16 @@ def _indices(value: Any, batch_index: int) -> np.ndarray:
     return arr.astype(np.int64).reshape(-1)
 
 
+def block_shift(rows: int, cols: int, window: int) -> tuple[int, int]:
+    """The cyclic shift of an odd (shifted) block, per dimension, as timm computes it: a dimension no
+    larger than the window is not shifted (tiny's 14x7 stage 4 shifts rows only). BlockInfo.shifted
+    says "both or neither", so it is not used here."""
+    return (window // 2 if rows > window else 0, window // 2 if cols > window else 0)
+
+
 def count_maps(selection: SelectionLike, cfg: ModelConfig, batch_index: int = 0) -> dict[str, dict[int, np.ndarray]]:
     """{view: {stage: int [rows, cols] on the stage's token grid}}: how many blocks kept each token's window."""
     ws = cfg.window_size
-    shift = ws // 2
     out: dict[str, dict[int, np.ndarray]] = {}
     for blk in block_table(cfg):
         key = (blk.view, blk.stage, blk.block)
@@ -60,8 +66,8 @@ def count_maps(selection: SelectionLike, cfg: ModelConfig, batch_index: int = 0)
         kept[idx] = True
         nh, nw = blk.window_grid
         tokens = np.repeat(np.repeat(kept.reshape(nh, nw), ws, axis=0), ws, axis=1)
-        if blk.shifted:  # window (r, c) of the rolled map covers original tokens (r*ws + shift ...) mod size
-            tokens = np.roll(tokens, shift=(shift, shift), axis=(0, 1))
+        if blk.block % 2 == 1:  # window (r, c) of the rolled map covers tokens (r*ws + shift ...) mod size
+            tokens = np.roll(tokens, shift=block_shift(gh, gw, ws), axis=(0, 1))
         maps[blk.stage] += tokens
     return out
 
