@@ -232,6 +232,83 @@ def data_prepare(
             console.print(f"[yellow]failed[/] {f['path']}: {f['reason']}", highlight=False, soft_wrap=True)
 
 
+# ---- export + validate (issue 5) ----------------------------------------------------------------
+def _parity_table(report: object) -> Table:
+    t = Table("candidate", "status", "max|Δlogits|", "max|Δprob|", "kept-set J min", "ties", "flips",
+              "decision flips", "ΔAUC", "gate / reason")
+    for c in report.candidates:  # type: ignore[attr-defined]
+        def f(v: object) -> str:
+            return "" if v is None else f"{v:.2e}" if isinstance(v, float) else str(v)
+        col = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
+        t.add_row(c.name, f"[{col}]{c.status}[/]", f(c.max_abs_logits_all), f(c.max_abs_prob_all),
+                  "" if c.min_jaccard is None else f"{c.min_jaccard:.3f}", f(c.selection_ties or None),
+                  f(c.selection_flips or None), f(c.decision_flips), f(c.delta_auc), c.reason or c.gate)
+    return t
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint folder (omit with --config for random weights)")] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="strongly typed FP16 graph (FP32 islands) served")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="with --fp16 also write model.onnx")] = True,
+    plugin: Annotated[bool, typer.Option("--plugin", help="window selection as XprWindowSelect custom nodes")] = False,
+    with_selection: Annotated[bool, typer.Option("--with-selection", help="kept window indices as extra outputs")] = False,
+    engine: Annotated[Optional[bool], typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)")] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto | tensorrt-rtx | tensorrt")] = "auto",
+    sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
+    hw_compat: Annotated[str, typer.Option("--hw-compat", help="same | ampere+")] = "same",
+    batch: Annotated[int, typer.Option("--batch", help="static batch size")] = 1,
+    parity_samples: Annotated[int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
+) -> None:
+    """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
+    from .export.bundle import ExportOptions, default_name, export_bundle, load_source
+
+    opts = ExportOptions(fp16=fp16, plugin=plugin, with_selection=with_selection, fp32_graph=fp32, engine=engine,
+                         backend=backend, sm=sm, hw_compat=hw_compat, batch=batch, parity_samples=parity_samples)
+    opts.check()
+    if engine is not False and backend != "auto":  # an unavailable backend fails before any work
+        from .engine.build import resolve_backend
+
+        resolve_backend(backend)
+    model, meta = load_source(checkpoint, config, seed)
+    dest = out or Path("export") / default_name(model, opts)
+    b = export_bundle(model, meta, dest, opts)
+    m = b.manifest
+    console.print(f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
+                  f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}")
+    console.print("timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
+    if b.parity is not None:
+        console.print(_parity_table(b.parity))
+        if not b.parity.ok:
+            err_console.print(f"[red]error:[/] {dest}: exported, but parity failed (see {dest / 'parity.json'})")
+            raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    bundle: Annotated[Path, typer.Argument(help="export bundle folder")],
+    data: Annotated[Optional[Path], typer.Option("--data", help="dataset folder (default: synthetic studies)")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="pairs to compare")] = 8,
+    out: Annotated[Optional[Path], typer.Option("--out", help="parity report (default BUNDLE/parity.json)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Parity of the bundle against eager FP32: kept sets, |Δ| logits/prob, decisions; exit 1 on a broken tolerance."""
+    from .validate import update_bundle_report, validate_bundle
+
+    report = validate_bundle(bundle, data=data, samples=samples)
+    update_bundle_report(bundle, report, out)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        console.print(f"[bold]{bundle}[/]: {report.inputs}")
+        console.print(_parity_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
     try:
