@@ -232,6 +232,193 @@ def data_prepare(
             console.print(f"[yellow]failed[/] {f['path']}: {f['reason']}", highlight=False, soft_wrap=True)
 
 
+# --- training and evaluation (issue 4): xpr train / cv / eval / demo --------------------------------
+
+
+def _rates(prune_rate: float | None, prune_rates: str | None) -> tuple[float, ...] | None:
+    from .errors import ConfigError
+
+    if prune_rate is not None and prune_rates:
+        raise ConfigError("give --prune-rate or --prune-rates, not both")
+    if prune_rates:
+        try:
+            return tuple(float(r) for r in prune_rates.split(","))
+        except ValueError:
+            raise ConfigError(f"--prune-rates {prune_rates!r}: need numbers like 0.5,0.5,0.5,0.5") from None
+    return (prune_rate,) if prune_rate is not None else None
+
+
+def _train_config(data: Path, out: Path, **given: object) -> object:
+    """TrainConfig from the options the user gave (None = not given); with --resume, the run's own."""
+    from .train.checkpoint import read_meta
+    from .train.loop import TrainConfig, check_resume_overrides
+
+    set_opts = {k: v for k, v in given.items() if v is not None}
+    if set_opts.get("resume") and (out / "last" / "meta.json").is_file():
+        saved = TrainConfig.from_dict(read_meta(out / "last").get("train_config", {}))
+        check_resume_overrides(saved, set_opts)
+    return TrainConfig(data=str(data), out=str(out), **set_opts)  # type: ignore[arg-type]
+
+
+TrainOut = Annotated[Path, typer.Option("--out", "-o", help="run folder (best/, last/, metrics.jsonl, split.json)")]
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Argument(help="dataset root (VinDr-Mammo or CBIS-DDSM layout)")],
+    out: TrainOut,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="model preset: paper or tiny")] = None,  # noqa: UP045
+    epochs: Annotated[Optional[int], typer.Option(help="epochs [30]")] = None,  # noqa: UP045
+    batch_size: Annotated[Optional[int], typer.Option(help="breasts per step and process [4]")] = None,  # noqa: UP045
+    lr: Annotated[Optional[float], typer.Option(help="AdamW peak learning rate [1e-4]")] = None,  # noqa: UP045
+    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay [0.05]")] = None,  # noqa: UP045
+    prune_rate: Annotated[Optional[float], typer.Option(help="pruning rate r in every stage [preset: 0.5]")] = None,  # noqa: UP045
+    prune_rates: Annotated[Optional[str], typer.Option(help="per-stage rates r1,r2,r3,r4")] = None,  # noqa: UP045
+    prune_warmup: Annotated[Optional[int], typer.Option(help="epochs annealing keep 1.0 -> target [5]")] = None,  # noqa: UP045
+    holdout: Annotated[Optional[float], typer.Option(help="test fraction of patients [0.2]")] = None,  # noqa: UP045
+    fold: Annotated[Optional[int], typer.Option(help="train k-fold fold K (0-based) instead of a hold-out")] = None,  # noqa: UP045
+    folds: Annotated[Optional[int], typer.Option(help="number of folds with --fold [5]")] = None,  # noqa: UP045
+    split_file: Annotated[Optional[Path], typer.Option("--split", help="use this split.json")] = None,  # noqa: UP045
+    val_fraction: Annotated[Optional[float], typer.Option(help="validation share of training patients [0.1]")] = None,  # noqa: UP045
+    pretrained: Annotated[Optional[Path], typer.Option(help="local ImageNet Swin-T weights file")] = None,  # noqa: UP045
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    seed: Annotated[Optional[int], typer.Option(help="seed of init, shuffling and splits [0]")] = None,  # noqa: UP045
+    resume: Annotated[bool, typer.Option(help="continue the interrupted run in --out from last/")] = False,
+    cache: Annotated[Optional[Path], typer.Option(help="cache folder for preprocessed arrays (recommended)")] = None,  # noqa: UP045
+    workers: Annotated[int, typer.Option(help="data loader worker processes")] = 0,
+    format: Annotated[Optional[str], typer.Option("--format", help="auto, vindr or cbis")] = None,  # noqa: UP045
+    label_rule: Annotated[Optional[str], typer.Option(help="e.g. vindr:birads>=4 (format default)")] = None,  # noqa: UP045
+    no_amp: Annotated[bool, typer.Option("--no-amp", help="no mixed precision on CUDA")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(hidden=True)] = None,  # noqa: UP045
+    as_json: JsonFlag = False,
+) -> None:
+    """Train X-Pruning: weighted CE, AdamW + cosine, pruning warm-up, best checkpoint by validation AUC.
+
+    Multi-GPU / multi-process: `torchrun --nproc-per-node N -m xpr_deploy.cli train ...` (gloo on CPU).
+    """
+    from .train.loop import train as run_train
+
+    cfg = _train_config(
+        data, out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        prune_rates=_rates(prune_rate, prune_rates), prune_warmup=prune_warmup, holdout=holdout, fold=fold,
+        folds=folds, split_file=str(split_file) if split_file else None, val_fraction=val_fraction,
+        pretrained=str(pretrained) if pretrained else None, device=device, seed=seed, resume=resume or None,
+        cache=str(cache) if cache else None, workers=workers, label_rule=label_rule, data_format=format,
+        amp=False if no_amp else None, progress=False if as_json else None, stop_after=stop_after,
+    )  # fmt: skip
+    res = run_train(cfg)  # type: ignore[arg-type]
+    best = res.best_metrics or {}
+    summary = {
+        "run_dir": str(res.run_dir),
+        "best": str(res.best_dir),
+        "best_epoch": res.best_epoch,
+        "best_val": {k: best.get(k) for k in ("auc", "auc_ci", "loss", "threshold")},
+        "epochs_done": len(res.history),
+        "finished": res.finished,
+        "wall_seconds": round(res.wall_seconds, 1),
+    }
+    if as_json:
+        _print_json(summary)
+    elif res.history:
+        console.print(f"best epoch {res.best_epoch} -> {res.best_dir}  ({res.wall_seconds:.1f} s)")
+
+
+@app.command()
+def cv(
+    data: Annotated[Path, typer.Argument(help="dataset root")],
+    out: TrainOut,
+    folds: Annotated[int, typer.Option(help="number of patient-level folds")] = 5,
+    config: Annotated[str, typer.Option("--config", "-c", help="model preset: paper or tiny")] = "paper",
+    epochs: Annotated[int, typer.Option()] = 30,
+    batch_size: Annotated[int, typer.Option()] = 4,
+    lr: Annotated[float, typer.Option()] = 1e-4,
+    prune_rate: Annotated[Optional[float], typer.Option()] = None,  # noqa: UP045
+    prune_rates: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    prune_warmup: Annotated[int, typer.Option()] = 5,
+    val_fraction: Annotated[float, typer.Option()] = 0.1,
+    pretrained: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    device: Annotated[str, typer.Option()] = "auto",
+    seed: Annotated[int, typer.Option()] = 0,
+    resume: Annotated[bool, typer.Option(help="skip finished folds, resume the interrupted one")] = False,
+    cache: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    workers: Annotated[int, typer.Option()] = 0,
+    format: Annotated[str, typer.Option("--format")] = "auto",
+    label_rule: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    as_json: JsonFlag = False,
+) -> None:
+    """k-fold cross-validation (patient level): every fold, then a Table-1-style summary (cv.md, cv.json)."""
+    from .train.cv import run_cv
+    from .train.loop import TrainConfig
+
+    base = TrainConfig(
+        data=str(data), out=str(out), config=config, epochs=epochs, batch_size=batch_size, lr=lr,
+        prune_rates=_rates(prune_rate, prune_rates), prune_warmup=prune_warmup, val_fraction=val_fraction,
+        pretrained=str(pretrained) if pretrained else None, device=device, seed=seed, resume=resume,
+        cache=str(cache) if cache else None, workers=workers, data_format=format, label_rule=label_rule,
+        progress=not as_json,
+    )  # fmt: skip
+    res = run_cv(base, folds)
+    if as_json:
+        _print_json(res.to_dict())
+    elif res.markdown:
+        console.print(res.markdown, markup=False, highlight=False)
+
+
+@app.command("eval")
+def eval_cmd(
+    ckpt: Annotated[Path, typer.Argument(help="checkpoint folder (or a run folder: its best/)")],
+    data: Annotated[Path, typer.Argument(help="dataset root")],
+    split: Annotated[str, typer.Option(help="test (the run's held-out breasts), val, train or all")] = "test",
+    threshold: Annotated[Optional[float], typer.Option(help="instead of the checkpoint's threshold")] = None,  # noqa: UP045
+    plots: Annotated[Optional[Path], typer.Option(help="write roc.png and confusion.png here")] = None,  # noqa: UP045
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the JSON report here")] = None,  # noqa: UP045
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option()] = 8,
+    cache: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    format: Annotated[str, typer.Option("--format")] = "auto",
+    label_rule: Annotated[Optional[str], typer.Option(help="default: the checkpoint's rule")] = None,  # noqa: UP045
+    as_json: JsonFlag = False,
+) -> None:
+    """AUC with a DeLong 95% CI, ACC, F1, sensitivity, specificity at the stated threshold, per-breast outputs."""
+    from .io import write_json
+    from .train.evaluate import evaluate_checkpoint
+
+    rep = evaluate_checkpoint(
+        ckpt, data, split, data_format=format, label_rule=label_rule, threshold=threshold,
+        batch_size=batch_size, device=device, cache=cache,
+    )  # fmt: skip
+    d = rep.to_dict()
+    if plots is not None:
+        d["plots"] = [str(p) for p in rep.write_plots(plots)]
+    if out is not None:
+        write_json(out, d)
+    if as_json:
+        _print_json(d)
+        return
+    for line in rep.summary_lines():
+        console.print(line, highlight=False)
+    if plots is not None:
+        console.print(f"plots: {', '.join(d['plots'])}")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="everything the demo writes goes here")] = Path("demo-out"),
+    steps: Annotated[Optional[str], typer.Option(help="comma-separated subset of the steps")] = None,  # noqa: UP045
+    breasts: Annotated[int, typer.Option(help="synthetic breasts")] = 80,
+    epochs: Annotated[int, typer.Option()] = 6,
+    seed: int = 0,
+) -> None:
+    """synth -> train (tiny, CPU) -> eval, and the steps after them; a summary in OUT/demo.json."""
+    from .demo import run_demo
+
+    res = run_demo(out, only=steps.split(",") if steps else None, breasts=breasts, epochs=epochs, seed=seed)
+    t = Table("step", "seconds", "")
+    for s in res.steps:
+        t.add_row(s["name"], str(s["seconds"]), "[green]ok[/]" if s["ok"] else "[red]failed[/]")
+    console.print(t)
+
+
 # ---- export + validate (issue 5) ----------------------------------------------------------------
 def _parity_table(report: object) -> Table:
     t = Table("candidate", "status", "max|Δlogits|", "max|Δprob|", "kept-set J min", "ties", "flips",

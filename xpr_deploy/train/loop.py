@@ -1,0 +1,604 @@
+"""`xpr train`: weighted CE, AdamW + cosine, pruning warm-up, AMP on CUDA, DDP, best-by-AUC, resume.
+
+Library entry point: `train(TrainConfig) -> TrainResult`. The epoch loop itself (`fit`) only needs
+torch datasets yielding `(cc [1,H,W], mlo [1,H,W], label)`, so it is usable without the DICOM layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from .. import __version__
+from ..config import NUM_STAGES, ModelConfig, get_config, warmup_keep
+from ..errors import ConfigError
+from ..io import write_text
+from ..model.xpruning import XPruning, build_model, malignancy_probability
+from . import distributed as D
+from .checkpoint import (
+    META,
+    CheckpointError,
+    git_commit,
+    load_state_dict,
+    load_train_state,
+    read_meta,
+    save_checkpoint,
+    utc_now,
+)
+from .metrics import binary_metrics, youden_threshold
+
+#: options that shape the result; `--resume` refuses to change them
+_RUN_SHAPING = (
+    "config", "epochs", "batch_size", "lr", "weight_decay", "prune_rates", "prune_warmup", "holdout",
+    "fold", "folds", "split_file", "val_fraction", "pretrained", "seed", "label_rule", "data_format",
+    "lr_warmup_epochs", "grad_clip", "min_lr_ratio",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    """Everything `xpr train` needs; saved in every checkpoint's meta (`train_config`)."""
+
+    data: str
+    out: str
+    config: str = "paper"
+    epochs: int = 30
+    batch_size: int = 4
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    lr_warmup_epochs: float = 1.0  # linear LR warm-up before the cosine decay
+    min_lr_ratio: float = 0.01  # cosine floor, as a fraction of lr
+    grad_clip: float = 1.0  # max global grad norm (0: off)
+    prune_rates: tuple[float, ...] | None = None  # None: the preset's; 1 value or 4 (per stage)
+    prune_warmup: int = 5  # epochs over which keep anneals 1.0 -> target
+    holdout: float = 0.2  # test fraction of patients (8:2) unless `fold` is set
+    fold: int | None = None  # 0-based fold held out as test (patient-level k-fold)
+    folds: int = 5
+    split_file: str | None = None  # an existing SplitFile JSON instead of making one (used by `xpr cv`)
+    val_fraction: float = 0.1  # patients of the training part used for model selection (0: last epoch)
+    pretrained: str | None = None  # local ImageNet Swin-T file
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+    cache: str | None = None
+    workers: int = 0
+    label_rule: str | None = None
+    data_format: str = "auto"
+    amp: bool = True  # bf16 (fp16 + scaler where bf16 is missing) autocast on CUDA; never on CPU
+    progress: bool = True
+    stop_after: int | None = None  # end this invocation after N epochs, as an interruption would
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["prune_rates"] = list(self.prune_rates) if self.prune_rates is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in names}
+        if kw.get("prune_rates") is not None:
+            kw["prune_rates"] = tuple(kw["prune_rates"])
+        return cls(**kw)
+
+    def model_config(self) -> ModelConfig:
+        try:
+            cfg = get_config(self.config)
+            if self.prune_rates is not None:
+                rates = self.prune_rates
+                if len(rates) not in (1, NUM_STAGES):
+                    raise ValueError(f"give 1 or {NUM_STAGES} prune rates, got {len(rates)}")
+                cfg = cfg.with_prune_rates(rates[0] if len(rates) == 1 else tuple(rates))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        return cfg
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ConfigError("--epochs and --batch-size must be at least 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"--lr must be positive, got {self.lr}")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ConfigError(f"--fold {self.fold} is outside 0..{self.folds - 1}")
+        if self.fold is None and not 0.0 < self.holdout < 1.0:
+            raise ConfigError(f"--holdout must be in (0, 1), got {self.holdout}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be in [0, 1), got {self.val_fraction}")
+        self.model_config()
+
+
+@dataclass
+class EpochRecord:
+    epoch: int  # 1-based, epochs completed
+    train_loss: float
+    lr: float
+    keep: list[float]
+    seconds: float
+    throughput: float  # breasts per second (all ranks)
+    val: dict[str, Any] | None = None
+    best: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    best_dir: Path
+    last_dir: Path
+    best_epoch: int
+    best_metrics: dict[str, Any] | None
+    history: list[EpochRecord]
+    wall_seconds: float
+    finished: bool  # False when stopped early (`stop_after`)
+
+
+# ---- small pieces ---------------------------------------------------------------------------
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def class_weights(labels: Sequence[int], num_classes: int = 2) -> torch.Tensor:
+    """Inverse-frequency weights n / (C * n_c) from the training labels (paper: weighted CE)."""
+    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
+    if (counts == 0).any():
+        missing = [i for i, c in enumerate(counts) if c == 0]
+        raise ConfigError(f"the training split has no samples of class {missing}: cannot weight the loss")
+    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
+
+
+def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up then cosine decay to `min_ratio` of the base lr (per optimizer step)."""
+
+    def f(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    return f
+
+
+def keep_for_epoch(cfg: ModelConfig, epoch: int, warmup_epochs: int) -> list[float]:
+    """Per-stage keep ratio for a 0-based epoch (1.0 -> target over the warm-up)."""
+    return [warmup_keep(epoch, warmup_epochs, cfg.keep(s)) for s in range(1, NUM_STAGES + 1)]
+
+
+def target_keep(cfg: ModelConfig) -> list[float]:
+    return [cfg.keep(s) for s in range(1, NUM_STAGES + 1)]
+
+
+def amp_context(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractContextManager[Any], bool]:
+    """(autocast context, needs GradScaler): bf16 where supported, else fp16; nothing on CPU."""
+    if device.type != "cuda" or not enabled:
+        return contextlib.nullcontext(), False
+    if torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16), False
+    return torch.autocast("cuda", dtype=torch.float16), True
+
+
+def _unwrap(model: nn.Module) -> XPruning:
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    assert isinstance(inner, XPruning)
+    return inner
+
+
+@torch.no_grad()
+def predict_probs(
+    model: nn.Module,
+    dataset: Dataset[Any],
+    batch_size: int = 8,
+    device: torch.device | str = "cpu",
+    workers: int = 0,
+    amp: bool = False,
+    shard: tuple[int, int] = (0, 1),
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P(malignant), labels) over `dataset` in order; with `shard=(rank, world)` only every world-th item."""
+    device = torch.device(device)
+    rank, world = shard
+    idx = list(range(rank, len(dataset), world))  # type: ignore[arg-type]
+    loader = DataLoader(Subset(dataset, idx), batch_size=batch_size, shuffle=False, num_workers=workers)
+    was_training = model.training
+    model.eval()
+    ctx, _ = amp_context(device, amp)
+    probs: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
+    try:
+        for cc, mlo, y in loader:
+            with ctx:
+                logits = model(cc.to(device, non_blocking=True), mlo.to(device, non_blocking=True))
+            probs.append(malignancy_probability(logits).cpu().numpy().astype(np.float64))
+            labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
+    finally:
+        model.train(was_training)
+    if not probs:
+        return np.zeros(0), np.zeros(0, dtype=np.int64)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def predict_probs_distributed(
+    model: nn.Module, dataset: Dataset[Any], info: D.DistInfo, batch_size: int, workers: int, amp: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each rank predicts its shard; the shards are gathered back into dataset order on every rank."""
+    p, y = predict_probs(model, dataset, batch_size, info.device, workers, amp, shard=(info.rank, info.world_size))
+    parts = D.all_gather_objects((p, y))
+    n = len(dataset)  # type: ignore[arg-type]
+    probs, labels = np.zeros(n), np.zeros(n, dtype=np.int64)
+    for r, (pr, yr) in enumerate(parts):
+        probs[r :: info.world_size], labels[r :: info.world_size] = pr, yr
+    return probs, labels
+
+
+def validation_metrics(probs: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, Any]:
+    """AUC (+ DeLong CI), loss, Youden threshold and metrics at it, for model selection and the log."""
+    lp = torch.log(torch.tensor(np.stack([1 - probs, probs], 1)).clamp_min(1e-12)).float()
+    loss = float(F.nll_loss(lp, torch.as_tensor(labels), weight=weights)) if len(labels) else math.nan
+    thr = youden_threshold(labels, probs)
+    m = binary_metrics(labels, probs, thr).to_dict()
+    m["loss"] = loss
+    m["threshold_method"] = "youden-validation" if thr != 0.5 or len(set(labels.tolist())) == 2 else "fixed-0.5"
+    return m
+
+
+# ---- the epoch loop -------------------------------------------------------------------------
+
+
+@dataclass
+class FitState:
+    """What `--resume` restores (besides the weights)."""
+
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    history: list[EpochRecord] = field(default_factory=list)
+
+
+class _Progress:
+    """A rich progress bar on rank 0 (loss, throughput); silent elsewhere or when disabled."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._p: Any = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._p = Progress(
+                TextColumn("epoch {task.fields[epoch]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]:.4f}"),
+                TextColumn("{task.fields[rate]:.1f} breasts/s"),
+                TimeElapsedColumn(),
+            )
+            self._p.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._p is not None:
+            self._p.__exit__(*exc)
+
+    def task(self, epoch: str, total: int) -> Any:
+        return self._p.add_task("train", total=total, epoch=epoch, loss=math.nan, rate=0.0) if self._p else None
+
+    def update(self, task: Any, **kw: Any) -> None:
+        if self._p is not None:
+            self._p.update(task, **kw)
+
+    def log(self, msg: str) -> None:
+        if self._p is not None:
+            self._p.console.print(msg, highlight=False)
+
+
+def _rng_state() -> dict[str, Any]:
+    st: dict[str, Any] = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate((3, tuple(int(x) for x in st["python"]), None))
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def fit(
+    model: XPruning,
+    train_set: Dataset[Any],
+    train_labels: Sequence[int],
+    val_set: Dataset[Any] | None,
+    cfg: TrainConfig,
+    run_dir: Path,
+    meta_base: dict[str, Any],
+    info: D.DistInfo | None = None,
+    state: FitState | None = None,
+    train_state: dict[str, Any] | None = None,
+    extra_files: dict[str, bytes] | None = None,
+) -> TrainResult:
+    """Train `model` for `cfg.epochs` epochs, writing RUN/last, RUN/best and RUN/metrics.jsonl (rank 0)."""
+    t_start = time.perf_counter()
+    info = info or D.DistInfo(0, 1, 0, torch.device("cpu"))
+    device = info.device
+    mcfg = model.cfg
+    model.to(device)
+    weights = class_weights(train_labels, mcfg.num_classes).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
+    steps_per_epoch = len(loader)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(total, round(cfg.lr_warmup_epochs * steps_per_epoch), cfg.min_lr_ratio)
+    )
+    ctx, need_scaler = amp_context(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=need_scaler)
+
+    state = state or FitState()
+    if train_state is not None:
+        opt.load_state_dict(train_state["optimizer"])
+        sched.load_state_dict(train_state["scheduler"])
+        if need_scaler and train_state.get("scaler"):
+            scaler.load_state_dict(train_state["scaler"])
+        _set_rng_state(train_state["rng"])
+
+    net: nn.Module = model
+    if info.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    has_val = val_set is not None and len(val_set) > 0  # type: ignore[arg-type]
+    criterion = "last_epoch"
+    last_dir, best_dir = run_dir / "last", run_dir / "best"
+    stopped = False
+    epochs_this_call = 0
+
+    with _Progress(cfg.progress and info.is_main) as bar:
+        for epoch in range(state.epoch, cfg.epochs):
+            if cfg.stop_after is not None and epochs_this_call >= cfg.stop_after:
+                stopped = True
+                break
+            keep = keep_for_epoch(mcfg, epoch, cfg.prune_warmup)
+            model.set_keep(keep)
+            sampler.set_epoch(epoch)
+            net.train()
+            task = bar.task(f"{epoch + 1}/{cfg.epochs}", steps_per_epoch)
+            t0 = time.perf_counter()
+            loss_sum, seen = 0.0, 0
+            for cc, mlo, y in loader:
+                cc, mlo, y = cc.to(device), mlo.to(device), y.to(device).long()
+                with ctx:
+                    logits = net(cc, mlo)
+                loss = F.cross_entropy(logits.float(), y, weight=weights)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.grad_clip > 0:
+                    scaler.unscale_(opt)
+                    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                scaler.step(opt)
+                scaler.update()
+                sched.step()
+                loss_sum += float(loss.detach()) * len(y)
+                seen += len(y)
+                dt = time.perf_counter() - t0
+                bar.update(task, advance=1, loss=loss_sum / seen, rate=seen * info.world_size / max(dt, 1e-9))
+            seconds = time.perf_counter() - t0
+            tot = D.all_gather_objects((loss_sum, seen))
+            train_loss = sum(a for a, _ in tot) / max(1, sum(b for _, b in tot))
+            rec = EpochRecord(
+                epoch=epoch + 1,
+                train_loss=train_loss,
+                lr=float(opt.param_groups[0]["lr"]),
+                keep=keep,
+                seconds=seconds,
+                throughput=sum(b for _, b in tot) / max(seconds, 1e-9),
+            )
+
+            # validation always at the target keep (SPEC §2), then model selection
+            model.set_keep(target_keep(mcfg))
+            score = float(epoch)  # no validation split: the last epoch is the best one
+            if has_val and val_set is not None:
+                probs, labels = predict_probs_distributed(
+                    model, val_set, info, cfg.batch_size * 2, cfg.workers, cfg.amp
+                )
+                rec.val = validation_metrics(probs, labels, weights)
+                if rec.val["auc"] is not None:
+                    criterion, score = "val_auc", float(rec.val["auc"])
+                else:  # one class only in validation: AUC undefined, select on loss
+                    criterion, score = "val_loss", -float(rec.val["loss"])
+            if score > state.best_score:
+                state.best_score, state.best_epoch, rec.best = score, epoch + 1, True
+            state.epoch = epoch + 1
+            state.history.append(rec)
+            epochs_this_call += 1
+
+            if info.is_main:
+                meta = _epoch_meta(meta_base, cfg, rec, criterion, state)
+                if rec.best:
+                    save_checkpoint(best_dir, model, {**meta, "kind": "best"}, extra_files=extra_files)
+                tstate = {
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "scaler": scaler.state_dict() if need_scaler else None,
+                    "rng": _rng_state(),
+                    "fit": {
+                        "epoch": state.epoch,
+                        "best_score": state.best_score,
+                        "best_epoch": state.best_epoch,
+                        "history": [r.to_dict() for r in state.history],
+                    },
+                }
+                save_checkpoint(last_dir, model, {**meta, "kind": "last"}, train_state=tstate, extra_files=extra_files)
+                write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in state.history))
+                bar.log(_epoch_line(rec))
+            D.barrier()
+
+    model.set_keep(target_keep(mcfg))
+    best_rec = next((r for r in state.history if r.epoch == state.best_epoch), None)
+    return TrainResult(
+        run_dir=run_dir,
+        best_dir=best_dir,
+        last_dir=last_dir,
+        best_epoch=state.best_epoch,
+        best_metrics=best_rec.val if best_rec else None,
+        history=state.history,
+        wall_seconds=time.perf_counter() - t_start,
+        finished=not stopped and state.epoch >= cfg.epochs,
+    )
+
+
+def _epoch_line(rec: EpochRecord) -> str:
+    s = f"epoch {rec.epoch}: loss {rec.train_loss:.4f}  lr {rec.lr:.2e}  {rec.throughput:.1f} breasts/s"
+    if rec.val:
+        auc = rec.val["auc"]
+        s += f"  val AUC {auc:.3f}" if auc is not None else "  val AUC n/a"
+        s += f"  val loss {rec.val['loss']:.4f}"
+    return s + ("  [best]" if rec.best else "")
+
+
+def _epoch_meta(
+    base: dict[str, Any], cfg: TrainConfig, rec: EpochRecord, criterion: str, state: FitState
+) -> dict[str, Any]:
+    val = rec.val or {}
+    return {
+        **base,
+        "epoch": rec.epoch,
+        "metrics": {"train_loss": rec.train_loss, "val": rec.val},
+        "selection": {"criterion": criterion, "best_epoch": state.best_epoch},
+        "threshold": float(val.get("threshold", 0.5)) if val else 0.5,
+        "threshold_method": val.get("threshold_method", "fixed-0.5") if val else "fixed-0.5",
+        "train_config": cfg.to_dict(),
+        "toolkit_version": __version__,
+        "created_utc": utc_now(),
+    }
+
+
+# ---- data plumbing + the library entry point --------------------------------------------------
+
+
+def _labels(pairs: Sequence[Any]) -> list[int]:
+    return [int(p.label) for p in pairs]
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train X-Pruning on a dataset folder (VinDr / CBIS layout) into `cfg.out` (see checkpoint.py)."""
+    from . import datasplit
+
+    cfg.validate()
+    run_dir = Path(cfg.out)
+    info = D.init_distributed(cfg.device)
+    try:
+        train_state: dict[str, Any] | None = None
+        if cfg.resume:
+            cfg, train_state = _resume_config(cfg, run_dir)
+        elif (run_dir / "last" / META).exists():
+            raise ConfigError(f"{run_dir}: already holds a training run (use --resume, or another --out)")
+        mcfg = cfg.model_config()
+        seed_everything(cfg.seed)
+
+        data = datasplit.prepare(cfg, mcfg, run_dir, write=info.is_main)
+        D.barrier()
+        model = build_model(mcfg, pretrained=cfg.pretrained)
+        state: FitState | None = None
+        if train_state is not None:
+            last = run_dir / "last"
+            meta = read_meta(last)
+            model.load_state_dict(load_state_dict(last, meta))
+            fs = train_state["fit"]
+            state = FitState(
+                epoch=int(fs["epoch"]),
+                best_score=float(fs["best_score"]),
+                best_epoch=int(fs["best_epoch"]),
+                history=[EpochRecord(**r) for r in fs["history"]],
+            )
+        meta_base = {
+            "label_rule": data.label_rule,
+            "preprocess": data.preprocess,
+            "split": data.split_meta,
+            "data": {"root": str(cfg.data), "format": data.format, "n_train": len(data.train), "n_val": len(data.val)},
+            "git_commit": git_commit(),
+            "world_size": info.world_size,
+            "class_weights": class_weights(_labels(data.train), mcfg.num_classes).tolist(),
+        }
+        if info.is_main and cfg.progress:
+            print(
+                f"training {mcfg.name} on {len(data.train)} breasts (validation {len(data.val)}, "
+                f"test {len(data.test)}) on {info.device} x{info.world_size}",
+                flush=True,
+            )
+        return fit(
+            model,
+            data.train_set,
+            _labels(data.train),
+            data.val_set if len(data.val) else None,
+            cfg,
+            run_dir,
+            meta_base,
+            info=info,
+            state=state,
+            train_state=train_state,
+            extra_files=data.split_files,
+        )
+    finally:
+        D.cleanup()
+
+
+def _resume_config(cfg: TrainConfig, run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
+    """The interrupted run's own settings (runtime options may change) and its optimizer/RNG state."""
+    last = run_dir / "last"
+    if not (last / META).is_file():
+        raise CheckpointError(f"{last}: nothing to resume (no {META}); start without --resume")
+    saved = TrainConfig.from_dict(read_meta(last).get("train_config", {}))
+    return (
+        replace(
+            saved,
+            device=cfg.device,
+            workers=cfg.workers,
+            cache=cfg.cache or saved.cache,
+            progress=cfg.progress,
+            stop_after=cfg.stop_after,
+            resume=True,
+            out=cfg.out,
+            data=cfg.data,
+        ),
+        load_train_state(last),
+    )
+
+
+def check_resume_overrides(saved: TrainConfig, given: dict[str, Any]) -> None:
+    """Refuse explicit options that would change an interrupted run (the result would not be that run)."""
+    for k, v in given.items():
+        if k in _RUN_SHAPING and v is not None:
+            old = getattr(saved, k)
+            if (tuple(v) if isinstance(v, list) else v) != old:
+                raise ConfigError(f"--{k.replace('_', '-')} {v} differs from the interrupted run ({old}); drop it")
