@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .io import write_json
+from .predict import demo_step as _predict_step
+from .report import demo_step as _report_step
 
 #: demo sizes: small enough for a 2-core laptop (about a minute per step), large enough to learn
 DEMO_BREASTS = 80
@@ -126,6 +128,8 @@ STEPS: list[Step] = [
     Step("synth", synth_step, "synthetic VinDr-layout DICOM studies, lesions in both views for malignant breasts"),
     Step("train", train_step, "X-Pruning (tiny) from random init, best checkpoint by validation AUC"),
     Step("eval", eval_step, "held-out test breasts: AUC with DeLong CI, ROC, confusion matrix"),
+    Step("predict", _predict_step, "xpr predict on the held-out studies + a broken one: heatmaps, |Δ| vs eval"),
+    Step("report", _report_step, "REPORT.md linking every artefact (keep this step last)"),
 ]
 
 
@@ -137,6 +141,7 @@ def run_demo(
     ctx.out.mkdir(parents=True, exist_ok=True)
     todo = [s for s in (steps or STEPS) if not only or s.name in only]
     record: list[dict[str, Any]] = []
+    ctx.artifacts["steps"] = record  # the report step reads what ran before it
     for step in todo:
         ctx.log(f"[demo] {step.name}: {step.help}")
         t0 = time.perf_counter()
