@@ -98,7 +98,8 @@ def predict(
         console.print(f"[bold]{rep.backend}[/] backend, threshold {rep.threshold:.3f}")
         console.print(t)
         for r in rep.rejects:
-            err_console.print(f"[yellow]skipped[/] {r['path']}: {r['reason']}", highlight=False, soft_wrap=True)
+            line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
+            err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True, markup=False)
     if not rep.breasts:
         err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
         raise typer.Exit(1)
