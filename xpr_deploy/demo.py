@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .export.bundle import demo_step as _export_step
 from .io import write_json
 from .predict import demo_step as _predict_step
 from .report import demo_step as _report_step
@@ -128,6 +129,7 @@ STEPS: list[Step] = [
     Step("synth", synth_step, "synthetic VinDr-layout DICOM studies, lesions in both views for malignant breasts"),
     Step("train", train_step, "X-Pruning (tiny) from random init, best checkpoint by validation AUC"),
     Step("eval", eval_step, "held-out test breasts: AUC with DeLong CI, ROC, confusion matrix"),
+    Step("export", _export_step, "xpr export --fp16: ONNX bundle, TensorRT-RTX sm_86 engine, parity vs eager"),
     Step("predict", _predict_step, "xpr predict on the held-out studies + a broken one: heatmaps, |Δ| vs eval"),
     Step("report", _report_step, "REPORT.md linking every artefact (keep this step last)"),
 ]

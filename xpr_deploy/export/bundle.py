@@ -19,7 +19,7 @@ from typing import Any
 
 from .. import __version__
 from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
-from ..errors import BackendUnavailable, ConfigError
+from ..errors import BackendUnavailable, ConfigError, XprError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
@@ -307,3 +307,32 @@ def load_source(
     if config is not None and config != model.cfg.name:
         raise ConfigError(f"--config {config} disagrees with the checkpoint's config {model.cfg.name!r}")
     return model, meta
+
+
+def demo_step(ctx: Any) -> dict[str, Any]:
+    """`xpr demo` step: export the demo checkpoint (FP32 + FP16 graphs, kept-window outputs), build the
+    sm_86 engine when TensorRT-RTX is installed, and validate right away (parity.json)."""
+    model, meta = load_source(ctx.artifacts["checkpoint"])
+    out = Path(ctx.out) / "export"
+    b = export_bundle(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=4))
+    ctx.artifacts["bundle"] = out
+    by = {c.name: c for c in b.parity.candidates} if b.parity is not None else {}
+    for c in by.values():
+        ctx.log(f"  parity {c.name}: {c.status} {c.reason or c.gate}")
+    if b.parity is not None and not b.parity.ok:
+        raise ExportParityError(f"{out}: exported, but parity failed (see parity.json)")
+    eng = b.manifest["engines"]
+    return {
+        "bundle": str(out),
+        "graphs": b.manifest["graphs"],
+        "engine": eng[0]["path"] if eng else None,
+        "engine_skipped": b.manifest["engine_skipped"],
+        "parity_ok": b.ok,
+        "fp32_max_abs_logits": by["onnxruntime-fp32"].max_abs_logits if by else None,
+        "fp16_max_abs_prob": by["onnxruntime-fp16"].max_abs_prob_all if by else None,
+        "timings": b.timings,
+    }
+
+
+class ExportParityError(XprError):
+    """The bundle was written but failed its own validation."""
