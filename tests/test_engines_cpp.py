@@ -193,18 +193,37 @@ def test_cpp_preprocessing_edge_cases(xpr_infer: Path, tmp_path: Path) -> None:
         assert diff <= INPUT_TOL, f"{f.name}: max |C++ - Python| = {diff:.3e}"
 
 
-def test_cpp_heatmap_png(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
-    from xpr_deploy.predict import predict
+def test_cpp_heatmap_matches_python_count_maps(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
+    """`--heatmap`: per view, the fraction of pruned blocks that kept each region; the same as the
+    Python heatmap's per-stage count maps (shifted windows rolled back per dimension) summed."""
+    from xpr_deploy.data.dicom import preprocess_file
+    from xpr_deploy.heatmap import count_maps
+    from xpr_deploy.predict import make_runner, predict, resolve_model
 
-    b = predict(work["bundle"], [work["synth"]], backend="onnx").breasts[0]
+    bundle = work["bundle"]
+    b = predict(bundle, [work["synth"]], backend="onnx").breasts[0]
     out = tmp_path / "heat.pgm"
-    c = _cpp(xpr_infer, work["bundle"], b.cc, b.mlo, "--heatmap", out)
+    c = _cpp(xpr_infer, bundle, b.cc, b.mlo, "--heatmap", out)
     assert c["_exit"] == 0 and c["heatmap"] == str(out)
     header, rest = out.read_bytes().split(b"\n255\n", 1)
     width, height = (int(v) for v in header.split()[1:3])
     assert (height, width) == (448, 2 * 224 + 8)
-    pixels = np.frombuffer(rest, dtype=np.uint8).reshape(height, width)
-    assert pixels[:, :224].max() > 0 and pixels[:, 232:].max() > 0  # both views have kept windows
+    pixels = np.frombuffer(rest, dtype=np.uint8).reshape(height, width).astype(np.int32)
+
+    source = resolve_model(bundle)
+    cfg = source.cfg
+    with make_runner(source, "onnx") as runner:
+        x = {v: preprocess_file(p, source.settings).reshape(1, 1, 448, 224) for v, p in (("cc", b.cc), ("mlo", b.mlo))}
+        _, sel = runner.infer(x["cc"], x["mlo"], selection=True)
+    maps = count_maps(sel, cfg)
+    n_blocks = sum(cfg.depths)
+    for view, x0 in (("cc", 0), ("mlo", 224 + 8)):
+        total = sum(np.repeat(np.repeat(m, 2 ** (s - 1), axis=0), 2 ** (s - 1), axis=1) for s, m in maps[view].items())
+        frac = np.repeat(np.repeat(total / n_blocks, 4, axis=0), 4, axis=1)  # stage-1 tokens -> pixels
+        expected = np.floor(255.0 * frac + 0.5).astype(np.int32)
+        diff = np.abs(pixels[:, x0 : x0 + 224] - expected)
+        assert diff.max() <= 1, f"{view}: C++ heatmap differs from count_maps by {diff.max()} grey levels"
+        assert expected.max() > expected.min()  # not a flat map
 
 
 def _copy_bundle(src: Path, dst: Path) -> Path:

@@ -262,13 +262,26 @@ Manifest read_manifest(const std::string& bundle_dir) {
       s.grid_cols = r.integer((*g)[1], "blocks[].window_grid[1]");
       s.window = window;
       s.token_stride = patch << (s.stage - 1);
-      if (const json* sh = r.find(b, {"shifted"}); sh && sh->is_boolean() && sh->get<bool>()) s.shift = window / 2;
+      // Cyclic shift per dimension: `shift_size` [rows, cols] when the manifest has it, else the Swin
+      // rule the model follows (timm): odd blocks shift by window // 2, except along a token
+      // dimension no larger than the window (tiny's 14x7 stage 4 shifts rows only). The manifest's
+      // boolean `shifted` is "both or neither" and says false for such a rows-only block.
+      if (const json* ss = r.find(b, {"shift_size"}); ss && ss->is_array() && ss->size() == 2) {
+        s.shift_rows = r.integer((*ss)[0], "blocks[].shift_size[0]");
+        s.shift_cols = r.integer((*ss)[1], "blocks[].shift_size[1]");
+      } else if (s.block % 2 == 1) {
+        s.shift_rows = s.grid_rows > 1 ? window / 2 : 0;
+        s.shift_cols = s.grid_cols > 1 ? window / 2 : 0;
+      }
       if (const json* o = r.find(b, {"selection_output"})) s.output = r.str(*o, "blocks[].selection_output");
       const std::string where = "block " + s.view + " stage " + std::to_string(s.stage) + " block " +
                                 std::to_string(s.block);
       if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
       if (s.k < 1 || s.k > s.grid_rows * s.grid_cols)
         r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(s.grid_rows * s.grid_cols));
+      if (s.shift_rows < 0 || s.shift_cols < 0 || s.shift_rows >= s.grid_rows * window ||
+          s.shift_cols >= s.grid_cols * window)
+        r.fail(where + ": shift outside the token grid");
       const int64_t tokens_r = int64_t(s.grid_rows) * window * s.token_stride;
       const int64_t tokens_c = int64_t(s.grid_cols) * window * s.token_stride;
       if (tokens_r > m.preprocessing.out_rows || tokens_c > m.preprocessing.out_cols)

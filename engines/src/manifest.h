@@ -19,7 +19,7 @@ struct BlockSpec {
   std::string view;       // "cc" / "mlo"
   int32_t stage = 0;      // 1..4
   int32_t block = 0;      // index within the stage
-  int32_t grid_rows = 0, grid_cols = 0, k = 0, shift = 0, window = 7, token_stride = 4;
+  int32_t grid_rows = 0, grid_cols = 0, k = 0, shift_rows = 0, shift_cols = 0, window = 7, token_stride = 4;
   std::string output;     // ONNX output holding its kept indices ("" when not exported)
 };
 

@@ -118,7 +118,8 @@ void collect(xpr_engine* e, std::vector<xpr::detail::OutputTensor>& outs) {
     s.info.block = b.block;
     s.info.grid_rows = b.grid_rows;
     s.info.grid_cols = b.grid_cols;
-    s.info.shift = b.shift;
+    s.info.shift_rows = b.shift_rows;
+    s.info.shift_cols = b.shift_cols;
     s.info.token_stride = b.token_stride;
     s.info.window = b.window;
     s.info.k = b.k;
@@ -314,7 +315,8 @@ xpr_status xpr_selection_heatmap(const xpr_engine* e, const char* view, float* o
         for (int32_t r = 0; r < b.window; ++r)
           for (int32_t c = 0; c < b.window; ++c) {
             // window tokens are numbered after the cyclic shift by -shift: undo it
-            const int32_t tr = (wr * b.window + r + b.shift) % th, tc = (wc * b.window + c + b.shift) % tw;
+            const int32_t tr = (wr * b.window + r + b.shift_rows) % th;
+            const int32_t tc = (wc * b.window + c + b.shift_cols) % tw;
             kept_tok[static_cast<size_t>(tr) * tw + tc] = 1;
           }
       }

@@ -100,7 +100,8 @@ typedef struct xpr_selection_info {
   int32_t stage;              /* 1..4 */
   int32_t block;              /* 0-based index within the stage */
   int32_t grid_rows, grid_cols; /* window grid of the block (num windows = rows * cols) */
-  int32_t shift;              /* cyclic shift in tokens (windows are numbered after it) */
+  int32_t shift_rows;         /* cyclic shift in tokens per dimension (windows are numbered */
+  int32_t shift_cols;         /* on the map rolled by -shift; 0 where the grid is one window) */
   int32_t token_stride;       /* input pixels per token at this stage (4, 8, 16, 32) */
   int32_t window;             /* window size in tokens (7) */
   int32_t k;                  /* number of kept windows */
