@@ -10,7 +10,6 @@ Bad files and incomplete breasts never stop a run: they become rejects with a on
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,16 +47,6 @@ class ModelSource:
     checkpoint: Path | None = None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise PredictError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise PredictError(f"{path}: not a JSON object")
-    return data
-
-
 def _settings(d: dict[str, Any] | None, cfg: ModelConfig, where: Path) -> PreprocessSettings:
     from .data.dicom import PreprocessSettings
 
@@ -73,21 +62,32 @@ def _settings(d: dict[str, Any] | None, cfg: ModelConfig, where: Path) -> Prepro
     return s
 
 
-def _from_manifest(bundle: Path, manifest: dict[str, Any]) -> tuple[ModelConfig, PreprocessSettings, float, Any]:
+def _names(raw: Any) -> tuple[str, str]:
+    names = list(raw)
+    return str(names[0]), str(names[1])
+
+
+def _bundle_source(path: Path, bundle: Path) -> ModelSource:
+    from .export.manifest import read_manifest
+
+    manifest = read_manifest(bundle)  # checked against export/manifest.schema.json
     where = bundle / "manifest.json"
-    mc = manifest.get("model_config")
-    if not isinstance(mc, dict):
-        raise PredictError(f"{where}: no model_config in the manifest")
     try:
-        cfg = ModelConfig.from_dict(mc)
+        cfg = ModelConfig.from_dict(manifest["model_config"])
     except (TypeError, ValueError) as exc:
         raise PredictError(f"{where}: invalid model_config ({exc})") from None
-    pre = manifest.get("preprocessing")
-    settings = _settings(pre if isinstance(pre, dict) else None, cfg, where)
-    thr = manifest.get("threshold", 0.5)
-    if isinstance(thr, dict):
-        thr = thr.get("value", 0.5)
-    return cfg, settings, float(thr), manifest.get("class_names") or cfg.class_names
+    src = manifest["source_checkpoint"].get("path")
+    return ModelSource(
+        "bundle",
+        path,
+        cfg,
+        _settings(manifest["preprocessing"], cfg, where),
+        float(manifest["threshold"]),
+        _names(manifest["class_names"]),
+        manifest=manifest,
+        bundle=bundle,
+        checkpoint=Path(src) if src else None,  # for --backend eager on a bundle
+    )
 
 
 def resolve_model(model_path: str | Path) -> ModelSource:
@@ -98,28 +98,13 @@ def resolve_model(model_path: str | Path) -> ModelSource:
     if p.is_file() and p.suffix in (".engine", ".plan"):
         for cand in (p.parent, p.parent.parent):
             if (cand / "manifest.json").is_file():
-                src = resolve_model(cand)
+                src = _bundle_source(cand, cand)
                 src.kind, src.path, src.engine = "engine", p, p
                 return src
         raise PredictError(f"{p}: engine without a manifest.json beside it (or one folder up)")
     bundle = p if p.is_dir() else p.parent
     if (bundle / "manifest.json").is_file() and (p.is_dir() or p.name == "manifest.json" or p.suffix == ".onnx"):
-        manifest = _read_json(bundle / "manifest.json")
-        cfg, settings, thr, names = _from_manifest(bundle, manifest)
-        src_ckpt = manifest.get("source_checkpoint") or manifest.get("checkpoint")
-        if isinstance(src_ckpt, dict):
-            src_ckpt = src_ckpt.get("path")
-        return ModelSource(
-            "bundle",
-            p,
-            cfg,
-            settings,
-            thr,
-            tuple(names),
-            manifest,
-            bundle,  # type: ignore[arg-type]
-            checkpoint=Path(src_ckpt) if isinstance(src_ckpt, str) else None,
-        )
+        return _bundle_source(p, bundle)
     from .train.checkpoint import CheckpointError, model_config_of, read_meta
 
     try:
@@ -129,8 +114,8 @@ def resolve_model(model_path: str | Path) -> ModelSource:
     cfg = model_config_of(meta)
     ckpt = Path(meta["checkpoint_dir"])
     settings = _settings(meta.get("preprocess"), cfg, ckpt / "meta.json")
-    names = tuple(meta.get("class_names") or cfg.class_names)
-    return ModelSource("checkpoint", p, cfg, settings, float(meta.get("threshold", 0.5)), names, checkpoint=ckpt)  # type: ignore[arg-type]
+    names = _names(meta.get("class_names") or cfg.class_names)
+    return ModelSource("checkpoint", p, cfg, settings, float(meta.get("threshold", 0.5)), names, checkpoint=ckpt)
 
 
 # ---- runners ---------------------------------------------------------------------------------
