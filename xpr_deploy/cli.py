@@ -497,6 +497,72 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    eager: Annotated[Path | None, typer.Option("--eager", help="checkpoint to time in PyTorch")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="export bundle (or its .onnx): ONNX Runtime")] = None,
+    engine: Annotated[Path | None, typer.Option("--engine", help="engine file or bundle (needs a GPU)")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="paper | tiny: random weights")] = None,
+    dense: Annotated[bool, typer.Option("--dense", help="also time the same weights at keep 1.0")] = False,
+    keep_sweep: Annotated[str | None, typer.Option("--keep-sweep", help="e.g. 1.0,0.75,0.5,0.25")] = None,
+    runs: Annotated[int, typer.Option("--runs", help="timed runs per variant")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed runs per variant first")] = 1,
+    threads: Annotated[int | None, typer.Option("--threads", help="intra-op threads")] = None,
+    device: Annotated[str, typer.Option("--device", help="eager: cpu | cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="eager: fp32 | fp16 | bf16 (autocast)")] = "fp32",
+    mode: Annotated[str, typer.Option("--mode", help="eager: eager | compile | cuda-graph")] = "eager",
+    dense_onnx: Annotated[Path | None, typer.Option("--dense-onnx", help="dense graph to compare with")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", help="ONNX Runtime profiles go here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --json)")] = None,
+) -> None:
+    """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep."""
+    from . import bench as B
+    from .io import write_json
+
+    chosen = [n for n, v in (("--eager", eager), ("--onnx", onnx), ("--engine", engine)) if v is not None]
+    if len(chosen) > 1 or (not chosen and config is None):
+        raise B.BenchError("give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)")
+    try:
+        sweep = [float(k) for k in keep_sweep.split(",")] if keep_sweep else None
+    except ValueError:
+        raise B.BenchError(f"--keep-sweep {keep_sweep!r}: give comma-separated keep ratios such as 1.0,0.5") from None
+    if sweep and not all(0.0 < k <= 1.0 for k in sweep):
+        raise B.BenchError("--keep-sweep: keep ratios must be in (0, 1]")
+
+    def progress(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+    if engine is not None:
+        rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
+    elif onnx is not None:
+        rep = B.bench_onnx(
+            onnx, runs=runs, warmup=warmup, threads=threads, dense=dense, keep_sweep=sweep,
+            dense_path=dense_onnx, profile_dir=profile, progress=progress,
+        )  # fmt: skip
+    else:
+        if eager is not None:
+            from . import load_checkpoint
+
+            model, _ = load_checkpoint(str(eager), device="cpu")
+        else:
+            from .config import get_config
+            from .validate import random_model
+
+            model = random_model(get_config(str(config)), 0)
+        rep = B.bench_eager(
+            model, runs=runs, warmup=warmup, threads=threads, dense=dense, keep_sweep=sweep,
+            device=device, dtype=dtype, mode=mode, progress=progress,
+        )  # fmt: skip
+    B.print_summary(rep, lambda s: console.print(s, highlight=False))
+    if json_out is not None:
+        write_json(json_out, rep)
+        console.print(f"report: {json_out}")
+    if rep.get("keep_sweep") and (plot is not None or json_out is not None):
+        png = B.plot_keep_sweep(rep, plot if plot is not None else Path(str(json_out)).with_suffix(".png"))
+        console.print(f"plot: {png}")
+
+
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
     try:

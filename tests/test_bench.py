@@ -1,0 +1,213 @@
+"""xpr bench: statistics, interleaving, report structure and ratios (tiny config; nothing timed is asserted)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xpr_deploy import bench as B
+from xpr_deploy.config import get_config
+from xpr_deploy.model.summary import macs
+
+TINY = get_config("tiny")
+
+
+# ---- statistics ------------------------------------------------------------------------------
+def test_latency_stats_values() -> None:
+    t = [10.0, 20.0, 30.0, 40.0, 100.0]
+    s = B.latency_stats(t, batch=2)
+    assert s["runs"] == 5
+    assert s["median_ms"] == 30.0
+    assert s["mean_ms"] == pytest.approx(40.0)
+    assert s["min_ms"] == 10.0 and s["max_ms"] == 100.0
+    assert s["p90_ms"] == pytest.approx(float(np.percentile(t, 90)))
+    assert s["p99_ms"] == pytest.approx(float(np.percentile(t, 99)))
+    assert s["median_ms"] <= s["p90_ms"] <= s["p99_ms"] <= s["max_ms"]
+    assert s["throughput_per_s"] == pytest.approx(2 * 1000.0 / 40.0)
+    with pytest.raises(ValueError):
+        B.latency_stats([])
+
+
+def test_ratio_stats_paired_and_of_medians() -> None:
+    num, den = [5.0, 6.0, 9.0], [10.0, 10.0, 10.0]
+    r = B.ratio_stats(num, den)
+    assert r["ratio_of_medians"] == pytest.approx(0.6)
+    assert r["median_paired_ratio"] == pytest.approx(0.6)
+    assert r["min_paired_ratio"] == pytest.approx(0.5) and r["max_paired_ratio"] == pytest.approx(0.9)
+    with pytest.raises(ValueError):
+        B.ratio_stats([1.0], [1.0, 2.0])
+
+
+def test_time_interleaved_alternates_order_and_counts() -> None:
+    calls: list[str] = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in ("a", "b", "c")}
+    level = {"v": 100.0}
+
+    def memory():  # fake hooks: each call "uses" 10 MB more than the last
+        def reset() -> None:
+            level["v"] += 0.0
+
+        def peak() -> float:
+            level["v"] += 10.0
+            return level["v"]
+
+        return reset, peak, (lambda: level["v"])
+
+    out = B.time_interleaved(fns, runs=3, warmup=1, memory=memory)
+    assert calls[:3] == ["a", "b", "c"]  # warm-up
+    assert calls[3:] == ["a", "b", "c", "c", "b", "a", "a", "b", "c"]  # order reversed every other round
+    for v in out.values():
+        assert len(v.wall_ms) == len(v.cpu_ms) == 3
+        assert all(t >= 0 for t in v.wall_ms)
+        assert v.peak_mem_mb is not None and v.peak_mem_delta_mb == pytest.approx(10.0)
+    with pytest.raises(ValueError):
+        B.time_interleaved(fns, runs=0)
+
+
+def _vt(ms: list[float], mem: float = 100.0) -> B.VariantTimes:
+    return B.VariantTimes(wall_ms=ms, cpu_ms=[m * 2 for m in ms], peak_mem_mb=mem, peak_mem_delta_mb=mem / 2)
+
+
+def test_assemble_report_ratios_and_sweep() -> None:
+    times = {
+        "pruned": _vt([50.0, 60.0, 55.0]),
+        "dense": _vt([100.0, 100.0, 110.0], 200.0),
+        "keep=0.25": _vt([30.0, 31.0, 29.0]),
+    }
+    keeps: dict[str, float | None] = {"pruned": 0.5, "dense": 1.0, "keep=0.25": 0.25}
+    m = {n: float(macs(TINY.with_prune_rates(1 - k), pruned=True)) for n, k in keeps.items() if k is not None}
+    rep = B.assemble_report("eager", times, keeps, "pruned", 1, {"runs": 3}, {"config": "tiny"}, m)
+    for k in (*B.REPORT_KEYS, "dense_median_ms", "pruned_over_dense", "variants", "machine", "command", "settings"):
+        assert k in rep, k
+    assert rep["median_ms"] == 55.0 and rep["dense_median_ms"] == 100.0
+    assert rep["pruned_over_dense"] == pytest.approx(0.55)
+    assert rep["pruned_over_dense_paired"] == pytest.approx(statistics.median([0.5, 0.6, 55 / 110]))
+    assert rep["pruned_over_dense_cpu_time"] == pytest.approx(0.55)
+    assert rep["peak_mem_mb"] == 100.0 and rep["dense_peak_mem_mb"] == 200.0
+    sweep = rep["keep_sweep"]
+    assert [s["keep"] for s in sweep] == [1.0, 0.5, 0.25]
+    assert sweep[0]["latency_ratio"] == pytest.approx(1.0) and sweep[0]["macs_ratio"] == pytest.approx(1.0)
+    assert sweep[2]["latency_ratio"] == pytest.approx(0.3)
+    assert sweep[1]["macs_ratio"] == pytest.approx(macs(TINY, True) / macs(TINY, False))
+    json.dumps(rep)  # serialisable as is
+
+
+def test_report_without_dense_has_no_ratio() -> None:
+    rep = B.assemble_report("onnx", {"pruned": _vt([1.0, 2.0])}, {"pruned": 0.5}, "pruned", 1, {})
+    assert "pruned_over_dense" not in rep and "keep_sweep" not in rep
+
+
+def test_peak_rss_reads_this_process() -> None:
+    rss = B.PeakRSS()
+    peak, cur = rss.peak_mb(), rss.current_mb()
+    assert peak is not None and peak > 0
+    if sys.platform.startswith("linux"):
+        assert cur is not None and peak >= cur * 0.99
+        if rss.resettable:
+            block = np.ones(64 * 2**20 // 8)  # touch 64 MB
+            assert rss.peak_mb() >= (cur or 0) + 50  # type: ignore[operator]
+            del block
+
+
+def test_example_views_shape_and_determinism() -> None:
+    a, b = B.example_views((1, 1, 448, 224))
+    assert a.shape == b.shape == (1, 1, 448, 224) and a.dtype == np.float32
+    assert not np.array_equal(a, b)
+    assert np.array_equal(B.example_views((1, 1, 448, 224))[0], a)
+
+
+def test_machine_info_and_command() -> None:
+    m = B.machine_info()
+    for k in ("platform", "cpu", "logical_cpus", "torch", "onnxruntime", "utc"):
+        assert k in m
+    assert isinstance(B.command_line(), str)
+
+
+# ---- backends on the tiny model ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_model():
+    from xpr_deploy.validate import random_model
+
+    return random_model(TINY, 0)
+
+
+def test_bench_eager_dense_and_sweep(tiny_model, tmp_path: Path) -> None:
+    before = list(tiny_model.keep_ratios)
+    rep = B.bench_eager(tiny_model, runs=2, warmup=0, dense=True, keep_sweep=[1.0, 0.5, 0.25])
+    assert tiny_model.keep_ratios == before  # keep ratio restored
+    assert set(rep["variants"]) == {"pruned", "dense", "keep=0.25"}  # 0.5 is the model's own: not twice
+    assert rep["keep"] == pytest.approx(0.5)
+    v = rep["variants"]
+    assert rep["pruned_over_dense"] == pytest.approx(v["pruned"]["median_ms"] / v["dense"]["median_ms"])
+    assert [s["keep"] for s in rep["keep_sweep"]] == [1.0, 0.5, 0.25]
+    assert rep["keep_sweep"][1]["macs_ratio"] == pytest.approx(macs(TINY, True) / macs(TINY, False))
+    assert rep["settings"]["dtype"] == "fp32" and rep["settings"]["runs"] == 2
+    png = B.plot_keep_sweep(rep, tmp_path / "sweep.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_eager_rejects_bad_options(tiny_model) -> None:
+    with pytest.raises(B.BenchError):
+        B.bench_eager(tiny_model, runs=1, dtype="fp8")
+    with pytest.raises(B.BenchError):
+        B.bench_eager(tiny_model, runs=1, mode="cuda-graph")
+
+
+@pytest.fixture(scope="module")
+def tiny_graphs(tiny_model, tmp_path_factory):
+    from xpr_deploy.export.onnx import export_onnx
+
+    d = tmp_path_factory.mktemp("bench_onnx")
+    tiny_model.set_keep(1.0)
+    export_onnx(tiny_model, d / "dense.onnx")
+    tiny_model.set_keep(0.5)
+    export_onnx(tiny_model, d / "pruned.onnx")
+    return d / "pruned.onnx", d / "dense.onnx"
+
+
+def test_bench_onnx_with_dense_graph(tiny_graphs, tmp_path: Path) -> None:
+    pruned, dense = tiny_graphs
+    rep = B.bench_onnx(pruned, runs=2, warmup=1, threads=2, dense_path=dense, dense=True, profile_dir=tmp_path)
+    assert rep["kind"] == "onnx"
+    for k in ("median_ms", "p90_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense"):
+        assert k in rep, k
+    v = rep["variants"]
+    assert rep["pruned_over_dense"] == pytest.approx(v["pruned"]["median_ms"] / v["dense"]["median_ms"])
+    assert rep["settings"]["providers"] == ["CPUExecutionProvider"]
+    prof = rep["profile_summary"]["pruned"]
+    assert prof["kernel_ms_per_run"] > 0 and any(o["op"] == "TopK" for o in B.summarize_ort_profile(
+        rep["settings"]["profiles"]["pruned"], top=100)["ops"])  # fmt: skip
+
+
+def test_bench_onnx_bare_file_needs_bundle_for_dense(tiny_graphs) -> None:
+    with pytest.raises(B.BenchError, match="bundle"):
+        B.bench_onnx(tiny_graphs[0], runs=1, warmup=0, dense=True)
+    with pytest.raises(B.BenchError):
+        B.bench_onnx(tiny_graphs[0].with_suffix(".missing"), runs=1)
+
+
+def test_bench_engine_skips_with_reason(tmp_path: Path) -> None:
+    (tmp_path / "manifest.json").write_text(json.dumps({"engines": [], "engine_skipped": "no TensorRT here"}))
+    rep = B.bench_engine(tmp_path, runs=1, warmup=0)
+    assert rep["skipped"] is True and "no TensorRT here" in rep["reason"]
+
+
+def test_cli_bench_writes_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from xpr_deploy.cli import app
+
+    out = tmp_path / "r.json"
+    res = CliRunner().invoke(app, ["bench", "--config", "tiny", "--runs", "1", "--warmup", "0", "--dense",
+                                   "--json", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    for k in ("median_ms", "p90_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense", "command"):
+        assert k in rep, k
+    res = CliRunner().invoke(app, ["bench", "--keep-sweep", "1,0.5"])
+    assert res.exit_code != 0
