@@ -78,6 +78,13 @@ float half_to_float(uint16_t h) {
   return f;
 }
 
+struct CudaFree {
+  void operator()(void* p) const noexcept { cudaFree(p); }
+};
+struct StreamDestroy {
+  void operator()(cudaStream_t s) const noexcept { cudaStreamDestroy(s); }
+};
+
 class TrtBackend final : public Backend {
  public:
   TrtBackend(const std::string& engine_path, const std::string& plugin_path, const std::string& label)
@@ -97,7 +104,9 @@ class TrtBackend final : public Backend {
                                          "); built for another TensorRT version or GPU?");
     context_.reset(engine_->createExecutionContext());
     if (!context_) throw Failure(XPR_ERR_BACKEND, path_ + ": createExecutionContext failed: " + logger_.last_error);
-    cuda_check(cudaStreamCreate(&stream_), path_);
+    cudaStream_t stream = nullptr;
+    cuda_check(cudaStreamCreate(&stream), path_);
+    stream_.reset(stream);
     const int n = engine_->getNbIOTensors();
     for (int i = 0; i < n; ++i) {
       Io io;
@@ -115,17 +124,13 @@ class TrtBackend final : public Backend {
         throw Failure(XPR_ERR_BACKEND, path_ + ": tensor '" + io.name + "' has an unsupported data type");
       if (io.input && io.type != nvinfer1::DataType::kFLOAT)
         throw Failure(XPR_ERR_BACKEND, path_ + ": input '" + io.name + "' is not float32");
-      cuda_check(cudaMalloc(&io.device, io.count * element_size(io.type)), path_ + ": cudaMalloc " + io.name);
-      if (!context_->setTensorAddress(io.name.c_str(), io.device))
+      void* dev = nullptr;
+      cuda_check(cudaMalloc(&dev, io.count * element_size(io.type)), path_ + ": cudaMalloc " + io.name);
+      io.device.reset(dev);  // owned from here on, also when a later step throws
+      if (!context_->setTensorAddress(io.name.c_str(), io.device.get()))
         throw Failure(XPR_ERR_BACKEND, path_ + ": setTensorAddress failed for '" + io.name + "'");
       io_.push_back(std::move(io));
     }
-  }
-
-  ~TrtBackend() override {
-    for (auto& io : io_)
-      if (io.device) cudaFree(io.device);
-    if (stream_) cudaStreamDestroy(stream_);
   }
 
   std::string name() const override { return name_; }
@@ -140,20 +145,21 @@ class TrtBackend final : public Backend {
                                             std::to_string(io.count));
       // static batch B > 1: the breast fills every slot, slot 0 is read
       for (size_t off = 0; off < io.count; off += count)
-        cuda_check(cudaMemcpyAsync(static_cast<float*>(io.device) + off, src, count * sizeof(float),
-                                   cudaMemcpyHostToDevice, stream_),
+        cuda_check(cudaMemcpyAsync(static_cast<float*>(io.device.get()) + off, src, count * sizeof(float),
+                                   cudaMemcpyHostToDevice, stream_.get()),
                    path_);
     }
-    if (!context_->enqueueV3(stream_)) throw Failure(XPR_ERR_BACKEND, path_ + ": enqueueV3 failed: " + logger_.last_error);
+    if (!context_->enqueueV3(stream_.get())) throw Failure(XPR_ERR_BACKEND, path_ + ": enqueueV3 failed: " + logger_.last_error);
     std::vector<OutputTensor> out;
     std::vector<std::vector<uint8_t>> host;
     for (auto& io : io_) {
       if (io.input) continue;
       host.emplace_back(io.count * element_size(io.type));
-      cuda_check(cudaMemcpyAsync(host.back().data(), io.device, host.back().size(), cudaMemcpyDeviceToHost, stream_),
+      cuda_check(cudaMemcpyAsync(host.back().data(), io.device.get(), host.back().size(), cudaMemcpyDeviceToHost,
+                                 stream_.get()),
                  path_);
     }
-    cuda_check(cudaStreamSynchronize(stream_), path_);
+    cuda_check(cudaStreamSynchronize(stream_.get()), path_);
     size_t h = 0;
     for (auto& io : io_) {
       if (io.input) continue;
@@ -182,15 +188,15 @@ class TrtBackend final : public Backend {
     nvinfer1::DataType type = nvinfer1::DataType::kFLOAT;
     std::vector<int64_t> shape;
     size_t count = 0;
-    void* device = nullptr;
+    std::unique_ptr<void, CudaFree> device;
   };
   std::string path_, name_;
   Logger logger_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
   std::unique_ptr<nvinfer1::IExecutionContext> context_;
-  cudaStream_t stream_ = nullptr;
-  std::vector<Io> io_;
+  std::unique_ptr<CUstream_st, StreamDestroy> stream_;  // destroyed before context_, engine_, runtime_
+  std::vector<Io> io_;                                   // device buffers: freed first
 };
 
 }  // namespace
