@@ -15,6 +15,7 @@ a few run here too, through the CLI, to pin the JSON error line.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -51,9 +52,12 @@ def xpr_infer() -> Path:
         ["cmake", "--build", BUILD, "-j2", "--target", "xpr_infer"],
     ]
     env = {**os.environ, "XPR_PYTHON": sys.executable}
-    for cmd in steps:
-        res = _run(cmd, env=env)
-        assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    ENGINES.joinpath("build").mkdir(exist_ok=True)
+    with open(BUILD / ".pytest-build.lock", "w") as lock:  # one build at a time in a shared tree
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in steps:
+            res = _run(cmd, env=env)
+            assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     assert XPR_INFER.is_file()
     return XPR_INFER
 
