@@ -1,0 +1,287 @@
+"""Export: static-K ONNX bundle (FP32, strongly typed FP16, plugin mode), lint, manifest, bad input via the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+from test_export_support import XPR, fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
+
+from xpr_deploy.config import get_config
+from xpr_deploy.export.lint import MAX_TOPK_K, lint_model
+from xpr_deploy.export.manifest import MANIFEST_SCHEMA, SCHEMA_FILE, read_manifest, schema_json
+from xpr_deploy.io import sha256_file
+from xpr_deploy.model.summary import block_table
+
+
+# ---- static facts ---------------------------------------------------------------------------
+def test_schema_file_is_the_code_schema() -> None:
+    assert SCHEMA_FILE.read_text() == schema_json()
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(MANIFEST_SCHEMA)
+
+
+def test_paper_k_fits_tensorrt_topk() -> None:
+    ks = [b.k for b in block_table(get_config("paper")) if b.k < b.windows]
+    assert max(ks) == 1536 <= MAX_TOPK_K  # stage 1: N = 3072, K = 1536
+
+
+# ---- the FP16 bundle (FP32 + FP16 graphs, selection outputs, TensorRT-RTX engine, parity) -------
+def test_bundle_layout_and_manifest(fp16_bundle) -> None:  # noqa: F811
+    root = fp16_bundle.path
+    man = read_manifest(root)  # validates against the schema
+    assert man["model"] == "model.fp16.onnx" and man["graphs"] == {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+    assert {p.name for p in root.iterdir()} == {
+        "model.onnx",
+        "model.fp16.onnx",
+        "engines",
+        "parity.json",
+        "manifest.json",
+    }
+    assert not list(root.parent.glob(".*tmp"))  # atomic: no temporary siblings left
+    for rel, digest in man["files"].items():
+        assert sha256_file(root / rel) == digest
+    assert set(man["files"]) == {"model.onnx", "model.fp16.onnx", "engines/model.sm86.engine", "parity.json"}
+    assert man["inputs"] == [
+        {"name": "cc", "dtype": "float32", "shape": [1, 1, 448, 224]},
+        {"name": "mlo", "dtype": "float32", "shape": [1, 1, 448, 224]},
+    ]
+    pruned = [b for b in man["blocks"] if b["pruned"]]
+    assert len(man["blocks"]) == 16 and len(pruned) == 16
+    assert pruned[0] == {
+        "view": "cc", "stage": 1, "block": 0, "window_grid": [16, 8], "windows": 128, "k": 64,
+        "shifted": False, "pruned": True, "selection_output": "sel_cc_s1_b0",
+    }  # fmt: skip
+    assert [o["name"] for o in man["outputs"]][:2] == ["logits", "prob"] and len(man["outputs"]) == 18
+    assert man["label_rule"] == "synthetic:lesion" and man["class_names"] == ["benign", "malignant"]
+    assert man["preprocessing"]["version"] == "xpr-preproc-1" and man["threshold"] == 0.5
+    assert man["source_checkpoint"]["path"] and man["source_checkpoint"]["weights_sha256"]
+    (eng,) = man["engines"]
+    assert eng["backend"] == "tensorrt-rtx" and eng["compute_capability"] == "8.6" and eng["onnx"] == "model.fp16.onnx"
+    assert eng["path"] == "engines/model.sm86.engine" and eng["strongly_typed"] and eng["plugins_required"] == []
+
+
+def test_graphs_are_static_k_and_lint_clean(fp16_bundle) -> None:  # noqa: F811
+    root = fp16_bundle.path
+    for name in ("model.onnx", "model.fp16.onnx"):
+        proto = onnx.load(str(root / name), load_external_data=False)
+        rep = lint_model(proto, expected_topk=16)
+        assert rep.ok, rep.errors
+        assert rep.op_counts["TopK"] == 16 and rep.topk_k == [64, 64, 16, 16, 4, 4, 64, 64, 16, 16, 4, 4, 1, 1, 1, 1]
+        assert "Shape" not in rep.op_counts and "NonZero" not in rep.op_counts
+        assert proto.ir_version <= 10 and proto.opset_import[0].version >= 17
+        inits = {i.name: i for i in proto.graph.initializer}
+        for n in proto.graph.node:
+            if n.op_type in ("ScatterND", "ScatterElements"):
+                assert all(a.name != "reduction" or a.s == b"none" for a in n.attribute)
+            if n.op_type == "Gather":  # window-axis / token-axis indices, never K*49*C-sized
+                idx = inits.get(n.input[1])
+                if idx is not None:
+                    assert np.prod(idx.dims) <= 2 * 448 * 224 // 16
+
+
+def test_fp16_graph_is_strongly_typed_with_fp32_islands(fp16_bundle) -> None:  # noqa: F811
+    proto = onnx.load(str(fp16_bundle.path / "model.fp16.onnx"))
+    g = proto.graph
+    assert [i.type.tensor_type.elem_type for i in g.input] == [TensorProto.FLOAT] * 2
+    assert [o.type.tensor_type.elem_type for o in g.output[:2]] == [TensorProto.FLOAT] * 2
+    inits = {i.name: i.data_type for i in g.initializer}
+    matmul_w = [inits[n.input[1]] for n in g.node if n.op_type == "MatMul" and n.input[1] in inits]
+    assert matmul_w and all(t == TensorProto.FLOAT16 for t in matmul_w)
+    conv_w = [inits[n.input[1]] for n in g.node if n.op_type == "Conv"]
+    assert conv_w == [TensorProto.FLOAT16] * 2
+    ln_scale = [inits[n.input[1]] for n in g.node if n.op_type == "LayerNormalization"]
+    assert ln_scale and all(t == TensorProto.FLOAT for t in ln_scale)  # FP32 LayerNorm islands
+    gemm_w = [inits[n.input[1]] for n in g.node if n.op_type == "Gemm"]
+    assert gemm_w == [TensorProto.FLOAT] * 2  # the head stays FP32
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    for n in g.node:
+        if n.op_type in ("TopK", "ReduceL2"):
+            assert types[n.input[0]] == TensorProto.FLOAT  # window scores + TopK in FP32
+    assert fp16_bundle.manifest["fp32_islands"]
+
+
+def test_export_parity_meets_the_tolerances(fp16_bundle) -> None:  # noqa: F811
+    rep = fp16_bundle.parity
+    by = {c.name: c for c in rep.candidates}
+    f32 = by["onnxruntime-fp32"]
+    assert f32.status == "pass" and f32.max_abs_logits is not None and f32.max_abs_logits <= 1e-4
+    assert f32.selection_flips == 0 and f32.tie_samples == 0 and f32.min_jaccard == 1.0  # identical kept sets
+    for name in ("onnxruntime-fp16", "eager-fp16"):
+        assert by[name].status == "pass" and by[name].max_abs_prob_all <= 1e-2 and by[name].selection_flips == 0
+    assert by["engine"].status == "skipped" and by["engine"].reason
+    saved = json.loads((fp16_bundle.path / "parity.json").read_text())
+    assert saved["ok"] is True and saved["reference"] == "eager-fp32" and len(saved["candidates"]) == 4
+
+
+# ---- plugin mode ----------------------------------------------------------------------------
+def test_plugin_graph_has_one_custom_node_per_block_and_runs_in_ort(plugin_bundle) -> None:  # noqa: F811
+    import onnxruntime as ort
+
+    root = plugin_bundle.path
+    proto = onnx.load(str(root / "model.onnx"))
+    nodes = [n for n in proto.graph.node if n.op_type == "XprWindowSelect"]
+    assert len(nodes) == 16 and all(n.domain == "xpr" for n in nodes)
+    attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
+    assert attrs == {"k": 64, "window": 7, "plugin_version": b"1", "plugin_namespace": b"xpr"}
+    assert [f.name for f in proto.functions] == ["XprWindowSelect"] and "TopK" not in {
+        n.op_type for n in proto.graph.node
+    }
+    rep = lint_model(proto, expected_topk=16, plugin=True)
+    assert rep.ok, rep.errors
+    assert not lint_model(proto, expected_topk=16).ok  # without --plugin the custom op is an error
+    by = {c.name: c for c in plugin_bundle.parity.candidates}
+    assert by["onnxruntime-fp32"].status == "pass" and by["onnxruntime-fp32"].max_abs_logits <= 1e-4
+    man = plugin_bundle.manifest
+    assert man["plugin"]["op_type"] == "XprWindowSelect" and man["plugin"]["required_at_runtime"] is False
+    (eng,) = man["engines"]
+    assert eng["plugins"] == {"XprWindowSelect": "local-function"} and eng["plugins_required"] == []
+    sess = ort.InferenceSession(str(root / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["logits", "prob"]
+
+
+# ---- lint negatives (small hand-made graphs) --------------------------------------------------
+def _graph(nodes, inputs, outputs, inits=()) -> onnx.ModelProto:
+    m = helper.make_model(
+        helper.make_graph(nodes, "g", inputs, outputs, list(inits)), opset_imports=[helper.make_opsetid("", 18)]
+    )
+    m.ir_version = 10
+    return m
+
+
+def test_lint_rejects_dynamic_k_unknown_ops_reductions_and_dynamic_dims() -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])
+    kin = helper.make_tensor_value_info("k", TensorProto.INT64, [1])
+    v = helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, None])
+    i = helper.make_tensor_value_info("i", TensorProto.INT64, [1, None])
+    m = _graph([helper.make_node("TopK", ["x", "k"], ["v", "i"])], [x, kin], [v, i])
+    errs = " | ".join(lint_model(m).errors)
+    assert "K is not a constant" in errs and "dynamic shape" in errs
+
+    big = helper.make_tensor("kbig", TensorProto.INT64, [1], [4000])
+    x2 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5000])
+    v2 = helper.make_tensor_value_info("v", TensorProto.FLOAT, [1, 4000])
+    i2 = helper.make_tensor_value_info("i", TensorProto.INT64, [1, 4000])
+    m = _graph([helper.make_node("TopK", ["x", "kbig"], ["v", "i"])], [x2], [v2, i2], [big])
+    assert any("outside [1, 3840]" in e for e in lint_model(m).errors)
+
+    y = helper.make_tensor_value_info("y", TensorProto.INT64, [2, 2])
+    x3 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])
+    m = _graph([helper.make_node("NonZero", ["x"], ["y"])], [x3], [y])
+    assert any("NonZero" in e and "allow-list" in e for e in lint_model(m).errors)
+
+    idx = helper.make_tensor("idx", TensorProto.INT64, [1, 1], [0])
+    upd = helper.make_tensor("upd", TensorProto.FLOAT, [1, 2], [1.0, 2.0])
+    out = helper.make_tensor_value_info("o", TensorProto.FLOAT, [2, 2])
+    m = _graph([helper.make_node("ScatterND", ["x", "idx", "upd"], ["o"], reduction="add")], [x3], [out], [idx, upd])
+    assert any("reduction" in e for e in lint_model(m).errors)
+    assert lint_model(m, expected_topk=1).errors[-1].startswith("0 window selections")
+
+
+# ---- bad input through the CLI: one line, non-zero exit, no partial bundle ---------------------
+def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(XPR), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
+    assert res.returncode != 0
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert "Traceback" not in res.stderr
+    return lines[0]
+
+
+def _no_bundle(parent: Path) -> None:
+    left = [p.name for p in parent.iterdir()] if parent.is_dir() else []
+    assert left == [] or left == ["not-a-folder"], left
+
+
+def test_cli_missing_checkpoint(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    msg = _one_line_error(_xpr("export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    assert "no such checkpoint" in msg
+    _no_bundle(out)
+
+
+def test_cli_corrupt_checkpoint(tmp_path: Path, trained_ckpt: Path) -> None:  # noqa: F811
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{not json")
+    (bad / "model.safetensors").write_bytes(b"\x00" * 100)
+    out = tmp_path / "out"
+    msg = _one_line_error(_xpr("export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    assert "corrupt" in msg
+    trunc = tmp_path / "trunc"
+    trunc.mkdir()
+    (trunc / "meta.json").write_text((trained_ckpt / "meta.json").read_text())
+    (trunc / "model.safetensors").write_bytes((trained_ckpt / "model.safetensors").read_bytes()[:5000])
+    msg = _one_line_error(_xpr("export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    assert "model.safetensors" in msg
+    _no_bundle(out)
+
+
+def test_cli_unwritable_output(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the bundle's parent should be")
+    t0 = time.perf_counter()
+    msg = _one_line_error(
+        _xpr(
+            "export",
+            "--config",
+            "tiny",
+            "--out",
+            str(blocker / "b"),
+            "--no-engine",
+            "--parity-samples",
+            "0",
+            cwd=tmp_path,
+        )
+    )
+    assert "cannot write" in msg and time.perf_counter() - t0 < 120  # fails before the export work
+    assert blocker.is_file()
+
+
+def test_cli_tensorrt_backend_missing(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    out = tmp_path / "out"
+    msg = _one_line_error(
+        _xpr("export", "--config", "tiny", "--backend", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
+    )
+    assert "tensorrt is not available" in msg
+    _no_bundle(out)
+
+
+# ---- paper size (slow) ----------------------------------------------------------------------
+@pytest.mark.slow
+def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
+    """2688x896, random weights: FP16 graph passes the lint, TensorRT-RTX builds the sm_86 engine."""
+    pytest.importorskip("tensorrt_rtx")
+    out = tmp_path / "paper-fp16"
+    t0 = time.perf_counter()
+    res = _xpr(
+        "export", "--config", "paper", "--fp16", "--no-fp32", "--parity-samples", "0",
+        "--backend", "tensorrt-rtx", "--out", str(out), cwd=tmp_path,
+    )  # fmt: skip
+    wall = time.perf_counter() - t0
+    assert res.returncode == 0, res.stderr[-2000:]
+    man = read_manifest(out)
+    lint = man["lint"]["fp16"]
+    assert lint["ok"] and lint["op_counts"]["TopK"] == 48 and max(lint["topk_k"]) == 1536
+    (eng,) = man["engines"]
+    assert eng["compute_capability"] == "8.6" and (out / eng["path"]).stat().st_size > 0
+    print(f"\npaper fp16: export {man['timings']['export_fp16_s']} s, engine parse {eng['parse_seconds']} s, "
+          f"build {eng['build_seconds']} s, total wall {wall:.0f} s")  # fmt: skip

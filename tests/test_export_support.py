@@ -1,0 +1,90 @@
+"""Shared fixtures for the export / engine / validate tests (no tests here; imported by those modules).
+
+Trained weights, as the issue asks: the fixture trains the tiny preset briefly (AdamW, stages 3-4,
+CTB and head trainable as in `xpr train`) on synthetic studies and caches the checkpoint under
+.cache/ (gitignored), keyed by a version string. Exact score ties (flat background windows) are
+broken the same way in eager and ONNX (lower window index), near-ties are reported by validate.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+XPR = REPO / ".venv" / "bin" / "xpr"
+CACHE = Path(os.environ.get("XPR_TEST_CACHE", REPO / ".cache" / "xpr-tests"))
+TRAINED_VERSION = "tiny-trained-v2"
+
+
+def train_tiny(dest: Path, steps: int = 12, seed: int = 0) -> Path:
+    """A few AdamW steps of the tiny model on synthetic CC/MLO pairs; saved with save_checkpoint."""
+    import torch.nn.functional as F
+
+    from xpr_deploy.config import get_config
+    from xpr_deploy.data.dicom import PreprocessSettings
+    from xpr_deploy.model.xpruning import build_model
+    from xpr_deploy.train.checkpoint import save_checkpoint
+    from xpr_deploy.validate import synthetic_inputs
+
+    cfg = get_config("tiny")
+    torch.manual_seed(seed)
+    model = build_model(cfg).train()
+    cc, mlo, y = synthetic_inputs(cfg.img_size, 16, seed=101)
+    x1, x2, t = torch.from_numpy(cc), torch.from_numpy(mlo), torch.from_numpy(y).long()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3, weight_decay=0.01)
+    rng = np.random.default_rng(seed)
+    for _ in range(steps):
+        idx = torch.from_numpy(rng.choice(len(t), 4, replace=False))
+        loss = F.cross_entropy(model(x1[idx], x2[idx]), t[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    meta: dict[str, Any] = {
+        "label_rule": "synthetic:lesion",
+        "preprocess": PreprocessSettings.for_config(cfg).to_dict(),
+        "threshold": 0.5,
+        "threshold_method": "fixed-0.5",
+        "class_names": list(cfg.class_names),
+        "note": f"test fixture: {steps} AdamW steps on synthetic studies",
+    }
+    save_checkpoint(dest, model, meta)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def trained_ckpt() -> Path:
+    dest = CACHE / TRAINED_VERSION
+    if not (dest / "meta.json").is_file():
+        shutil.rmtree(dest, ignore_errors=True)
+        train_tiny(dest)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def fp16_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """FP32 + FP16 graphs with selection outputs, TensorRT-RTX sm_86 engine of the FP16 graph, parity."""
+    from xpr_deploy.export import ExportOptions, export_bundle
+    from xpr_deploy.export.bundle import load_source
+
+    model, meta = load_source(trained_ckpt)
+    out = tmp_path_factory.mktemp("bundles") / "tiny-fp16"
+    return export_bundle(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=6))
+
+
+@pytest.fixture(scope="session")
+def plugin_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """FP32 graph in plugin mode (XprWindowSelect nodes) + its TensorRT-RTX engine."""
+    from xpr_deploy.export import ExportOptions, export_bundle
+    from xpr_deploy.export.bundle import load_source
+
+    model, meta = load_source(trained_ckpt)
+    out = tmp_path_factory.mktemp("bundles") / "tiny-plugin"
+    return export_bundle(model, meta, out, ExportOptions(plugin=True, parity_samples=2))
