@@ -221,3 +221,17 @@ def test_paper_config_forward() -> None:
     assert logits.shape == (1, 2) and torch.isfinite(logits).all()
     assert sel[("cc", 1, 0)].shape == (1, 1536)
     assert sel[("mlo", 3, 5)].shape == (1, 96)
+
+
+def test_block_table_matches_the_model(tiny_model: XPruning) -> None:
+    """`xpr info` and the manifest describe the blocks the model really runs (timm's shift rule included)."""
+    from xpr_deploy.model.summary import block_table
+
+    rows = block_table(TINY)
+    blocks = dict(tiny_model.blocks())
+    assert len(rows) == len(blocks)
+    for row in rows:
+        blk = blocks[(row.view, row.stage, row.block)]
+        assert row.windows == blk.num_windows and row.k == blk.k
+        assert row.shift == tuple(blk.shift_size) and row.shifted == any(blk.shift_size)
+    assert next(r for r in rows if (r.stage, r.block) == (4, 1)).shift == (3, 0)  # 14x7 map: rows only

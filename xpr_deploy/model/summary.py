@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..config import NUM_STAGES, ModelConfig, static_k
 
@@ -17,6 +17,8 @@ class BlockInfo:
     windows: int
     k: int
     shifted: bool
+    #: cyclic shift (rows, cols) of this block; timm leaves a dimension no larger than a window unshifted
+    shift: tuple[int, int]
     dim: int
     heads: int
 
@@ -27,20 +29,22 @@ def block_table(cfg: ModelConfig) -> list[BlockInfo]:
         for s in range(1, NUM_STAGES + 1):
             grid = cfg.window_grid(s)
             n = grid[0] * grid[1]
-            # timm turns the shift off when the map is no larger than a window
-            shiftable = min(cfg.stage_grid(s)) > cfg.window_size
+            half = cfg.window_size // 2
+            shift = tuple(half if size > cfg.window_size else 0 for size in cfg.stage_grid(s))
             for b in range(cfg.depths[s - 1]):
+                blk_shift = cast(tuple[int, int], shift if b % 2 == 1 else (0, 0))
                 rows.append(
                     BlockInfo(
-                        view,
-                        s,
-                        b,
-                        grid,
-                        n,
-                        static_k(cfg.keep(s), n),
-                        shiftable and b % 2 == 1,
-                        cfg.stage_dims[s - 1],
-                        cfg.num_heads[s - 1],
+                        view=view,
+                        stage=s,
+                        block=b,
+                        window_grid=grid,
+                        windows=n,
+                        k=static_k(cfg.keep(s), n),
+                        shifted=any(blk_shift),
+                        shift=blk_shift,
+                        dim=cfg.stage_dims[s - 1],
+                        heads=cfg.num_heads[s - 1],
                     )
                 )
     return rows
