@@ -86,3 +86,4 @@ def test_demo_steps_predict_then_report(tmp_path: Path, synth_vindr: Path) -> No
     text = report.read_text()
     assert "## Predictions (eager backend" in text and "truncated.dcm" in text and "README.bin" in text
     assert text.count("![") == 2 and "| predict | ok |" in text and "[data](data)" in text
+    assert "[demo.json](demo.json)" in text

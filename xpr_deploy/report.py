@@ -231,5 +231,6 @@ def demo_step(ctx: Any) -> dict[str, Any]:
     root = Path(ctx.out)
     records = ctx.artifacts.get("steps") or []
     steps = [_step_from_demo(r, root) for r in records]
-    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report")
+    notes = ["Machine-readable summary: [demo.json](demo.json) (written as the demo finishes, after this report)."]
+    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report", notes=notes)
     return {"report": str(path)}
