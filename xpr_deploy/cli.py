@@ -85,6 +85,8 @@ def predict(
     as_json: JsonFlag = False,
 ) -> None:
     """P(malignant) and the decision per breast; bad studies get a reason. Fails only if no breast was read."""
+    from rich.markup import escape
+
     from .predict import predict as run_predict
 
     rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps)
@@ -96,10 +98,11 @@ def predict(
         for b in rep.breasts:
             t.add_row(b.study, b.laterality, f"{b.prob:.4f}", b.decision, *([b.heatmap or ""] if heatmaps else []))
         console.print(f"[bold]{rep.backend}[/] backend, threshold {rep.threshold:.3f}")
-        console.print(t)
+        if rep.breasts:
+            console.print(t)
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
-            err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True, markup=False)
+            err_console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False, soft_wrap=True)
     if not rep.breasts:
         err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
         raise typer.Exit(1)
