@@ -130,3 +130,38 @@ def test_triton_repository_from_a_real_bundle(bundle: Path, tmp_path: Path) -> N
         (v.name, types[v.type.tensor_type.elem_type], dims(v)) for v in graph.output
     ]
     assert any(o.name.startswith("sel_") for o in cfg.output)
+
+
+def test_engine_backend_without_a_gpu_says_why(bundle: Path, synth_vindr: Path, tmp_path: Path) -> None:
+    """An engine entry that passes the hash check: no GPU here (or no TensorRT-RTX) is BackendUnavailable."""
+    import hashlib
+    import shutil
+
+    from xpr_deploy.engine.build import gpu_compute_capability
+    from xpr_deploy.errors import BackendUnavailable
+    from xpr_deploy.predict import predict
+
+    if gpu_compute_capability() is not None:
+        pytest.skip("an NVIDIA GPU is present: the engine would be loaded for real")
+    copy = shutil.copytree(bundle, tmp_path / "bundle")
+    engine = copy / "engines" / "model.sm86.engine"
+    engine.parent.mkdir()
+    engine.write_bytes(b"not really an engine")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    try:
+        import tensorrt_rtx
+
+        version = str(tensorrt_rtx.__version__)
+    except ImportError:
+        version = "1.7.1.116"
+    manifest["engines"] = [{
+        "backend": "tensorrt-rtx", "version": version, "compute_capability": "8.6", "compute_capabilities": ["8.6"],
+        "hw_compat": "same", "flags": [], "strongly_typed": True, "timing_cache_sha256": None,
+        "path": "engines/model.sm86.engine", "sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
+        "onnx": "model.onnx", "plugins_required": [],
+    }]  # fmt: skip
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BackendUnavailable, match=r"needs? an NVIDIA GPU|not available"):
+        predict(copy, [synth_vindr / "images"], backend="engine")
+    with pytest.raises(BackendUnavailable):
+        predict(engine, [synth_vindr / "images"])  # the engine file itself as MODEL
