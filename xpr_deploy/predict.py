@@ -181,6 +181,11 @@ class EagerRunner(Runner):
         ckpt = self.source.checkpoint
         if ckpt is None:
             raise PredictError(f"{self.source.path}: the eager backend needs a checkpoint; this bundle names none")
+        if self.source.kind != "checkpoint" and not ckpt.exists():
+            raise PredictError(
+                f"{self.source.path}: the bundle's source checkpoint {ckpt} is not here (a relative path is relative "
+                "to where `xpr export` ran); give the checkpoint itself as MODEL"
+            )
         self.model, _ = load_checkpoint(ckpt, device=self.device)
 
     def infer(self, cc: np.ndarray, mlo: np.ndarray, selection: bool = False) -> tuple[np.ndarray, SelectionArrays]:
