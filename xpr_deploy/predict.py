@@ -449,8 +449,8 @@ def predict(
         idx = load_folder(sp)
         report.rejects.extend(r.to_dict() for r in idx.rejects)
         for p in idx.pairs:
-            if p.cc not in seen:  # the same file given twice (nested arguments) is predicted once
-                seen.add(p.cc)
+            if p.cc.resolve() not in seen:  # the same file given twice (nested arguments) is predicted once
+                seen.add(p.cc.resolve())
                 pairs.append(p)
     out_dir = Path(heatmaps_dir) if heatmaps_dir is not None else None
     h, w = source.cfg.img_size
