@@ -165,3 +165,17 @@ def test_engine_backend_without_a_gpu_says_why(bundle: Path, synth_vindr: Path, 
         predict(copy, [synth_vindr / "images"], backend="engine")
     with pytest.raises(BackendUnavailable):
         predict(engine, [synth_vindr / "images"])  # the engine file itself as MODEL
+
+
+def test_demo_predict_step_compares_onnx_with_eager(
+    ckpt: Path, bundle: Path, synth_vindr: Path, tmp_path: Path
+) -> None:
+    from types import SimpleNamespace
+
+    from xpr_deploy.predict import demo_step
+
+    ctx = SimpleNamespace(out=tmp_path, artifacts={"data": synth_vindr, "checkpoint": ckpt, "bundle": bundle})
+    summary = demo_step(ctx)
+    assert summary["breasts"] == 8 and summary["rejects"] == 2 and summary["max_abs_diff_vs_eval"] is None
+    assert summary["onnx_graph"] == "model.onnx" and summary["max_abs_diff_onnx_vs_eager"] < 1e-5
+    assert json.loads(Path(summary["predictions"]).read_text())["compared"]["breasts"] == 8

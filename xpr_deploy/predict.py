@@ -516,8 +516,10 @@ def demo_step(ctx: Any) -> dict[str, Any]:
     }
     bundle = ctx.artifacts.get("bundle")
     if bundle is not None:  # the exported graph on the same studies
-        onnx = predict(getattr(bundle, "path", bundle), folders, backend="onnx")
+        bundle_dir = Path(getattr(bundle, "path", bundle))
+        onnx = predict(bundle_dir, folders, backend="onnx")
         onnx_probs = {(Path(b.cc).parent.name, b.laterality): b.prob for b in onnx.breasts}
+        summary["onnx_graph"] = str(resolve_model(bundle_dir).manifest.get("model"))  # type: ignore[union-attr]
         summary["max_abs_diff_onnx_vs_eager"] = max(
             (abs(onnx_probs[k] - by_breast[k]) for k in onnx_probs if k in by_breast), default=None
         )
