@@ -7,6 +7,27 @@ import torch.nn.functional as F
 from timm.layers import Mlp
 from torch import nn
 
+from .export_ops import ExportGELU, is_exporting
+
+#: most bytes one exported attention score tensor [B, heads, queries, keys] (FP32) may take
+EXPORT_SCORE_BYTES = 160 * 2**20
+
+
+def _export_query_chunk(b: int, heads: int, nq: int, nk: int) -> int:
+    """Query rows per attention chunk in an exported graph; nq (no chunking) in eager.
+
+    Why: eager SDPA on CPU/GPU is a fused kernel that never holds the scores, but the ONNX graph
+    spells attention as MatMul -> Softmax -> MatMul, and at 2352 tokens x 24 heads each of those
+    FP32 tensors is 507 MiB (x2 directions). Query chunks bound that at EXPORT_SCORE_BYTES.
+    """
+    if not is_exporting():
+        return nq
+    per_row = b * heads * nk * 4
+    n = max(1, -(-nq * per_row // EXPORT_SCORE_BYTES))
+    while nq % n:  # equal chunks: one repeated pattern in the graph
+        n += 1
+    return nq // n
+
 
 class CrossAttention(nn.Module):
     """Global multi-head attention with queries from one sequence and keys/values from another."""
@@ -26,7 +47,14 @@ class CrossAttention(nn.Module):
         h = self.num_heads
         q = self.q(query).reshape(b, nq, h, c // h).transpose(1, 2)
         kv = self.kv(context).reshape(b, nk, 2, h, c // h).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(q, kv[0], kv[1])
+        k, v = kv[0], kv[1]
+        chunk = _export_query_chunk(b, h, nq, nk)
+        if chunk >= nq:
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:  # each query row's softmax is independent: same math, 1/n of the score memory
+            out = torch.cat(
+                [F.scaled_dot_product_attention(q[:, :, i : i + chunk], k, v) for i in range(0, nq, chunk)], 2
+            )
         return self.proj(out.transpose(1, 2).reshape(b, nq, c))
 
 
@@ -39,7 +67,7 @@ class CrossViewBlock(nn.Module):
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = CrossAttention(dim, num_heads)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU)
+        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=ExportGELU)
 
     def forward(self, query: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         x = query + self.attn(self.norm_q(query), self.norm_kv(context))

@@ -14,6 +14,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from ..config import static_k
+from .export_ops import is_exporting, use_export_gelu
 
 
 def window_scores(windows: torch.Tensor) -> torch.Tensor:
@@ -51,6 +52,28 @@ def window_token_index(h: int, w: int, window: tuple[int, int], shift: tuple[int
     return idx
 
 
+_DEVICE_INDEX: dict[tuple[int, int, tuple[int, int], tuple[int, int], str], torch.Tensor] = {}
+
+
+def token_index_tensor(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """`window_token_index` as a tensor on `device`.
+
+    On accelerators it is cached per device: a host-to-device copy in every block would stall the
+    stream and break CUDA-graph capture. While tracing/exporting it is created fresh, so the
+    graph gets it as a constant.
+    """
+    arr = window_token_index(h, w, window, shift)
+    if device.type == "cpu" or is_exporting() or torch.compiler.is_compiling():
+        return torch.tensor(arr, device=device)
+    key = (h, w, window, shift, str(device))
+    t = _DEVICE_INDEX.get(key)
+    if t is None:
+        t = _DEVICE_INDEX[key] = torch.tensor(arr, device=device)
+    return t
+
+
 class PrunedSwinBlock(SwinTransformerBlock):
     """Swin block that runs attention + MLP on the top-K windows only; the rest pass through.
 
@@ -73,6 +96,8 @@ class PrunedSwinBlock(SwinTransformerBlock):
         return static_k(self.keep, self.num_windows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if is_exporting():  # the MLP's GELU in the form ONNX Runtime fuses (eager is unchanged)
+            use_export_gelu(self.mlp)
         n, k = self.num_windows, self.k
         if k >= n:
             self.last_selection = None
@@ -90,7 +115,7 @@ class PrunedSwinBlock(SwinTransformerBlock):
         if h % wh or w % ww:
             raise ValueError(f"feature map {h}x{w} is not a multiple of the window {wh}x{ww}")
         n, t = (h // wh) * (w // ww), wh * ww
-        tok = torch.tensor(window_token_index(h, w, self.window_size, self.shift_size), device=x.device)
+        tok = token_index_tensor(h, w, self.window_size, self.shift_size, x.device)
         if b > 1:  # [N, 49] -> [B, N, 49] into the flattened [B*H*W, C] input
             tok = tok.unsqueeze(0) + (torch.arange(b, device=x.device) * (h * w)).view(b, 1, 1)
         tok = tok.reshape(b * n, t)
