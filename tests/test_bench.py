@@ -211,3 +211,22 @@ def test_cli_bench_writes_report(tmp_path: Path) -> None:
         assert k in rep, k
     res = CliRunner().invoke(app, ["bench", "--keep-sweep", "1,0.5"])
     assert res.exit_code != 0
+
+
+def test_demo_step_writes_reports(tiny_model, tmp_path: Path) -> None:
+    """Eager only (no bundle in the context): the ONNX path is covered by test_bench_onnx_with_dense_graph."""
+    from types import SimpleNamespace
+
+    from xpr_deploy.train.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(tmp_path / "ckpt", tiny_model, {"label_rule": "vindr:birads>=4"})
+    logs: list[str] = []
+    ctx = SimpleNamespace(out=tmp_path / "demo", artifacts={"checkpoint": ckpt}, log=logs.append)
+    summary = B.demo_step(ctx)
+    assert set(summary) == {"eager", "reports"}
+    rep = json.loads((tmp_path / "demo" / "bench" / "eager.json").read_text())
+    assert rep["pruned_over_dense"] == pytest.approx(
+        rep["variants"]["pruned"]["median_ms"] / rep["variants"]["dense"]["median_ms"]
+    )
+    assert summary["eager"]["pruned_over_dense"] == rep["pruned_over_dense"]
+    assert len(logs) == 1 and ctx.artifacts["bench"] == tmp_path / "demo" / "bench"

@@ -204,7 +204,7 @@ def _none() -> float | None:
     return None
 
 
-def _variant_report(v: VariantTimes, batch: int, **extra: Any) -> dict[str, Any]:
+def variant_report(v: VariantTimes, batch: int, **extra: Any) -> dict[str, Any]:
     rep: dict[str, Any] = dict(extra)
     rep.update(latency_stats(v.wall_ms, batch))
     rep["peak_mem_mb"] = v.peak_mem_mb
@@ -235,7 +235,7 @@ def assemble_report(
     """One report: the served variant's stats at top level, every variant under `variants`,
     pruned/dense ratios when a dense variant was timed, and the keep sweep when there was one."""
     variants = {
-        n: _variant_report(t, batch, keep=keeps.get(n), **({"macs": macs[n]} if macs and n in macs else {}))
+        n: variant_report(t, batch, keep=keeps.get(n), **({"macs": macs[n]} if macs and n in macs else {}))
         for n, t in times.items()
     }
     rep: dict[str, Any] = {"kind": kind, "variant": main, "keep": keeps.get(main)}
@@ -438,7 +438,11 @@ def bench_eager(
     cc = torch.from_numpy(inputs[0]).to(dev)
     mlo = torch.from_numpy(inputs[1]).to(dev)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    autocast = torch.autocast(dev.type, dtype=tdtype) if tdtype != torch.float32 else contextlib.nullcontext()
+
+    def autocast() -> Any:  # fresh per use; its weight-cast cache must be off while a CUDA graph is captured
+        if tdtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(dev.type, dtype=tdtype, cache_enabled=mode != "cuda-graph")
 
     def make(keep: list[float]) -> Callable[[], Any]:
         if mode == "compile":
@@ -447,7 +451,7 @@ def bench_eager(
 
             def run_c() -> Any:
                 model.set_keep(keep)
-                with torch.inference_mode(), autocast:
+                with torch.inference_mode(), autocast():
                     out = compiled(cc, mlo)
                 sync()
                 return out
@@ -457,12 +461,12 @@ def bench_eager(
             model.set_keep(keep)
             s = torch.cuda.Stream()
             s.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(s), torch.inference_mode(), autocast:
+            with torch.cuda.stream(s), torch.inference_mode(), autocast():
                 for _ in range(2):
                     model(cc, mlo)  # warm the allocator and kernels before capture
             torch.cuda.current_stream().wait_stream(s)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph), torch.inference_mode(), autocast:
+            with torch.cuda.graph(graph), torch.inference_mode(), autocast():
                 model(cc, mlo)
 
             def run_g() -> None:
@@ -473,7 +477,7 @@ def bench_eager(
 
         def run() -> Any:
             model.set_keep(keep)
-            with torch.inference_mode(), autocast:
+            with torch.inference_mode(), autocast():
                 out = model(cc, mlo)
             sync()
             return out
@@ -512,7 +516,7 @@ def _torch_memory_hooks(dev: Any) -> MemoryHooks:
                 lambda: torch.cuda.max_memory_allocated(dev) / 2**20,
                 lambda: torch.cuda.memory_allocated(dev) / 2**20,
             )
-        return _rss_hooks()
+        return rss_hooks()
 
     return hooks
 
@@ -682,7 +686,7 @@ def bench_onnx(
         fns: dict[str, Callable[[], Any]] = {
             n: functools.partial(s.run, out_names[n], feed) for n, s in sessions.items()
         }
-        memory = _rss_hooks if "CUDAExecutionProvider" not in provs else None
+        memory = rss_hooks if "CUDAExecutionProvider" not in provs else None
         times = time_interleaved(fns, runs, warmup, memory=memory, progress=progress)
         profiles = {n: s.end_profiling() for n, s in sessions.items()} if profile_dir else None
     macs = None
@@ -712,7 +716,7 @@ def bench_onnx(
     return rep
 
 
-def _rss_hooks() -> tuple[Callable[[], None], Callable[[], float | None], Callable[[], float | None]]:
+def rss_hooks() -> tuple[Callable[[], None], Callable[[], float | None], Callable[[], float | None]]:
     rss = PeakRSS()
     return rss.reset, rss.peak_mb, rss.current_mb
 
@@ -939,3 +943,29 @@ def print_summary(rep: dict[str, Any], write: Callable[[str], None] = print) -> 
     for s in rep.get("keep_sweep") or []:
         mr = f", MACs {s['macs_ratio']:.3f}" if s.get("macs_ratio") is not None else ""
         write(f"  keep {s['keep']:<5g} median {s['median_ms']:9.1f} ms  latency/dense {s['latency_ratio']:.3f}{mr}")
+
+
+# ---- xpr demo --------------------------------------------------------------------------------
+def demo_step(ctx: Any) -> dict[str, Any]:
+    """`xpr demo` step: a short bench of the demo model, pruned against dense, eager and ONNX Runtime.
+
+    Tiny config on a shared CPU: the figures show the report and the ratio machinery, not speed.
+    """
+    from .io import write_json
+    from .train.checkpoint import load_checkpoint
+
+    out = Path(ctx.out) / "bench"
+    model, _ = load_checkpoint(str(ctx.artifacts["checkpoint"]))
+    reports = {"eager": bench_eager(model, runs=3, warmup=1, threads=2, dense=True)}
+    bundle = ctx.artifacts.get("bundle")
+    if bundle is not None:
+        path = Path(getattr(bundle, "path", bundle))
+        reports["onnx"] = bench_onnx(path, runs=3, warmup=1, threads=2, dense=True, precision="fp32")
+    for name, rep in reports.items():
+        write_json(out / f"{name}.json", rep)
+        ctx.log(f"  {name}: median {rep['median_ms']:.1f} ms, pruned/dense {rep['pruned_over_dense']:.2f}")
+    ctx.artifacts["bench"] = out
+    return {
+        name: {k: rep.get(k) for k in ("median_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense")}
+        for name, rep in reports.items()
+    } | {"reports": str(out)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bench import demo_step as _bench_step
 from .export.bundle import demo_step as _export_step
 from .io import write_json
 from .predict import demo_step as _predict_step
@@ -131,6 +132,7 @@ STEPS: list[Step] = [
     Step("eval", eval_step, "held-out test breasts: AUC with DeLong CI, ROC, confusion matrix"),
     Step("export", _export_step, "xpr export --fp16: ONNX bundle, TensorRT-RTX sm_86 engine, parity vs eager"),
     Step("predict", _predict_step, "xpr predict on the held-out studies + a broken one: heatmaps, |Δ| vs eval"),
+    Step("bench", _bench_step, "xpr bench: eager and ONNX Runtime, pruned vs dense, latency and peak memory"),
     Step("report", _report_step, "REPORT.md linking every artefact (keep this step last)"),
 ]
 
