@@ -209,20 +209,31 @@ def write_report(
     return dest
 
 
-def _step_from_demo(rec: Mapping[str, Any], root: Path) -> StepRecord:
+def _fact(key: str, v: Any) -> str | None:
+    if isinstance(v, bool) or v is None or isinstance(v, (int, str)):
+        return f"{key} {v}"
+    if isinstance(v, float):
+        return f"{key} {v:.4g}"
+    if isinstance(v, (list, tuple)) and v and all(isinstance(x, (int, float)) for x in v):
+        return f"{key} [{', '.join(f'{x:.3g}' for x in v)}]"
+    return None
+
+
+def _step_from_demo(rec: Mapping[str, Any], root: Path, max_facts: int = 10) -> StepRecord:
     """A `run_demo` record (name, ok, seconds, error | summary keys) as a report row."""
     skip = {"name", "ok", "seconds", "error"}
-    arts, facts = [], []
+    arts: list[str] = []
+    facts: list[str] = []
     for k, v in rec.items():
         if k in skip:
             continue
         if isinstance(v, str) and ("/" in v or "\\" in v) and Path(v).exists():
             arts.append(v)
-        elif isinstance(v, float):
-            facts.append(f"{k} {v:.4g}")
-        elif isinstance(v, (int, str, bool)) or v is None:
-            facts.append(f"{k} {v}")
-    detail = str(rec.get("error") or ", ".join(facts))
+        elif isinstance(v, Mapping):  # one level down, e.g. bench: {"eager": {"median_ms": ...}}
+            facts += [f for kk, vv in v.items() if (f := _fact(f"{k}.{kk}", vv)) is not None]
+        elif (f := _fact(k, v)) is not None:
+            facts.append(f)
+    detail = str(rec.get("error") or ", ".join(facts[:max_facts]) + (", ..." if len(facts) > max_facts else ""))
     return StepRecord(str(rec.get("name", "?")), bool(rec.get("ok", True)), rec.get("seconds"), detail, arts)
 
 
