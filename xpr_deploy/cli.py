@@ -285,6 +285,7 @@ def train(
     split_file: Annotated[Optional[Path], typer.Option("--split", help="use this split.json")] = None,  # noqa: UP045
     val_fraction: Annotated[Optional[float], typer.Option(help="validation share of training patients [0.1]")] = None,  # noqa: UP045
     pretrained: Annotated[Optional[Path], typer.Option(help="local ImageNet Swin-T weights file")] = None,  # noqa: UP045
+    freeze: Annotated[Optional[str], typer.Option(help="paper (embed + stages 1-2) or stem [paper]")] = None,  # noqa: UP045
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     seed: Annotated[Optional[int], typer.Option(help="seed of init, shuffling and splits [0]")] = None,  # noqa: UP045
     resume: Annotated[bool, typer.Option(help="continue the interrupted run in --out from last/")] = False,
@@ -300,17 +301,22 @@ def train(
 
     Multi-GPU / multi-process: `torchrun --nproc-per-node N -m xpr_deploy.cli train ...` (gloo on CPU).
     """
+    import os
+
     from .train.loop import train as run_train
 
     cfg = _train_config(
         data, out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
         prune_rates=_rates(prune_rate, prune_rates), prune_warmup=prune_warmup, holdout=holdout, fold=fold,
         folds=folds, split_file=str(split_file) if split_file else None, val_fraction=val_fraction,
-        pretrained=str(pretrained) if pretrained else None, device=device, seed=seed, resume=resume or None,
+        pretrained=str(pretrained) if pretrained else None, freeze=freeze, device=device, seed=seed,
+        resume=resume or None,
         cache=str(cache) if cache else None, workers=workers, label_rule=label_rule, data_format=format,
         amp=False if no_amp else None, progress=False if as_json else None, stop_after=stop_after,
     )  # fmt: skip
     res = run_train(cfg)  # type: ignore[arg-type]
+    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+        return
     best = res.best_metrics or {}
     summary = {
         "run_dir": str(res.run_dir),

@@ -44,7 +44,7 @@ from .metrics import binary_metrics, youden_threshold
 _RUN_SHAPING = (
     "config", "epochs", "batch_size", "lr", "weight_decay", "prune_rates", "prune_warmup", "holdout",
     "fold", "folds", "split_file", "val_fraction", "pretrained", "seed", "label_rule", "data_format",
-    "lr_warmup_epochs", "grad_clip", "min_lr_ratio",
+    "lr_warmup_epochs", "grad_clip", "min_lr_ratio", "freeze",
 )  # fmt: skip
 
 
@@ -70,6 +70,9 @@ class TrainConfig:
     split_file: str | None = None  # an existing SplitFile JSON instead of making one (used by `xpr cv`)
     val_fraction: float = 0.1  # patients of the training part used for model selection (0: last epoch)
     pretrained: str | None = None  # local ImageNet Swin-T file
+    #: frozen Swin parts: "paper" (patch embedding + stages 1-2, SPEC §2) or "stem" (patch embedding only;
+    #: an option for random-init runs, where there are no ImageNet features to preserve)
+    freeze: str = "paper"
     device: str = "auto"
     seed: int = 0
     resume: bool = False
@@ -104,6 +107,10 @@ class TrainConfig:
                 cfg = cfg.with_prune_rates(rates[0] if len(rates) == 1 else tuple(rates))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if self.freeze not in ("paper", "stem"):
+            raise ConfigError(f"--freeze must be paper or stem, got {self.freeze!r}")
+        if self.freeze == "stem":
+            cfg = replace(cfg, frozen_stages=0)
         return cfg
 
     def validate(self) -> None:

@@ -157,7 +157,7 @@ class BinaryMetrics:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["auc_ci"] = list(self.auc_ci)
+        d["auc_ci"] = [None if math.isnan(c) else c for c in self.auc_ci]
         d["confusion"] = {**asdict(self.confusion), "matrix": self.confusion.matrix()}
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
