@@ -179,5 +179,4 @@ def render(
     with atomic_path(out_path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    out_path.chmod(0o644)  # mkstemp makes 0600; a heatmap is meant to be opened by others (viewers, PACS)
     return out_path

@@ -15,6 +15,16 @@ from typing import Any
 from .errors import XprError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: mkstemp/mkdtemp create private (0600/0700) entries; outputs get the usual umask-based modes
+_UMASK = _umask()
+
+
 class OutputError(XprError):
     """An output path cannot be written (permissions, a file in the way, disk full)."""
 
@@ -32,6 +42,7 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, dest)
     finally:
         if tmp_path.exists():
@@ -62,6 +73,7 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise OutputError(f"{dest}: cannot write ({exc.strerror or exc})") from None
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
         if dest.exists():
             if not overwrite:
                 raise OutputError(f"{dest}: already exists")

@@ -205,7 +205,6 @@ def write_report(
     pred = _load_predictions(predictions)
     dest = root / REPORT_NAME
     write_text(dest, build_report(root, steps, pred, title, notes))
-    dest.chmod(0o644)  # mkstemp makes 0600; the report is for people to read
     return dest
 
 
