@@ -71,3 +71,11 @@ def test_broken_tolerance_fails(fp16_bundle) -> None:  # noqa: F811
     rep = validate_bundle(fp16_bundle.path, model=model, samples=2)
     by = {c.name: c for c in rep.candidates}
     assert not rep.ok and by["onnxruntime-fp32"].status == "fail" and "max|Δlogits|" in by["onnxruntime-fp32"].reason
+
+
+def test_validate_on_a_dicom_dataset(fp16_bundle, synth_vindr: Path) -> None:  # noqa: F811
+    """--data: real DICOM files through the preprocessing contract, labels give ΔAUC."""
+    rep = validate_bundle(fp16_bundle.path, data=synth_vindr, samples=4)
+    by = {c.name: c for c in rep.candidates}
+    assert rep.ok and rep.samples == 4 and rep.inputs.startswith("dataset")
+    assert by["onnxruntime-fp32"].max_abs_logits <= 1e-4 and by["onnxruntime-fp16"].max_abs_prob_all <= 1e-2
