@@ -167,7 +167,6 @@ def export_bundle(
         )
         validate_manifest(manifest)
         write_json(tmp / "manifest.json", manifest)
-        _publishable(tmp)
     if engine is not None:
         engine.path = out / ENGINE_DIR / engine.path.name
     return Bundle(out, manifest, lints, engine, parity, timings)
@@ -182,13 +181,6 @@ def _engine_parity_note(engine: EngineInfo | None) -> str:
         sm = engine.compute_capability.replace(".", "")
         return f"{engine.backend} engine built for sm_{sm}; no NVIDIA GPU here to run it"
     return "engine built; run `xpr validate BUNDLE` to compare it (checked against the final manifest)"
-
-
-def _publishable(root: Path) -> None:
-    """mkdtemp/mkstemp make 0700/0600 entries; a bundle is meant to be read by others (viewers, CI)."""
-    root.chmod(0o755)
-    for p in root.rglob("*"):
-        p.chmod(0o755 if p.is_dir() else 0o644)
 
 
 def build_manifest(
