@@ -134,62 +134,15 @@ def plot_sweeps(sweeps: dict[str, dict[str, Any]], png: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--bundle", type=Path, default=ROOT / "export" / "bench-paper-r05", help="reused if present")
-    ap.add_argument("--sweep", default="1.0,0.75,0.5,0.25", help="keep ratios ('' to skip the sweeps)")
-    ap.add_argument("--sweep-runs", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu-paper.json")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    t_start = time.time()
-    commands = {"driver": shlex.join(["python", "bench/cpu_paper.py", *sys.argv[1:]])}
-
-    if not (args.bundle / "manifest.json").is_file():
-        commands["export"] = export_bundle(args.bundle, args.seed)
-    else:
-        commands["export"] = (
-            f"xpr export --config paper --seed {args.seed} --no-engine --parity-samples 0 --out {args.bundle}"
-        )
-    model = random_model(get_config("paper"), args.seed)  # the bundle's weights (same seed)
-    man = B.resolve_onnx(args.bundle)[2] or {}
-    with tempfile.TemporaryDirectory(prefix="xpr-bench-") as tmp:
-        log("exporting the dense graph (same weights, keep 1.0)")
-        dense = B.export_variant_graphs(man, [1.0], Path(tmp), log)[1.0]
-        log("main comparison: eager vs ONNX Runtime, pruned vs dense, interleaved")
-        main_rep = main_comparison(model, args.bundle, dense, args.runs, args.warmup, args.threads)
-    commands["main_comparison"] = (
-        "in-process (bench/cpu_paper.py main_comparison): eager and ONNX Runtime, keep 0.5 and 1.0, "
-        f"{args.runs} interleaved runs after {args.warmup} warm-up, {args.threads} threads"
-    )
-
-    log("ONNX Runtime alone in a fresh process (peak memory of inference)")
-    iso_args = ["--onnx", str(args.bundle), "--runs", "3", "--warmup", "1", "--threads", str(args.threads)]
-    iso = B.run_isolated(iso_args)
-    commands["onnx_isolated"] = iso["isolated_command"]
-
-    sweeps: dict[str, dict[str, Any]] = {}
-    keeps = [float(k) for k in args.sweep.split(",") if k.strip()]
-    if keeps:
-        log("keep sweep, eager")
-        sweeps["eager"] = B.bench_eager(model, runs=args.sweep_runs, warmup=1, threads=args.threads, keep_sweep=keeps,
-                                        progress=log)  # fmt: skip
-        commands["sweep_eager"] = (
-            f"xpr bench --config paper --keep-sweep {args.sweep} --runs {args.sweep_runs} --threads {args.threads}"
-        )
-        log("keep sweep, ONNX Runtime")
-        sweeps["onnx"] = B.bench_onnx(args.bundle, runs=args.sweep_runs, warmup=1, threads=args.threads,
-                                      keep_sweep=keeps, progress=log)  # fmt: skip
-        commands["sweep_onnx"] = (
-            f"xpr bench --onnx {args.bundle} --keep-sweep {args.sweep} "
-            f"--runs {args.sweep_runs} --threads {args.threads}"
-        )
-        plot_sweeps(sweeps, args.out.with_name(args.out.stem + "-sweep.png"))
-
+def summarize(
+    args: Any,
+    main_rep: dict[str, Any],
+    iso: dict[str, Any],
+    sweeps: dict[str, Any],
+    commands: dict[str, str],
+    t_start: float,
+) -> dict[str, Any]:
+    """The result file: the four headline figures at top level, everything else below them."""
     ratios = main_rep["ratios"]
     result = {
         "what": "paper config 2688x896, batch 1, CPU, FP32, random weights (seed 0); keep 0.5 (r = 0.5) vs dense",
@@ -217,6 +170,79 @@ def main() -> None:
         "onnx_over_eager": result["onnx_over_eager"] <= 1.0,
         "onnx_peak_mem_mb": (result["onnx_peak_mem_mb"] or np.inf) <= 4096,
     }
+    return result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--bundle", type=Path, default=ROOT / "export" / "bench-paper-r05", help="reused if present")
+    ap.add_argument("--sweep", default="1.0,0.75,0.5,0.25", help="keep ratios ('' to skip the sweeps)")
+    ap.add_argument("--onnx-sweep", default="1.0,0.5,0.25", help="keep ratios for ONNX Runtime (one export each)")
+    ap.add_argument("--sweep-runs", type=int, default=3)
+    ap.add_argument("--graphs", type=Path, default=None, help="folder with keep<k>.onnx from an earlier run")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cpu-paper.json")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    t_start = time.time()
+    commands = {"driver": shlex.join(["python", "bench/cpu_paper.py", *sys.argv[1:]])}
+
+    if not (args.bundle / "manifest.json").is_file():
+        commands["export"] = export_bundle(args.bundle, args.seed)
+    else:
+        commands["export"] = (
+            f"xpr export --config paper --seed {args.seed} --no-engine --parity-samples 0 --out {args.bundle}"
+        )
+    model = random_model(get_config("paper"), args.seed)  # the bundle's weights (same seed)
+    man = B.resolve_onnx(args.bundle)[2] or {}
+    keeps = [float(k) for k in args.sweep.split(",") if k.strip()]
+    onnx_keeps = [float(k) for k in args.onnx_sweep.split(",") if k.strip()]
+    tmpdir = tempfile.TemporaryDirectory(prefix="xpr-bench-")
+    tmp = Path(tmpdir.name)
+    log("exporting the dense graph and the ONNX sweep graphs (same weights)")
+    need = sorted({1.0, *[k for k in onnx_keeps if k != 0.5]}, reverse=True)
+    graphs = {
+        k: args.graphs / f"keep{k:g}.onnx" for k in need if args.graphs and (args.graphs / f"keep{k:g}.onnx").is_file()
+    }
+    if graphs:
+        log(f"reusing graphs exported earlier from the same bundle: {sorted(graphs)}")
+    graphs.update(B.export_variant_graphs(man, [k for k in need if k not in graphs], tmp, log))
+    dense = graphs[1.0]
+    log("main comparison: eager vs ONNX Runtime, pruned vs dense, interleaved")
+    main_rep = main_comparison(model, args.bundle, dense, args.runs, args.warmup, args.threads)
+    commands["main_comparison"] = (
+        "in-process (bench/cpu_paper.py main_comparison): eager and ONNX Runtime, keep 0.5 and 1.0, "
+        f"{args.runs} interleaved runs after {args.warmup} warm-up, {args.threads} threads"
+    )
+
+    log("ONNX Runtime alone in a fresh process (peak memory of inference)")
+    iso_args = ["--onnx", str(args.bundle), "--runs", "3", "--warmup", "1", "--threads", str(args.threads)]
+    iso = B.run_isolated(iso_args)
+    commands["onnx_isolated"] = iso["isolated_command"]
+
+    sweeps: dict[str, dict[str, Any]] = {}
+    write_json(args.out, summarize(args, main_rep, iso, sweeps, commands, t_start))  # sweeps pending
+    if keeps:
+        log("keep sweep, eager")
+        sweeps["eager"] = B.bench_eager(model, runs=args.sweep_runs, warmup=1, threads=args.threads, keep_sweep=keeps,
+                                        progress=log)  # fmt: skip
+        commands["sweep_eager"] = (
+            f"xpr bench --config paper --keep-sweep {args.sweep} --runs {args.sweep_runs} --threads {args.threads}"
+        )
+        log("keep sweep, ONNX Runtime")
+        sweeps["onnx"] = B.bench_onnx(args.bundle, runs=args.sweep_runs, warmup=1, threads=args.threads,
+                                      keep_sweep=onnx_keeps, sweep_paths=graphs, progress=log)  # fmt: skip
+        commands["sweep_onnx"] = (
+            f"xpr bench --onnx {args.bundle} --keep-sweep {args.onnx_sweep} "
+            f"--runs {args.sweep_runs} --threads {args.threads}"
+        )
+        plot_sweeps(sweeps, args.out.with_name(args.out.stem + "-sweep.png"))
+    tmpdir.cleanup()
+
+    result = summarize(args, main_rep, iso, sweeps, commands, t_start)
     write_json(args.out, result)
     for k in ("pruned_over_dense_eager", "pruned_over_dense_onnx", "onnx_over_eager", "onnx_peak_mem_mb"):
         print(f"{k:26s} {result[k]:10.3f}  {'ok' if result['passes'][k] else 'MISSED'}")
