@@ -125,13 +125,25 @@ def test_cbis_pairs_groups_and_any_malignant(synth_cbis, tmp_path):
     mass = root / "mass_case_description_train_set.csv"
     rows = _rows(mass)
     template = rows[0]
-    case = next(c for c in (root / "CBIS-DDSM").iterdir() if benign.patient_id in c.name
-                and ("LEFT" if benign.laterality == "L" else "RIGHT") in c.name and c.name.endswith("_CC"))
+    case = next(
+        c
+        for c in (root / "CBIS-DDSM").iterdir()
+        if benign.patient_id in c.name
+        and ("LEFT" if benign.laterality == "L" else "RIGHT") in c.name
+        and c.name.endswith("_CC")
+    )
     new = dict(template)
     side = "LEFT" if benign.laterality == "L" else "RIGHT"
-    new.update({"patient_id": benign.patient_id, "left or right breast": side, "image view": "CC",
-                "abnormality id": "2", "pathology": "MALIGNANT",
-                "image file path": f"{case.name}/1.2.3/4.5.6/000000.dcm"})
+    new.update(
+        {
+            "patient_id": benign.patient_id,
+            "left or right breast": side,
+            "image view": "CC",
+            "abnormality id": "2",
+            "pathology": "MALIGNANT",
+            "image file path": f"{case.name}/1.2.3/4.5.6/000000.dcm",
+        }
+    )
     _write_rows(mass, [*rows, new])
     ds2 = load_dataset(root)
     changed = next(p for p in ds2.pairs if p.key == benign.key)
@@ -142,8 +154,14 @@ def test_cbis_pairs_groups_and_any_malignant(synth_cbis, tmp_path):
     rows = _rows(mass)
     side = "LEFT" if other.laterality == "L" else "RIGHT"
     bad = dict(new)
-    bad.update({"patient_id": other.patient_id, "left or right breast": side, "pathology": "UNKNOWN",
-                "image file path": f"{other.meta['cc']['case']}/1.2/3.4/000000.dcm"})
+    bad.update(
+        {
+            "patient_id": other.patient_id,
+            "left or right breast": side,
+            "pathology": "UNKNOWN",
+            "image file path": f"{other.meta['cc']['case']}/1.2/3.4/000000.dcm",
+        }
+    )
     _write_rows(mass, [*rows, bad])
     ds3 = load_dataset(root)
     assert other.key not in {p.key for p in ds3.pairs}
@@ -162,8 +180,15 @@ def test_cbis_same_view_in_mass_and_calc_folders_is_one_image(synth_cbis, tmp_pa
     calc = root / f"calc_case_description_{'train' if 'Training' in rest else 'test'}_set.csv"
     rows = _rows(calc) or _rows(root / "calc_case_description_train_set.csv")
     row = dict(rows[0])
-    row.update({"patient_id": p.patient_id, "left or right breast": "LEFT" if p.laterality == "L" else "RIGHT",
-                "image view": "CC", "pathology": "BENIGN", "image file path": f"{twin}/1.2/3.4/000000.dcm"})
+    row.update(
+        {
+            "patient_id": p.patient_id,
+            "left or right breast": "LEFT" if p.laterality == "L" else "RIGHT",
+            "image view": "CC",
+            "pathology": "BENIGN",
+            "image file path": f"{twin}/1.2/3.4/000000.dcm",
+        }
+    )
     _write_rows(calc, [*_rows(calc), row])
     ds2 = load_dataset(root)
     assert len(ds2.pairs) == 8

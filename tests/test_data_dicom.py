@@ -125,14 +125,32 @@ def test_not_dicom(tmp_path):
         read_image(empty)
 
 
-def _synthetic_file(tmp_path, name="img.dcm", ts=ExplicitVRLittleEndian, photometric="MONOCHROME2",
-                    laterality="L", view="CC", **tags):
-    b = Breast(laterality=laterality, malignant=True, depth=0.8, half_height=0.4, density=0.5, seed=3,
-               lesion=Lesion(depth=0.5, cc_offset=0.1, mlo_offset=0.2, radius=0.06, contrast=0.3, seed=4))
+def _synthetic_file(
+    tmp_path, name="img.dcm", ts=ExplicitVRLittleEndian, photometric="MONOCHROME2", laterality="L", view="CC", **tags
+):
+    b = Breast(
+        laterality=laterality,
+        malignant=True,
+        depth=0.8,
+        half_height=0.4,
+        density=0.5,
+        seed=3,
+        lesion=Lesion(depth=0.5, cc_offset=0.1, mlo_offset=0.2, radius=0.06, contrast=0.3, seed=4),
+    )
     stored, pad = render_stored(b, view, (256, 128), photometric, 1900, 3400)
-    ds = mg_dataset(stored, photometric=photometric, laterality=laterality, view=view,
-                    window=window_for(photometric, 1900, 3400), patient_id="P1", patient_name="T^T",
-                    study_uid="1.2.3.4", series_uid="1.2.3.4.1", sop_uid="1.2.3.4.1.1", padding_value=pad)
+    ds = mg_dataset(
+        stored,
+        photometric=photometric,
+        laterality=laterality,
+        view=view,
+        window=window_for(photometric, 1900, 3400),
+        patient_id="P1",
+        patient_name="T^T",
+        study_uid="1.2.3.4",
+        series_uid="1.2.3.4.1",
+        sop_uid="1.2.3.4.1.1",
+        padding_value=pad,
+    )
     for k, v in tags.items():
         if v is None:
             delattr(ds, k)
@@ -260,7 +278,8 @@ def test_geometry_maps_model_pixels_back(tmp_path):
     pasted = geo.paste(np.ones(S.img_size))
     assert pasted.shape == (geo.rows, geo.cols)
     assert pasted[r0 : r1 + 1, c0 : c1 + 1].min() > 0.99 and pasted.sum() == pytest.approx(
-        (r1 - r0 + 1) * (c1 - c0 + 1))
+        (r1 - r0 + 1) * (c1 - c0 + 1)
+    )
 
 
 def test_flip_rule_odd_width_ignores_middle_column():
@@ -312,8 +331,9 @@ def test_resize_matches_torch_antialiased_bilinear(shape, out):
     rng = np.random.default_rng(0)
     x = rng.random(shape)
     ours = resize_bilinear_aa(x, out)
-    ref = torch.nn.functional.interpolate(torch.from_numpy(x)[None, None], size=out, mode="bilinear",
-                                          align_corners=False, antialias=True)[0, 0].numpy()
+    ref = torch.nn.functional.interpolate(
+        torch.from_numpy(x)[None, None], size=out, mode="bilinear", align_corners=False, antialias=True
+    )[0, 0].numpy()
     np.testing.assert_allclose(ours, ref, atol=1e-6)
 
 

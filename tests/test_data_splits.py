@@ -21,8 +21,17 @@ def _pairs(n_patients: int, seed: int = 0) -> list[BreastPair]:
         sides = ["L", "R"] if rng.random() < 0.6 else [rng.choice("LR")]
         for s in sides:
             label = int(rng.random() < 0.33)
-            out.append(BreastPair(study_id=f"P{i:04d}", patient_id=f"P{i:04d}", laterality=s, cc=Path("cc"),
-                                  mlo=Path("mlo"), label=label, raw_label=str(label)))
+            out.append(
+                BreastPair(
+                    study_id=f"P{i:04d}",
+                    patient_id=f"P{i:04d}",
+                    laterality=s,
+                    cc=Path("cc"),
+                    mlo=Path("mlo"),
+                    label=label,
+                    raw_label=str(label),
+                )
+            )
     return out
 
 

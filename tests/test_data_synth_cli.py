@@ -50,7 +50,10 @@ def test_synth_then_check_reports_12_pairs(tmp_path, fmt):
     headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
     assert {h.PhotometricInterpretation for h in headers} == {"MONOCHROME1", "MONOCHROME2"}
     assert {str(h.file_meta.TransferSyntaxUID) for h in headers} == {
-        "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5", "1.2.840.10008.1.2.4.90"}
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.5",
+        "1.2.840.10008.1.2.4.90",
+    }
     assert {h.ImageLaterality for h in headers} == {"L", "R"}
 
 
@@ -89,8 +92,9 @@ def test_prepare_and_cache(synth_vindr, tmp_path):
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["computed"] == 16 and rep["cached"] == 0 and rep["failed"] == []
-    rep2 = json.loads(xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112",
-                          "--json").stdout)
+    rep2 = json.loads(
+        xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json").stdout
+    )
     assert rep2["computed"] == 0 and rep2["cached"] == 16
     settings = PreprocessSettings(img_size=(224, 112))
     ds = load_dataset(synth_vindr)

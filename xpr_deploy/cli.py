@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import click
 import typer
@@ -48,8 +48,15 @@ def info(config: ConfigOpt = "paper", as_json: JsonFlag = False) -> None:
     )
     t = Table("view", "stage", "block", "window grid", "N", "K", "shifted")
     for b in s["blocks"]:
-        t.add_row(b["view"], str(b["stage"]), str(b["block"]), "x".join(map(str, b["window_grid"])),
-                  str(b["windows"]), str(b["k"]), "yes" if b["shifted"] else "")
+        t.add_row(
+            b["view"],
+            str(b["stage"]),
+            str(b["block"]),
+            "x".join(map(str, b["window_grid"])),
+            str(b["windows"]),
+            str(b["k"]),
+            "yes" if b["shifted"] else "",
+        )
     console.print(t)
     console.print(
         f"multiply-adds per breast: dense {s['macs_dense'] / 1e9:.1f} G, pruned {s['macs_pruned'] / 1e9:.1f} G "
@@ -91,8 +98,14 @@ def predict(
 
     rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps)
     if as_json:
-        _print_json({"breasts": [b.to_dict() for b in rep.breasts], "rejects": rep.rejects,
-                     "backend": rep.backend, "threshold": rep.threshold})
+        _print_json(
+            {
+                "breasts": [b.to_dict() for b in rep.breasts],
+                "rejects": rep.rejects,
+                "backend": rep.backend,
+                "threshold": rep.threshold,
+            }
+        )
     else:
         t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
         for b in rep.breasts:
@@ -134,12 +147,13 @@ def triton(
 
 # --- data layer (issue 3): xpr synth, xpr data check / prepare ---------------------------------
 
-data_app = typer.Typer(help="Index, check and prepare DICOM datasets (VinDr-Mammo, CBIS-DDSM, folders).",
-                       no_args_is_help=True)
+data_app = typer.Typer(
+    help="Index, check and prepare DICOM datasets (VinDr-Mammo, CBIS-DDSM, folders).", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, vindr, cbis or folder")]
 LabelRuleOpt = Annotated[
-    Optional[str],  # noqa: UP045 (typer needs Optional here)
+    str | None,
     typer.Option("--label-rule", help="vindr:birads>=4 (default), vindr:birads>=3, vindr:birads>=5, cbis:pathology"),
 ]
 
@@ -172,8 +186,10 @@ def synth(
     if as_json:
         _print_json(s.to_dict())
     else:
-        console.print(f"wrote {len(s.files)} files, {s.breasts} breasts ({s.positives} malignant), "
-                      f"{s.format} layout, to {s.root} in {s.seconds:.1f} s")
+        console.print(
+            f"wrote {len(s.files)} files, {s.breasts} breasts ({s.positives} malignant), "
+            f"{s.format} layout, to {s.root} in {s.seconds:.1f} s"
+        )
 
 
 @data_app.command("check")
@@ -193,12 +209,16 @@ def data_check(
     if as_json:
         _print_json(s)
     else:
-        console.print(f"[bold]{s['root']}[/] ({s['format']}, label rule {s['label_rule']}): {s['studies']} studies, "
-                      f"{s['breasts']} breasts, [bold]{s['pairs']} pairs[/], {s['positives']} positive")
+        console.print(
+            f"[bold]{s['root']}[/] ({s['format']}, label rule {s['label_rule']}): {s['studies']} studies, "
+            f"{s['breasts']} breasts, [bold]{s['pairs']} pairs[/], {s['positives']} positive"
+        )
         ho = s["splits"].get("holdout")
         if ho and "error" not in ho:
-            console.print(f"hold-out 8:2: train {ho['train']} ({ho['train_positives']} pos), "
-                          f"test {ho['test']} ({ho['test_positives']} pos)")
+            console.print(
+                f"hold-out 8:2: train {ho['train']} ({ho['train_positives']} pos), "
+                f"test {ho['test']} ({ho['test_positives']} pos)"
+            )
         for note in s["notes"]:
             console.print(f"[dim]note: {note}[/]", highlight=False)
         for r in s["rejects"]:
@@ -212,7 +232,7 @@ def data_prepare(
     data: Annotated[Path, typer.Argument(help="dataset root")],
     cache: Annotated[Path, typer.Option("--cache", help="cache folder for the model-ready arrays")],
     config: ConfigOpt = "paper",
-    size: Annotated[Optional[str], typer.Option(help="ROWSxCOLS instead of the config's size")] = None,  # noqa: UP045
+    size: Annotated[str | None, typer.Option(help="ROWSxCOLS instead of the config's size")] = None,
     format: FormatOpt = "auto",
     label_rule: LabelRuleOpt = None,
     as_json: JsonFlag = False,
@@ -225,13 +245,20 @@ def data_prepare(
     ds = load_dataset(data, format, label_rule)
     paths = [p for pair in ds.pairs for p in (pair.cc, pair.mlo)]
     rep = PreparedCache(cache).prepare(paths, settings)
-    out = {"cache": str(cache), "settings": settings.to_dict(), "settings_hash": settings.hash(),
-           "pairs": len(ds.pairs), **rep.to_dict()}
+    out = {
+        "cache": str(cache),
+        "settings": settings.to_dict(),
+        "settings_hash": settings.hash(),
+        "pairs": len(ds.pairs),
+        **rep.to_dict(),
+    }
     if as_json:
         _print_json(out)
     else:
-        console.print(f"{rep.computed} computed, {rep.cached} already cached, {len(rep.failed or [])} failed "
-                      f"-> {cache}/{settings.hash()}")
+        console.print(
+            f"{rep.computed} computed, {rep.cached} already cached, {len(rep.failed or [])} failed "
+            f"-> {cache}/{settings.hash()}"
+        )
         for f in rep.failed or []:
             console.print(f"[yellow]failed[/] {f['path']}: {f['reason']}", highlight=False, soft_wrap=True)
 
@@ -271,30 +298,30 @@ TrainOut = Annotated[Path, typer.Option("--out", "-o", help="run folder (best/, 
 def train(
     data: Annotated[Path, typer.Argument(help="dataset root (VinDr-Mammo or CBIS-DDSM layout)")],
     out: TrainOut,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="model preset: paper or tiny")] = None,  # noqa: UP045
-    epochs: Annotated[Optional[int], typer.Option(help="epochs [30]")] = None,  # noqa: UP045
-    batch_size: Annotated[Optional[int], typer.Option(help="breasts per step and process [4]")] = None,  # noqa: UP045
-    lr: Annotated[Optional[float], typer.Option(help="AdamW peak learning rate [1e-4]")] = None,  # noqa: UP045
-    weight_decay: Annotated[Optional[float], typer.Option(help="AdamW weight decay [0.05]")] = None,  # noqa: UP045
-    prune_rate: Annotated[Optional[float], typer.Option(help="pruning rate r in every stage [preset: 0.5]")] = None,  # noqa: UP045
-    prune_rates: Annotated[Optional[str], typer.Option(help="per-stage rates r1,r2,r3,r4")] = None,  # noqa: UP045
-    prune_warmup: Annotated[Optional[int], typer.Option(help="epochs annealing keep 1.0 -> target [5]")] = None,  # noqa: UP045
-    holdout: Annotated[Optional[float], typer.Option(help="test fraction of patients [0.2]")] = None,  # noqa: UP045
-    fold: Annotated[Optional[int], typer.Option(help="train k-fold fold K (0-based) instead of a hold-out")] = None,  # noqa: UP045
-    folds: Annotated[Optional[int], typer.Option(help="number of folds with --fold [5]")] = None,  # noqa: UP045
-    split_file: Annotated[Optional[Path], typer.Option("--split", help="use this split.json")] = None,  # noqa: UP045
-    val_fraction: Annotated[Optional[float], typer.Option(help="validation share of training patients [0.1]")] = None,  # noqa: UP045
-    pretrained: Annotated[Optional[Path], typer.Option(help="local ImageNet Swin-T weights file")] = None,  # noqa: UP045
-    freeze: Annotated[Optional[str], typer.Option(help="paper (embed + stages 1-2) or stem [paper]")] = None,  # noqa: UP045
+    config: Annotated[str | None, typer.Option("--config", "-c", help="model preset: paper or tiny")] = None,
+    epochs: Annotated[int | None, typer.Option(help="epochs [30]")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="breasts per step and process [4]")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW peak learning rate [1e-4]")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay [0.05]")] = None,
+    prune_rate: Annotated[float | None, typer.Option(help="pruning rate r in every stage [preset: 0.5]")] = None,
+    prune_rates: Annotated[str | None, typer.Option(help="per-stage rates r1,r2,r3,r4")] = None,
+    prune_warmup: Annotated[int | None, typer.Option(help="epochs annealing keep 1.0 -> target [5]")] = None,
+    holdout: Annotated[float | None, typer.Option(help="test fraction of patients [0.2]")] = None,
+    fold: Annotated[int | None, typer.Option(help="train k-fold fold K (0-based) instead of a hold-out")] = None,
+    folds: Annotated[int | None, typer.Option(help="number of folds with --fold [5]")] = None,
+    split_file: Annotated[Path | None, typer.Option("--split", help="use this split.json")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="validation share of training patients [0.1]")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="local ImageNet Swin-T weights file")] = None,
+    freeze: Annotated[str | None, typer.Option(help="paper (embed + stages 1-2) or stem [paper]")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    seed: Annotated[Optional[int], typer.Option(help="seed of init, shuffling and splits [0]")] = None,  # noqa: UP045
+    seed: Annotated[int | None, typer.Option(help="seed of init, shuffling and splits [0]")] = None,
     resume: Annotated[bool, typer.Option(help="continue the interrupted run in --out from last/")] = False,
-    cache: Annotated[Optional[Path], typer.Option(help="cache folder for preprocessed arrays (recommended)")] = None,  # noqa: UP045
+    cache: Annotated[Path | None, typer.Option(help="cache folder for preprocessed arrays (recommended)")] = None,
     workers: Annotated[int, typer.Option(help="data loader worker processes")] = 0,
-    format: Annotated[Optional[str], typer.Option("--format", help="auto, vindr or cbis")] = None,  # noqa: UP045
-    label_rule: Annotated[Optional[str], typer.Option(help="e.g. vindr:birads>=4 (format default)")] = None,  # noqa: UP045
+    format: Annotated[str | None, typer.Option("--format", help="auto, vindr or cbis")] = None,
+    label_rule: Annotated[str | None, typer.Option(help="e.g. vindr:birads>=4 (format default)")] = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="no mixed precision on CUDA")] = False,
-    stop_after: Annotated[Optional[int], typer.Option(hidden=True)] = None,  # noqa: UP045
+    stop_after: Annotated[int | None, typer.Option(hidden=True)] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Train X-Pruning: weighted CE, AdamW + cosine, pruning warm-up, best checkpoint by validation AUC.
@@ -306,14 +333,33 @@ def train(
     from .train.loop import train as run_train
 
     cfg = _train_config(
-        data, out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        prune_rates=_rates(prune_rate, prune_rates), prune_warmup=prune_warmup, holdout=holdout, fold=fold,
-        folds=folds, split_file=str(split_file) if split_file else None, val_fraction=val_fraction,
-        pretrained=str(pretrained) if pretrained else None, freeze=freeze, device=device, seed=seed,
+        data,
+        out,
+        config=config,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        weight_decay=weight_decay,
+        prune_rates=_rates(prune_rate, prune_rates),
+        prune_warmup=prune_warmup,
+        holdout=holdout,
+        fold=fold,
+        folds=folds,
+        split_file=str(split_file) if split_file else None,
+        val_fraction=val_fraction,
+        pretrained=str(pretrained) if pretrained else None,
+        freeze=freeze,
+        device=device,
+        seed=seed,
         resume=resume or None,
-        cache=str(cache) if cache else None, workers=workers, label_rule=label_rule, data_format=format,
-        amp=False if no_amp else None, progress=False if as_json else None, stop_after=stop_after,
-    )  # fmt: skip
+        cache=str(cache) if cache else None,
+        workers=workers,
+        label_rule=label_rule,
+        data_format=format,
+        amp=False if no_amp else None,
+        progress=False if as_json else None,
+        stop_after=stop_after,
+    )
     res = run_train(cfg)  # type: ignore[arg-type]
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
@@ -342,18 +388,18 @@ def cv(
     epochs: Annotated[int, typer.Option()] = 30,
     batch_size: Annotated[int, typer.Option()] = 4,
     lr: Annotated[float, typer.Option()] = 1e-4,
-    prune_rate: Annotated[Optional[float], typer.Option()] = None,  # noqa: UP045
-    prune_rates: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    prune_rate: Annotated[float | None, typer.Option()] = None,
+    prune_rates: Annotated[str | None, typer.Option()] = None,
     prune_warmup: Annotated[int, typer.Option()] = 5,
     val_fraction: Annotated[float, typer.Option()] = 0.1,
-    pretrained: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    pretrained: Annotated[Path | None, typer.Option()] = None,
     device: Annotated[str, typer.Option()] = "auto",
     seed: Annotated[int, typer.Option()] = 0,
     resume: Annotated[bool, typer.Option(help="skip finished folds, resume the interrupted one")] = False,
-    cache: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    cache: Annotated[Path | None, typer.Option()] = None,
     workers: Annotated[int, typer.Option()] = 0,
     format: Annotated[str, typer.Option("--format")] = "auto",
-    label_rule: Annotated[Optional[str], typer.Option()] = None,  # noqa: UP045
+    label_rule: Annotated[str | None, typer.Option()] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """k-fold cross-validation (patient level): every fold, then a Table-1-style summary (cv.md, cv.json)."""
@@ -361,12 +407,25 @@ def cv(
     from .train.loop import TrainConfig
 
     base = TrainConfig(
-        data=str(data), out=str(out), config=config, epochs=epochs, batch_size=batch_size, lr=lr,
-        prune_rates=_rates(prune_rate, prune_rates), prune_warmup=prune_warmup, val_fraction=val_fraction,
-        pretrained=str(pretrained) if pretrained else None, device=device, seed=seed, resume=resume,
-        cache=str(cache) if cache else None, workers=workers, data_format=format, label_rule=label_rule,
+        data=str(data),
+        out=str(out),
+        config=config,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        prune_rates=_rates(prune_rate, prune_rates),
+        prune_warmup=prune_warmup,
+        val_fraction=val_fraction,
+        pretrained=str(pretrained) if pretrained else None,
+        device=device,
+        seed=seed,
+        resume=resume,
+        cache=str(cache) if cache else None,
+        workers=workers,
+        data_format=format,
+        label_rule=label_rule,
         progress=not as_json,
-    )  # fmt: skip
+    )
     res = run_cv(base, folds)
     if as_json:
         _print_json(res.to_dict())
@@ -379,14 +438,14 @@ def eval_cmd(
     ckpt: Annotated[Path, typer.Argument(help="checkpoint folder (or a run folder: its best/)")],
     data: Annotated[Path, typer.Argument(help="dataset root")],
     split: Annotated[str, typer.Option(help="test (the run's held-out breasts), val, train or all")] = "test",
-    threshold: Annotated[Optional[float], typer.Option(help="instead of the checkpoint's threshold")] = None,  # noqa: UP045
-    plots: Annotated[Optional[Path], typer.Option(help="write roc.png and confusion.png here")] = None,  # noqa: UP045
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="also write the JSON report here")] = None,  # noqa: UP045
+    threshold: Annotated[float | None, typer.Option(help="instead of the checkpoint's threshold")] = None,
+    plots: Annotated[Path | None, typer.Option(help="write roc.png and confusion.png here")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the JSON report here")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     batch_size: Annotated[int, typer.Option()] = 8,
-    cache: Annotated[Optional[Path], typer.Option()] = None,  # noqa: UP045
+    cache: Annotated[Path | None, typer.Option()] = None,
     format: Annotated[str, typer.Option("--format")] = "auto",
-    label_rule: Annotated[Optional[str], typer.Option(help="default: the checkpoint's rule")] = None,  # noqa: UP045
+    label_rule: Annotated[str | None, typer.Option(help="default: the checkpoint's rule")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """AUC with a DeLong 95% CI, ACC, F1, sensitivity, specificity at the stated threshold, per-breast outputs."""
@@ -394,9 +453,16 @@ def eval_cmd(
     from .train.evaluate import evaluate_checkpoint
 
     rep = evaluate_checkpoint(
-        ckpt, data, split, data_format=format, label_rule=label_rule, threshold=threshold,
-        batch_size=batch_size, device=device, cache=cache,
-    )  # fmt: skip
+        ckpt,
+        data,
+        split,
+        data_format=format,
+        label_rule=label_rule,
+        threshold=threshold,
+        batch_size=batch_size,
+        device=device,
+        cache=cache,
+    )
     d = rep.to_dict()
     if plots is not None:
         d["plots"] = [str(p) for p in rep.write_plots(plots)]
@@ -414,7 +480,7 @@ def eval_cmd(
 @app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="everything the demo writes goes here")] = Path("demo-out"),
-    steps: Annotated[Optional[str], typer.Option(help="comma-separated subset of the steps")] = None,  # noqa: UP045
+    steps: Annotated[str | None, typer.Option(help="comma-separated subset of the steps")] = None,
     breasts: Annotated[int, typer.Option(help="synthetic breasts")] = 80,
     epochs: Annotated[int, typer.Option()] = 6,
     seed: int = 0,
@@ -431,40 +497,82 @@ def demo(
 
 # ---- export + validate (issue 5) ----------------------------------------------------------------
 def _parity_table(report: object) -> Table:
-    t = Table("candidate", "status", "max|Δlogits|", "max|Δprob|", "kept-set J min", "ties", "flips",
-              "decision flips", "ΔAUC", "gate / reason")
+    t = Table(
+        "candidate",
+        "status",
+        "max|Δlogits|",
+        "max|Δprob|",
+        "kept-set J min",
+        "ties",
+        "flips",
+        "decision flips",
+        "ΔAUC",
+        "gate / reason",
+    )
     for c in report.candidates:  # type: ignore[attr-defined]
+
         def f(v: object) -> str:
             return "" if v is None else f"{v:.2e}" if isinstance(v, float) else str(v)
+
         col = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
-        t.add_row(c.name, f"[{col}]{c.status}[/]", f(c.max_abs_logits_all), f(c.max_abs_prob_all),
-                  "" if c.min_jaccard is None else f"{c.min_jaccard:.3f}", f(c.selection_ties or None),
-                  f(c.selection_flips or None), f(c.decision_flips), f(c.delta_auc), c.reason or c.gate)
+        t.add_row(
+            c.name,
+            f"[{col}]{c.status}[/]",
+            f(c.max_abs_logits_all),
+            f(c.max_abs_prob_all),
+            "" if c.min_jaccard is None else f"{c.min_jaccard:.3f}",
+            f(c.selection_ties or None),
+            f(c.selection_flips or None),
+            f(c.decision_flips),
+            f(c.delta_auc),
+            c.reason or c.gate,
+        )
     return t
 
 
 @app.command()
 def export(
-    checkpoint: Annotated[Optional[Path], typer.Argument(help="checkpoint folder (omit with --config for random weights)")] = None,
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="checkpoint folder (omit with --config for random weights)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="strongly typed FP16 graph (FP32 islands) served")] = False,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="with --fp16 also write model.onnx")] = True,
     plugin: Annotated[bool, typer.Option("--plugin", help="window selection as XprWindowSelect custom nodes")] = False,
-    with_selection: Annotated[bool, typer.Option("--with-selection", help="kept window indices as extra outputs")] = False,
-    engine: Annotated[Optional[bool], typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)")] = None,
+    with_selection: Annotated[
+        bool, typer.Option("--with-selection", help="kept window indices as extra outputs")
+    ] = False,
+    engine: Annotated[
+        bool | None,
+        typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)"),
+    ] = None,
     backend: Annotated[str, typer.Option("--backend", help="auto | tensorrt-rtx | tensorrt")] = "auto",
     sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
     hw_compat: Annotated[str, typer.Option("--hw-compat", help="same | ampere+")] = "same",
     batch: Annotated[int, typer.Option("--batch", help="static batch size")] = 1,
-    parity_samples: Annotated[int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")] = 8,
+    parity_samples: Annotated[
+        int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
+    ] = 8,
     seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
 ) -> None:
     """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
     from .export.bundle import ExportOptions, default_name, export_bundle, load_source
 
-    opts = ExportOptions(fp16=fp16, plugin=plugin, with_selection=with_selection, fp32_graph=fp32, engine=engine,
-                         backend=backend, sm=sm, hw_compat=hw_compat, batch=batch, parity_samples=parity_samples)
+    opts = ExportOptions(
+        fp16=fp16,
+        plugin=plugin,
+        with_selection=with_selection,
+        fp32_graph=fp32,
+        engine=engine,
+        backend=backend,
+        sm=sm,
+        hw_compat=hw_compat,
+        batch=batch,
+        parity_samples=parity_samples,
+    )
     opts.check()
     if engine is not False and backend != "auto":  # an unavailable backend fails before any work
         from .engine.build import resolve_backend
@@ -474,8 +582,10 @@ def export(
     dest = out or Path("export") / default_name(model, opts)
     b = export_bundle(model, meta, dest, opts)
     m = b.manifest
-    console.print(f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
-                  f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}")
+    console.print(
+        f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
+        f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}"
+    )
     console.print("timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
     if b.parity is not None:
         console.print(_parity_table(b.parity))
@@ -487,9 +597,9 @@ def export(
 @app.command()
 def validate(
     bundle: Annotated[Path, typer.Argument(help="export bundle folder")],
-    data: Annotated[Optional[Path], typer.Option("--data", help="dataset folder (default: synthetic studies)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="dataset folder (default: synthetic studies)")] = None,
     samples: Annotated[int, typer.Option("--samples", help="pairs to compare")] = 8,
-    out: Annotated[Optional[Path], typer.Option("--out", help="parity report (default BUNDLE/parity.json)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="parity report (default BUNDLE/parity.json)")] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Parity of the bundle against eager FP32: kept sets, |Δ| logits/prob, decisions; exit 1 on a broken tolerance."""
@@ -546,9 +656,16 @@ def bench(
         rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
     elif onnx is not None:
         rep = B.bench_onnx(
-            onnx, runs=runs, warmup=warmup, threads=threads, dense=dense, keep_sweep=sweep,
-            dense_path=dense_onnx, profile_dir=profile, progress=progress,
-        )  # fmt: skip
+            onnx,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            dense=dense,
+            keep_sweep=sweep,
+            dense_path=dense_onnx,
+            profile_dir=profile,
+            progress=progress,
+        )
     else:
         if eager is not None:
             from . import load_checkpoint
@@ -560,9 +677,17 @@ def bench(
 
             model = random_model(get_config(str(config)), 0)
         rep = B.bench_eager(
-            model, runs=runs, warmup=warmup, threads=threads, dense=dense, keep_sweep=sweep,
-            device=device, dtype=dtype, mode=mode, progress=progress,
-        )  # fmt: skip
+            model,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            dense=dense,
+            keep_sweep=sweep,
+            device=device,
+            dtype=dtype,
+            mode=mode,
+            progress=progress,
+        )
     B.print_summary(rep, lambda s: console.print(s, highlight=False))
     if json_out is not None:
         write_json(json_out, rep)

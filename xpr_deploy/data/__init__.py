@@ -88,8 +88,9 @@ def detect_format(root: str | Path) -> str:
     return "folder"
 
 
-def load_dataset(root: str | Path, format: str = "auto", label_rule: str | None = None,
-                 *, verify: bool = True) -> DatasetIndex:
+def load_dataset(
+    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True
+) -> DatasetIndex:
     """Index a dataset: pairs, rejects (with reasons) and the label rule used."""
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -108,8 +109,9 @@ def load_dataset(root: str | Path, format: str = "auto", label_rule: str | None 
     return load_folder(root, label_rule)
 
 
-def check_dataset(root: str | Path, format: str = "auto", label_rule: str | None = None,
-                  seed: int = 0, k: int = 5) -> dict[str, Any]:
+def check_dataset(
+    root: str | Path, format: str = "auto", label_rule: str | None = None, seed: int = 0, k: int = 5
+) -> dict[str, Any]:
     """`xpr data check`: the dataset summary plus hold-out and k-fold split counts."""
     from .errors import SplitError
 

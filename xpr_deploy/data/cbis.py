@@ -93,7 +93,7 @@ def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool =
                 idx.rejects.append(Reject(where, "row without patient_id or image file path"))
                 continue
             if not side:
-                bad = row.get('left_or_right_breast', '')
+                bad = row.get("left_or_right_breast", "")
                 idx.rejects.append(Reject(where, f"laterality {bad!r} (need LEFT/RIGHT)"))
                 continue
             pathologies[(patient, side)].add(row.get("pathology", "").upper() or "?")
@@ -112,8 +112,9 @@ def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool =
         # the same mammogram appears under a Mass and a Calc case folder: keep one (Mass first)
         chosen = sorted(cases, key=lambda c: (not c.lower().startswith("mass"), c))[0]
         if len(cases) > 1:
-            idx.notes.append(f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); "
-                             f"using {chosen}")
+            idx.notes.append(
+                f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); using {chosen}"
+            )
         path, split = cases[chosen]
         if verify:
             try:
@@ -126,7 +127,17 @@ def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool =
                 idx.rejects.append(Reject(str(path), str(exc)))
                 continue
         raw = "+".join(sorted(pathologies[(patient, side)]))
-        records.append(ImageRecord(path=path, study_id=patient, patient_id=patient, laterality=side, view=view,
-                                   raw_label=raw, official_split=split, meta={"case": chosen}))
+        records.append(
+            ImageRecord(
+                path=path,
+                study_id=patient,
+                patient_id=patient,
+                laterality=side,
+                view=view,
+                raw_label=raw,
+                official_split=split,
+                meta={"case": chosen},
+            )
+        )
     idx.pairs = pair_images(records, rule.label, idx.rejects)
     return idx

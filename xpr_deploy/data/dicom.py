@@ -118,13 +118,19 @@ class Geometry:
     out_size: tuple[int, int]  # model rows x cols
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "cols": self.cols, "flipped": self.flipped,
-                "crop": list(self.crop), "out_size": list(self.out_size)}
+        return {
+            "rows": self.rows,
+            "cols": self.cols,
+            "flipped": self.flipped,
+            "crop": list(self.crop),
+            "out_size": list(self.out_size),
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Geometry:
-        return cls(int(d["rows"]), int(d["cols"]), bool(d["flipped"]),
-                   tuple(int(v) for v in d["crop"]), tuple(int(v) for v in d["out_size"]))  # type: ignore[arg-type]
+        r0, r1, c0, c1 = (int(v) for v in d["crop"])
+        oh, ow = (int(v) for v in d["out_size"])
+        return cls(int(d["rows"]), int(d["cols"]), bool(d["flipped"]), (r0, r1, c0, c1), (oh, ow))
 
     def model_to_stored(self, row: np.ndarray | float, col: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
         """Continuous model-pixel coordinates (pixel centres at integers) to stored-image coordinates."""
@@ -343,8 +349,12 @@ def laterality_of(ds: Dataset, path: str = "<dataset>") -> str:
 
 
 _VIEW_CODES = {
-    "399162004": "CC", "R-10242": "CC", "cranio-caudal": "CC",
-    "399368009": "MLO", "R-10226": "MLO", "medio-lateral oblique": "MLO",
+    "399162004": "CC",
+    "R-10242": "CC",
+    "cranio-caudal": "CC",
+    "399368009": "MLO",
+    "R-10226": "MLO",
+    "medio-lateral oblique": "MLO",
 }
 
 
@@ -424,8 +434,9 @@ def needs_flip(x: np.ndarray) -> bool:
     return right > left
 
 
-def breast_box(x: np.ndarray, mask_threshold: float, profile_threshold: float,
-               path: str = "<image>") -> tuple[int, int, int, int]:
+def breast_box(
+    x: np.ndarray, mask_threshold: float, profile_threshold: float, path: str = "<image>"
+) -> tuple[int, int, int, int]:
     """Step 7: rows/cols where at least `profile_threshold` of the line is breast; inclusive box."""
     m = x > mask_threshold
     col_prof = m.mean(axis=0)
@@ -481,8 +492,9 @@ def resize_bilinear_aa(x: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(_aa_matrix(x.shape[0], out_h) @ tmp))  # [out_h, out_w]
 
 
-def preprocess_array(stored: np.ndarray, meta: PixelMeta, settings: PreprocessSettings,
-                     path: str = "<image>") -> tuple[np.ndarray, Geometry]:
+def preprocess_array(
+    stored: np.ndarray, meta: PixelMeta, settings: PreprocessSettings, path: str = "<image>"
+) -> tuple[np.ndarray, Geometry]:
     """Steps 1-9 on a decoded stored-value array: the exact contract, independent of pydicom."""
     if stored.ndim != 2:
         raise UnsupportedImage(f"{path}: need a 2-D image, got shape {stored.shape}")
@@ -494,13 +506,19 @@ def preprocess_array(stored: np.ndarray, meta: PixelMeta, settings: PreprocessSe
     crop = np.ascontiguousarray(x[r0 : r1 + 1, c0 : c1 + 1])
     y = resize_bilinear_aa(crop, settings.img_size)
     y = (y - settings.mean) / settings.std
-    geo = Geometry(rows=stored.shape[0], cols=stored.shape[1], flipped=flipped, crop=(r0, r1, c0, c1),
-                   out_size=tuple(settings.img_size))  # type: ignore[arg-type]
+    geo = Geometry(
+        rows=stored.shape[0],
+        cols=stored.shape[1],
+        flipped=flipped,
+        crop=(r0, r1, c0, c1),
+        out_size=(int(settings.img_size[0]), int(settings.img_size[1])),
+    )
     return y.astype(np.float32), geo
 
 
-def preprocess_with_geometry(src: str | Path | Dataset, settings: PreprocessSettings,
-                             *, require_mg: bool = True) -> tuple[np.ndarray, Geometry]:
+def preprocess_with_geometry(
+    src: str | Path | Dataset, settings: PreprocessSettings, *, require_mg: bool = True
+) -> tuple[np.ndarray, Geometry]:
     """A path or a pydicom Dataset to (float32 [H, W] model input, Geometry)."""
     if isinstance(src, Dataset):
         path = str(getattr(src, "filename", None) or "<dataset>")

@@ -10,8 +10,23 @@ from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
 
 #: files that are obviously not DICOM are skipped without a reject
-SKIP_SUFFIXES = {".csv", ".json", ".txt", ".md", ".npy", ".npz", ".png", ".jpg", ".jpeg", ".xml", ".html", ".pdf",
-                 ".zip", ".gz", ".tsv"}
+SKIP_SUFFIXES = {
+    ".csv",
+    ".json",
+    ".txt",
+    ".md",
+    ".npy",
+    ".npz",
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".xml",
+    ".html",
+    ".pdf",
+    ".zip",
+    ".gz",
+    ".tsv",
+}
 
 
 def load_folder(root: str | Path, label_rule: str | None = None) -> DatasetIndex:
@@ -33,7 +48,16 @@ def load_folder(root: str | Path, label_rule: str | None = None) -> DatasetIndex
             continue
         study = str(ds.get("StudyInstanceUID", "") or path.parent.name)
         patient = str(ds.get("PatientID", "") or study)
-        records.append(ImageRecord(path=path, study_id=study, patient_id=patient, laterality=lat, view=view,
-                                   raw_label=None, meta={"sop_instance_uid": str(ds.get("SOPInstanceUID", ""))}))
+        records.append(
+            ImageRecord(
+                path=path,
+                study_id=study,
+                patient_id=patient,
+                laterality=lat,
+                view=view,
+                raw_label=None,
+                meta={"sop_instance_uid": str(ds.get("SOPInstanceUID", ""))},
+            )
+        )
     idx.pairs = pair_images(records, rule.label, idx.rejects)
     return idx

@@ -60,9 +60,15 @@ def label_rule(name: str | None, fmt: str) -> LabelRule:
     if name is None or name == "":
         name = DEFAULT_RULES.get(fmt, "none")
     name = name.strip().lower().replace(" ", "")
-    aliases = {"birads>=4": "vindr:birads>=4", "birads>=3": "vindr:birads>=3", "birads>=5": "vindr:birads>=5",
-               "vindr:birads4-5": "vindr:birads>=4", "vindr:birads3-5": "vindr:birads>=3",
-               "vindr:birads5": "vindr:birads>=5", "pathology": "cbis:pathology"}
+    aliases = {
+        "birads>=4": "vindr:birads>=4",
+        "birads>=3": "vindr:birads>=3",
+        "birads>=5": "vindr:birads>=5",
+        "vindr:birads4-5": "vindr:birads>=4",
+        "vindr:birads3-5": "vindr:birads>=3",
+        "vindr:birads5": "vindr:birads>=5",
+        "pathology": "cbis:pathology",
+    }
     name = aliases.get(name, name)
     known = {*VINDR_RULES, "cbis:pathology", "none"}
     if name not in known:

@@ -97,8 +97,9 @@ class DatasetIndex:
         }
 
 
-def pair_images(records: Iterable[ImageRecord], rule_label: Any, rejects: list[Reject],
-                breast_key: Any = None) -> list[BreastPair]:
+def pair_images(
+    records: Iterable[ImageRecord], rule_label: Any, rejects: list[Reject], breast_key: Any = None
+) -> list[BreastPair]:
     """Group images by breast and keep breasts with exactly one CC and one MLO.
 
     `rule_label(raw)` maps a breast's raw label to 0/1 and may raise BadLabel (the breast is then
@@ -133,7 +134,17 @@ def pair_images(records: Iterable[ImageRecord], rule_label: Any, rejects: list[R
             rejects.append(Reject(where, f"breast label: {exc}"))
             continue
         meta = {"cc": cc.meta, "mlo": mlo.meta} if (cc.meta or mlo.meta) else {}
-        pairs.append(BreastPair(study_id=cc.study_id, patient_id=cc.patient_id, laterality=cc.laterality,
-                                cc=cc.path, mlo=mlo.path, label=label, raw_label=raw,
-                                official_split=cc.official_split or mlo.official_split, meta=meta))
+        pairs.append(
+            BreastPair(
+                study_id=cc.study_id,
+                patient_id=cc.patient_id,
+                laterality=cc.laterality,
+                cc=cc.path,
+                mlo=mlo.path,
+                label=label,
+                raw_label=raw,
+                official_split=cc.official_split or mlo.official_split,
+                meta=meta,
+            )
+        )
     return pairs

@@ -35,16 +35,30 @@ class SplitFile:
     groups: dict[str, str] = field(default_factory=dict)  # breast key -> group (patient/study)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"version": SPLIT_VERSION, "kind": self.kind, "seed": self.seed, "k": self.k,
-                "test_fraction": self.test_fraction, "label_rule": self.label_rule,
-                "folds": self.folds, "groups": self.groups}
+        return {
+            "version": SPLIT_VERSION,
+            "kind": self.kind,
+            "seed": self.seed,
+            "k": self.k,
+            "test_fraction": self.test_fraction,
+            "label_rule": self.label_rule,
+            "folds": self.folds,
+            "groups": self.groups,
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SplitFile:
         if d.get("version") != SPLIT_VERSION:
             raise SplitError(f"split file version {d.get('version')!r} is not {SPLIT_VERSION}")
-        s = cls(kind=d["kind"], seed=int(d["seed"]), folds=d["folds"], test_fraction=d.get("test_fraction"),
-                k=d.get("k"), label_rule=d.get("label_rule", ""), groups=d.get("groups", {}))
+        s = cls(
+            kind=d["kind"],
+            seed=int(d["seed"]),
+            folds=d["folds"],
+            test_fraction=d.get("test_fraction"),
+            k=d.get("k"),
+            label_rule=d.get("label_rule", ""),
+            groups=d.get("groups", {}),
+        )
         s.check()
         return s
 
@@ -124,8 +138,7 @@ def _groups(pairs: list[BreastPair]) -> tuple[dict[str, list[BreastPair]], list[
     return groups, strata
 
 
-def _make(pairs: list[BreastPair], assign: dict[str, int], n: int, kind: str, seed: int,
-          **extra: Any) -> SplitFile:
+def _make(pairs: list[BreastPair], assign: dict[str, int], n: int, kind: str, seed: int, **extra: Any) -> SplitFile:
     by_group = {p.key: p.patient_id for p in pairs}
     folds = []
     for i in range(n):
@@ -137,8 +150,7 @@ def _make(pairs: list[BreastPair], assign: dict[str, int], n: int, kind: str, se
     return s
 
 
-def make_holdout(pairs: list[BreastPair], test_fraction: float = 0.2, seed: int = 0,
-                 label_rule: str = "") -> SplitFile:
+def make_holdout(pairs: list[BreastPair], test_fraction: float = 0.2, seed: int = 0, label_rule: str = "") -> SplitFile:
     """One train/test split (8:2 by default) of patients, stratified by patient label."""
     if not 0.0 < test_fraction < 1.0:
         raise SplitError(f"test_fraction {test_fraction} must be in (0, 1)")

@@ -96,8 +96,16 @@ def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cell: int, s
     return _interp_matrix(h, small.shape[0]) @ small @ _interp_matrix(w, small.shape[1]).T
 
 
-def _add_mass(img: np.ndarray, weight: np.ndarray, cy: float, cx: float, r: float, amp: float, spiculated: bool,
-              rng: np.random.Generator) -> None:
+def _add_mass(
+    img: np.ndarray,
+    weight: np.ndarray,
+    cy: float,
+    cx: float,
+    r: float,
+    amp: float,
+    spiculated: bool,
+    rng: np.random.Generator,
+) -> None:
     """Add an irregular round mass (with spicules) in place, drawn on a local patch, times `weight`."""
     h, w = img.shape
     ext = math.ceil(r * (3.2 if spiculated else 1.4)) + 2
@@ -204,10 +212,23 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return d
 
 
-def mg_dataset(stored: np.ndarray, *, photometric: str, laterality: str, view: str, window: tuple[int, int],
-               patient_id: str, patient_name: str, study_uid: str, series_uid: str, sop_uid: str,
-               study_date: str = "20240101", accession: str = "", instance: int = 1,
-               padding_value: int | None = None) -> Dataset:
+def mg_dataset(
+    stored: np.ndarray,
+    *,
+    photometric: str,
+    laterality: str,
+    view: str,
+    window: tuple[int, int],
+    patient_id: str,
+    patient_name: str,
+    study_uid: str,
+    series_uid: str,
+    sop_uid: str,
+    study_date: str = "20240101",
+    accession: str = "",
+    instance: int = 1,
+    padding_value: int | None = None,
+) -> Dataset:
     """A Digital Mammography X-Ray Image (For Presentation) dataset with uncompressed pixel data."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(MG_FOR_PRESENTATION)
@@ -308,18 +329,32 @@ def plan_breasts(n: int, seed: int, positive_fraction: float, fmt: str) -> list[
         s = int(rng.integers(0, 2**31))
         lesion = None
         if malignant[i]:
-            lesion = Lesion(depth=float(rng.uniform(0.3, 0.7)), cc_offset=float(rng.uniform(-0.6, 0.6)),
-                            mlo_offset=float(rng.uniform(-0.2, 0.6)), radius=float(rng.uniform(0.045, 0.07)),
-                            contrast=float(rng.uniform(0.25, 0.33)), seed=s + 1)
-        out.append(Breast(laterality="L", malignant=bool(malignant[i]), depth=float(rng.uniform(0.72, 0.88)),
-                          half_height=float(rng.uniform(0.36, 0.43)), density=float(rng.uniform(0.2, 0.8)),
-                          seed=s, lesion=lesion, calcs=int(rng.integers(2, 6)) if fmt == "cbis" and not malignant[i]
-                          else 0))
+            lesion = Lesion(
+                depth=float(rng.uniform(0.3, 0.7)),
+                cc_offset=float(rng.uniform(-0.6, 0.6)),
+                mlo_offset=float(rng.uniform(-0.2, 0.6)),
+                radius=float(rng.uniform(0.045, 0.07)),
+                contrast=float(rng.uniform(0.25, 0.33)),
+                seed=s + 1,
+            )
+        out.append(
+            Breast(
+                laterality="L",
+                malignant=bool(malignant[i]),
+                depth=float(rng.uniform(0.72, 0.88)),
+                half_height=float(rng.uniform(0.36, 0.43)),
+                density=float(rng.uniform(0.2, 0.8)),
+                seed=s,
+                lesion=lesion,
+                calcs=int(rng.integers(2, 6)) if fmt == "cbis" and not malignant[i] else 0,
+            )
+        )
     return out
 
 
-def render_stored(breast: Breast, view: str, size: tuple[int, int], photometric: str, center: int, width: int,
-                  padding: bool = False) -> tuple[np.ndarray, int | None]:
+def render_stored(
+    breast: Breast, view: str, size: tuple[int, int], photometric: str, center: int, width: int, padding: bool = False
+) -> tuple[np.ndarray, int | None]:
     """Stored pixels of a view as acquired (right breasts mirrored) and the padding value used."""
     img = render_view(breast, view, size)
     stored = to_stored(img, photometric, center, width)
@@ -344,8 +379,14 @@ class SynthSummary:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        return {"root": str(self.root), "format": self.format, "breasts": self.breasts,
-                "positives": self.positives, "files": len(self.files), "seconds": round(self.seconds, 2)}
+        return {
+            "root": str(self.root),
+            "format": self.format,
+            "breasts": self.breasts,
+            "positives": self.positives,
+            "files": len(self.files),
+            "seconds": round(self.seconds, 2),
+        }
 
 
 def _hex(*parts: Any) -> str:
@@ -364,8 +405,15 @@ def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return buf.getvalue()
 
 
-def write_synthetic(out: str | Path, breasts: int, format: str = "vindr", size: tuple[int, int] = (1024, 512),
-                    seed: int = 0, positive_fraction: float = 0.5, overwrite: bool = False) -> SynthSummary:
+def write_synthetic(
+    out: str | Path,
+    breasts: int,
+    format: str = "vindr",
+    size: tuple[int, int] = (1024, 512),
+    seed: int = 0,
+    positive_fraction: float = 0.5,
+    overwrite: bool = False,
+) -> SynthSummary:
     """Write `breasts` synthetic breasts (CC + MLO each) in the VinDr or CBIS layout under `out`.
 
     The folder appears atomically; an existing non-empty folder is replaced only with `overwrite`.
@@ -407,8 +455,11 @@ def write_synthetic(out: str | Path, breasts: int, format: str = "vindr", size: 
             study_hex = _hex(seed, g, "study")
             split = "test" if rng.random() < 0.2 else ("training" if format == "vindr" else "train")
             for b in group:
-                birads = int(rng.choice([4, 5], p=[0.7, 0.3])) if b.malignant else int(
-                    rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+                birads = (
+                    int(rng.choice([4, 5], p=[0.7, 0.3]))
+                    if b.malignant
+                    else int(rng.choice([1, 2, 3], p=[0.6, 0.3, 0.1]))
+                )
                 density = str(rng.choice(["A", "B", "C", "D"]))
                 abn = "mass" if b.malignant or format == "vindr" else "calcification"
                 pathology = "MALIGNANT" if b.malignant else str(rng.choice(["BENIGN", "BENIGN_WITHOUT_CALLBACK"]))
@@ -417,11 +468,21 @@ def write_synthetic(out: str | Path, breasts: int, format: str = "vindr", size: 
                     stored, pad = render_stored(b, view, size, photometric, center, width, padding=img_no % 4 == 3)
                     series_uid = _uid(seed, format, g, b.laterality, view, "series")
                     sop_uid = _uid(seed, format, g, b.laterality, view, "sop")
-                    ds = mg_dataset(stored, photometric=photometric, laterality=b.laterality, view=view,
-                                    window=window_for(photometric, center, width), patient_id=patient_id,
-                                    patient_name=f"SYNTH^{patient_id}", study_uid=study_uid, series_uid=series_uid,
-                                    sop_uid=sop_uid, accession=f"A{g + 1:06d}", instance=img_no + 1,
-                                    padding_value=pad)
+                    ds = mg_dataset(
+                        stored,
+                        photometric=photometric,
+                        laterality=b.laterality,
+                        view=view,
+                        window=window_for(photometric, center, width),
+                        patient_id=patient_id,
+                        patient_name=f"SYNTH^{patient_id}",
+                        study_uid=study_uid,
+                        series_uid=series_uid,
+                        sop_uid=sop_uid,
+                        accession=f"A{g + 1:06d}",
+                        instance=img_no + 1,
+                        padding_value=pad,
+                    )
                     ts = TRANSFER_SYNTAXES[img_no % len(TRANSFER_SYNTAXES)]
                     img_no += 1
                     box = b.boxes.get(view)
@@ -430,44 +491,90 @@ def write_synthetic(out: str | Path, breasts: int, format: str = "vindr", size: 
                     if format == "vindr":
                         image_id = _hex(seed, g, b.laterality, view, "image")
                         rel = Path("images") / study_hex / f"{image_id}.dicom"
-                        rows.append({"study_id": study_hex, "series_id": _hex(seed, g, b.laterality, view, "series"),
-                                     "image_id": image_id, "laterality": b.laterality, "view_position": view,
-                                     "height": h, "width": w, "breast_birads": f"BI-RADS {birads}",
-                                     "breast_density": f"DENSITY {density}", "split": split, "box": box})
+                        rows.append(
+                            {
+                                "study_id": study_hex,
+                                "series_id": _hex(seed, g, b.laterality, view, "series"),
+                                "image_id": image_id,
+                                "laterality": b.laterality,
+                                "view_position": view,
+                                "height": h,
+                                "width": w,
+                                "breast_birads": f"BI-RADS {birads}",
+                                "breast_density": f"DENSITY {density}",
+                                "split": split,
+                                "box": box,
+                            }
+                        )
                     else:
                         kind = "Mass" if abn == "mass" else "Calc"
                         tag = "Training" if split == "train" else "Test"
                         side = "LEFT" if b.laterality == "L" else "RIGHT"
                         case = f"{kind}-{tag}_{patient_id}_{side}_{view}"
                         series_no = int(_hex(case)[:4], 16) % 90000 + 10000
-                        rel = (Path("CBIS-DDSM") / case / f"07-20-2016-DDSM-{series_no % 1000:03d}"
-                               / f"1.000000-full mammogram images-{series_no}" / "1-1.dcm")
-                        rows.append({"kind": kind, "split": split, "patient_id": patient_id,
-                                     "breast_density": "ABCD".index(density) + 1, "side": side, "view": view,
-                                     "abnormality_type": abn, "pathology": pathology,
-                                     "assessment": birads, "case": case, "study_uid": study_uid,
-                                     "series_uid": series_uid})
+                        rel = (
+                            Path("CBIS-DDSM")
+                            / case
+                            / f"07-20-2016-DDSM-{series_no % 1000:03d}"
+                            / f"1.000000-full mammogram images-{series_no}"
+                            / "1-1.dcm"
+                        )
+                        rows.append(
+                            {
+                                "kind": kind,
+                                "split": split,
+                                "patient_id": patient_id,
+                                "breast_density": "ABCD".index(density) + 1,
+                                "side": side,
+                                "view": view,
+                                "abnormality_type": abn,
+                                "pathology": pathology,
+                                "assessment": birads,
+                                "case": case,
+                                "study_uid": study_uid,
+                                "series_uid": series_uid,
+                            }
+                        )
                     save_mg(ds, tmp / rel, ts)
                     files.append(out / rel)
         if format == "vindr":
             _write_vindr_csvs(tmp, rows)
         else:
             _write_cbis_csvs(tmp, rows)
-    return SynthSummary(root=out, format=format, breasts=breasts, positives=sum(b.malignant for b in plan),
-                        files=files, seconds=time.perf_counter() - t0)
+    return SynthSummary(
+        root=out,
+        format=format,
+        breasts=breasts,
+        positives=sum(b.malignant for b in plan),
+        files=files,
+        seconds=time.perf_counter() - t0,
+    )
 
 
 def _write_vindr_csvs(root: Path, rows: list[dict[str, Any]]) -> None:
-    cols = ["study_id", "series_id", "image_id", "laterality", "view_position", "height", "width",
-            "breast_birads", "breast_density", "split"]
+    cols = [
+        "study_id",
+        "series_id",
+        "image_id",
+        "laterality",
+        "view_position",
+        "height",
+        "width",
+        "breast_birads",
+        "breast_density",
+        "split",
+    ]
     write_text(root / "breast-level_annotations.csv", _csv([{k: r[k] for k in cols} for r in rows], cols))
     fcols = [*cols[:9], "finding_categories", "finding_birads", "xmin", "ymin", "xmax", "ymax", "split"]
     frows = []
     for r in rows:
         f = {k: r[k] for k in cols}
         if r["box"] is not None:
-            f.update(finding_categories="['Mass']", finding_birads=r["breast_birads"],
-                     **{k: f"{v:.2f}" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), r["box"], strict=True)})
+            f.update(
+                finding_categories="['Mass']",
+                finding_birads=r["breast_birads"],
+                **{k: f"{v:.2f}" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), r["box"], strict=True)},
+            )
         else:
             f.update(finding_categories="['No Finding']", finding_birads="", xmin="", ymin="", xmax="", ymax="")
         frows.append(f)
@@ -476,10 +583,30 @@ def _write_vindr_csvs(root: Path, rows: list[dict[str, Any]]) -> None:
 
 def _write_cbis_csvs(root: Path, rows: list[dict[str, Any]]) -> None:
     tail = ["pathology", "subtlety", "image file path", "cropped image file path", "ROI mask file path"]
-    mass_cols = ["patient_id", "breast_density", "left or right breast", "image view", "abnormality id",
-                 "abnormality type", "mass shape", "mass margins", "assessment", *tail]
-    calc_cols = ["patient_id", "breast density", "left or right breast", "image view", "abnormality id",
-                 "abnormality type", "calc type", "calc distribution", "assessment", *tail]
+    mass_cols = [
+        "patient_id",
+        "breast_density",
+        "left or right breast",
+        "image view",
+        "abnormality id",
+        "abnormality type",
+        "mass shape",
+        "mass margins",
+        "assessment",
+        *tail,
+    ]
+    calc_cols = [
+        "patient_id",
+        "breast density",
+        "left or right breast",
+        "image view",
+        "abnormality id",
+        "abnormality type",
+        "calc type",
+        "calc distribution",
+        "assessment",
+        *tail,
+    ]
     for kind, cols in (("Mass", mass_cols), ("Calc", calc_cols)):
         for split in ("train", "test"):
             out = []
@@ -487,15 +614,27 @@ def _write_cbis_csvs(root: Path, rows: list[dict[str, Any]]) -> None:
                 if r["kind"] != kind or r["split"] != split:
                     continue
                 img = f"{r['case']}/{r['study_uid']}/{r['series_uid']}/000000.dcm"
-                row = {"patient_id": r["patient_id"], cols[1]: r["breast_density"], "left or right breast": r["side"],
-                       "image view": r["view"], "abnormality id": 1, "abnormality type": r["abnormality_type"],
-                       "assessment": r["assessment"], "pathology": r["pathology"], "subtlety": 4,
-                       "image file path": img,
-                       "cropped image file path": f"{r['case']}_1/{r['study_uid']}/x/000000.dcm",
-                       "ROI mask file path": f"{r['case']}_1/{r['study_uid']}/x/000001.dcm\n"}
+                row = {
+                    "patient_id": r["patient_id"],
+                    cols[1]: r["breast_density"],
+                    "left or right breast": r["side"],
+                    "image view": r["view"],
+                    "abnormality id": 1,
+                    "abnormality type": r["abnormality_type"],
+                    "assessment": r["assessment"],
+                    "pathology": r["pathology"],
+                    "subtlety": 4,
+                    "image file path": img,
+                    "cropped image file path": f"{r['case']}_1/{r['study_uid']}/x/000000.dcm",
+                    "ROI mask file path": f"{r['case']}_1/{r['study_uid']}/x/000001.dcm\n",
+                }
                 if kind == "Mass":
-                    row.update({"mass shape": "IRREGULAR" if r["pathology"] == "MALIGNANT" else "OVAL",
-                                "mass margins": "SPICULATED" if r["pathology"] == "MALIGNANT" else "CIRCUMSCRIBED"})
+                    row.update(
+                        {
+                            "mass shape": "IRREGULAR" if r["pathology"] == "MALIGNANT" else "OVAL",
+                            "mass margins": "SPICULATED" if r["pathology"] == "MALIGNANT" else "CIRCUMSCRIBED",
+                        }
+                    )
                 else:
                     row.update({"calc type": "PUNCTATE", "calc distribution": "CLUSTERED"})
                 out.append(row)

@@ -16,8 +16,9 @@ from .pairs import BreastPair
 class PairDataset(Dataset):
     """Reads through a PreparedCache when given one (recommended), else preprocesses on the fly."""
 
-    def __init__(self, pairs: Sequence[BreastPair], settings: PreprocessSettings,
-                 cache: PreparedCache | str | Path | None = None) -> None:
+    def __init__(
+        self, pairs: Sequence[BreastPair], settings: PreprocessSettings, cache: PreparedCache | str | Path | None = None
+    ) -> None:
         self.pairs = list(pairs)
         self.settings = settings
         self.cache = PreparedCache(cache) if isinstance(cache, (str, Path)) else cache

@@ -93,8 +93,17 @@ def load_vindr(root: str | Path, label_rule: str | None = None, *, verify: bool 
         meta: dict[str, Any] = {"image_id": image, "series_id": row.get("series_id", "")}
         if image in findings:
             meta["findings"] = findings[image]
-        records.append(ImageRecord(path=path, study_id=study, patient_id=study, laterality=lat, view=view,
-                                   raw_label=row["breast_birads"], official_split=row.get("split", ""),
-                                   meta=meta))
+        records.append(
+            ImageRecord(
+                path=path,
+                study_id=study,
+                patient_id=study,
+                laterality=lat,
+                view=view,
+                raw_label=row["breast_birads"],
+                official_split=row.get("split", ""),
+                meta=meta,
+            )
+        )
     idx.pairs = pair_images(records, rule.label, idx.rejects)
     return idx
