@@ -6,6 +6,8 @@ import math
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from .errors import ConfigError
+
 #: Swin stages are numbered 1..4 everywhere in the toolkit (as in the paper).
 NUM_STAGES = 4
 
@@ -106,6 +108,6 @@ PRESETS: dict[str, ModelConfig] = {
 
 def get_config(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown config {name!r}: choose one of {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown config {name!r}: choose one of {', '.join(PRESETS)}")
     cfg = PRESETS[name]
     return replace(cfg, **overrides) if overrides else cfg

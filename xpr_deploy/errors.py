@@ -11,8 +11,8 @@ class WeightsError(XprError):
     """A weights or checkpoint file is missing, unreadable, or for another model."""
 
 
-class ConfigError(XprError):
-    """A configuration value is invalid."""
+class ConfigError(XprError, ValueError):
+    """A configuration value is invalid (a ValueError too, for library callers)."""
 
 
 class BackendUnavailable(XprError):
