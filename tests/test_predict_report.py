@@ -87,3 +87,14 @@ def test_demo_steps_predict_then_report(tmp_path: Path, synth_vindr: Path) -> No
     assert "## Predictions (eager backend" in text and "truncated.dcm" in text and "README.bin" in text
     assert text.count("![") == 2 and "| predict | ok |" in text and "[data](data)" in text
     assert "[demo.json](demo.json)" in text
+
+
+def test_report_resolves_cwd_relative_artefacts(tmp_path: Path, monkeypatch) -> None:
+    """`xpr demo --out demo-out` records paths like demo-out/data: they exist, so they are linked."""
+    monkeypatch.chdir(tmp_path)
+    out = Path("demo-out")
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "a.csv").write_text("x")
+    text = write_report(out, [StepRecord("synth", True, 1.0, "1 study", ["demo-out/data"])], None).read_text()
+    assert "(missing)" not in text
+    assert "[data](data)" in text

@@ -77,7 +77,9 @@ def _steps_section(steps: Sequence[StepRecord], root: Path) -> list[str]:
         secs = f"{s.seconds:.1f} s" if s.seconds is not None else ""
         links = []
         for a in s.artefacts:
-            p = Path(a) if Path(a).is_absolute() else root / a
+            p = Path(a)  # steps record paths as they used them: absolute, cwd-relative or root-relative
+            if not p.is_absolute() and not p.exists():
+                p = root / a
             links.append(_link(p, root) if p.exists() else f"{_cell(a)} (missing)")
         lines.append(f"| {_cell(s.name)} | {status} | {secs} | {_cell(s.detail)} | {'<br>'.join(links)} |")
     return [*lines, ""]
