@@ -862,6 +862,8 @@ def plot_keep_sweep(report: dict[str, Any], png: str | Path, title: str | None =
     """Latency (relative to dense) against keep ratio, next to the multiply-add ratio (`xpr info`)."""
     import matplotlib
 
+    from .io import write_figure
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -881,11 +883,7 @@ def plot_keep_sweep(report: dict[str, Any], png: str | Path, title: str | None =
     ax.legend(loc="upper left", fontsize=8)
     ax.set_title(title or f"{(report.get('model') or {}).get('config', '')} {report['kind']}: keep sweep", fontsize=10)
     fig.tight_layout()
-    png = Path(png)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png)
-    plt.close(fig)
-    return png
+    return write_figure(fig, png)
 
 
 # ---- isolated runs -----------------------------------------------------------------------------

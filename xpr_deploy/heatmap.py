@@ -40,13 +40,6 @@ def _indices(value: Any, batch_index: int) -> np.ndarray:
     return arr.astype(np.int64).reshape(-1)
 
 
-def block_shift(rows: int, cols: int, window: int) -> tuple[int, int]:
-    """The cyclic shift of an odd (shifted) block, per dimension, as timm computes it: a dimension no
-    larger than the window is not shifted (tiny's 14x7 stage 4 shifts rows only). BlockInfo.shifted
-    says "both or neither", so it is not used here."""
-    return (window // 2 if rows > window else 0, window // 2 if cols > window else 0)
-
-
 def count_maps(selection: SelectionLike, cfg: ModelConfig, batch_index: int = 0) -> dict[str, dict[int, np.ndarray]]:
     """{view: {stage: int [rows, cols] on the stage's token grid}}: how many blocks kept each token's window."""
     ws = cfg.window_size
@@ -66,8 +59,8 @@ def count_maps(selection: SelectionLike, cfg: ModelConfig, batch_index: int = 0)
         kept[idx] = True
         nh, nw = blk.window_grid
         tokens = np.repeat(np.repeat(kept.reshape(nh, nw), ws, axis=0), ws, axis=1)
-        if blk.block % 2 == 1:  # window (r, c) of the rolled map covers tokens (r*ws + shift ...) mod size
-            tokens = np.roll(tokens, shift=block_shift(gh, gw, ws), axis=(0, 1))
+        if blk.shifted:  # window (r, c) of the rolled map covers tokens (r*ws + shift ...) mod size
+            tokens = np.roll(tokens, shift=blk.shift, axis=(0, 1))
         maps[blk.stage] += tokens
     return out
 
@@ -134,7 +127,7 @@ def render(
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .io import atomic_path
+    from .io import write_figure
 
     order = [v for v in ("cc", "mlo") if v in views]
     ncols = len(order) * (1 + len(stages))
@@ -175,8 +168,4 @@ def render(
     if subtitle:
         fig.text(0.5, 0.905, subtitle, ha="center", fontsize=9, color="#444444")
     fig.subplots_adjust(left=0.01, right=0.99, top=0.84, bottom=0.08)
-    out_path = Path(out_path)
-    with atomic_path(out_path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return out_path
+    return write_figure(fig, out_path, dpi=110)

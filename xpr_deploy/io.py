@@ -58,6 +58,17 @@ def write_text(dest: str | Path, text: str) -> None:
     write_bytes(dest, text.encode())
 
 
+def write_figure(fig: Any, dest: str | Path, **savefig_kw: Any) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it (no matplotlib import needed here)."""
+    dest = Path(dest)
+    with atomic_path(dest, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png", **savefig_kw)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return dest
+
+
 def write_json(dest: str | Path, obj: Any) -> None:
     write_text(dest, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from ..io import atomic_path
+from ..io import write_figure
 
 
 def _pyplot() -> Any:
@@ -42,11 +42,7 @@ def plot_roc(
     ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="1 - specificity", ylabel="sensitivity", title=title)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    dest = Path(dest)
-    with atomic_path(dest, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return write_figure(fig, dest)
 
 
 def plot_confusion(matrix: Sequence[Sequence[int]], dest: str | Path, class_names: Sequence[str], title: str) -> Path:
@@ -61,11 +57,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], dest: str | Path, class_name
     ax.set_yticks(range(len(class_names)), class_names)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     fig.tight_layout()
-    dest = Path(dest)
-    with atomic_path(dest, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return write_figure(fig, dest)
 
 
 def plot_history(history: Sequence[dict[str, Any]], dest: str | Path) -> Path:
@@ -81,8 +73,4 @@ def plot_history(history: Sequence[dict[str, Any]], dest: str | Path) -> Path:
         ax2.plot(*zip(*aucs, strict=True), "s-", c="tab:orange", label="val AUC")
         ax2.set(ylabel="validation AUC", ylim=(0, 1))
     fig.tight_layout()
-    dest = Path(dest)
-    with atomic_path(dest, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return dest
+    return write_figure(fig, dest)
