@@ -20,7 +20,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 XPR = REPO / ".venv" / "bin" / "xpr"
 CACHE = Path(os.environ.get("XPR_TEST_CACHE", REPO / ".cache" / "xpr-tests"))
-TRAINED_VERSION = "tiny-trained-v2"
+TRAINED_VERSION = "tiny-trained-v3"  # v3: synthetic lesions 2x larger
 
 
 def train_tiny(dest: Path, steps: int = 12, seed: int = 0) -> Path:

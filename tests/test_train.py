@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from xpr_deploy.config import get_config
 from xpr_deploy.errors import ConfigError
 from xpr_deploy.train.checkpoint import CheckpointError, read_meta
-from xpr_deploy.train.loop import TrainConfig, class_weights, keep_for_epoch, lr_lambda, train
+from xpr_deploy.train.loop import FitState, TrainConfig, class_weights, keep_for_epoch, lr_lambda, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,6 +55,15 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.505)
     assert f(100) == pytest.approx(0.01) and f(99) > 0.01
+
+
+def test_best_epoch_is_higher_auc_then_lower_loss() -> None:
+    st = FitState()
+    assert st.improved_by(0.5, 0.9)  # anything beats "no epoch yet"
+    st.best_score, st.best_loss = 1.0, 0.40
+    assert not st.improved_by(0.99, 0.01)  # AUC first
+    assert st.improved_by(1.0, 0.39)  # equal AUC (a saturated small validation set): lower loss wins
+    assert not st.improved_by(1.0, 0.40) and not st.improved_by(1.0, 0.41)
 
 
 def test_keep_warmup_per_stage() -> None:

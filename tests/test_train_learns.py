@@ -1,6 +1,7 @@
 """The must-show check: on synthetic studies (tiny config, CPU, random init) training learns the lesions.
 
 Held-out test breasts (patient-level hold-out, never used for model selection) must reach AUC >= 0.90.
+The demo's settings are used as they are (320 breasts, 6 epochs, batch 4): about two minutes on 2 cores.
 Then `xpr eval --json` on that checkpoint must report the same breasts with the agreed keys.
 """
 
@@ -36,11 +37,6 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float
     return root / "data", root / "run", wall
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 4 open: from random init (no ImageNet weights offline) the tiny model does not yet learn the "
-    "synthetic lesions in a CPU-sized run (held-out AUC ~0.3); the threshold stays 0.90",
-)
 def test_learns_synthetic_lesions(trained: tuple[Path, Path, float]) -> None:
     data, run, wall = trained
     rep = evaluate_checkpoint(run, data, "test", cache=run.parent / "cache")

@@ -25,8 +25,10 @@ from .io import write_json
 from .predict import demo_step as _predict_step
 from .report import demo_step as _report_step
 
-#: demo sizes: small enough for a 2-core laptop (about a minute per step), large enough to learn
-DEMO_BREASTS = 80
+#: demo sizes: small enough for a 2-core laptop (about two minutes for training), large enough to
+#: learn from random init: 80 breasts (50 to train on, batch 8) gave held-out AUC 0.75, 320 gave
+#: 0.92-1.0 over four data + training seeds
+DEMO_BREASTS = 320
 DEMO_STORED_SIZE = (448, 224)
 DEMO_EPOCHS = 6
 
@@ -122,8 +124,12 @@ def eval_step(ctx: DemoContext) -> dict[str, Any]:
 
 
 def demo_train_settings(epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
-    """Training settings that learn the synthetic lesions from random init on CPU (tests use them too)."""
-    return {"epochs": epochs, "batch_size": 8, "lr": 5e-4, "prune_warmup": 2, "holdout": 0.25, "val_fraction": 0.15}
+    """Training settings that learn the synthetic lesions from random init on CPU (tests use them too).
+
+    Batch 4 at lr 3e-4 rather than 8 at 5e-4: twice the optimizer steps per epoch, and the larger
+    step size sometimes collapsed a run to a constant output (loss ln 2) before it found the lesions.
+    """
+    return {"epochs": epochs, "batch_size": 4, "lr": 3e-4, "prune_warmup": 2, "holdout": 0.25, "val_fraction": 0.15}
 
 
 STEPS: list[Step] = [

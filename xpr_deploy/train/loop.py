@@ -274,8 +274,13 @@ class FitState:
 
     epoch: int = 0  # epochs completed
     best_score: float = -math.inf
+    best_loss: float = math.inf  # validation loss of the best epoch: breaks AUC ties (small val sets saturate)
     best_epoch: int = 0
     history: list[EpochRecord] = field(default_factory=list)
+
+    def improved_by(self, score: float, loss: float) -> bool:
+        """Higher score wins; an equal score wins with a lower loss (small validation sets reach AUC 1.0 early)."""
+        return (score, -loss) > (self.best_score, -self.best_loss)
 
 
 class _Progress:
@@ -433,18 +438,19 @@ def fit(
 
             # validation always at the target keep (SPEC §2), then model selection
             model.set_keep(target_keep(mcfg))
-            score = float(epoch)  # no validation split: the last epoch is the best one
+            score, val_loss = float(epoch), 0.0  # no validation split: the last epoch is the best one
             if has_val and val_set is not None:
                 probs, labels = predict_probs_distributed(
                     model, val_set, info, cfg.batch_size * 2, cfg.workers, cfg.amp
                 )
                 rec.val = validation_metrics(probs, labels, weights)
+                val_loss = float(rec.val["loss"])
                 if rec.val["auc"] is not None:
-                    criterion, score = "val_auc", float(rec.val["auc"])
+                    criterion, score = "val_auc_then_loss", float(rec.val["auc"])
                 else:  # one class only in validation: AUC undefined, select on loss
-                    criterion, score = "val_loss", -float(rec.val["loss"])
-            if score > state.best_score:
-                state.best_score, state.best_epoch, rec.best = score, epoch + 1, True
+                    criterion, score = "val_loss", -val_loss
+            if state.improved_by(score, val_loss):
+                state.best_score, state.best_loss, state.best_epoch, rec.best = score, val_loss, epoch + 1, True
             state.epoch = epoch + 1
             state.history.append(rec)
             epochs_this_call += 1
@@ -461,6 +467,7 @@ def fit(
                     "fit": {
                         "epoch": state.epoch,
                         "best_score": state.best_score,
+                        "best_loss": state.best_loss,
                         "best_epoch": state.best_epoch,
                         "history": [r.to_dict() for r in state.history],
                     },
@@ -545,6 +552,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             state = FitState(
                 epoch=int(fs["epoch"]),
                 best_score=float(fs["best_score"]),
+                best_loss=float(fs.get("best_loss", math.inf)),
                 best_epoch=int(fs["best_epoch"]),
                 history=[EpochRecord(**r) for r in fs["history"]],
             )
