@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,3 +38,17 @@ def test_demo_failure_is_recorded(tmp_path: Path) -> None:
         run_demo(tmp_path, steps=[Step("boom", boom)], quiet=True)
     d = json.loads((tmp_path / "demo.json").read_text())
     assert not d["ok"] and d["steps"][0]["error"] == "RuntimeError: step broke"
+
+
+def test_cli_demo_defaults_are_the_demo_module_s() -> None:
+    """The CLI must not carry its own copy of the demo sizes (it once trained 80 breasts, not 320)."""
+    from xpr_deploy.demo import DEMO_BREASTS, DEMO_EPOCHS
+
+    out = subprocess.run(
+        [sys.executable, "-m", "xpr_deploy.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "200"},  # no wrapping inside "(default N)"
+    ).stdout
+    assert f"(default {DEMO_BREASTS})" in out and f"(default {DEMO_EPOCHS})" in out

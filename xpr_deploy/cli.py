@@ -481,14 +481,20 @@ def eval_cmd(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="everything the demo writes goes here")] = Path("demo-out"),
     steps: Annotated[str | None, typer.Option(help="comma-separated subset of the steps")] = None,
-    breasts: Annotated[int, typer.Option(help="synthetic breasts")] = 80,
-    epochs: Annotated[int, typer.Option()] = 6,
+    breasts: Annotated[int | None, typer.Option(help="synthetic breasts (default 320)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="training epochs (default 6)")] = None,
     seed: int = 0,
 ) -> None:
     """synth -> train (tiny, CPU) -> eval, and the steps after them; a summary in OUT/demo.json."""
-    from .demo import run_demo
+    from .demo import DEMO_BREASTS, DEMO_EPOCHS, run_demo
 
-    res = run_demo(out, only=steps.split(",") if steps else None, breasts=breasts, epochs=epochs, seed=seed)
+    res = run_demo(
+        out,
+        only=steps.split(",") if steps else None,
+        breasts=DEMO_BREASTS if breasts is None else breasts,
+        epochs=DEMO_EPOCHS if epochs is None else epochs,
+        seed=seed,
+    )
     t = Table("step", "seconds", "")
     for s in res.steps:
         t.add_row(s["name"], str(s["seconds"]), "[green]ok[/]" if s["ok"] else "[red]failed[/]")
