@@ -18,6 +18,7 @@ from xpr_deploy.export.lint import MAX_TOPK_K, lint_model
 from xpr_deploy.export.manifest import MANIFEST_SCHEMA, SCHEMA_FILE, read_manifest, schema_json
 from xpr_deploy.io import sha256_file
 from xpr_deploy.model.summary import block_table
+from xpr_deploy.model.xpruning import build_model
 
 
 # ---- static facts ---------------------------------------------------------------------------
@@ -57,8 +58,13 @@ def test_bundle_layout_and_manifest(fp16_bundle) -> None:  # noqa: F811
     assert len(man["blocks"]) == 16 and len(pruned) == 16
     assert pruned[0] == {
         "view": "cc", "stage": 1, "block": 0, "window_grid": [16, 8], "windows": 128, "k": 64,
-        "shifted": False, "pruned": True, "selection_output": "sel_cc_s1_b0",
+        "shifted": False, "shift_size": [0, 0], "pruned": True, "selection_output": "sel_cc_s1_b0",
     }  # fmt: skip
+    # the shift per dimension is the model's own (tiny's 14x7 stage 4 shifts rows only): C++ reads it from here
+    model = build_model("tiny")
+    shifts = {(b["view"], b["stage"], b["block"]): b["shift_size"] for b in man["blocks"]}
+    assert shifts == {key: list(blk.shift_size) for key, blk in model.blocks()}
+    assert shifts[("mlo", 4, 1)] == [3, 0] and shifts[("cc", 1, 1)] == [3, 3]
     assert [o["name"] for o in man["outputs"]][:2] == ["logits", "prob"] and len(man["outputs"]) == 18
     assert man["label_rule"] == "synthetic:lesion" and man["class_names"] == ["benign", "malignant"]
     assert man["preprocessing"]["version"] == "xpr-preproc-1" and man["threshold"] == 0.5

@@ -262,10 +262,10 @@ Manifest read_manifest(const std::string& bundle_dir) {
       s.grid_cols = r.integer((*g)[1], "blocks[].window_grid[1]");
       s.window = window;
       s.token_stride = patch << (s.stage - 1);
-      // Cyclic shift per dimension: `shift_size` [rows, cols] when the manifest has it, else the Swin
-      // rule the model follows (timm): odd blocks shift by window // 2, except along a token
-      // dimension no larger than the window (tiny's 14x7 stage 4 shifts rows only). The manifest's
-      // boolean `shifted` is "both or neither" and says false for such a rows-only block.
+      // Cyclic shift per dimension: `shift_size` [rows, cols], written by every export since it was
+      // added; bundles from before fall back to the Swin rule the model follows (timm): odd blocks
+      // shift by window // 2, except along a token dimension no larger than the window (tiny's 14x7
+      // stage 4 shifts rows only), which the boolean `shifted` cannot express.
       if (const json* ss = r.find(b, {"shift_size"}); ss && ss->is_array() && ss->size() == 2) {
         s.shift_rows = r.integer((*ss)[0], "blocks[].shift_size[0]");
         s.shift_cols = r.integer((*ss)[1], "blocks[].shift_size[1]");

@@ -210,7 +210,8 @@ def build_manifest(
             outputs.append(tensor_entry(sel, "int64", (b, row.k)))
         blocks.append({
             "view": row.view, "stage": row.stage, "block": row.block, "window_grid": list(row.window_grid),
-            "windows": row.windows, "k": row.k, "shifted": row.shifted, "pruned": key in pruned,
+            "windows": row.windows, "k": row.k, "shifted": row.shifted, "shift_size": list(row.shift),
+            "pruned": key in pruned,
             "selection_output": sel,
         })  # fmt: skip
     engines = []

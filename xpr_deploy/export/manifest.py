@@ -104,6 +104,10 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                     "windows": {"type": "integer", "minimum": 1},
                     "k": {"type": "integer", "minimum": 1, "maximum": 3840},
                     "shifted": {"type": "boolean"},
+                    # cyclic shift in tokens (rows, cols): 0 along a dimension no larger than a window
+                    "shift_size": {
+                        "type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 2, "maxItems": 2,
+                    },
                     "pruned": {"type": "boolean"},
                     "selection_output": {"type": ["string", "null"]},
                 },
