@@ -145,3 +145,17 @@ def test_cv_two_folds_table(small_data: Path, tmp_path: Path) -> None:
                  for i in range(f["metrics"]["n"])) for k, f in enumerate(res.folds)]  # fmt: skip
     assert not tests[0] & tests[1] and len(tests[0] | tests[1]) == 16
     shutil.rmtree(tmp_path / "cv")
+
+
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_train_and_cv_help_show_trainconfig_defaults(command: str) -> None:
+    """Both commands take their defaults from TrainConfig (one source), and the help shows them."""
+    from typer.testing import CliRunner
+
+    from xpr_deploy.cli import app
+
+    res = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    d = TrainConfig(data="", out="")
+    for shown in (f"epochs (default {d.epochs})", f"(default {d.lr})", f"(default {d.freeze})", "(default paper)"):
+        assert shown in res.output, shown

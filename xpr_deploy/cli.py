@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .errors import XprError
+from .train.config import TrainConfig  # torch-free: the help texts show its defaults
 
 app = typer.Typer(
     name="xpr",
@@ -279,10 +280,10 @@ def _rates(prune_rate: float | None, prune_rates: str | None) -> tuple[float, ..
     return (prune_rate,) if prune_rate is not None else None
 
 
-def _train_config(data: Path, out: Path, **given: object) -> object:
+def _train_config(data: Path, out: Path, **given: object) -> TrainConfig:
     """TrainConfig from the options the user gave (None = not given); with --resume, the run's own."""
     from .train.checkpoint import read_meta
-    from .train.loop import TrainConfig, check_resume_overrides
+    from .train.loop import check_resume_overrides
 
     set_opts = {k: v for k, v in given.items() if v is not None}
     if set_opts.get("resume") and (out / "last" / "meta.json").is_file():
@@ -291,35 +292,66 @@ def _train_config(data: Path, out: Path, **given: object) -> object:
     return TrainConfig(data=str(data), out=str(out), **set_opts)  # type: ignore[arg-type]
 
 
+def _default(name: str) -> str:
+    """A TrainConfig default for help texts ("(default X)"; square brackets would be rich markup)."""
+    return f"(default {getattr(TrainConfig, name)})"
+
+
+# options shared by `xpr train` and `xpr cv`: None means "not given", so TrainConfig's default applies
 TrainOut = Annotated[Path, typer.Option("--out", "-o", help="run folder (best/, last/, metrics.jsonl, split.json)")]
+TrainPreset = Annotated[
+    str | None, typer.Option("--config", "-c", help=f"model preset: paper or tiny {_default('config')}")
+]
+Epochs = Annotated[int | None, typer.Option(help=f"epochs {_default('epochs')}")]
+BatchSize = Annotated[int | None, typer.Option(help=f"breasts per step and process {_default('batch_size')}")]
+Lr = Annotated[float | None, typer.Option(help=f"AdamW peak learning rate {_default('lr')}")]
+WeightDecay = Annotated[float | None, typer.Option(help=f"AdamW weight decay {_default('weight_decay')}")]
+PruneRate = Annotated[float | None, typer.Option(help="pruning rate r in every stage (default: the preset's, 0.5)")]
+PruneRates = Annotated[str | None, typer.Option(help="per-stage rates r1,r2,r3,r4")]
+PruneWarmup = Annotated[
+    int | None, typer.Option(help=f"epochs annealing keep 1.0 -> target {_default('prune_warmup')}")
+]
+ValFraction = Annotated[
+    float | None, typer.Option(help=f"validation share of training patients {_default('val_fraction')}")
+]
+Pretrained = Annotated[Path | None, typer.Option(help="local ImageNet Swin-T weights file")]
+Freeze = Annotated[
+    str | None, typer.Option(help=f"frozen parts: paper (embedding + stages 1-2) or stem {_default('freeze')}")
+]
+Device = Annotated[str, typer.Option(help="auto, cpu or cuda")]
+Seed = Annotated[int | None, typer.Option(help=f"seed of init, shuffling and splits {_default('seed')}")]
+Cache = Annotated[Path | None, typer.Option(help="cache folder for preprocessed arrays (recommended)")]
+Workers = Annotated[int, typer.Option(help="data loader worker processes")]
+DataFormat = Annotated[str | None, typer.Option("--format", help="auto, vindr or cbis (default auto)")]
+LabelRule = Annotated[str | None, typer.Option(help="e.g. vindr:birads>=4 (default: the format's)")]
 
 
 @app.command()
 def train(
     data: Annotated[Path, typer.Argument(help="dataset root (VinDr-Mammo or CBIS-DDSM layout)")],
     out: TrainOut,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="model preset: paper or tiny")] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs [30]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="breasts per step and process [4]")] = None,
-    lr: Annotated[float | None, typer.Option(help="AdamW peak learning rate [1e-4]")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="AdamW weight decay [0.05]")] = None,
-    prune_rate: Annotated[float | None, typer.Option(help="pruning rate r in every stage [preset: 0.5]")] = None,
-    prune_rates: Annotated[str | None, typer.Option(help="per-stage rates r1,r2,r3,r4")] = None,
-    prune_warmup: Annotated[int | None, typer.Option(help="epochs annealing keep 1.0 -> target [5]")] = None,
-    holdout: Annotated[float | None, typer.Option(help="test fraction of patients [0.2]")] = None,
+    config: TrainPreset = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    prune_rate: PruneRate = None,
+    prune_rates: PruneRates = None,
+    prune_warmup: PruneWarmup = None,
+    holdout: Annotated[float | None, typer.Option(help=f"test fraction of patients {_default('holdout')}")] = None,
     fold: Annotated[int | None, typer.Option(help="train k-fold fold K (0-based) instead of a hold-out")] = None,
-    folds: Annotated[int | None, typer.Option(help="number of folds with --fold [5]")] = None,
+    folds: Annotated[int | None, typer.Option(help=f"number of folds with --fold {_default('folds')}")] = None,
     split_file: Annotated[Path | None, typer.Option("--split", help="use this split.json")] = None,
-    val_fraction: Annotated[float | None, typer.Option(help="validation share of training patients [0.1]")] = None,
-    pretrained: Annotated[Path | None, typer.Option(help="local ImageNet Swin-T weights file")] = None,
-    freeze: Annotated[str | None, typer.Option(help="paper (embed + stages 1-2) or stem [paper]")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
-    seed: Annotated[int | None, typer.Option(help="seed of init, shuffling and splits [0]")] = None,
+    val_fraction: ValFraction = None,
+    pretrained: Pretrained = None,
+    freeze: Freeze = None,
+    device: Device = "auto",
+    seed: Seed = None,
     resume: Annotated[bool, typer.Option(help="continue the interrupted run in --out from last/")] = False,
-    cache: Annotated[Path | None, typer.Option(help="cache folder for preprocessed arrays (recommended)")] = None,
-    workers: Annotated[int, typer.Option(help="data loader worker processes")] = 0,
-    format: Annotated[str | None, typer.Option("--format", help="auto, vindr or cbis")] = None,
-    label_rule: Annotated[str | None, typer.Option(help="e.g. vindr:birads>=4 (format default)")] = None,
+    cache: Cache = None,
+    workers: Workers = 0,
+    format: DataFormat = None,
+    label_rule: LabelRule = None,
     no_amp: Annotated[bool, typer.Option("--no-amp", help="no mixed precision on CUDA")] = False,
     stop_after: Annotated[int | None, typer.Option(hidden=True)] = None,
     as_json: JsonFlag = False,
@@ -360,7 +392,7 @@ def train(
         progress=False if as_json else None,
         stop_after=stop_after,
     )
-    res = run_train(cfg)  # type: ignore[arg-type]
+    res = run_train(cfg)
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     best = res.best_metrics or {}
@@ -384,39 +416,40 @@ def cv(
     data: Annotated[Path, typer.Argument(help="dataset root")],
     out: TrainOut,
     folds: Annotated[int, typer.Option(help="number of patient-level folds")] = 5,
-    config: Annotated[str, typer.Option("--config", "-c", help="model preset: paper or tiny")] = "paper",
-    epochs: Annotated[int, typer.Option()] = 30,
-    batch_size: Annotated[int, typer.Option()] = 4,
-    lr: Annotated[float, typer.Option()] = 1e-4,
-    prune_rate: Annotated[float | None, typer.Option()] = None,
-    prune_rates: Annotated[str | None, typer.Option()] = None,
-    prune_warmup: Annotated[int, typer.Option()] = 5,
-    val_fraction: Annotated[float, typer.Option()] = 0.1,
-    pretrained: Annotated[Path | None, typer.Option()] = None,
-    device: Annotated[str, typer.Option()] = "auto",
-    seed: Annotated[int, typer.Option()] = 0,
+    config: TrainPreset = None,
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
+    lr: Lr = None,
+    weight_decay: WeightDecay = None,
+    prune_rate: PruneRate = None,
+    prune_rates: PruneRates = None,
+    prune_warmup: PruneWarmup = None,
+    val_fraction: ValFraction = None,
+    pretrained: Pretrained = None,
+    freeze: Freeze = None,
+    device: Device = "auto",
+    seed: Seed = None,
     resume: Annotated[bool, typer.Option(help="skip finished folds, resume the interrupted one")] = False,
-    cache: Annotated[Path | None, typer.Option()] = None,
-    workers: Annotated[int, typer.Option()] = 0,
-    format: Annotated[str, typer.Option("--format")] = "auto",
-    label_rule: Annotated[str | None, typer.Option()] = None,
+    cache: Cache = None,
+    workers: Workers = 0,
+    format: DataFormat = None,
+    label_rule: LabelRule = None,
     as_json: JsonFlag = False,
 ) -> None:
     """k-fold cross-validation (patient level): every fold, then a Table-1-style summary (cv.md, cv.json)."""
     from .train.cv import run_cv
-    from .train.loop import TrainConfig
 
-    base = TrainConfig(
-        data=str(data),
-        out=str(out),
+    given = dict(
         config=config,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
+        weight_decay=weight_decay,
         prune_rates=_rates(prune_rate, prune_rates),
         prune_warmup=prune_warmup,
         val_fraction=val_fraction,
         pretrained=str(pretrained) if pretrained else None,
+        freeze=freeze,
         device=device,
         seed=seed,
         resume=resume,
@@ -426,6 +459,7 @@ def cv(
         label_rule=label_rule,
         progress=not as_json,
     )
+    base = TrainConfig(data=str(data), out=str(out), **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
     res = run_cv(base, folds)
     if as_json:
         _print_json(res.to_dict())
