@@ -280,12 +280,18 @@ def _rates(prune_rate: float | None, prune_rates: str | None) -> tuple[float, ..
     return (prune_rate,) if prune_rate is not None else None
 
 
-def _train_config(data: Path, out: Path, **given: object) -> TrainConfig:
-    """TrainConfig from the options the user gave (None = not given); with --resume, the run's own."""
+def _train_config(
+    data: Path, out: Path, prune_rate: float | None, prune_rates: str | None, format: str | None, **given: object
+) -> TrainConfig:
+    """TrainConfig from the options of `xpr train` / `xpr cv` (None = not given: TrainConfig's default).
+
+    With --resume on a run folder, options that would change the run are refused.
+    """
     from .train.checkpoint import read_meta
     from .train.loop import check_resume_overrides
 
-    set_opts = {k: v for k, v in given.items() if v is not None}
+    given.update(prune_rates=_rates(prune_rate, prune_rates), data_format=format)
+    set_opts = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
     if set_opts.get("resume") and (out / "last" / "meta.json").is_file():
         saved = TrainConfig.from_dict(read_meta(out / "last").get("train_config", {}))
         check_resume_overrides(saved, set_opts)
@@ -372,22 +378,23 @@ def train(
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,
-        prune_rates=_rates(prune_rate, prune_rates),
+        prune_rate=prune_rate,
+        prune_rates=prune_rates,
         prune_warmup=prune_warmup,
         holdout=holdout,
         fold=fold,
         folds=folds,
-        split_file=str(split_file) if split_file else None,
+        split_file=split_file,
         val_fraction=val_fraction,
-        pretrained=str(pretrained) if pretrained else None,
+        pretrained=pretrained,
         freeze=freeze,
         device=device,
         seed=seed,
         resume=resume or None,
-        cache=str(cache) if cache else None,
+        cache=cache,
         workers=workers,
+        format=format,
         label_rule=label_rule,
-        data_format=format,
         amp=False if no_amp else None,
         progress=False if as_json else None,
         stop_after=stop_after,
@@ -437,29 +444,33 @@ def cv(
     as_json: JsonFlag = False,
 ) -> None:
     """k-fold cross-validation (patient level): every fold, then a Table-1-style summary (cv.md, cv.json)."""
+    from dataclasses import replace
+
     from .train.cv import run_cv
 
-    given = dict(
+    base = _train_config(
+        data,
+        out,
         config=config,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         weight_decay=weight_decay,
-        prune_rates=_rates(prune_rate, prune_rates),
+        prune_rate=prune_rate,
+        prune_rates=prune_rates,
         prune_warmup=prune_warmup,
         val_fraction=val_fraction,
-        pretrained=str(pretrained) if pretrained else None,
+        pretrained=pretrained,
         freeze=freeze,
         device=device,
         seed=seed,
-        resume=resume,
-        cache=str(cache) if cache else None,
+        cache=cache,
         workers=workers,
-        data_format=format,
+        format=format,
         label_rule=label_rule,
         progress=not as_json,
     )
-    base = TrainConfig(data=str(data), out=str(out), **{k: v for k, v in given.items() if v is not None})  # type: ignore[arg-type]
+    base = replace(base, resume=resume)  # per fold, in run_cv (OUT itself is not a run folder)
     res = run_cv(base, folds)
     if as_json:
         _print_json(res.to_dict())
