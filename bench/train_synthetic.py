@@ -14,43 +14,39 @@ Writes bench/results/train-synthetic.json with the command that produced it.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from xpr_deploy.data.synth import LESION_RADIUS, write_synthetic  # noqa: E402
-from xpr_deploy.demo import DEMO_BREASTS, DEMO_EPOCHS, DEMO_STORED_SIZE, demo_train_settings  # noqa: E402
+from xpr_deploy.data.synth import LESION_RADIUS  # noqa: E402
+from xpr_deploy.demo import DEMO_BREASTS, DEMO_EPOCHS, demo_train_settings, run_demo  # noqa: E402
 from xpr_deploy.io import write_json  # noqa: E402
 from xpr_deploy.train.evaluate import evaluate_checkpoint  # noqa: E402
-from xpr_deploy.train.loop import TrainConfig, train  # noqa: E402
 
 
 def one_seed(work: Path, seed: int, breasts: int, epochs: int) -> dict[str, Any]:
-    data, run, cache = work / f"data{seed}", work / f"run{seed}", work / f"cache{seed}"
-    write_synthetic(data, breasts, "vindr", size=DEMO_STORED_SIZE, seed=seed)
-    settings = demo_train_settings(epochs)
-    t0 = time.perf_counter()
-    res = train(TrainConfig(data=str(data), out=str(run), config="tiny", device="cpu", seed=seed,
-                            cache=str(cache), progress=False, **settings))  # fmt: skip
-    wall = time.perf_counter() - t0
-    m = evaluate_checkpoint(run, data, "test", device="cpu", cache=cache).metrics
+    """The demo's synth + train steps with this seed, then the held-out breasts scored."""
+    out = work / f"seed{seed}"
+    train = run_demo(out, only=["synth", "train"], breasts=breasts, epochs=epochs, seed=seed, quiet=True).steps[-1]
+    history = [json.loads(line) for line in (out / "run" / "metrics.jsonl").read_text().splitlines() if line]
+    m = evaluate_checkpoint(out / "run", out / "data", "test", device="cpu", cache=out / "cache").metrics
     return {
         "seed": seed,
         "test_auc": m.auc,
         "test_auc_ci": list(m.auc_ci),
         "n_test": m.n,
         "n_test_pos": m.n_pos,
-        "best_epoch": res.best_epoch,
-        "train_seconds": round(wall, 1),
+        "best_epoch": train["best_epoch"],
+        "train_seconds": train["train_seconds"],
         "history": [
-            {"epoch": h.epoch, "train_loss": round(h.train_loss, 4), "val_auc": (h.val or {}).get("auc")}
-            for h in res.history
+            {"epoch": h["epoch"], "train_loss": round(h["train_loss"], 4), "val_auc": (h.get("val") or {}).get("auc")}
+            for h in history
         ],
     }
 

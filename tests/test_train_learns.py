@@ -10,31 +10,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from xpr_deploy.demo import DEMO_BREASTS, DEMO_STORED_SIZE, demo_train_settings
+from xpr_deploy.demo import run_demo
 from xpr_deploy.train.evaluate import evaluate_checkpoint
-from xpr_deploy.train.loop import TrainConfig, train
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
-    from xpr_deploy.data.synth import write_synthetic
-
     root = tmp_path_factory.mktemp("learn")
-    write_synthetic(root / "data", DEMO_BREASTS, "vindr", size=DEMO_STORED_SIZE, seed=0)
-    t0 = time.perf_counter()
-    cfg = TrainConfig(
-        data=str(root / "data"), out=str(root / "run"), config="tiny", device="cpu", seed=0,
-        cache=str(root / "cache"), progress=False, **demo_train_settings(),
-    )  # fmt: skip
-    res = train(cfg)
-    wall = time.perf_counter() - t0
-    assert res.finished
-    return root / "data", root / "run", wall
+    res = run_demo(root, only=["synth", "train"], quiet=True)  # the demo's own data and recipe, seed 0
+    train = res.steps[-1]
+    assert train["name"] == "train" and train["finished"]
+    return root / "data", root / "run", float(train["train_seconds"])
 
 
 def test_learns_synthetic_lesions(trained: tuple[Path, Path, float]) -> None:

@@ -105,6 +105,7 @@ def train_step(ctx: DemoContext) -> dict[str, Any]:
         "best_epoch": res.best_epoch,
         "val_auc": val.get("auc"),
         "train_seconds": round(res.wall_seconds, 1),
+        "finished": res.finished,
     }
 
 
