@@ -19,13 +19,14 @@ from typing import Any
 
 from .. import __version__
 from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
+from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
+from ..bundle.seal import write_sealed
 from ..errors import BackendUnavailable, ConfigError, XprError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
 from .fp16 import FP32_ISLANDS
 from .lint import LintReport, lint_model
-from .manifest import FORMAT, FORMAT_VERSION, tensor_entry, validate_manifest
 from .onnx import OPSET, pruned_blocks, save_proto, selection_output_name, to_proto
 from .plugin import fuse_window_select, plugin_manifest_entry
 
@@ -165,8 +166,7 @@ def export_bundle(
         manifest = build_manifest(
             model, meta, opts, tmp, precisions, served, keys, lints, engine, engine_skipped, plugin_count, timings
         )
-        validate_manifest(manifest)
-        write_json(tmp / "manifest.json", manifest)
+        write_sealed(tmp, manifest)
     if engine is not None:
         engine.path = out / ENGINE_DIR / engine.path.name
     return Bundle(out, manifest, lints, engine, parity, timings)
@@ -252,6 +252,7 @@ def build_manifest(
         "static_shapes": True,
         "inputs": [tensor_entry("cc", "float32", shape), tensor_entry("mlo", "float32", shape)],
         "outputs": outputs,
+        "io": {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"},
         "model_config": cfg.to_dict(),
         "preprocessing": preprocessing_entry(model, meta),
         "label_rule": meta.get("label_rule"),

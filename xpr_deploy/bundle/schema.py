@@ -1,7 +1,5 @@
-"""The bundle manifest: what C++ viewers, `xpr predict`, `xpr bench` and `xpr triton` read.
-
-The JSON Schema lives here (one source) and is written to `export/manifest.schema.json`;
-a test keeps the two identical.
+"""The manifest's JSON Schema: one source, written to `export/manifest.schema.json` (a test keeps
+the two identical). Checking a manifest against it is the verified reader's job (`bundle.reader`).
 """
 
 from __future__ import annotations
@@ -10,10 +8,11 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import XprError
 
 FORMAT = "xpr-bundle"
-FORMAT_VERSION = 1
+#: 2: the manifest seals itself (`manifest_sha256`), names its I/O roles (`io`), and every path is
+#: a plain relative path inside the bundle. Bundles of format 1 are refused with "re-export".
+FORMAT_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "manifest.schema.json"
 
 _TENSOR = {
@@ -26,6 +25,9 @@ _TENSOR = {
     },
 }
 _SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+#: a path inside the bundle: relative, "/"-separated, no empty, "." or ".." part, no backslash or
+#: drive (the reader checks it again, and that it resolves inside the folder: symlinks count)
+_REL = {"type": "string", "pattern": "^(?!/)(?!.*(^|/)\\.{1,2}(/|$))(?!.*//)[^\\\\:\\x00]+$"}
 _ENGINE = {
     "type": "object",
     "required": [
@@ -41,11 +43,11 @@ _ENGINE = {
         "flags": {"type": "array", "items": {"type": "string"}},
         "strongly_typed": {"const": True},
         "timing_cache_sha256": {"anyOf": [_SHA, {"type": "null"}]},
-        "timing_cache": {"type": ["string", "null"]},
-        "path": {"type": "string", "description": "relative to the bundle folder"},
+        "timing_cache": {"anyOf": [_REL, {"type": "null"}]},
+        "path": {**_REL, "description": "relative to the bundle folder"},
         "sha256": _SHA,
         "size_bytes": {"type": "integer"},
-        "onnx": {"type": "string", "description": "the graph the engine was built from"},
+        "onnx": {**_REL, "description": "the graph the engine was built from"},
         "build_seconds": {"type": "number"},
         "parse_seconds": {"type": "number"},
         "plugins": {"type": "object", "additionalProperties": {"enum": ["plugin", "local-function"]}},
@@ -62,7 +64,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
     "required": [
         "format", "format_version", "name", "toolkit_version", "created_utc", "model", "graphs", "precision",
         "opset", "ir_version", "batch", "inputs", "outputs", "model_config", "preprocessing", "label_rule",
-        "class_names", "threshold", "blocks", "source_checkpoint", "engines", "files",
+        "class_names", "threshold", "blocks", "source_checkpoint", "engines", "files", "io", "manifest_sha256",
     ],
     "properties": {
         "format": {"const": FORMAT},
@@ -71,12 +73,24 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "toolkit_version": {"type": "string"},
         "git_commit": {"type": ["string", "null"]},
         "created_utc": {"type": "string"},
-        "model": {"type": "string", "description": "the graph to serve (FP16 when exported with --fp16)"},
+        "manifest_sha256": {
+            **_SHA,
+            "description": "SHA-256 of this file's bytes with these 64 hex digits replaced by 64 '0' characters",
+        },
+        "model": {**_REL, "description": "the graph to serve (FP16 when exported with --fp16)"},
         "graphs": {
             "type": "object",
             "description": "precision -> file: fp32 and/or fp16",
-            "properties": {"fp32": {"type": "string"}, "fp16": {"type": "string"}},
+            "properties": {"fp32": _REL, "fp16": _REL},
+            "additionalProperties": False,
             "minProperties": 1,
+        },
+        "io": {
+            "type": "object",
+            "description": "role -> tensor name: every reader (Python, C++, Triton) takes the names from here",
+            "required": ["cc", "mlo", "logits", "prob"],
+            "properties": {r: {"type": "string", "minLength": 1} for r in ("cc", "mlo", "logits", "prob")},
+            "additionalProperties": False,
         },
         "precision": {"enum": ["fp32", "fp16"]},
         "fp32_islands": {"type": "array", "items": {"type": "string"}},
@@ -135,44 +149,20 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "engines": {"type": "array", "items": _ENGINE},
         "engine_skipped": {"type": ["string", "null"]},
-        "parity": {"type": ["string", "null"]},
+        "parity": {"anyOf": [_REL, {"type": "null"}]},
         "files": {
             "type": "object",
             "description": "SHA-256 of every file in the bundle except manifest.json, by relative path",
+            "propertyNames": _REL,
             "additionalProperties": _SHA,
+            "minProperties": 1,
         },
     },
 }  # fmt: skip
 
 
-class ManifestError(XprError):
-    """A manifest is missing, unreadable or does not follow the schema."""
-
-
 def schema_json() -> str:
     return json.dumps(MANIFEST_SCHEMA, indent=2) + "\n"
-
-
-def validate_manifest(manifest: dict[str, Any], where: str = "manifest.json") -> None:
-    import jsonschema
-
-    try:
-        jsonschema.validate(manifest, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
-        raise ManifestError(f"{where}: does not follow the manifest schema at {loc}: {exc.message}") from None
-
-
-def read_manifest(bundle: str | Path) -> dict[str, Any]:
-    path = Path(bundle) / "manifest.json"
-    if not path.is_file():
-        raise ManifestError(f"{bundle}: not an export bundle (no manifest.json)")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ManifestError(f"{path}: unreadable ({exc})") from None
-    validate_manifest(manifest, str(path))
-    return manifest  # type: ignore[no-any-return]
 
 
 def tensor_entry(name: str, dtype: str, shape: tuple[int, ...] | list[int]) -> dict[str, Any]:

@@ -1,0 +1,436 @@
+"""The one verified reader of an export bundle: nothing in a bundle is used before all of it is checked.
+
+`BundleView.open(path)` refuses (one `BundleError` line naming the file and what differs) unless:
+1. `manifest.json` is a plain file, readable JSON, of this toolkit's bundle format;
+2. its seal (`manifest_sha256`, see `seal.py`) matches its bytes: no field was edited;
+3. it follows `export/manifest.schema.json`;
+4. every path it names is relative, free of `..`, and resolves inside the folder (no symlink out);
+5. the folder holds exactly the files the manifest lists (plain files, no links, nothing extra),
+   and each one's SHA-256 equals the manifest's;
+6. the facts agree with each other: the I/O roles name real inputs/outputs, the input shape is the
+   model's image size, the served graph and engines are listed files.
+
+The C++ runtime (`engines/src/manifest.cpp`) and the Triton model apply the same rules. After that,
+the view answers every question a command asks of a bundle: the graph for a precision, the engine
+for a compute capability, I/O names, selection outputs, preprocessing, label rule, threshold.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from ..errors import XprError
+from ..io import sha256_file
+from .schema import FORMAT, FORMAT_VERSION, MANIFEST_SCHEMA
+from .seal import SealError, digest_of
+
+if TYPE_CHECKING:
+    from ..config import ModelConfig
+    from ..data.dicom import PreprocessSettings
+
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20
+#: (view, stage, block)
+BlockKey = tuple[str, int, int]
+
+
+class BundleError(XprError):
+    """A bundle is refused: unreadable, edited, incomplete, or pointing outside itself."""
+
+    exit_code = 3
+
+
+@dataclass(frozen=True)
+class IoNames:
+    """Tensor names by role; readers never hard-code them."""
+
+    cc: str
+    mlo: str
+    logits: str
+    prob: str
+
+    @property
+    def inputs(self) -> tuple[str, str]:
+        return self.cc, self.mlo
+
+
+@dataclass(frozen=True)
+class EngineRef:
+    """One verified engine of the bundle (its version and GPU checks run when it is loaded)."""
+
+    path: Path
+    entry: dict[str, Any]
+
+    @property
+    def backend(self) -> str:
+        return str(self.entry["backend"])
+
+    @property
+    def precision(self) -> str:
+        return "fp16" if str(self.entry.get("onnx", "")).endswith(".fp16.onnx") else "fp32"
+
+
+def check_relpath(rel: str, where: str) -> PurePosixPath:
+    """A path named by a manifest: relative, '/'-separated, no '.', '..' or empty part, no drive."""
+    p = PurePosixPath(rel)
+    bad = (
+        not rel
+        or "\\" in rel
+        or ":" in rel
+        or "\x00" in rel
+        or rel.startswith("/")
+        or any(part in ("", ".", "..") for part in rel.split("/"))
+    )
+    if bad:
+        raise BundleError(f"{where}: path {rel!r} is not a plain relative path inside the bundle")
+    return p
+
+
+def _no_link_inside(root: Path, rel: PurePosixPath, where: str) -> Path:
+    """root/rel, refusing any symlink on the way (a link could lead out of the folder)."""
+    cur = root
+    for part in rel.parts:
+        cur = cur / part
+        try:
+            st = os.lstat(cur)
+        except FileNotFoundError:
+            raise BundleError(f"{cur}: missing (listed in {where})") from None
+        except OSError as exc:
+            raise BundleError(f"{cur}: unreadable ({exc.strerror or exc})") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise BundleError(f"{cur}: is a symbolic link; a bundle holds plain files only")
+    if not stat.S_ISREG(os.lstat(cur).st_mode):
+        raise BundleError(f"{cur}: not a regular file (listed in {where})")
+    return cur
+
+
+def _listing(root: Path) -> tuple[set[str], list[Path]]:
+    """Every entry under root: (relative paths of files, entries that are neither files nor folders)."""
+    files, odd = set(), []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        d = Path(dirpath)
+        for name in [*dirnames, *filenames]:
+            p = d / name
+            mode = os.lstat(p).st_mode
+            if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                odd.append(p)
+            elif stat.S_ISREG(mode):
+                files.add(p.relative_to(root).as_posix())
+    return files, odd
+
+
+def _schema_check(manifest: dict[str, Any], where: str) -> None:
+    import jsonschema
+
+    try:
+        jsonschema.validate(manifest, MANIFEST_SCHEMA)
+    except jsonschema.ValidationError as exc:
+        loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+        raise BundleError(f"{where}: does not follow the manifest schema at {loc}: {exc.message}") from None
+
+
+def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[str, Any], str]:
+    """Steps 1-5 of the module docstring; returns (manifest, digest)."""
+    mpath = root / MANIFEST
+    where = str(mpath)
+    if not root.is_dir():
+        raise BundleError(f"{root}: not a bundle folder")
+    try:
+        st = os.lstat(mpath)
+    except FileNotFoundError:
+        raise BundleError(f"{root}: not an export bundle (no {MANIFEST})") from None
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISREG(st.st_mode):
+        raise BundleError(f"{where}: not a regular file")
+    if st.st_size > MAX_MANIFEST_BYTES:
+        raise BundleError(f"{where}: {st.st_size} bytes, larger than any manifest ({MAX_MANIFEST_BYTES})")
+    try:
+        raw = mpath.read_bytes()
+        manifest = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{where}: unreadable ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise BundleError(f"{where}: not an xpr bundle manifest (format is not {FORMAT!r})")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: bundle format {manifest.get('format_version')!r}, this xpr reads {FORMAT_VERSION}: "
+            "re-export it with this version (`xpr export`)"
+        )
+    try:
+        recorded, computed = digest_of(raw)
+    except SealError as exc:
+        raise BundleError(f"{where}: {exc}") from None
+    if recorded != computed:
+        raise BundleError(
+            f"{where}: content differs from its seal (manifest_sha256 {recorded[:12]}…, content {computed[:12]}…): "
+            "a field was edited after export"
+        )
+    _schema_check(manifest, where)
+    files: dict[str, str] = manifest["files"]
+    for rel in files:
+        check_relpath(rel, f"{where} files")
+    for rel, what in _named_paths(manifest):
+        check_relpath(rel, f"{where} {what}")
+        if rel not in files:
+            raise BundleError(f"{where}: {what} {rel!r} is not among the hashed files")
+    present, odd = _listing(root)
+    if odd:
+        raise BundleError(f"{odd[0]}: is a symbolic link or special file; a bundle holds plain files only")
+    present.discard(MANIFEST)
+    missing = sorted(set(files) - present)
+    if missing:
+        raise BundleError(f"{root / missing[0]}: missing (listed in {where})")
+    extra = sorted(present - set(files))
+    if extra:
+        raise BundleError(f"{root / extra[0]}: not listed in {where}; a bundle holds only the files it hashes")
+    for rel, want in files.items():
+        path = _no_link_inside(root, PurePosixPath(rel), where)
+        if hash_files:
+            got = sha256_file(path)
+            if got != want:
+                raise BundleError(
+                    f"{path}: SHA-256 {got[:12]}… differs from the manifest's {want[:12]}…: "
+                    "the file changed after export"
+                )
+    return manifest, recorded
+
+
+def _named_paths(manifest: dict[str, Any]) -> list[tuple[str, str]]:
+    out = [(manifest["model"], "model"), *((p, f"graphs.{k}") for k, p in manifest["graphs"].items())]
+    if manifest.get("parity"):
+        out.append((manifest["parity"], "parity"))
+    for i, e in enumerate(manifest["engines"]):
+        out += [(e["path"], f"engines[{i}].path"), (e["onnx"], f"engines[{i}].onnx")]
+        if e.get("timing_cache"):
+            out.append((e["timing_cache"], f"engines[{i}].timing_cache"))
+    return out
+
+
+class BundleView:
+    """A bundle that passed every check; the only way commands read one (see the module docstring)."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], digest: str, chosen: Path | None = None) -> None:
+        self.root = root
+        self.manifest = manifest
+        self.digest = digest
+        self.chosen = chosen  # the graph or engine file a user pointed at inside the bundle
+        self.where = str(root / MANIFEST)
+        self._cross_check()
+
+    @classmethod
+    def open(cls, path: str | Path) -> BundleView:
+        """A bundle folder, its manifest.json, or a graph/engine file inside it (then that one is served)."""
+        p = Path(path)
+        if not p.exists() and not p.is_symlink():
+            raise BundleError(f"{p}: no such bundle")
+        root, chosen = (p, None) if p.is_dir() else (_bundle_root(p), p)
+        manifest, digest = read_verified_manifest(root)
+        view = cls(root, manifest, digest)
+        if chosen is not None and chosen.name != MANIFEST:
+            rel = chosen.resolve().relative_to(root.resolve()).as_posix()
+            if rel not in manifest["files"]:
+                raise BundleError(f"{chosen}: not a file of the bundle {root}")
+            view.chosen = root / rel
+        return view
+
+    # ---- facts -------------------------------------------------------------------------------
+    def _cross_check(self) -> None:
+        m, where = self.manifest, self.where
+        io = m["io"]
+        inputs = {t["name"]: t for t in m["inputs"]}
+        outputs = {t["name"]: t for t in m["outputs"]}
+        for role in ("cc", "mlo"):
+            if io[role] not in inputs:
+                raise BundleError(f"{where}: io.{role} {io[role]!r} is not an input")
+        for role in ("logits", "prob"):
+            if io[role] not in outputs:
+                raise BundleError(f"{where}: io.{role} {io[role]!r} is not an output")
+        size = list(m["model_config"]["img_size"])
+        for role in ("cc", "mlo"):
+            shape = inputs[io[role]]["shape"]
+            if len(shape) != 4 or list(shape[2:]) != size or shape[0] != m["batch"]:
+                raise BundleError(
+                    f"{where}: input {io[role]!r} shape {shape} disagrees with batch {m['batch']} and "
+                    f"model_config.img_size {size}"
+                )
+        pre = m["preprocessing"].get("img_size")
+        if pre is not None and list(pre) != size:
+            raise BundleError(f"{where}: preprocessing.img_size {pre} differs from model_config.img_size {size}")
+        for b in m["blocks"]:
+            sel = b.get("selection_output")
+            if sel and sel not in outputs:
+                raise BundleError(f"{where}: blocks[].selection_output {sel!r} is not an output")
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest["name"])
+
+    @property
+    def io(self) -> IoNames:
+        io = self.manifest["io"]
+        return IoNames(io["cc"], io["mlo"], io["logits"], io["prob"])
+
+    @property
+    def batch(self) -> int:
+        return int(self.manifest["batch"])
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest["precision"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    @property
+    def class_names(self) -> tuple[str, str]:
+        names = self.manifest["class_names"]
+        return str(names[0]), str(names[1])
+
+    @property
+    def label_rule(self) -> str | None:
+        return self.manifest.get("label_rule")
+
+    @property
+    def inputs(self) -> list[dict[str, Any]]:
+        return list(self.manifest["inputs"])
+
+    @property
+    def outputs(self) -> list[dict[str, Any]]:
+        return list(self.manifest["outputs"])
+
+    def model_config(self) -> ModelConfig:
+        from ..config import ModelConfig
+
+        try:
+            return ModelConfig.from_dict(self.manifest["model_config"])
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{self.where}: model_config unusable ({exc})") from None
+
+    def preprocess_settings(self) -> PreprocessSettings:
+        from ..data.dicom import PreprocessSettings
+
+        keys = set(PreprocessSettings.__dataclass_fields__)
+        try:
+            return PreprocessSettings.from_dict({k: v for k, v in self.manifest["preprocessing"].items() if k in keys})
+        except (TypeError, ValueError) as exc:
+            raise BundleError(f"{self.where}: preprocessing settings unusable ({exc})") from None
+
+    def selection_outputs(self) -> dict[str, BlockKey]:
+        """Output name -> (view, stage, block) for every block whose kept windows the graph returns."""
+        return {
+            str(b["selection_output"]): (str(b["view"]), int(b["stage"]), int(b["block"]))
+            for b in self.manifest["blocks"]
+            if b.get("selection_output")
+        }
+
+    def source_checkpoint(self) -> Path | None:
+        p = self.manifest["source_checkpoint"].get("path")
+        return Path(p) if p else None
+
+    # ---- files -------------------------------------------------------------------------------
+    def file(self, rel: str) -> Path:
+        """A verified file of the bundle by its manifest path."""
+        if rel not in self.manifest["files"]:
+            raise BundleError(f"{self.where}: {rel!r} is not a file of this bundle")
+        return self.root / rel
+
+    @property
+    def graphs(self) -> dict[str, Path]:
+        return {p: self.root / f for p, f in self.manifest["graphs"].items()}
+
+    def graph(self, precision: str | None = None) -> Path:
+        """The ONNX graph for `precision` (fp32 | fp16); None: the one the user pointed at, else the served one."""
+        if precision is None:
+            if self.chosen is not None and self.chosen.suffix == ".onnx":
+                return self.chosen
+            return self.root / self.manifest["model"]
+        graphs = self.manifest["graphs"]
+        if precision not in graphs:
+            have = ", ".join(sorted(graphs)) or "none"
+            raise BundleError(f"{self.where}: no {precision} graph in the bundle (has {have})")
+        return self.root / graphs[precision]
+
+    def graph_precision(self, path: Path) -> str:
+        rel = path.relative_to(self.root).as_posix()
+        for prec, f in self.manifest["graphs"].items():
+            if f == rel:
+                return str(prec)
+        raise BundleError(f"{path}: not a graph of the bundle {self.root}")
+
+    @property
+    def engines(self) -> list[EngineRef]:
+        return [EngineRef(self.root / e["path"], e) for e in self.manifest["engines"]]
+
+    def engine(self, compute_capability: str | None = None) -> EngineRef:
+        """The engine the user pointed at, else the first built for `compute_capability` (any if None)."""
+        engines = self.engines
+        if self.chosen is not None and self.chosen.suffix in (".engine", ".plan"):
+            for e in engines:
+                if e.path == self.chosen:
+                    return e
+            raise BundleError(f"{self.chosen}: listed as a file, but not as an engine in {self.where}")
+        if not engines:
+            why = self.manifest.get("engine_skipped") or "none was built"
+            raise BundleError(f"{self.root}: the bundle has no engine ({why})")
+        if compute_capability is None:
+            return engines[0]
+        for e in engines:
+            if compute_capability in (e.entry.get("compute_capabilities") or [e.entry["compute_capability"]]):
+                return e
+        have = ", ".join(e.entry["compute_capability"] for e in engines)
+        raise BundleError(f"{self.root}: no engine for compute capability {compute_capability} (has {have})")
+
+    def describe(self) -> dict[str, Any]:
+        """What `xpr verify` prints."""
+        return {
+            "bundle": str(self.root),
+            "name": self.name,
+            "manifest_sha256": self.digest,
+            "format_version": self.manifest["format_version"],
+            "toolkit_version": self.manifest["toolkit_version"],
+            "files": dict(self.manifest["files"]),
+            "graphs": dict(self.manifest["graphs"]),
+            "served": self.manifest["model"],
+            "engines": [{"path": e.entry["path"], "backend": e.backend, "sm": e.entry["compute_capability"]}
+                        for e in self.engines],  # fmt: skip
+            "io": self.manifest["io"],
+            "threshold": self.threshold,
+        }
+
+
+def _bundle_root(p: Path) -> Path:
+    """The bundle folder of a file inside it: its folder, or one up (engines/model.sm86.engine)."""
+    for cand in (p.parent, p.parent.parent):
+        if (cand / MANIFEST).exists() or (cand / MANIFEST).is_symlink():
+            return cand
+    raise BundleError(f"{p}: not inside an export bundle (no {MANIFEST} beside it or one folder up)")
+
+
+def verify_bundle(path: str | Path) -> BundleView:
+    """`xpr verify`: every check, or a BundleError naming the file and what differs."""
+    return BundleView.open(path)
+
+
+def rewrite_file(view: BundleView, rel: str, data: bytes) -> BundleView:
+    """Replace one listed file (e.g. parity.json after `xpr validate`) and re-seal the manifest.
+
+    The bundle is verified first (it is the one given), so re-sealing never blesses an edit made by
+    someone else; the file is written atomically, then the manifest.
+    """
+    import hashlib
+
+    from ..io import write_bytes
+    from .seal import write_sealed
+
+    fresh = BundleView.open(view.root)  # nothing changed since it was read
+    path = fresh.file(rel)
+    write_bytes(path, data)
+    manifest = dict(fresh.manifest)
+    manifest["files"] = {**manifest["files"], rel: hashlib.sha256(data).hexdigest()}
+    write_sealed(fresh.root, manifest)
+    return BundleView.open(fresh.root)
