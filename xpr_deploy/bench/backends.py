@@ -1,16 +1,7 @@
-"""Benchmarks (SPEC §7): eager PyTorch, ONNX Runtime and TensorRT engines, pruned against dense.
+"""The backends timed by `xpr bench`: eager PyTorch, ONNX Runtime and TensorRT engines, pruned
+against dense, plus isolated runs in a fresh process and the `xpr demo` bench step.
 
-Why it is built this way:
-- Shared CPUs are noisy, so every comparison (pruned vs dense, each keep ratio of a sweep) runs
-  its variants interleaved in one process, alternating the order round by round; a ratio comes
-  from one run, never from two runs made at different times. Both the ratio of medians and the
-  median of the per-round ratios are reported.
-- Peak memory is measured per variant and per timed call: on Linux the process's resident-set
-  high-water mark is reset (`/proc/self/clear_refs`, "5") before each call and read after, so the
-  figure belongs to that phase and not to model loading or another variant. On a GPU it is
-  torch's allocator peak (eager) or the engine's activation memory plus its I/O buffers.
-- Process CPU time is recorded next to wall time: on a shared machine it says how much of a
-  slow run was waiting for a core.
+Each builds its variants' callables, hands them to the interleaved timer and assembles the report.
 """
 
 from __future__ import annotations
@@ -18,354 +9,23 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import os
-import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import BackendUnavailable, XprError
-
-#: keys every report carries at its top level (the pruned / served variant), per issue 6
-REPORT_KEYS = (
-    "median_ms", "p90_ms", "p99_ms", "mean_ms", "min_ms", "throughput_per_s", "peak_mem_mb", "peak_mem_delta_mb",
-)  # fmt: skip
-
-
-class BenchError(XprError):
-    """A benchmark cannot run as asked (bad model path, bad option)."""
-
-
-# ---- statistics -------------------------------------------------------------------------------
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default), q in [0, 100]."""
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q))
-
-
-def latency_stats(times_ms: Sequence[float], batch: int = 1) -> dict[str, float]:
-    """mean / median / p90 / p99 / min / max / std (ms) and throughput (samples per second).
-
-    A sample is one breast (a CC + MLO pair); throughput uses the mean latency, so it is what a
-    loop of back-to-back calls would sustain.
-    """
-    if not times_ms:
-        raise ValueError("no timings")
-    t = [float(x) for x in times_ms]
-    mean = statistics.fmean(t)
-    return {
-        "runs": len(t),
-        "mean_ms": mean,
-        "median_ms": float(statistics.median(t)),
-        "p90_ms": percentile(t, 90),
-        "p99_ms": percentile(t, 99),
-        "min_ms": min(t),
-        "max_ms": max(t),
-        "std_ms": statistics.pstdev(t),
-        "throughput_per_s": batch * 1000.0 / mean if mean > 0 else float("inf"),
-    }
-
-
-def ratio_stats(num: Sequence[float], den: Sequence[float]) -> dict[str, float]:
-    """Ratio of medians, and the median of per-round ratios (robust to slow drift of the machine)."""
-    if len(num) != len(den) or not num:
-        raise ValueError("need paired, non-empty timings")
-    paired = [a / b for a, b in zip(num, den, strict=True)]
-    return {
-        "ratio_of_medians": float(statistics.median(num) / statistics.median(den)),
-        "median_paired_ratio": float(statistics.median(paired)),
-        "min_paired_ratio": min(paired),
-        "max_paired_ratio": max(paired),
-    }
-
-
-# ---- memory -----------------------------------------------------------------------------------
-class PeakRSS:
-    """Resident-set high-water mark of this process, resettable per phase (Linux /proc)."""
-
-    def __init__(self) -> None:
-        self.resettable = self._try_reset()
-
-    @staticmethod
-    def _try_reset() -> bool:
-        try:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")  # "5": reset the peak RSS to the current RSS (Linux >= 4.0)
-            return True
-        except OSError:
-            return False
-
-    def reset(self) -> None:
-        if self.resettable:
-            self._try_reset()
-
-    @staticmethod
-    def _status_mb(key: str) -> float | None:
-        try:
-            with open("/proc/self/status") as f:
-                for line in f:
-                    if line.startswith(key + ":"):
-                        return int(line.split()[1]) / 1024.0
-        except OSError:
-            pass
-        return None
-
-    def peak_mb(self) -> float | None:
-        v = self._status_mb("VmHWM")
-        if v is None:  # not Linux: ru_maxrss is the peak since the process started (KiB on Linux, B on macOS)
-            import resource
-
-            r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            v = r / (1024.0 * 1024.0) if sys.platform == "darwin" else r / 1024.0
-        return v
-
-    def current_mb(self) -> float | None:
-        return self._status_mb("VmRSS")
-
-    @property
-    def scope(self) -> str:
-        return "per-call peak RSS (VmHWM reset before each call)" if self.resettable else "process peak RSS"
-
-
-# ---- the interleaved timer --------------------------------------------------------------------
-#: () -> (reset the peak, read the peak in MB, read the current level in MB)
-MemoryHooks = Callable[[], tuple[Callable[[], None], Callable[[], float | None], Callable[[], float | None]]]
-
-
-@dataclass
-class VariantTimes:
-    wall_ms: list[float] = field(default_factory=list)
-    cpu_ms: list[float] = field(default_factory=list)
-    peak_mem_mb: float | None = None
-    #: largest (peak during a call - resident before it): what the call itself added
-    peak_mem_delta_mb: float | None = None
-    gpu_ms: list[float] = field(default_factory=list)
-
-
-def time_interleaved(
-    fns: dict[str, Callable[[], Any]],
-    runs: int,
-    warmup: int = 1,
-    *,
-    memory: MemoryHooks | None = None,
-    gpu_timer: Callable[[Callable[[], Any]], float] | None = None,
-    progress: Callable[[str], None] | None = None,
-) -> dict[str, VariantTimes]:
-    """Time each variant `runs` times, round-robin, reversing the order every other round.
-
-    `memory()` returns (reset, read_peak_mb, read_current_mb) hooks; `gpu_timer(fn)` runs fn and
-    returns device ms.
-    """
-    if runs < 1:
-        raise ValueError("runs must be >= 1")
-    names = list(fns)
-    out = {n: VariantTimes() for n in names}
-    reset, read, current = memory() if memory is not None else (_noop, _none, _none)
-    for w in range(warmup):
-        for n in names:
-            if progress:
-                progress(f"warm-up {w + 1}/{warmup}: {n}")
-            fns[n]()
-    for r in range(runs):
-        for n in names if r % 2 == 0 else names[::-1]:
-            if progress:
-                progress(f"run {r + 1}/{runs}: {n}")
-            reset()
-            before = current()
-            c0, t0 = time.process_time(), time.perf_counter()
-            if gpu_timer is not None:
-                out[n].gpu_ms.append(gpu_timer(fns[n]))
-            else:
-                fns[n]()
-            t1, c1 = time.perf_counter(), time.process_time()
-            out[n].wall_ms.append((t1 - t0) * 1000.0)
-            out[n].cpu_ms.append((c1 - c0) * 1000.0)
-            peak = read()
-            if peak is not None:
-                out[n].peak_mem_mb = max(peak, out[n].peak_mem_mb or 0.0)
-                if before is not None:
-                    out[n].peak_mem_delta_mb = max(peak - before, out[n].peak_mem_delta_mb or 0.0)
-    return out
-
-
-def _noop() -> None:
-    return None
-
-
-def _none() -> float | None:
-    return None
-
-
-def variant_report(v: VariantTimes, batch: int, **extra: Any) -> dict[str, Any]:
-    rep: dict[str, Any] = dict(extra)
-    rep.update(latency_stats(v.wall_ms, batch))
-    rep["peak_mem_mb"] = v.peak_mem_mb
-    rep["peak_mem_delta_mb"] = v.peak_mem_delta_mb
-    rep["cpu_median_ms"] = float(statistics.median(v.cpu_ms))
-    if v.gpu_ms:
-        g = latency_stats(v.gpu_ms, batch)
-        rep["gpu_median_ms"], rep["gpu_mean_ms"], rep["gpu_p99_ms"] = g["median_ms"], g["mean_ms"], g["p99_ms"]
-    rep["wall_ms"] = [round(x, 3) for x in v.wall_ms]
-    rep["cpu_ms"] = [round(x, 3) for x in v.cpu_ms]
-    return rep
-
-
-def variant_name(keep: float) -> str:
-    return "dense" if keep >= 1.0 else f"keep={keep:g}"
-
-
-def assemble_report(
-    kind: str,
-    times: dict[str, VariantTimes],
-    keeps: dict[str, float | None],
-    main: str,
-    batch: int,
-    settings: dict[str, Any],
-    model: dict[str, Any] | None = None,
-    macs: dict[str, float] | None = None,
-) -> dict[str, Any]:
-    """One report: the served variant's stats at top level, every variant under `variants`,
-    pruned/dense ratios when a dense variant was timed, and the keep sweep when there was one."""
-    variants = {
-        n: variant_report(t, batch, keep=keeps.get(n), **({"macs": macs[n]} if macs and n in macs else {}))
-        for n, t in times.items()
-    }
-    rep: dict[str, Any] = {"kind": kind, "variant": main, "keep": keeps.get(main)}
-    rep.update({k: variants[main][k] for k in REPORT_KEYS})
-    dense = next((n for n, k in keeps.items() if k is not None and k >= 1.0 and n in times), None)
-    if dense is not None and dense != main:
-        r = ratio_stats(times[main].wall_ms, times[dense].wall_ms)
-        rep["dense_median_ms"] = variants[dense]["median_ms"]
-        rep["dense_peak_mem_mb"] = variants[dense]["peak_mem_mb"]
-        rep["pruned_over_dense"] = r["ratio_of_medians"]
-        rep["pruned_over_dense_paired"] = r["median_paired_ratio"]
-        rep["pruned_over_dense_cpu_time"] = ratio_stats(times[main].cpu_ms, times[dense].cpu_ms)["ratio_of_medians"]
-    sweep = sorted(((k, n) for n, k in keeps.items() if k is not None and n in times), reverse=True)
-    if len(sweep) > 2 and dense is not None:
-        d = variants[dense]["median_ms"]
-        rep["keep_sweep"] = [
-            {
-                "keep": k,
-                "median_ms": variants[n]["median_ms"],
-                "latency_ratio": variants[n]["median_ms"] / d,
-                "latency_ratio_paired": ratio_stats(times[n].wall_ms, times[dense].wall_ms)["median_paired_ratio"],
-                "macs_ratio": (macs[n] / macs[dense]) if macs and n in macs and dense in macs else None,
-            }
-            for k, n in sweep
-        ]
-    rep["variants"] = variants
-    rep["settings"] = settings
-    if model is not None:
-        rep["model"] = model
-    rep["machine"] = machine_info()
-    rep["command"] = command_line()
-    return rep
-
-
-# ---- machine ---------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode:
-        return None
-    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-
-
-def machine_info() -> dict[str, Any]:
-    """What the numbers were measured on: CPU, cores, memory, load, library versions, GPU."""
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "cpu": _cpu_model(),
-        "logical_cpus": os.cpu_count(),
-        "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "load_avg_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "git_commit": _git_commit(),
-        "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                info["mem_total_mb"] = int(line.split()[1]) // 1024
-    with contextlib.suppress(ImportError):
-        import torch
-
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-        if torch.cuda.is_available():
-            p = torch.cuda.get_device_properties(0)
-            info["gpu"] = {
-                "name": p.name,
-                "compute_capability": f"{p.major}.{p.minor}",
-                "memory_mb": p.total_memory // 2**20,
-                "cuda": torch.version.cuda,
-            }
-        else:
-            info["gpu"] = None
-    with contextlib.suppress(ImportError):
-        import onnxruntime as ort
-
-        info["onnxruntime"] = ort.__version__
-        info["onnxruntime_providers"] = ort.get_available_providers()
-    return info
-
-
-def command_line() -> str:
-    """The exact command that produced a report (argv, shell-quoted)."""
-    argv = list(sys.argv)
-    if argv and argv[0].endswith(("xpr", "__main__.py")):
-        argv[0] = "xpr"
-    return shlex.join(argv)
-
-
-# ---- inputs ----------------------------------------------------------------------------------
-def example_views(shape: Sequence[int], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two float32 views of `shape` [B, 1, H, W]: a smooth breast-like blob plus noise.
-
-    Timing does not depend on the pixel values except through which windows are kept; smooth
-    content with a bright region avoids the exact score ties of pure noise.
-    """
-    rng = np.random.default_rng(seed)
-    b, c, h, w = (int(s) for s in shape)
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    out = []
-    for _ in range(2):
-        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.0, 0.3) * w
-        blob = np.exp(-(((yy - cy) / (0.35 * h)) ** 2 + ((xx - cx) / (0.6 * w)) ** 2))
-        img = blob[None, None] * 2.0 - 1.0 + 0.1 * rng.standard_normal((b, c, h, w), dtype=np.float32)
-        out.append(np.ascontiguousarray(img, dtype=np.float32))
-    return out[0], out[1]
+from ..errors import BackendUnavailable, XprError
+from .errors import BenchError
+from .inputs import example_views
+from .machine import command_line, machine_info
+from .memory import PeakRSS, _torch_memory_hooks, rss_hooks
+from .report import assemble_report, summarize_ort_profile, variant_name
+from .timer import _cuda_event_timer, time_interleaved
 
 
 # ---- eager ---------------------------------------------------------------------------------
@@ -384,7 +44,7 @@ def _model_summary(model: Any) -> dict[str, Any]:
 
 
 def _macs_for_keep(cfg: Any, keep: float) -> float:
-    from .model.summary import macs
+    from ..model.summary import macs
 
     return float(macs(cfg.with_prune_rates(1.0 - keep), pruned=True))
 
@@ -506,32 +166,6 @@ def bench_eager(
     return assemble_report("eager", times, uniform, "pruned", batch, settings, _model_summary(model), macs)
 
 
-def _torch_memory_hooks(dev: Any) -> MemoryHooks:
-    import torch
-
-    def hooks() -> tuple[Callable[[], None], Callable[[], float | None], Callable[[], float | None]]:
-        if dev.type == "cuda":
-            return (
-                lambda: torch.cuda.reset_peak_memory_stats(dev),
-                lambda: torch.cuda.max_memory_allocated(dev) / 2**20,
-                lambda: torch.cuda.memory_allocated(dev) / 2**20,
-            )
-        return rss_hooks()
-
-    return hooks
-
-
-def _cuda_event_timer(fn: Callable[[], Any]) -> float:
-    import torch
-
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    end.synchronize()
-    return float(start.elapsed_time(end))
-
-
 # ---- ONNX Runtime --------------------------------------------------------------------------
 def resolve_onnx(path: str | Path, precision: str | None = None) -> tuple[Path, Path | None, dict[str, Any] | None]:
     """(graph file, bundle folder or None, manifest or None) for a bundle folder, manifest or .onnx."""
@@ -548,7 +182,7 @@ def resolve_onnx(path: str | Path, precision: str | None = None) -> tuple[Path, 
     if p.is_dir() or p.name == "manifest.json":
         if manifest is None:
             raise BenchError(f"{p}: no manifest.json (give an export bundle or an .onnx file)")
-        from .triton import onnx_file
+        from ..triton import onnx_file
 
         return onnx_file(bundle, manifest, precision), bundle, manifest
     if p.suffix != ".onnx":
@@ -602,8 +236,8 @@ def export_variant_graphs(
     ONNX graphs have K baked in, so a dense or keep-sweep comparison needs one graph per ratio;
     the weights come from the bundle's source checkpoint (or its recorded random seed).
     """
-    from .export.onnx import export_onnx
-    from .validate import model_from_manifest
+    from ..export.onnx import export_onnx
+    from ..validate import model_from_manifest
 
     model = model_from_manifest(bundle_manifest)
     batch = int(bundle_manifest.get("batch", 1))
@@ -716,11 +350,6 @@ def bench_onnx(
     return rep
 
 
-def rss_hooks() -> tuple[Callable[[], None], Callable[[], float | None], Callable[[], float | None]]:
-    rss = PeakRSS()
-    return rss.reset, rss.peak_mb, rss.current_mb
-
-
 def _bundle_keep(manifest: dict[str, Any] | None) -> float | None:
     if not manifest or "model_config" not in manifest:
         return None
@@ -731,35 +360,12 @@ def _bundle_keep(manifest: dict[str, Any] | None) -> float | None:
 def _bundle_config(manifest: dict[str, Any] | None) -> Any:
     if not manifest or "model_config" not in manifest:
         return None
-    from .config import ModelConfig
+    from ..config import ModelConfig
 
     try:
         return ModelConfig.from_dict(manifest["model_config"])
     except (TypeError, ValueError):
         return None
-
-
-def summarize_ort_profile(profile_json: str | Path, top: int = 12) -> dict[str, Any]:
-    """Kernel time per op type (ms per run, share) from an ONNX Runtime profile, biggest first."""
-    events = json.loads(Path(profile_json).read_text())
-    runs = sum(1 for e in events if e.get("name") == "model_run") or 1
-    per_op: dict[str, float] = {}
-    count: dict[str, int] = {}
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            op = str(e.get("args", {}).get("op_name", "?"))
-            per_op[op] = per_op.get(op, 0.0) + float(e.get("dur", 0)) / 1000.0
-            count[op] = count.get(op, 0) + 1
-    total = sum(per_op.values()) or 1.0
-    rows = sorted(per_op.items(), key=lambda kv: -kv[1])
-    return {
-        "runs_profiled": runs,
-        "kernel_ms_per_run": total / runs,
-        "ops": [
-            {"op": op, "ms_per_run": ms / runs, "share": ms / total, "nodes": count[op] // runs}
-            for op, ms in rows[:top]
-        ],
-    }
 
 
 # ---- engines ---------------------------------------------------------------------------------
@@ -785,7 +391,7 @@ def bench_engine(
             }
         p = p / engines[0]["path"]
     try:
-        from .engine.runtime import load_engine
+        from ..engine.runtime import load_engine
 
         runner = load_engine(p)
     except BackendUnavailable as exc:
@@ -857,35 +463,6 @@ def bench_engine(
     return rep
 
 
-# ---- keep-sweep plot ---------------------------------------------------------------------------
-def plot_keep_sweep(report: dict[str, Any], png: str | Path, title: str | None = None) -> Path:
-    """Latency (relative to dense) against keep ratio, next to the multiply-add ratio (`xpr info`)."""
-    import matplotlib
-
-    from .io import write_figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sweep = report.get("keep_sweep")
-    if not sweep:
-        raise BenchError("the report has no keep sweep (run with --keep-sweep and a dense point, keep 1.0)")
-    ks = [s["keep"] for s in sweep]
-    fig, ax = plt.subplots(figsize=(5.5, 4.0), dpi=120)
-    ax.plot(ks, [s["latency_ratio"] for s in sweep], "o-", label=f"latency / dense ({report['kind']})")
-    if all(s.get("macs_ratio") is not None for s in sweep):
-        ax.plot(ks, [s["macs_ratio"] for s in sweep], "s--", label="multiply-adds / dense")
-    ax.plot([min(ks), 1.0], [min(ks), 1.0], ":", color="grey", label="proportional to keep")
-    ax.set_xlabel("keep ratio (1 - r), all stages")
-    ax.set_ylabel("relative to dense (keep 1.0)")
-    ax.set_ylim(0, 1.1)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8)
-    ax.set_title(title or f"{(report.get('model') or {}).get('config', '')} {report['kind']}: keep sweep", fontsize=10)
-    fig.tight_layout()
-    return write_figure(fig, png)
-
-
 # ---- isolated runs -----------------------------------------------------------------------------
 def run_isolated(args: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
     """`xpr bench ARGS --json TMP` in a fresh process: a clean peak-memory figure for one backend."""
@@ -900,57 +477,14 @@ def run_isolated(args: Sequence[str], timeout: float | None = None) -> dict[str,
         return rep
 
 
-@contextlib.contextmanager
-def env_threads(threads: int | None) -> Iterator[None]:
-    """OMP/MKL thread variables for child processes (the parent's torch already chose its own)."""
-    keys = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
-    old = {k: os.environ.get(k) for k in keys}
-    if threads:
-        for k in keys:
-            os.environ[k] = str(threads)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def print_summary(rep: dict[str, Any], write: Callable[[str], None] = print) -> None:
-    """A few plain lines for the terminal."""
-    if rep.get("skipped"):
-        write(f"{rep['kind']}: skipped — {rep['reason']}")
-        return
-    mem = rep.get("peak_mem_mb")
-    write(
-        f"{rep['kind']} ({rep['variant']}): median {rep['median_ms']:.1f} ms, p90 {rep['p90_ms']:.1f}, "
-        f"p99 {rep['p99_ms']:.1f}, min {rep['min_ms']:.1f}, mean {rep['mean_ms']:.1f} ms; "
-        f"{rep['throughput_per_s']:.3g} breasts/s; peak mem {mem:.0f} MB"
-        if mem is not None
-        else f"{rep['kind']}: median {rep['median_ms']:.1f} ms"
-    )
-    if "gpu_median_ms" in rep and rep["gpu_median_ms"] is not None:
-        write(f"  GPU compute {rep['gpu_median_ms']:.2f} ms, host overhead {rep['host_overhead_median_ms']:.2f} ms")
-    if "pruned_over_dense" in rep:
-        write(
-            f"  dense median {rep['dense_median_ms']:.1f} ms; pruned/dense {rep['pruned_over_dense']:.3f} "
-            f"(paired {rep['pruned_over_dense_paired']:.3f}, CPU time {rep['pruned_over_dense_cpu_time']:.3f})"
-        )
-    for s in rep.get("keep_sweep") or []:
-        mr = f", MACs {s['macs_ratio']:.3f}" if s.get("macs_ratio") is not None else ""
-        write(f"  keep {s['keep']:<5g} median {s['median_ms']:9.1f} ms  latency/dense {s['latency_ratio']:.3f}{mr}")
-
-
 # ---- xpr demo --------------------------------------------------------------------------------
 def demo_step(ctx: Any) -> dict[str, Any]:
     """`xpr demo` step: a short bench of the demo model, pruned against dense, eager and ONNX Runtime.
 
     Tiny config on a shared CPU: the figures show the report and the ratio machinery, not speed.
     """
-    from .io import write_json
-    from .train.checkpoint import load_checkpoint
+    from ..io import write_json
+    from ..train.checkpoint import load_checkpoint
 
     out = Path(ctx.out) / "bench"
     model, _ = load_checkpoint(str(ctx.artifacts["checkpoint"]))
