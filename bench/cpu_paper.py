@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from xpr_deploy import bench as B  # noqa: E402
 from xpr_deploy.config import get_config  # noqa: E402
 from xpr_deploy.io import write_json  # noqa: E402
-from xpr_deploy.validate import random_model  # noqa: E402
+from xpr_deploy.model.xpruning import random_model  # noqa: E402
 
 XPR = str(Path(sys.executable).with_name("xpr"))
 
@@ -55,9 +55,10 @@ def export_bundle(dest: Path, seed: int) -> str:
 
 def main_comparison(model: Any, bundle: Path, dense_onnx: Path, runs: int, warmup: int, threads: int) -> dict[str, Any]:
     """Eager pruned / dense and ORT pruned / dense, interleaved in one process."""
-    import onnxruntime as ort
+    from xpr_deploy.runners.onnxrt import OnnxRuntimeRunner, OrtSettings
 
-    graph, _, _ = B.resolve_onnx(bundle)
+    src = B.open_bundle(bundle)
+    graph = src.bundle.graph()
     cc, mlo = B.example_views((1, 1, *model.cfg.img_size))
     tcc, tmlo = torch.from_numpy(cc), torch.from_numpy(mlo)
     own = list(model.keep_ratios)
@@ -71,9 +72,10 @@ def main_comparison(model: Any, bundle: Path, dense_onnx: Path, runs: int, warmu
         return run
 
     def onnx(path: Path) -> Any:
-        s = ort.InferenceSession(str(path), B.ort_session_options(threads), providers=["CPUExecutionProvider"])
-        feed = {"cc": cc, "mlo": mlo}
-        return lambda: s.run(["logits", "prob"], feed)
+        r = OnnxRuntimeRunner(path, OrtSettings(providers=("CPUExecutionProvider",), threads=threads), io=src.io)
+        r.activate()  # the process ends after the comparison
+        feed = {src.io.cc: cc, src.io.mlo: mlo}
+        return lambda: r.infer(feed, check_inputs=False)
 
     fns = {
         "eager_pruned": eager(own),
@@ -197,7 +199,7 @@ def main() -> None:
             f"xpr export --config paper --seed {args.seed} --no-engine --parity-samples 0 --out {args.bundle}"
         )
     model = random_model(get_config("paper"), args.seed)  # the bundle's weights (same seed)
-    man = B.resolve_onnx(args.bundle)[2] or {}
+    src = B.open_bundle(args.bundle)
     keeps = [float(k) for k in args.sweep.split(",") if k.strip()]
     onnx_keeps = [float(k) for k in args.onnx_sweep.split(",") if k.strip()]
     tmpdir = tempfile.TemporaryDirectory(prefix="xpr-bench-")
@@ -209,7 +211,7 @@ def main() -> None:
     }
     if graphs:
         log(f"reusing graphs exported earlier from the same bundle: {sorted(graphs)}")
-    graphs.update(B.export_variant_graphs(man, [k for k in need if k not in graphs], tmp, log))
+    graphs.update(B.export_variant_graphs(src, [k for k in need if k not in graphs], tmp, log))
     dense = graphs[1.0]
     log("main comparison: eager vs ONNX Runtime, pruned vs dense, interleaved")
     main_rep = main_comparison(model, args.bundle, dense, args.runs, args.warmup, args.threads)

@@ -34,7 +34,7 @@ from xpr_deploy import bench as B  # noqa: E402
 from xpr_deploy.config import get_config  # noqa: E402
 from xpr_deploy.errors import XprError  # noqa: E402
 from xpr_deploy.io import write_json  # noqa: E402
-from xpr_deploy.validate import random_model  # noqa: E402
+from xpr_deploy.model.xpruning import random_model  # noqa: E402
 
 XPR = str(Path(sys.executable).with_name("xpr"))
 

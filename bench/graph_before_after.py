@@ -60,7 +60,7 @@ def export_before(path: Path, seed: int = 0, keep: float = 0.5) -> None:
     from xpr_deploy.config import get_config
     from xpr_deploy.export.onnx import export_onnx
     from xpr_deploy.model import ctb, export_ops, ptb
-    from xpr_deploy.validate import random_model
+    from xpr_deploy.model.xpruning import random_model
 
     ptb.PrunedSwinBlock._forward_pruned = old_forward_pruned  # type: ignore[method-assign]
     ctb._export_query_chunk = lambda b, h, nq, nk: nq  # type: ignore[assignment]
@@ -73,13 +73,13 @@ def export_before(path: Path, seed: int = 0, keep: float = 0.5) -> None:
 
 
 def compare(before: Path, after: Path, runs: int, threads: int, out: Path | None) -> dict[str, Any]:
-    import onnxruntime as ort
+    from xpr_deploy.runners.onnxrt import OrtSettings, create_session
 
     cc, mlo = B.example_views((1, 1, 2688, 896))
     sess = {}
     for name, p in (("before", before), ("after", after)):
-        so = B.ort_session_options(threads, low_memory=True, profile_prefix=f"/tmp/xpr_ba_{name}")
-        sess[name] = ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"])
+        so = OrtSettings(providers=("CPUExecutionProvider",), threads=threads, profile_prefix=f"/tmp/xpr_ba_{name}")
+        sess[name] = create_session(p, so, p)
     fns: dict[str, Any] = {n: functools.partial(s.run, ["logits"], {"cc": cc, "mlo": mlo}) for n, s in sess.items()}
     t = B.time_interleaved(fns, runs, 1, progress=lambda m: print(m, file=sys.stderr, flush=True))
     res: dict[str, Any] = {

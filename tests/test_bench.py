@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from xpr_deploy import bench as B
+from xpr_deploy.bundle import BundleView
 from xpr_deploy.config import get_config
 from xpr_deploy.model.summary import macs
 
@@ -131,7 +132,7 @@ def test_machine_info_and_command() -> None:
 # ---- backends on the tiny model ----------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_model():
-    from xpr_deploy.validate import random_model
+    from xpr_deploy.model.xpruning import random_model
 
     return random_model(TINY, 0)
 
@@ -159,42 +160,45 @@ def test_bench_eager_rejects_bad_options(tiny_model) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_graphs(tiny_model, tmp_path_factory):
-    from xpr_deploy.export.onnx import export_onnx
+def tiny_bundle(tmp_path_factory) -> Path:
+    """A tiny random-weight bundle (no engine, no parity: not under test here)."""
+    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
 
-    d = tmp_path_factory.mktemp("bench_onnx")
-    tiny_model.set_keep(1.0)
-    export_onnx(tiny_model, d / "dense.onnx")
-    tiny_model.set_keep(0.5)
-    export_onnx(tiny_model, d / "pruned.onnx")
-    return d / "pruned.onnx", d / "dense.onnx"
+    model, meta = load_source(None, "tiny", 0)
+    out = tmp_path_factory.mktemp("bench_onnx") / "bundle"
+    export_bundle(model, meta, out, ExportOptions(engine=False, parity_samples=0))
+    return out
 
 
-def test_bench_onnx_with_dense_graph(tiny_graphs, tmp_path: Path) -> None:
-    pruned, dense = tiny_graphs
-    rep = B.bench_onnx(pruned, runs=2, warmup=1, threads=2, dense_path=dense, dense=True, profile_dir=tmp_path)
+def test_bench_onnx_dense_exported_from_the_bundle(tiny_bundle, tmp_path: Path) -> None:
+    rep = B.bench_onnx(tiny_bundle, runs=2, warmup=1, threads=2, dense=True, profile_dir=tmp_path)
     assert rep["kind"] == "onnx"
     for k in ("median_ms", "p90_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense"):
         assert k in rep, k
     v = rep["variants"]
     assert rep["pruned_over_dense"] == pytest.approx(v["pruned"]["median_ms"] / v["dense"]["median_ms"])
     assert rep["settings"]["providers"] == ["CPUExecutionProvider"]
+    assert rep["settings"]["runner"]["provider"] == "CPUExecutionProvider"  # the runner predict uses
+    assert rep["model"]["bundle_sha256"] == BundleView.open(tiny_bundle).digest
     prof = rep["profile_summary"]["pruned"]
     assert prof["kernel_ms_per_run"] > 0 and any(o["op"] == "TopK" for o in B.summarize_ort_profile(
         rep["settings"]["profiles"]["pruned"], top=100)["ops"])  # fmt: skip
 
 
-def test_bench_onnx_bare_file_needs_bundle_for_dense(tiny_graphs) -> None:
+def test_bench_onnx_needs_a_bundle(tiny_bundle, tmp_path: Path) -> None:
+    import shutil
+
+    bare = tmp_path / "alone.onnx"
+    shutil.copyfile(tiny_bundle / "model.onnx", bare)
     with pytest.raises(B.BenchError, match="bundle"):
-        B.bench_onnx(tiny_graphs[0], runs=1, warmup=0, dense=True)
+        B.bench_onnx(bare, runs=1, warmup=0)
     with pytest.raises(B.BenchError):
-        B.bench_onnx(tiny_graphs[0].with_suffix(".missing"), runs=1)
+        B.bench_onnx(tiny_bundle / "missing.onnx", runs=1)
 
 
-def test_bench_engine_skips_with_reason(tmp_path: Path) -> None:
-    (tmp_path / "manifest.json").write_text(json.dumps({"engines": [], "engine_skipped": "no TensorRT here"}))
-    rep = B.bench_engine(tmp_path, runs=1, warmup=0)
-    assert rep["skipped"] is True and "no TensorRT here" in rep["reason"]
+def test_bench_engine_skips_with_reason(tiny_bundle: Path) -> None:
+    rep = B.bench_engine(tiny_bundle, runs=1, warmup=0)
+    assert rep["skipped"] is True and "disabled (--no-engine)" in rep["reason"]
 
 
 def test_cli_bench_writes_report(tmp_path: Path) -> None:
@@ -217,12 +221,13 @@ def test_demo_step_writes_reports(tiny_model, tmp_path: Path) -> None:
     """Eager only (no bundle in the context): the ONNX path is covered by test_bench_onnx_with_dense_graph."""
     from types import SimpleNamespace
 
+    from xpr_deploy.demo import bench_step
     from xpr_deploy.train.checkpoint import save_checkpoint
 
     ckpt = save_checkpoint(tmp_path / "ckpt", tiny_model, {"label_rule": "vindr:birads>=4"})
     logs: list[str] = []
     ctx = SimpleNamespace(out=tmp_path / "demo", artifacts={"checkpoint": ckpt}, log=logs.append)
-    summary = B.demo_step(ctx)
+    summary = bench_step(ctx)
     assert set(summary) == {"eager", "reports"}
     rep = json.loads((tmp_path / "demo" / "bench" / "eager.json").read_text())
     assert rep["pruned_over_dense"] == pytest.approx(

@@ -12,8 +12,10 @@ import pytest
 from test_export_support import fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
 
 from xpr_deploy.engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
-from xpr_deploy.engine.runtime import EngineMismatch, check_compute_capability, check_engine, load_engine
+from xpr_deploy.bundle import BundleError, BundleView, write_sealed
+from xpr_deploy.engine.runtime import EngineMismatch, check_compute_capability, check_engine
 from xpr_deploy.errors import BackendUnavailable
+from xpr_deploy.runners import make_runner
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu12 (extra `trt`) is not installed")
 
@@ -50,22 +52,24 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
 
 
 def test_engine_hash_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
+    """An edited engine is refused by the bundle reader before any TensorRT code runs."""
     b = _copy(fp16_bundle.path, tmp_path)
     eng = b / "engines" / "model.sm86.engine"
     data = bytearray(eng.read_bytes())
     data[-1] ^= 0xFF
     eng.write_bytes(bytes(data))
-    with pytest.raises(EngineMismatch, match=r"SHA-256 .* does not match the manifest"):
-        load_engine(eng)
+    with pytest.raises(BundleError, match=r"model.sm86.engine: SHA-256 .* differs from the manifest"):
+        make_runner(eng)
 
 
 def test_engine_version_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
     b = _copy(fp16_bundle.path, tmp_path)
     man = json.loads((b / "manifest.json").read_text())
     man["engines"][0]["version"] = "1.0.0.1"
-    (b / "manifest.json").write_text(json.dumps(man))
+    write_sealed(b, man)  # a consistent (re-sealed) bundle whose engine entry names another version
+    ref = BundleView.open(b / "engines" / "model.sm86.engine").engine()
     with pytest.raises(EngineMismatch, match=r"built with tensorrt-rtx 1\.0\.0\.1, this machine has"):
-        load_engine(b / "engines" / "model.sm86.engine")
+        check_engine(ref)
 
 
 def test_compute_capability_mismatch_fails_clearly(fp16_bundle) -> None:  # noqa: F811
@@ -88,16 +92,18 @@ def test_missing_backend_is_backend_unavailable() -> None:
 
 def test_engine_inference_or_skip_with_reason(fp16_bundle) -> None:  # noqa: F811
     """On a GPU: the engine's probability within the FP16 tolerance of ONNX Runtime; here: skip, saying why."""
-    eng = fp16_bundle.path / "engines" / "model.sm86.engine"
+    view = BundleView.open(fp16_bundle.path)
     if gpu_compute_capability() is None:
         with pytest.raises(BackendUnavailable) as exc:
-            check_engine(eng)
+            check_engine(view.engine())
         pytest.skip(str(exc.value))
-    runner = load_engine(eng)
-    from xpr_deploy.validate import run_onnx, synthetic_inputs
+    from xpr_deploy.validate import synthetic_inputs
 
     cc, mlo, _ = synthetic_inputs((448, 224), 2, 0)
-    ref = run_onnx(fp16_bundle.path / "model.onnx", cc, mlo)
-    out = runner.infer({"cc": cc[:1], "mlo": mlo[:1]})
-    p_ref = np.exp(ref.logits[0]) / np.exp(ref.logits[0]).sum()
-    assert abs(float(out["prob"][0]) - p_ref[1]) <= 1e-2
+    feed = {"cc": cc[:1], "mlo": mlo[:1]}
+    with make_runner(fp16_bundle.path, "onnx", precision="fp32") as ort_runner:
+        p_ref = float(ort_runner.infer(feed)["prob"][0])
+    with make_runner(fp16_bundle.path, "engine") as runner:
+        out = runner.infer(feed)
+        out = runner.infer(feed)  # buffers allocated once, reused
+    assert abs(float(out["prob"][0]) - p_ref) <= 1e-2

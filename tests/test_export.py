@@ -15,7 +15,7 @@ from test_export_support import XPR, fp16_bundle, plugin_bundle, trained_ckpt  #
 
 from xpr_deploy.config import get_config
 from xpr_deploy.export.lint import MAX_TOPK_K, lint_model
-from xpr_deploy.export.manifest import MANIFEST_SCHEMA, SCHEMA_FILE, read_manifest, schema_json
+from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.io import sha256_file
 from xpr_deploy.model.summary import block_table
 from xpr_deploy.model.xpruning import build_model
@@ -37,7 +37,7 @@ def test_paper_k_fits_tensorrt_topk() -> None:
 # ---- the FP16 bundle (FP32 + FP16 graphs, selection outputs, TensorRT-RTX engine, parity) -------
 def test_bundle_layout_and_manifest(fp16_bundle) -> None:  # noqa: F811
     root = fp16_bundle.path
-    man = read_manifest(root)  # validates against the schema
+    man = BundleView.open(root).manifest  # verified: seal, schema, paths, hashes
     assert man["model"] == "model.fp16.onnx" and man["graphs"] == {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
     assert {p.name for p in root.iterdir()} == {
         "model.onnx",
@@ -285,7 +285,7 @@ def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
     )  # fmt: skip
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-2000:]
-    man = read_manifest(out)
+    man = BundleView.open(out).manifest
     lint = man["lint"]["fp16"]
     assert lint["ok"] and lint["op_counts"]["TopK"] == 24 and max(lint["topk_k"]) == 1536
     (eng,) = man["engines"]

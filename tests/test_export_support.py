@@ -71,20 +71,22 @@ def trained_ckpt() -> Path:
 @pytest.fixture(scope="session")
 def fp16_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """FP32 + FP16 graphs with selection outputs, TensorRT-RTX sm_86 engine of the FP16 graph, parity."""
-    from xpr_deploy.export import ExportOptions, export_bundle
+    from xpr_deploy.export import ExportOptions
+    from xpr_deploy.validate import export_and_validate
     from xpr_deploy.export.bundle import load_source
 
     model, meta = load_source(trained_ckpt)
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp16"
-    return export_bundle(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=6))
+    return export_and_validate(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=6))
 
 
 @pytest.fixture(scope="session")
 def plugin_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """FP32 graph in plugin mode (XprWindowSelect nodes) + its TensorRT-RTX engine."""
-    from xpr_deploy.export import ExportOptions, export_bundle
+    from xpr_deploy.export import ExportOptions
+    from xpr_deploy.validate import export_and_validate
     from xpr_deploy.export.bundle import load_source
 
     model, meta = load_source(trained_ckpt)
     out = tmp_path_factory.mktemp("bundles") / "tiny-plugin"
-    return export_bundle(model, meta, out, ExportOptions(plugin=True, parity_samples=2))
+    return export_and_validate(model, meta, out, ExportOptions(plugin=True, parity_samples=2))

@@ -82,26 +82,26 @@ def test_onnx_and_eager_keep_the_same_windows(bundle: Path, ckpt: Path, synth_vi
     """The heatmaps of both backends come from identical kept-window sets, block by block."""
     from xpr_deploy.data.dicom import preprocess_file
     from xpr_deploy.data.folder import load_folder
-    from xpr_deploy.predict import EagerRunner, OnnxRunner, resolve_model
+    from xpr_deploy.runners import kept_windows, make_runner, open_source, probabilities
 
-    src_b, src_c = resolve_model(bundle), resolve_model(ckpt)
+    src_b, src_c = open_source(bundle), open_source(ckpt)
     p = load_folder(sorted((synth_vindr / "images").iterdir())[0]).pairs[0]
-    cc = preprocess_file(p.cc, src_c.settings)[None, None]
-    mlo = preprocess_file(p.mlo, src_c.settings)[None, None]
-    with OnnxRunner(src_b) as onnx_runner, EagerRunner(src_c) as eager_runner:
-        p_onnx, sel_onnx = onnx_runner.infer(cc, mlo, selection=True)
-        p_eager, sel_eager = eager_runner.infer(cc, mlo, selection=True)
-    assert p_onnx[0] == pytest.approx(p_eager[0], abs=1e-5)
+    feed = {"cc": preprocess_file(p.cc, src_c.settings)[None, None], "mlo": preprocess_file(p.mlo, src_c.settings)[None, None]}
+    with make_runner(src_b, "onnx") as onnx_runner, make_runner(src_c, "eager", selection=True) as eager_runner:
+        out_onnx, out_eager = onnx_runner.infer(feed), eager_runner.infer(feed)
+        sel_onnx = kept_windows(out_onnx, onnx_runner.selection, src_b.cfg)
+        sel_eager = kept_windows(out_eager, eager_runner.selection, src_c.cfg)
+    assert probabilities(out_onnx, src_b.io)[0] == pytest.approx(probabilities(out_eager, src_c.io)[0], abs=1e-5)
     assert set(sel_onnx) == set(sel_eager)
     for key in sel_eager:
         assert set(sel_onnx[key][0].tolist()) == set(sel_eager[key][0].tolist()), key
 
 
 def test_engine_backend_fails_with_the_reason(bundle: Path, synth_vindr: Path) -> None:
-    from xpr_deploy.errors import PredictError
+    from xpr_deploy.bundle import BundleError
     from xpr_deploy.predict import predict
 
-    with pytest.raises(PredictError, match="no engine"):
+    with pytest.raises(BundleError, match="no engine"):
         predict(bundle, [synth_vindr / "images"], backend="engine")
 
 
@@ -143,6 +143,8 @@ def test_engine_backend_without_a_gpu_says_why(bundle: Path, synth_vindr: Path, 
 
     if gpu_compute_capability() is not None:
         pytest.skip("an NVIDIA GPU is present: the engine would be loaded for real")
+    from xpr_deploy.bundle import write_sealed
+
     copy = shutil.copytree(bundle, tmp_path / "bundle")
     engine = copy / "engines" / "model.sm86.engine"
     engine.parent.mkdir()
@@ -160,7 +162,8 @@ def test_engine_backend_without_a_gpu_says_why(bundle: Path, synth_vindr: Path, 
         "path": "engines/model.sm86.engine", "sha256": hashlib.sha256(engine.read_bytes()).hexdigest(),
         "onnx": "model.onnx", "plugins_required": [],
     }]  # fmt: skip
-    (copy / "manifest.json").write_text(json.dumps(manifest))
+    manifest["files"]["engines/model.sm86.engine"] = manifest["engines"][0]["sha256"]
+    write_sealed(copy, manifest)
     with pytest.raises(BackendUnavailable, match=r"needs? an NVIDIA GPU|not available"):
         predict(copy, [synth_vindr / "images"], backend="engine")
     with pytest.raises(BackendUnavailable):
@@ -172,10 +175,10 @@ def test_demo_predict_step_compares_onnx_with_eager(
 ) -> None:
     from types import SimpleNamespace
 
-    from xpr_deploy.predict import demo_step
+    from xpr_deploy.demo import predict_step
 
     ctx = SimpleNamespace(out=tmp_path, artifacts={"data": synth_vindr, "checkpoint": ckpt, "bundle": bundle})
-    summary = demo_step(ctx)
+    summary = predict_step(ctx)
     assert summary["breasts"] == 8 and summary["rejects"] == 2 and summary["max_abs_diff_vs_eval"] is None
     assert summary["onnx_graph"] == "model.onnx" and summary["max_abs_diff_onnx_vs_eager"] < 1e-5
     assert json.loads(Path(summary["predictions"]).read_text())["compared"]["breasts"] == 8

@@ -12,14 +12,18 @@ import numpy as np
 import torch
 from test_export_support import XPR, fp16_bundle, trained_ckpt  # noqa: F401  (fixtures)
 
+from xpr_deploy.bundle import BundleView
 from xpr_deploy.io import sha256_file
 from xpr_deploy.validate import RunResult, Tolerances, compare, compare_selection, validate_bundle
 
 
 def _result(sel: list[list[int]], scores: list[list[float]] | None = None, logits=None) -> RunResult:
     key = ("cc", 1, 0)
+    lg = np.asarray(logits if logits is not None else [[0.0, 0.0]] * len(sel), dtype=np.float64)
+    e = np.exp(lg - lg.max(axis=1, keepdims=True))
     return RunResult(
-        np.asarray(logits if logits is not None else [[0.0, 0.0]] * len(sel), dtype=np.float64),
+        lg,
+        e[:, 1] / e.sum(axis=1),
         {key: np.asarray(sel)},
         {key: np.asarray(scores, dtype=np.float64)} if scores is not None else {},
     )
@@ -59,6 +63,8 @@ def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_pat
     assert rep["ok"] is True and rep["samples"] == 2
     man = json.loads((b / "manifest.json").read_text())
     assert man["files"]["parity.json"] == sha256_file(b / "parity.json")
+    view = BundleView.open(b)  # re-sealed, still verifies
+    assert rep["validated_files"] == {k: v for k, v in view.manifest["files"].items() if k != "parity.json"}
 
 
 def test_broken_tolerance_fails(fp16_bundle) -> None:  # noqa: F811

@@ -19,11 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .bench import demo_step as _bench_step
-from .export.bundle import demo_step as _export_step
+from .errors import XprError
 from .io import write_json
-from .predict import demo_step as _predict_step
-from .report import demo_step as _report_step
 
 #: demo sizes: small enough for a 2-core laptop (about two minutes for training), large enough to
 #: learn from random init: 80 breasts (50 to train on, batch 8) gave held-out AUC 0.75, 320 gave
@@ -133,14 +130,130 @@ def demo_train_settings(epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
     return {"epochs": epochs, "batch_size": 4, "lr": 3e-4, "prune_warmup": 2, "holdout": 0.25, "val_fraction": 0.15}
 
 
+def export_step(ctx: DemoContext) -> dict[str, Any]:
+    """`xpr export --fp16 --with-selection`: FP32 + FP16 graphs, the sm_86 engine when TensorRT-RTX is
+    installed, then parity on the sealed bundle (parity.json)."""
+    from .export.bundle import ExportOptions, load_source
+    from .validate import export_and_validate
+
+    model, meta = load_source(ctx.artifacts["checkpoint"])
+    out = Path(ctx.out) / "export"
+    res = export_and_validate(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=4))
+    ctx.artifacts["bundle"] = out
+    by = {c.name: c for c in res.parity.candidates} if res.parity is not None else {}
+    for c in by.values():
+        ctx.log(f"  parity {c.name}: {c.status} {c.reason or c.gate}")
+    if not res.ok:
+        raise DemoError(f"{out}: exported, but parity failed (see parity.json)")
+    m = res.view.manifest
+    return {
+        "bundle": str(out),
+        "bundle_sha256": res.view.digest,
+        "graphs": m["graphs"],
+        "engine": m["engines"][0]["path"] if m["engines"] else None,
+        "engine_skipped": m["engine_skipped"],
+        "parity_ok": res.ok,
+        "fp32_max_abs_logits": by["onnxruntime-fp32"].max_abs_logits if by else None,
+        "fp16_max_abs_prob": by["onnxruntime-fp16"].max_abs_prob_all if by else None,
+        "timings": res.bundle.timings,
+    }
+
+
+def _bad_study(folder: Path, example: Path) -> Path:
+    """A study folder a PACS export might really contain: a non-DICOM file and a truncated image."""
+    from .io import write_bytes
+
+    write_bytes(folder / "README.bin", b"exported by a PACS; not an image\n")
+    raw = example.read_bytes()
+    write_bytes(folder / "truncated.dcm", raw[: len(raw) * 2 // 3])  # pixel data cut short
+    return folder
+
+
+def predict_step(ctx: DemoContext) -> dict[str, Any]:
+    """`xpr predict` on the held-out studies (plus a broken one) with heatmaps; compared with eval,
+    and the exported bundle's served graph on the same studies."""
+    from .predict import predict
+
+    data = Path(ctx.artifacts["data"])
+    ckpt = ctx.artifacts["checkpoint"]
+    out = Path(ctx.out) / "predict"
+    ev = ctx.artifacts.get("eval")
+    eval_probs = {(b["study"], b["laterality"]): float(b["prob"]) for b in (ev.breasts if ev is not None else [])}
+    folders = sorted({data / "images" / s for s, _ in eval_probs}) or sorted((data / "images").iterdir())[:4]
+    bad = _bad_study(out / "inbox-broken-study", next(folders[0].iterdir()))
+    rep = predict(ckpt, [*folders, bad], backend="eager", heatmaps_dir=out / "heatmaps")
+    # VinDr's study id is the images/<study_id>/ folder; predict names studies by StudyInstanceUID
+    by_breast = {(Path(b.cc).parent.name, b.laterality): b.prob for b in rep.breasts}
+    common = sorted(set(by_breast) & set(eval_probs))
+    vs_eval = max((abs(by_breast[k] - eval_probs[k]) for k in common), default=None)
+    summary: dict[str, Any] = {
+        "breasts": len(rep.breasts),
+        "rejects": len(rep.rejects),
+        "max_abs_diff_vs_eval": vs_eval,
+        "heatmaps": str(out / "heatmaps"),
+    }
+    bundle = ctx.artifacts.get("bundle")
+    if bundle is not None:  # the exported graph on the same studies
+        onnx = predict(Path(bundle), folders, backend="onnx")
+        onnx_probs = {(Path(b.cc).parent.name, b.laterality): b.prob for b in onnx.breasts}
+        summary["onnx_graph"] = onnx.runner.get("graph")
+        summary["onnx_runner"] = onnx.runner
+        summary["max_abs_diff_onnx_vs_eager"] = max(
+            (abs(onnx_probs[k] - by_breast[k]) for k in onnx_probs if k in by_breast), default=None
+        )
+    path = out / "predictions.json"
+    write_json(path, {**rep.to_dict(), "compared": summary})
+    ctx.artifacts["predictions"] = path
+    return {**summary, "predictions": str(path)}
+
+
+def bench_step(ctx: DemoContext) -> dict[str, Any]:
+    """`xpr bench`: a short bench of the demo model, pruned against dense, eager and ONNX Runtime.
+
+    Tiny config on a shared CPU: the figures show the report and the ratio machinery, not speed.
+    """
+    from .bench import bench_eager, bench_onnx
+    from .train.checkpoint import load_checkpoint
+
+    out = Path(ctx.out) / "bench"
+    model, _ = load_checkpoint(str(ctx.artifacts["checkpoint"]))
+    reports = {"eager": bench_eager(model, runs=3, warmup=1, threads=2, dense=True)}
+    bundle = ctx.artifacts.get("bundle")
+    if bundle is not None:
+        reports["onnx"] = bench_onnx(Path(bundle), runs=3, warmup=1, threads=2, dense=True, precision="fp32")
+    for name, rep in reports.items():
+        write_json(out / f"{name}.json", rep)
+        ctx.log(f"  {name}: median {rep['median_ms']:.1f} ms, pruned/dense {rep['pruned_over_dense']:.2f}")
+    ctx.artifacts["bench"] = out
+    return {
+        name: {k: rep.get(k) for k in ("median_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense")}
+        for name, rep in reports.items()
+    } | {"reports": str(out)}
+
+
+def report_step(ctx: DemoContext) -> dict[str, Any]:
+    """REPORT.md over everything the earlier steps wrote (keep this step last)."""
+    from .report import step_from_demo, write_report
+
+    root = Path(ctx.out)
+    steps = [step_from_demo(r, root) for r in ctx.artifacts.get("steps") or []]
+    notes = ["Machine-readable summary: [demo.json](demo.json) (written as the demo finishes, after this report)."]
+    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report", notes=notes)
+    return {"report": str(path)}
+
+
+class DemoError(XprError):
+    """A demo step produced something wrong (e.g. an exported bundle that fails its own parity)."""
+
+
 STEPS: list[Step] = [
     Step("synth", synth_step, "synthetic VinDr-layout DICOM studies, lesions in both views for malignant breasts"),
     Step("train", train_step, "X-Pruning (tiny) from random init, best checkpoint by validation AUC"),
     Step("eval", eval_step, "held-out test breasts: AUC with DeLong CI, ROC, confusion matrix"),
-    Step("export", _export_step, "xpr export --fp16: ONNX bundle, TensorRT-RTX sm_86 engine, parity vs eager"),
-    Step("predict", _predict_step, "xpr predict on the held-out studies + a broken one: heatmaps, |Δ| vs eval"),
-    Step("bench", _bench_step, "xpr bench: eager and ONNX Runtime, pruned vs dense, latency and peak memory"),
-    Step("report", _report_step, "REPORT.md linking every artefact (keep this step last)"),
+    Step("export", export_step, "xpr export --fp16: ONNX bundle, TensorRT-RTX sm_86 engine, parity vs eager"),
+    Step("predict", predict_step, "xpr predict on the held-out studies + a broken one: heatmaps, |Δ| vs eval"),
+    Step("bench", bench_step, "xpr bench: eager and ONNX Runtime, pruned vs dense, latency and peak memory"),
+    Step("report", report_step, "REPORT.md linking every artefact (keep this step last)"),
 ]
 
 

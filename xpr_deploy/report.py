@@ -220,7 +220,7 @@ def _fact(key: str, v: Any) -> str | None:
     return None
 
 
-def _step_from_demo(rec: Mapping[str, Any], root: Path, max_facts: int = 10) -> StepRecord:
+def step_from_demo(rec: Mapping[str, Any], root: Path, max_facts: int = 10) -> StepRecord:
     """A `run_demo` record (name, ok, seconds, error | summary keys) as a report row."""
     skip = {"name", "ok", "seconds", "error"}
     arts: list[str] = []
@@ -236,13 +236,3 @@ def _step_from_demo(rec: Mapping[str, Any], root: Path, max_facts: int = 10) -> 
             facts.append(f)
     detail = str(rec.get("error") or ", ".join(facts[:max_facts]) + (", ..." if len(facts) > max_facts else ""))
     return StepRecord(str(rec.get("name", "?")), bool(rec.get("ok", True)), rec.get("seconds"), detail, arts)
-
-
-def demo_step(ctx: Any) -> dict[str, Any]:
-    """`xpr demo` step (the last): REPORT.md over everything the earlier steps wrote."""
-    root = Path(ctx.out)
-    records = ctx.artifacts.get("steps") or []
-    steps = [_step_from_demo(r, root) for r in records]
-    notes = ["Machine-readable summary: [demo.json](demo.json) (written as the demo finishes, after this report)."]
-    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report", notes=notes)
-    return {"report": str(path)}

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .bundle import BundleView
 from .errors import TritonError
-from .io import atomic_path, write_text
+from .io import atomic_path, sha256_file, write_text
 
 __all__ = ["TritonError", "TritonResult", "write_repository"]
 
@@ -102,70 +103,12 @@ class TritonResult:
 
 
 # ---- manifest ------------------------------------------------------------------------------
-def read_manifest(bundle: Path) -> dict[str, Any]:
-    path = bundle / "manifest.json"
-    if not path.is_file():
-        raise TritonError(f"{bundle}: not an export bundle (no manifest.json)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise TritonError(f"{path}: unreadable manifest ({exc})") from None
-    if not isinstance(data, dict):
-        raise TritonError(f"{path}: manifest is not a JSON object")
-    return data
-
-
-def _tensor(entry: Any, source: Path) -> TensorSpec:
-    if isinstance(entry, dict) and "name" in entry and "shape" in entry:
-        shape = tuple(d if isinstance(d, str) else int(d) for d in entry["shape"])
-        return TensorSpec(str(entry["name"]), str(entry.get("dtype", "float32")), shape)
-    raise TritonError(f"{source}: input/output entry {entry!r} lacks name/shape")
-
-
-def tensors(manifest: dict[str, Any], key: str, source: Path) -> list[TensorSpec]:
-    """The manifest's `inputs` or `outputs` (a list of {name, dtype, shape}, or a name -> spec map)."""
-    raw = manifest.get(key)
-    if isinstance(raw, dict):
-        raw = [{"name": k, **v} for k, v in raw.items()]
-    if not isinstance(raw, list) or not raw:
-        raise TritonError(f"{source}: manifest has no {key}")
-    return [_tensor(e, source) for e in raw]
-
-
-def onnx_file(bundle: Path, manifest: dict[str, Any], precision: str | None = None) -> Path:
-    """The ONNX graph to serve: `graphs[precision]` when asked, else the manifest's `model`."""
-    names: list[str] = []
-    raw = manifest.get("graphs")
-    graphs: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    if precision is not None:
-        if precision not in graphs:
-            have = ", ".join(sorted(graphs)) or "none"
-            raise TritonError(f"{bundle / 'manifest.json'}: no {precision} graph in the bundle (has {have})")
-        names.append(str(graphs[precision]))
-    elif isinstance(manifest.get("model"), str):
-        names.append(manifest["model"])
-    else:
-        names += [str(v) for v in graphs.values()] + ["model.onnx", "model.fp16.onnx"]
-    for name in names:
-        if (bundle / name).is_file():
-            return bundle / name
-    raise TritonError(f"{bundle}: ONNX model missing from the bundle (looked for {', '.join(names)})")
-
-
-def engine_entries(bundle: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = manifest.get("engines") or []
-    if isinstance(raw, dict):
-        raw = [raw]
-    out = []
-    for e in raw:
-        if isinstance(e, dict) and isinstance(e.get("path") or e.get("file"), str):
-            out.append(e)
-    return out
-
-
-def _engine_path(bundle: Path, entry: dict[str, Any]) -> Path:
-    p = Path(str(entry.get("path") or entry.get("file")))
-    return p if p.is_absolute() else bundle / p
+def tensors(specs: list[dict[str, Any]], source: Path) -> list[TensorSpec]:
+    """TensorSpecs of the manifest's `inputs` or `outputs` (verified by the bundle reader)."""
+    return [
+        TensorSpec(str(e["name"]), str(e["dtype"]), tuple(d if isinstance(d, str) else int(d) for d in e["shape"]))
+        for e in specs
+    ]
 
 
 # ---- config.pbtxt --------------------------------------------------------------------------
@@ -298,11 +241,18 @@ def _external_data(onnx_path: Path) -> list[Path]:
     return [onnx_path.parent / n for n in sorted(names)]
 
 
-def _copy(src: Path, dest: Path) -> None:
+#: SHA-256 of each bundle file (by absolute path) the repository copies: checked on the copy too
+_Hashes = dict[Path, str]
+
+
+def _copy(src: Path, dest: Path, hashes: _Hashes) -> None:
     if not src.is_file():
         raise TritonError(f"{src}: missing (needed for the Triton repository)")
     with atomic_path(dest) as tmp:
         shutil.copyfile(src, tmp)
+        want = hashes.get(src)
+        if want is not None and sha256_file(tmp) != want:
+            raise TritonError(f"{src}: changed while it was copied into the repository (SHA-256 differs)")
 
 
 def _write_model(
@@ -314,13 +264,14 @@ def _write_model(
     max_batch_size: int,
     version: int | None,
     extra_files: dict[str, str],
+    hashes: _Hashes,
 ) -> TritonModel:
     """`files`: name in the version folder -> source; the first one is the model file."""
     model_dir = repo / name
     v = _next_version(model_dir) if version is None else version
     vdir = model_dir / str(v)
     for fname, src in files.items():
-        _copy(src, vdir / fname)
+        _copy(src, vdir / fname, hashes)
     for fname, text in extra_files.items():
         write_text(model_dir / fname, text)
     write_text(model_dir / "config.pbtxt", config_text)  # last: Triton polls for it
@@ -341,21 +292,23 @@ def write_repository(
     `version` None means the next free version number, so re-running adds a version that Triton
     serves as the latest instead of replacing the files under a running server.
     """
-    bundle, repo = Path(bundle), Path(repo)
+    repo = Path(repo)
     if instances < 1:
         raise TritonError(f"{bundle}: --instances must be >= 1")
-    manifest = read_manifest(bundle)
-    source = bundle / "manifest.json"
-    inputs = tensors(manifest, "inputs", source)
-    outputs = tensors(manifest, "outputs", source)
+    view = BundleView.open(bundle)  # refuses an edited, incomplete or escaping bundle before anything is copied
+    manifest, source = view.manifest, view.root / "manifest.json"
+    inputs = tensors(view.inputs, source)
+    outputs = tensors(view.outputs, source)
     mbs = _batch_size(inputs + outputs, max_batch, source)
-    base = name or str(manifest.get("name") or bundle.name).replace(" ", "_")
+    base = name or view.name.replace(" ", "_")
     params = _parameters(manifest)
+    params["xpr_bundle_sha256"] = view.digest
     labels = "\n".join(_class_names(manifest)) + "\n"
     extras = {"labels.txt": labels, "manifest.json": source.read_text()}
     result = TritonResult(repo)
+    hashes = {view.root / rel: h for rel, h in manifest["files"].items()}
 
-    onnx = onnx_file(bundle, manifest, precision)
+    onnx = view.graph(precision)
     # KIND_AUTO: GPU when the server has one, else CPU (ONNX Runtime runs on both)
     text = config_pbtxt(
         f"{base}_onnx",
@@ -371,22 +324,18 @@ def write_repository(
         "labels.txt",
     )
     files = {"model.onnx": onnx, **{p.name: p for p in _external_data(onnx)}}
-    result.models.append(_write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras))
+    result.models.append(_write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras, hashes))
 
-    for entry in engine_entries(bundle, manifest):
-        path = _engine_path(bundle, entry)
-        backend = str(entry.get("backend", "tensorrt")).lower().replace("_", "-")
+    for ref in view.engines:
+        path, entry = ref.path, ref.entry
+        backend = ref.backend
         if "rtx" in backend:
             result.skipped.append(
                 f"{path}: TensorRT-RTX engine; Triton's tensorrt_plan backend runs TensorRT engines only, "
                 "so it is not served (the ONNX model is)"
             )
             continue
-        if not path.is_file():
-            result.skipped.append(f"{path}: engine listed in the manifest but missing")
-            continue
-        e_in = tensors(entry, "inputs", source) if entry.get("inputs") else inputs
-        e_out = tensors(entry, "outputs", source) if entry.get("outputs") else outputs
+        e_in, e_out = inputs, outputs
         e_params = dict(params)
         for key in ("version", "compute_capability", "hardware_compatibility"):
             if entry.get(key) is not None:
@@ -405,6 +354,6 @@ def write_repository(
             "labels.txt",
         )
         files = {"model.plan": path}
-        result.models.append(_write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras))
+        result.models.append(_write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras, hashes))
         break  # one engine model per repository; more need --name
     return result

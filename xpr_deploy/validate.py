@@ -1,6 +1,11 @@
 """Parity (SPEC §6): eager FP32 is the reference; ONNX Runtime FP32 / FP16, eager FP16 and the engine
 are compared against it on realistic inputs (synthetic studies or a dataset), never only on noise.
 
+Every candidate is built by the runner factory with the settings `xpr predict` uses on this machine,
+run through polygraphy's `Comparator.run`, and its logits / P(malignant) compared with
+`Comparator.compare_accuracy` (`SimpleCompareFunc`, i.e. `CompareFunc.simple`, per-output tolerances). xpr's pruning-aware
+layer reads the same run results:
+
 Per candidate: max |Δ| of logits and of P(malignant), decision flips at the operating threshold,
 ΔAUC when labels exist, and per block and view the Jaccard of the kept-window sets with the
 reference's K-th/(K+1)-th score margin. A selection difference whose windows all score within a
@@ -11,20 +16,16 @@ what the model computes) and reported apart.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
-import torch
 
+from .bundle import BlockKey, BundleView, rewrite_file
 from .errors import BackendUnavailable, XprError
-from .model.ptb import PrunedSwinBlock, window_scores
-from .model.xpruning import XPruning, malignancy_probability
-
-BlockKey = tuple[str, int, int]
+from .runners import ModelSource, logits_of, make_runner, open_source, probabilities, source_model
+from .runners.eager import score_name
 
 
 class ParityError(XprError):
@@ -68,6 +69,8 @@ class CandidateParity:
     decision_flips: int | None = None
     delta_auc: float | None = None
     gate: str = ""
+    runner: dict[str, Any] = field(default_factory=dict)  # backend, provider, precision as predict runs it
+    served: bool = False  # the configuration `xpr predict` uses for this bundle by default
     blocks: list[BlockParity] = field(default_factory=list)
 
     @property
@@ -91,6 +94,9 @@ class ParityReport:
     tolerances: Tolerances
     candidates: list[CandidateParity]
     reference: str = "eager-fp32"
+    #: SHA-256 of the bundle files this report certifies (graphs, engines; not parity.json itself,
+    #: whose insertion re-seals the manifest): what a reader checks the report against
+    validated_files: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -100,6 +106,7 @@ class ParityReport:
         return {
             "ok": self.ok,
             "reference": self.reference,
+            "validated_files": self.validated_files,
             "samples": self.samples,
             "inputs": self.inputs,
             "threshold": self.threshold,
@@ -152,101 +159,33 @@ def dataset_inputs(
 # ---- runs -----------------------------------------------------------------------------------
 @dataclass
 class RunResult:
+    """One runner's outputs over every sample, concatenated: what the pruning-aware layer reads."""
+
     logits: np.ndarray  # [n, 2] float64
+    prob: np.ndarray  # [n] float64
     selection: dict[BlockKey, np.ndarray]  # [n, K]
     scores: dict[BlockKey, np.ndarray] = field(default_factory=dict)  # reference only: [n, N]
 
 
-def _block_scores(blk: PrunedSwinBlock, x: torch.Tensor) -> torch.Tensor:
-    """The scores the block ranks windows by (same roll + partition + FP32 score as its forward)."""
-    from timm.models.swin_transformer import window_partition
-
-    b, _, _, c = x.shape
-    sh, sw = blk.shift_size
-    xs = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if any(blk.shift_size) else x
-    wh, ww = blk.window_size
-    win = window_partition(xs, blk.window_size).reshape(b, -1, wh * ww, c)
-    return window_scores(win)
+def feeds(cc: np.ndarray, mlo: np.ndarray, io: Any, batch: int) -> list[dict[str, np.ndarray]]:
+    """Feed dicts of `batch` samples (the bundle's static batch)."""
+    if len(cc) % batch:
+        raise ParityError(f"{len(cc)} samples do not fill batches of {batch}: give a multiple of {batch}")
+    return [{io.cc: cc[i : i + batch], io.mlo: mlo[i : i + batch]} for i in range(0, len(cc), batch)]
 
 
-def run_eager(model: XPruning, cc: np.ndarray, mlo: np.ndarray, *, scores: bool = False, batch: int = 1) -> RunResult:
-    """Eager forward (model's own dtype/device), batch by batch; optionally the reference window scores."""
-    model.eval()
-    dev = next(model.parameters()).device
-    dtype: torch.dtype = model.cc.patch_embed.proj.weight.dtype  # type: ignore[union-attr, assignment]
-    logits, sels, scs = [], [], []
-    for i in range(0, len(cc), batch):
-        captured: dict[BlockKey, torch.Tensor] = {}
-        hooks = []
-        if scores:
-            for key, blk in model.blocks():
-                if blk.k < blk.num_windows:
-
-                    def hook(
-                        mod: torch.nn.Module, args: tuple[Any, ...], key: BlockKey = key, out: dict = captured
-                    ) -> None:
-                        out[key] = _block_scores(mod, args[0]).detach()  # type: ignore[arg-type]
-
-                    hooks.append(blk.register_forward_pre_hook(hook))
-        try:
-            with torch.no_grad():
-                x1 = torch.from_numpy(cc[i : i + batch]).to(dev, dtype)
-                x2 = torch.from_numpy(mlo[i : i + batch]).to(dev, dtype)
-                lg, sel = model(x1, x2, return_selection=True)
-        finally:
-            for h in hooks:
-                h.remove()
-        logits.append(lg.double().cpu().numpy())
-        sels.append({k: v.cpu().numpy() for k, v in sel.items()})
-        scs.append({k: v.double().cpu().numpy() for k, v in captured.items()})
-    keys = [k for k, blk in model.blocks() if blk.k < blk.num_windows]
-    return RunResult(
-        np.concatenate(logits),
-        {k: np.concatenate([s[k] for s in sels]) for k in keys},
-        {k: np.concatenate([s[k] for s in scs]) for k in keys} if scores else {},
-    )
-
-
-def selection_tensors(proto: onnx.ModelProto) -> dict[str, BlockKey]:
-    """Tensor name -> block for every tagged window selection (TopK indices / XprWindowSelect output)."""
-    from .export.onnx import BLOCK_KEY
-
-    out: dict[str, BlockKey] = {}
-    for n in proto.graph.node:
-        tag = next((p.value for p in n.metadata_props if p.key == BLOCK_KEY), None)
-        if tag is None:
-            continue
-        view, stage, block = tag.split("/")
-        out[n.output[1] if n.op_type == "TopK" else n.output[0]] = (view, int(stage), int(block))
-    return out
-
-
-def run_onnx(path: str | Path, cc: np.ndarray, mlo: np.ndarray, threads: int = 2) -> RunResult:
-    """ONNX Runtime (CPU) on a bundle graph, with every block's kept indices exposed as outputs."""
-    import onnxruntime as ort
-
-    proto = onnx.load(str(path))
-    sel = selection_tensors(proto)
-    present = {o.name for o in proto.graph.output}
-    for name in sel:
-        if name not in present:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-    del proto
-    batch = int(sess.get_inputs()[0].shape[0])
-    names = ["logits", *sel]
-    logits, sels = [], []
-    for i in range(0, len(cc), batch):
-        res = sess.run(names, {"cc": cc[i : i + batch], "mlo": mlo[i : i + batch]})
-        logits.append(np.asarray(res[0], dtype=np.float64))
-        sels.append(res[1:])
-    return RunResult(
-        np.concatenate(logits),
-        {key: np.concatenate([s[j] for s in sels]) for j, key in enumerate(sel.values())},
-    )
+def collect(iterations: Any, runner: Any) -> RunResult:
+    """polygraphy IterationResults of one runner -> RunResult."""
+    io = runner.io
+    logits = np.concatenate([logits_of(it, io) for it in iterations])
+    prob = np.concatenate([probabilities(it, io) for it in iterations])
+    sel = {key: np.concatenate([np.asarray(it[name]) for it in iterations]) for name, key in runner.selection.items()}
+    scores = {}
+    for key in sel:
+        name = score_name(key)
+        if name in iterations[0]:
+            scores[key] = np.concatenate([np.asarray(it[name], dtype=np.float64) for it in iterations])
+    return RunResult(logits, prob, sel, scores)
 
 
 # ---- comparison -----------------------------------------------------------------------------
@@ -299,6 +238,24 @@ def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(labels[ok], p[ok]))
 
 
+def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
+    ok = labels >= 0
+    if len(set(labels[ok].tolist())) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels[ok], p[ok]))
+
+
+def gated_output(kind: str) -> str:
+    """The output role each kind of candidate is gated on (FP32: logits; reduced precision: prob)."""
+    return "logits" if kind == "fp32" else "prob"
+
+
+def tolerance(kind: str, tol: Tolerances) -> float:
+    return {"fp32": tol.logits_fp32, "fp16": tol.prob_fp16}.get(kind, tol.prob_engine)
+
+
 def compare(
     name: str,
     ref: RunResult,
@@ -309,14 +266,14 @@ def compare(
     labels: np.ndarray | None,
     tol: Tolerances,
     kind: str,  # fp32 | fp16 | engine
+    matched: list[bool] | None = None,  # polygraphy's verdict per sample on the gated output
 ) -> CandidateParity:
+    """The pruning-aware layer: kept-set ties vs flips, |Δ| with and without tie samples, decisions, ΔAUC."""
     eps = tol.tie_eps_fp32 if kind == "fp32" else tol.tie_eps_fp16
     blocks, tie_samples = compare_selection(ref, cand, k_of, eps)
-    p_ref = malignancy_probability(torch.from_numpy(ref.logits)).numpy()
-    p_c = malignancy_probability(torch.from_numpy(cand.logits)).numpy()
-    clean = np.array([i not in tie_samples for i in range(len(p_ref))])
+    clean = np.array([i not in tie_samples for i in range(len(ref.prob))])
     dl = np.abs(cand.logits - ref.logits).max(axis=1)
-    dp = np.abs(p_c - p_ref)
+    dp = np.abs(cand.prob - ref.prob)
     res = CandidateParity(
         name,
         "pass",
@@ -325,178 +282,183 @@ def compare(
         max_abs_logits_all=float(dl.max()),
         max_abs_prob_all=float(dp.max()),
         tie_samples=len(tie_samples),
-        decision_flips=int(np.sum((p_ref >= threshold) != (p_c >= threshold))),
+        decision_flips=int(np.sum((ref.prob >= threshold) != (cand.prob >= threshold))),
         blocks=blocks,
     )
     if labels is not None:
-        a_ref, a_c = _auc(labels, p_ref), _auc(labels, p_c)
+        a_ref, a_c = _auc(labels, ref.prob), _auc(labels, cand.prob)
         res.delta_auc = None if a_ref is None or a_c is None else a_c - a_ref
+    if matched is None:  # no polygraphy verdict given: the same elementwise rule on the arrays
+        d = dl if kind == "fp32" else dp
+        matched = [bool(x <= tolerance(kind, tol)) for x in d]
+    lim = tolerance(kind, tol)
     problems = []
     if res.selection_flips:
         problems.append(f"{res.selection_flips} kept-set flips beyond the tie epsilon {eps:g}")
     if kind == "fp32":  # exact-arithmetic twin: gate on the samples without a selection tie
-        res.gate = f"max|Δlogits| <= {tol.logits_fp32:g} on tie-free samples, no flips"
-        if res.max_abs_logits is None:
+        res.gate = f"max|Δlogits| <= {lim:g} on tie-free samples, no flips"
+        if not clean.any():
             problems.append("every sample has a selection tie: nothing to gate (use trained weights)")
-        elif res.max_abs_logits > tol.logits_fp32:
-            problems.append(f"max|Δlogits| {res.max_abs_logits:.3g} > {tol.logits_fp32:g}")
+        elif not all(m for m, c in zip(matched, clean, strict=True) if c):
+            problems.append(f"max|Δlogits| {res.max_abs_logits:.3g} > {lim:g}")
     else:  # reduced precision: gate on every sample, ties included
-        lim = tol.prob_fp16 if kind == "fp16" else tol.prob_engine
         res.gate = f"max|Δprob| <= {lim:g} on all samples, no flips"
-        if res.max_abs_prob_all is not None and res.max_abs_prob_all > lim:
+        if not all(matched):
             problems.append(f"max|Δprob| {res.max_abs_prob_all:.3g} > {lim:g}")
     if problems:
         res.status, res.reason = "fail", "; ".join(problems)
     return res
 
 
-def _skipped(name: str, reason: str) -> CandidateParity:
-    return CandidateParity(name, "skipped", reason)
+def _skipped(name: str, reason: str, runner: dict[str, Any] | None = None) -> CandidateParity:
+    return CandidateParity(name, "skipped", reason, runner=runner or {})
+
+
+# ---- the run --------------------------------------------------------------------------------
+@dataclass
+class Candidate:
+    """A runner to compare, or the reason it cannot run here."""
+
+    name: str
+    kind: str  # fp32 | fp16 | engine
+    runner: Any | None
+    skip: str = ""
+    served: bool = False
+
+
+def candidates(source: ModelSource, model: Any) -> list[Candidate]:
+    """ONNX Runtime on each graph, eager FP16 islands, and the engine: each as `xpr predict` runs it."""
+    out: list[Candidate] = []
+    view = source.bundle
+    graphs = view.graphs if view is not None else {}
+    served = str(view.graph()) if view is not None else ""
+    for prec in ("fp32", "fp16"):
+        name = f"onnxruntime-{prec}"
+        if prec not in graphs:
+            out.append(Candidate(name, prec, None, f"no {prec.upper()} graph in the bundle"))
+            continue
+        r = make_runner(source, "onnx", precision=prec, all_selections=True, name=name)
+        out.append(Candidate(name, prec, r, served=str(graphs[prec]) == served))
+    out.append(Candidate("eager-fp16", "fp16", make_runner(
+        source, "eager", precision="fp16", all_selections=True, model=model, name="eager-fp16")))  # fmt: skip
+    if view is None or not view.engines:
+        why = (view.manifest.get("engine_skipped") if view is not None else None) or "none was built"
+        out.append(Candidate("engine", "engine", None, f"no engine in the bundle ({why})"))
+    else:
+        from .engine.runtime import check_engine
+
+        ref = view.engine()
+        try:
+            check_engine(ref)
+        except BackendUnavailable as exc:
+            out.append(Candidate("engine", "engine", None, str(exc)))
+        else:
+            r = make_runner(source, "engine", name="engine")
+            out.append(Candidate("engine", "fp16" if ref.precision == "fp16" else "engine", r))
+    return out
+
+
+def _quiet_polygraphy() -> Any:
+    from polygraphy.logger import G_LOGGER
+
+    return G_LOGGER.verbosity(G_LOGGER.ERROR)
 
 
 def run_parity(
-    model: XPruning,
+    source: ModelSource,
     cc: np.ndarray,
     mlo: np.ndarray,
     *,
     labels: np.ndarray | None = None,
     inputs: str = "",
-    graphs: dict[str, Path] | None = None,
-    engine: Path | None = None,
-    engine_precision: str = "fp32",
-    threshold: float = 0.5,
+    model: Any = None,
     tol: Tolerances | None = None,
-    no_engine_reason: str = "no engine in the bundle",
+    save_outputs: str | Path | None = None,
+    extra: list[Candidate] | None = None,
 ) -> ParityReport:
-    """Compare every available candidate against eager FP32 on the given inputs."""
+    """Run the reference and every candidate through polygraphy, then compare (module docstring)."""
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
+
     tol = tol or Tolerances()
-    model = model.float().eval()
+    model = (model if model is not None else source_model(source)).float().eval()
     k_of = {key: blk.k for key, blk in model.blocks()}
-    ref = run_eager(model, cc, mlo, scores=True)
-    cands: list[CandidateParity] = []
-    kw = {"k_of": k_of, "threshold": threshold, "labels": labels, "tol": tol}
-    for prec, label in (("fp32", "onnxruntime-fp32"), ("fp16", "onnxruntime-fp16")):
-        path = (graphs or {}).get(prec)
-        if path is None:
-            cands.append(_skipped(label, f"no {prec.upper()} graph in the bundle"))
+    batch = source.bundle.batch if source.bundle is not None else 1
+    threshold = source.threshold
+    ref_runner = make_runner(source, "eager", all_selections=True, scores=True, model=model, name="eager-fp32")
+    ref_runner.batch = batch
+    cands = [*candidates(source, model), *(extra or [])]
+    for c in cands:
+        if c.runner is not None and c.runner.backend == "eager":
+            c.runner.batch = batch
+    runnable = [c for c in cands if c.runner is not None]
+    data = feeds(cc, mlo, source.io, batch)
+    with _quiet_polygraphy():
+        results = Comparator.run([ref_runner, *(c.runner for c in runnable)], data_loader=data)
+        if save_outputs is not None:
+            _save_results(results, Path(save_outputs))
+        verdicts = {}
+        for c in runnable:
+            role = gated_output(c.kind)
+            out = getattr(source.io, role)
+            func = SimpleCompareFunc(
+                atol={out: tolerance(c.kind, tol)}, rtol={out: 0.0}, check_shapes=True,
+                find_output_func=lambda name, _i, _it, out=out: [name] if name == out else [],
+            )  # fmt: skip
+            acc = Comparator.compare_accuracy(results, comparisons=[(0, 1 + runnable.index(c))], compare_func=func)
+            per_iter = acc[0][(ref_runner.name, c.runner.name)]
+            verdicts[c.name] = [bool(it[out]) for it in per_iter for _ in range(batch)]
+    ref = collect(results[ref_runner.name], ref_runner)
+    report_rows: list[CandidateParity] = []
+    for c in cands:
+        if c.runner is None:
+            report_rows.append(_skipped(c.name, c.skip))
             continue
-        cands.append(compare(label, ref, run_onnx(path, cc, mlo), kind=prec, **kw))  # type: ignore[arg-type]
-    try:
-        from .export.fp16 import to_fp16_islands
-
-        half = to_fp16_islands(model)
-        cands.append(compare("eager-fp16", ref, run_eager(half, cc, mlo), kind="fp16", **kw))  # type: ignore[arg-type]
-    except (RuntimeError, NotImplementedError) as exc:  # an op without a CPU half kernel
-        cands.append(_skipped("eager-fp16", f"torch has no FP16 CPU kernel here ({str(exc).splitlines()[0]})"))
-    if engine is None:
-        cands.append(_skipped("engine", no_engine_reason))
-    else:
-        cands.append(_engine_candidate(engine, ref, cc, mlo, kind=engine_precision, **kw))
-    return ParityReport(len(cc), inputs, threshold, tol, cands)
+        row = compare(
+            c.name, ref, collect(results[c.runner.name], c.runner), k_of=k_of, threshold=threshold,
+            labels=labels, tol=tol, kind=c.kind, matched=verdicts[c.name],
+        )  # fmt: skip
+        row.runner, row.served = c.runner.describe(), c.served
+        report_rows.append(row)
+    files = source.bundle.manifest["files"] if source.bundle is not None else {}
+    certified = {rel: h for rel, h in files.items() if rel != source.bundle.manifest.get("parity")}  # type: ignore[union-attr]
+    return ParityReport(len(cc), inputs, threshold, tol, report_rows, validated_files=certified)
 
 
-def _engine_candidate(engine: Path, ref: RunResult, cc: np.ndarray, mlo: np.ndarray, **kw: Any) -> CandidateParity:
-    from .engine.runtime import load_engine
+def _save_results(results: Any, path: Path) -> None:
+    """polygraphy's JSON (`polygraphy inspect data F`, `polygraphy run --load-outputs F`), atomically."""
+    from .io import atomic_path
 
-    try:
-        runner = load_engine(engine)
-    except BackendUnavailable as exc:
-        return _skipped("engine", str(exc))
-    logits, sels = [], []
-    b = runner.batch
-    for i in range(0, len(cc), b):
-        out = runner.infer({"cc": cc[i : i + b], "mlo": mlo[i : i + b]})
-        logits.append(np.asarray(out["logits"], dtype=np.float64))
-        sels.append({k: v for k, v in out.items() if k.startswith("sel_")})
-    sel: dict[BlockKey, np.ndarray] = {}
-    for name in sels[0] if sels else []:
-        _, view, s, blk = name.split("_")
-        sel[(view, int(s[1:]), int(blk[1:]))] = np.concatenate([x[name] for x in sels])
-    kind = "fp16" if kw.pop("kind") == "fp16" else "engine"
-    return compare("engine", ref, RunResult(np.concatenate(logits), sel), kind=kind, **kw)
+    with atomic_path(path, suffix=".json") as tmp:
+        results.save(str(tmp))
 
 
 # ---- bundles --------------------------------------------------------------------------------
 def validate_bundle(
-    bundle: str | Path,
+    bundle: str | Path | ModelSource,
     *,
     data: str | Path | None = None,
-    model: XPruning | None = None,
+    model: Any = None,
     samples: int = 8,
     seed: int = 0,
     tol: Tolerances | None = None,
+    save_outputs: str | Path | None = None,
 ) -> ParityReport:
-    """Parity of a bundle's graphs (and engine) against its source model in eager FP32.
+    """Parity of a verified bundle's graphs (and engine) against its source model in eager FP32.
 
-    The eager model comes from `model`, else the manifest's source checkpoint, else (random-weight
-    exports) the recorded seed: random weights are rebuilt bit for bit with the same torch.
+    The eager model comes from `model`, else the manifest's source checkpoint (its weights hash
+    checked), else (random-weight exports) the recorded seed: rebuilt bit for bit with the same torch.
     """
-    from .export.manifest import read_manifest
-
-    bundle = Path(bundle)
-    man = read_manifest(bundle)
-    if model is None:
-        model = model_from_manifest(man)
-    cfg_size = tuple(man["model_config"]["img_size"])
+    source = bundle if isinstance(bundle, ModelSource) else open_source(bundle)
+    if source.bundle is None:
+        raise ParityError(f"{source.path}: validate takes an export bundle (run `xpr export` first)")
+    size = tuple(source.cfg.img_size)
     if data is not None:
-        cc, mlo, labels = dataset_inputs(data, cfg_size, limit=samples)  # type: ignore[arg-type]
+        cc, mlo, labels = dataset_inputs(data, size, limit=samples)  # type: ignore[arg-type]
         what = f"dataset {data} ({len(cc)} pairs)"
     else:
-        cc, mlo, labels = synthetic_inputs(cfg_size, samples, seed)  # type: ignore[arg-type]
+        cc, mlo, labels = synthetic_inputs(size, samples, seed)  # type: ignore[arg-type]
         what = f"synthetic studies (xpr synth renderer, seed {seed}, {samples} pairs)"
-    graphs = {p: bundle / f for p, f in man["graphs"].items()}
-    engine = None
-    eprec = man["precision"]
-    for e in man.get("engines") or []:
-        engine = bundle / e["path"]
-        eprec = "fp16" if e.get("onnx", "").endswith(".fp16.onnx") else "fp32"
-        break
-    return run_parity(
-        model,
-        cc,
-        mlo,
-        labels=labels,
-        inputs=what,
-        graphs=graphs,
-        engine=engine,
-        engine_precision=eprec,
-        threshold=float(man["threshold"]),
-        tol=tol,
-    )
-
-
-def model_from_manifest(man: dict[str, Any]) -> XPruning:
-    src = man["source_checkpoint"]
-    if src.get("path"):
-        from .train.checkpoint import load_checkpoint
-
-        model, _ = load_checkpoint(src["path"])
-        return model
-    if src.get("random_seed") is not None:
-        from .config import ModelConfig
-        from .model.xpruning import build_model
-
-        with _seeded(int(src["random_seed"])):
-            return build_model(ModelConfig.from_dict(man["model_config"])).eval()
-    raise ParityError("the manifest names no source checkpoint and no random seed: nothing to compare against")
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Any:
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        torch.random.set_rng_state(state)
-
-
-def random_model(config: Any, seed: int = 0) -> XPruning:
-    """Random weights, reproducible from `seed` (recorded in the manifest for `xpr validate`)."""
-    from .model.xpruning import build_model
-
-    with _seeded(seed):
-        return build_model(config).eval()
+    return run_parity(source, cc, mlo, labels=labels, inputs=what, model=model, tol=tol, save_outputs=save_outputs)
 
 
 def write_report(report: ParityReport, path: str | Path) -> None:
@@ -505,21 +467,70 @@ def write_report(report: ParityReport, path: str | Path) -> None:
     write_json(path, report.to_dict())
 
 
+def store_report(view: BundleView, report: ParityReport, out: str | Path | None = None) -> Path:
+    """Write the report to `out`, or into the bundle as its parity.json (re-sealing the manifest)."""
+    import json
+
+    if out is not None and Path(out).resolve() != (view.root / "parity.json").resolve():
+        write_report(report, out)
+        return Path(out)
+    data = (json.dumps(report.to_dict(), indent=2, default=str) + "\n").encode()
+    rewrite_file(view, "parity.json", data)
+    return view.root / "parity.json"
+
+
+
 __all__ = ["ParityReport", "Tolerances", "run_parity", "synthetic_inputs", "validate_bundle", "write_report"]
 
 
-def update_bundle_report(bundle: str | Path, report: ParityReport, out: str | Path | None = None) -> Path:
-    """Write the report; into the bundle by default, keeping the manifest's SHA-256 of parity.json true."""
-    from .io import sha256_file, write_json
+# ---- export, then validate the sealed bundle (as optimum does) ------------------------------
+@dataclass
+class ValidatedExport:
+    bundle: Any  # export.bundle.Bundle
+    parity: ParityReport | None
+    view: BundleView
 
-    bundle = Path(bundle)
-    dest = Path(out) if out is not None else bundle / "parity.json"
-    write_report(report, dest)
-    if dest.resolve() == (bundle / "parity.json").resolve():
-        man_path = bundle / "manifest.json"
-        import json
+    @property
+    def ok(self) -> bool:
+        return self.parity is None or self.parity.ok
 
-        man = json.loads(man_path.read_text())
-        man["files"]["parity.json"] = sha256_file(dest)
-        write_json(man_path, man)
-    return dest
+    @property
+    def path(self) -> Path:
+        return self.view.root
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self.view.manifest
+
+    @property
+    def engine(self) -> Any:
+        return self.bundle.engine
+
+    @property
+    def timings(self) -> dict[str, float]:
+        return dict(self.bundle.timings)
+
+
+def export_and_validate(model: Any, meta: dict[str, Any], out: str | Path, options: Any = None) -> ValidatedExport:
+    """`xpr export`: write the bundle, then validate what a reader of it gets: the verified bundle,
+    through the same runners predict uses; parity.json is stored into the bundle and re-sealed."""
+    import time
+
+    from .export.bundle import ExportOptions, export_bundle
+
+    opts = options or ExportOptions()
+    b = export_bundle(model, meta, out, opts)
+    source = open_source(out)
+    if opts.parity_samples <= 0:
+        assert source.bundle is not None
+        return ValidatedExport(b, None, source.bundle)
+    t0 = time.perf_counter()
+    cc, mlo, labels = synthetic_inputs(tuple(source.cfg.img_size), opts.parity_samples, opts.parity_seed)  # type: ignore[arg-type]
+    what = f"synthetic studies (xpr synth renderer, seed {opts.parity_seed}, {opts.parity_samples} pairs)"
+    report = run_parity(source, cc, mlo, labels=labels, inputs=what, model=model)
+    assert source.bundle is not None
+    store_report(source.bundle, report)
+    b.timings["parity_s"] = round(time.perf_counter() - t0, 2)
+    view = BundleView.open(out)
+    b.manifest = view.manifest
+    return ValidatedExport(b, report, view)

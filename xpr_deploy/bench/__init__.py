@@ -8,23 +8,19 @@ One concern per module; why each is built the way it is sits in its own docstrin
 - `report`: the report structure, the terminal summary, the keep-sweep plot, ORT profiles;
 - `machine`: what the numbers were measured on and the command that produced them;
 - `inputs`: synthetic input views;
-- `backends`: eager, ONNX Runtime and engine benches, isolated runs, the `xpr demo` step.
+- `eager`, `onnx`, `engine`: thin adapters over the runner layer (`xpr_deploy.runners`), so a
+  benchmark times exactly the configuration predict serves and validate certifies;
+- `isolated`: one bench in a fresh process (clean peak memory).
 
 The names below are the public API (`from xpr_deploy import bench as B`).
 """
 
 from __future__ import annotations
 
-from .backends import (
-    bench_eager,
-    bench_engine,
-    bench_onnx,
-    demo_step,
-    export_variant_graphs,
-    ort_session_options,
-    resolve_onnx,
-    run_isolated,
-)
+from .eager import bench_eager
+from .engine import bench_engine
+from .isolated import run_isolated
+from .onnx import bench_onnx, export_variant_graphs, open_bundle
 from .errors import BenchError
 from .inputs import example_views
 from .machine import command_line, env_threads, machine_info
@@ -52,18 +48,16 @@ __all__ = [
     "bench_engine",
     "bench_onnx",
     "command_line",
-    "demo_step",
     "env_threads",
     "example_views",
     "export_variant_graphs",
     "latency_stats",
     "machine_info",
-    "ort_session_options",
     "percentile",
     "plot_keep_sweep",
     "print_summary",
     "ratio_stats",
-    "resolve_onnx",
+    "open_bundle",
     "rss_hooks",
     "run_isolated",
     "summarize_ort_profile",

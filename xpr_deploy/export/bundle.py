@@ -21,7 +21,7 @@ from .. import __version__
 from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
 from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
 from ..bundle.seal import write_sealed
-from ..errors import BackendUnavailable, ConfigError, XprError
+from ..errors import BackendUnavailable, ConfigError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
@@ -66,12 +66,7 @@ class Bundle:
     manifest: dict[str, Any]
     lint: dict[str, LintReport]
     engine: EngineInfo | None
-    parity: Any | None  # validate.ParityReport
     timings: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        return self.parity is None or bool(self.parity.ok)
 
 
 def default_name(model: XPruning, options: ExportOptions) -> str:
@@ -111,7 +106,7 @@ def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
 def export_bundle(
     model: XPruning, meta: dict[str, Any], out: str | Path, options: ExportOptions | None = None
 ) -> Bundle:
-    """Export graphs, lint them, build the engine, validate, write the manifest: all or nothing."""
+    """Export graphs, lint them, build the engine, write the sealed manifest: all or nothing."""
     opts = options or ExportOptions()
     opts.check()
     backend, engine_skipped = _resolve_engine(opts)  # before any work: --backend tensorrt fails here
@@ -128,7 +123,6 @@ def export_bundle(
     timings: dict[str, float] = {}
     lints: dict[str, LintReport] = {}
     engine: EngineInfo | None = None
-    parity = None
     plugin_count = 0
     with atomic_dir(out) as tmp:
         for prec in precisions:
@@ -146,41 +140,17 @@ def export_bundle(
             eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat)
             engine = build_engine(tmp / GRAPH_FILES[served], tmp / ENGINE_DIR, eopts)
             timings["engine_parse_s"], timings["engine_build_s"] = engine.parse_seconds, engine.build_seconds
-        if opts.parity_samples > 0:
-            from ..validate import run_parity, synthetic_inputs, write_report
-
-            t0 = time.perf_counter()
-            cc, mlo, labels = synthetic_inputs(cfg.img_size, opts.parity_samples, opts.parity_seed)
-            parity = run_parity(
-                model, cc, mlo, labels=labels,
-                inputs=f"synthetic studies (xpr synth renderer, seed {opts.parity_seed}, {opts.parity_samples} pairs)",
-                graphs={p: tmp / GRAPH_FILES[p] for p in precisions},
-                engine=None,  # the engine is checked against the final manifest by `xpr validate` on a GPU
-                no_engine_reason=_engine_parity_note(engine),
-                threshold=float(meta.get("threshold", 0.5)),
-            )  # fmt: skip
-            write_report(parity, tmp / "parity.json")
-            timings["parity_s"] = round(time.perf_counter() - t0, 2)
-        else:
-            write_json(tmp / "parity.json", {"ok": None, "skipped": "validation not run (--parity-samples 0)"})
+        # validation runs on the sealed bundle afterwards (validate.export_and_validate), so what it
+        # certifies is exactly what readers will serve; until then the report says so
+        pending = "validation not run (--parity-samples 0)" if opts.parity_samples == 0 else "validation pending"
+        write_json(tmp / "parity.json", {"ok": None, "skipped": pending})
         manifest = build_manifest(
             model, meta, opts, tmp, precisions, served, keys, lints, engine, engine_skipped, plugin_count, timings
         )
         write_sealed(tmp, manifest)
     if engine is not None:
         engine.path = out / ENGINE_DIR / engine.path.name
-    return Bundle(out, manifest, lints, engine, parity, timings)
-
-
-def _engine_parity_note(engine: EngineInfo | None) -> str:
-    if engine is None:
-        return "no engine built"
-    from ..engine.build import gpu_compute_capability
-
-    if gpu_compute_capability() is None:
-        sm = engine.compute_capability.replace(".", "")
-        return f"{engine.backend} engine built for sm_{sm}; no NVIDIA GPU here to run it"
-    return "engine built; run `xpr validate BUNDLE` to compare it (checked against the final manifest)"
+    return Bundle(out, manifest, lints, engine, timings)
 
 
 def build_manifest(
@@ -283,7 +253,7 @@ def load_source(
         if config is None:
             raise ConfigError("give a checkpoint, or --config tiny|paper for random weights")
         from ..config import get_config
-        from ..validate import random_model
+        from ..model.xpruning import random_model
 
         try:
             cfg = get_config(config)
@@ -301,32 +271,3 @@ def load_source(
     if config is not None and config != model.cfg.name:
         raise ConfigError(f"--config {config} disagrees with the checkpoint's config {model.cfg.name!r}")
     return model, meta
-
-
-def demo_step(ctx: Any) -> dict[str, Any]:
-    """`xpr demo` step: export the demo checkpoint (FP32 + FP16 graphs, kept-window outputs), build the
-    sm_86 engine when TensorRT-RTX is installed, and validate right away (parity.json)."""
-    model, meta = load_source(ctx.artifacts["checkpoint"])
-    out = Path(ctx.out) / "export"
-    b = export_bundle(model, meta, out, ExportOptions(fp16=True, with_selection=True, parity_samples=4))
-    ctx.artifacts["bundle"] = out
-    by = {c.name: c for c in b.parity.candidates} if b.parity is not None else {}
-    for c in by.values():
-        ctx.log(f"  parity {c.name}: {c.status} {c.reason or c.gate}")
-    if b.parity is not None and not b.parity.ok:
-        raise ExportParityError(f"{out}: exported, but parity failed (see parity.json)")
-    eng = b.manifest["engines"]
-    return {
-        "bundle": str(out),
-        "graphs": b.manifest["graphs"],
-        "engine": eng[0]["path"] if eng else None,
-        "engine_skipped": b.manifest["engine_skipped"],
-        "parity_ok": b.ok,
-        "fp32_max_abs_logits": by["onnxruntime-fp32"].max_abs_logits if by else None,
-        "fp16_max_abs_prob": by["onnxruntime-fp16"].max_abs_prob_all if by else None,
-        "timings": b.timings,
-    }
-
-
-class ExportParityError(XprError):
-    """The bundle was written but failed its own validation."""

@@ -1,0 +1,154 @@
+"""`xpr bench --onnx BUNDLE`: the bundle's graph in ONNX Runtime through `runners.OnnxRuntimeRunner`
+(the session settings predict serves with, threads and profiling as asked); with `dense` / a keep
+sweep, the same weights at other keep ratios run interleaved in the same process.
+
+ONNX graphs have K baked in, so a dense or keep-sweep comparison needs one graph per ratio: they are
+exported on the fly from the bundle's source weights (or given, e.g. `--dense-onnx`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import PredictError
+from ..runners import ModelSource, make_runner, open_source, source_model
+from ..runners.onnxrt import OnnxRuntimeRunner, OrtSettings
+from .eager import macs_for_keep
+from .errors import BenchError
+from .inputs import example_views
+from .memory import PeakRSS, rss_hooks
+from .report import assemble_report, summarize_ort_profile, variant_name
+from .timer import time_interleaved
+
+
+def open_bundle(path: str | Path) -> ModelSource:
+    """The verified bundle behind `--onnx` (a bundle folder, its manifest, or a graph inside it)."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchError(f"{p}: no such file or folder")
+    try:
+        src = open_source(p)
+    except PredictError as exc:
+        raise BenchError(f"{p}: not an export bundle ({exc})") from None
+    if src.bundle is None:
+        raise BenchError(f"{p}: --onnx takes an export bundle (this is a checkpoint: use --eager)")
+    return src
+
+
+def export_variant_graphs(
+    source: ModelSource, keeps: Sequence[float], out_dir: Path, progress: Callable[[str], None] | None = None
+) -> dict[float, Path]:
+    """The bundle's weights exported at other keep ratios (dense = 1.0), for comparison only."""
+    from ..export.onnx import export_onnx
+
+    model = source_model(source)
+    assert source.bundle is not None
+    paths = {}
+    for k in keeps:
+        if progress:
+            progress(f"exporting keep {k:g} (same weights)")
+        model.set_keep(float(k))
+        p = out_dir / f"keep{k:g}.onnx"
+        export_onnx(model, p, batch=source.bundle.batch)
+        paths[float(k)] = p
+    return paths
+
+
+def bundle_keep(source: ModelSource) -> float | None:
+    rates = list(source.cfg.prune_rates)
+    return 1.0 - float(rates[0]) if rates and len(set(rates)) == 1 else None
+
+
+def bench_onnx(
+    path: str | Path,
+    *,
+    runs: int = 5,
+    warmup: int = 1,
+    threads: int | None = None,
+    dense: bool = False,
+    keep_sweep: Sequence[float] | None = None,
+    dense_path: str | Path | None = None,
+    sweep_paths: dict[float, Path] | None = None,
+    providers: Sequence[str] | None = None,
+    precision: str | None = None,
+    low_memory: bool = True,
+    profile_dir: str | Path | None = None,
+    inputs: tuple[np.ndarray, np.ndarray] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Time a bundle's graph (`precision`, else the one pointed at, else the served one)."""
+    source = open_bundle(path)
+    view = source.bundle
+    assert view is not None
+    own_keep = bundle_keep(source)
+    want: list[float] = ([1.0] if dense else []) + [float(k) for k in keep_sweep or ()]
+    want = [k for k in dict.fromkeys(want) if own_keep is None or abs(k - own_keep) > 1e-9]
+    given: dict[float, Path] = dict(sweep_paths or {})
+    if dense_path is not None:
+        given[1.0] = Path(dense_path)
+
+    def settings_for(name: str) -> OrtSettings:
+        prefix = None
+        if profile_dir:
+            Path(profile_dir).mkdir(parents=True, exist_ok=True)
+            prefix = str(Path(profile_dir) / f"ort_{name}")
+        return OrtSettings(providers=tuple(providers or ()), threads=threads, low_memory=low_memory,
+                           profile_prefix=prefix)  # fmt: skip
+
+    with contextlib.ExitStack() as stack:
+        missing = [k for k in want if k not in given]
+        if missing:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xpr-bench-")))
+            given.update(export_variant_graphs(source, missing, tmp, progress))
+        runners: dict[str, OnnxRuntimeRunner] = {
+            "pruned": make_runner(source, "onnx", precision=precision, ort=settings_for("pruned"), name="pruned")  # type: ignore[dict-item]
+        }
+        keeps: dict[str, float | None] = {"pruned": own_keep}
+        files: dict[str, str] = {"pruned": str(runners["pruned"].graph)}
+        for k in want:
+            n = variant_name(k)
+            runners[n] = OnnxRuntimeRunner(given[k], settings_for(n), io=source.io, name=n)
+            keeps[n], files[n] = k, str(given[k])
+        for r in runners.values():
+            stack.enter_context(r)
+        first = runners["pruned"]
+        shape = [int(d) for d in first.sess.get_inputs()[0].shape]
+        if inputs is None:
+            inputs = example_views(shape)
+        feed = {source.io.cc: inputs[0], source.io.mlo: inputs[1]}
+        fns = {n: (lambda r=r: r.infer(feed, check_inputs=False)) for n, r in runners.items()}
+        provs = list(first.settings.providers)
+        on_cpu = "CUDAExecutionProvider" not in provs
+        times = time_interleaved(fns, runs, warmup, memory=rss_hooks if on_cpu else None, progress=progress)
+        profiles = {n: r.sess.end_profiling() for n, r in runners.items()} if profile_dir else None
+        description = first.describe()
+    macs = {n: macs_for_keep(source.cfg, k) for n, k in keeps.items() if k is not None}
+    settings: dict[str, Any] = {
+        "runs": runs,
+        "warmup": warmup,
+        "threads": threads,
+        "batch": shape[0],
+        "providers": provs,
+        "precision": description["precision"],
+        "low_memory": low_memory,
+        "graph_optimization_level": "ORT_ENABLE_ALL",
+        "runner": description,
+        "files": files,
+        "memory": PeakRSS().scope if on_cpu else "not measured (GPU provider)",
+    }
+    if profiles:
+        settings["profiles"] = profiles
+    model: dict[str, Any] = {
+        "graph": files["pruned"], "bundle": str(view.root), "bundle_sha256": view.digest,
+        "config": source.cfg.name, "img_size": list(source.cfg.img_size),
+    }  # fmt: skip
+    rep = assemble_report("onnx", times, keeps, "pruned", shape[0], settings, model, macs)
+    if profiles:
+        rep["profile_summary"] = {n: summarize_ort_profile(p) for n, p in profiles.items()}
+    return rep

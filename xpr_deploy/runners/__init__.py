@@ -1,0 +1,27 @@
+"""One runner per backend, on polygraphy's runner contract (`activate` / `infer(feed)` -> raw named
+outputs / `deactivate`, `inference_time` per call), and one factory that builds them.
+
+- `eager.EagerRunner`: PyTorch (CPU/CUDA; FP32, FP16 islands, autocast; plain, CUDA graph, compiled)
+- `onnxrt.OnnxRuntimeRunner`: polygraphy's `OnnxrtRunner` over `onnxrt.create_session`
+- `trt.TrtRunner`: TensorRT / TensorRT-RTX engines (needs an NVIDIA GPU)
+- `outputs`: raw outputs -> P(malignant), kept-window sets
+GPU libraries are imported only when a runner that needs them is activated.
+"""
+
+from __future__ import annotations
+
+from .factory import BACKENDS, Backend, ModelSource, check_backend, make_runner, open_source, source_model
+from .outputs import kept_windows, logits_of, probabilities
+
+__all__ = [
+    "BACKENDS",
+    "Backend",
+    "ModelSource",
+    "check_backend",
+    "kept_windows",
+    "logits_of",
+    "make_runner",
+    "open_source",
+    "probabilities",
+    "source_model",
+]

@@ -1,0 +1,201 @@
+"""One factory from a model path (checkpoint, bundle, or a graph/engine inside a bundle) plus a
+backend name to a runner. predict, validate, bench, the demo and the Triton model all call it, so
+the configuration a command runs is decided here once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..bundle import BundleError, BundleView, IoNames
+from ..config import ModelConfig
+from ..errors import ConfigError, PredictError
+from .base import DEFAULT_IO
+
+if TYPE_CHECKING:
+    from ..data.dicom import PreprocessSettings
+    from .base import XprRunnerMixin
+    from .onnxrt import OrtSettings
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    needs: str  # what the model source must be
+    help: str
+
+
+#: the one table of backends (the CLI's option checks use it too)
+BACKENDS: dict[str, Backend] = {
+    b.name: b
+    for b in (
+        Backend("eager", "checkpoint", "PyTorch on the checkpoint (a bundle's source checkpoint or seed)"),
+        Backend("onnx", "bundle", "ONNX Runtime on the bundle's graph (CUDA provider when present, else CPU)"),
+        Backend("engine", "bundle", "the bundle's TensorRT / TensorRT-RTX engine (needs an NVIDIA GPU)"),
+    )
+}
+
+
+def check_backend(name: str | None) -> str | None:
+    if name is not None and name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    return name
+
+
+@dataclass
+class ModelSource:
+    """What a MODEL argument points at, and the facts every backend needs from it."""
+
+    kind: str  # "checkpoint" | "bundle"
+    path: Path
+    cfg: ModelConfig
+    settings: PreprocessSettings
+    threshold: float
+    class_names: tuple[str, str]
+    io: IoNames = DEFAULT_IO
+    bundle: BundleView | None = None
+    checkpoint: Path | None = None
+
+    @property
+    def natural_backend(self) -> str:
+        if self.bundle is None:
+            return "eager"
+        chosen = self.bundle.chosen
+        return "engine" if chosen is not None and chosen.suffix in (".engine", ".plan") else "onnx"
+
+    @property
+    def digest(self) -> str | None:
+        return self.bundle.digest if self.bundle is not None else None
+
+
+def _is_bundle_path(p: Path) -> bool:
+    if p.is_dir():
+        return (p / "manifest.json").exists() or (p / "manifest.json").is_symlink()
+    return p.name == "manifest.json" or p.suffix in (".onnx", ".engine", ".plan")
+
+
+def open_source(model_path: str | Path) -> ModelSource:
+    """A checkpoint (folder / run folder / meta.json) or an export bundle, verified before use."""
+    p = Path(model_path)
+    if not p.exists():
+        raise PredictError(f"{p}: no such model (give a checkpoint or an export bundle)")
+    if _is_bundle_path(p):
+        view = BundleView.open(p)
+        cfg = view.model_config()
+        settings = view.preprocess_settings()
+        return ModelSource(
+            "bundle", p, cfg, settings, view.threshold, view.class_names, view.io, view, view.source_checkpoint()
+        )
+    from ..train.checkpoint import CheckpointError, model_config_of, read_meta
+
+    try:
+        meta = read_meta(p)
+    except CheckpointError as exc:
+        raise PredictError(f"{p}: not a checkpoint or export bundle ({exc})") from None
+    cfg = model_config_of(meta)
+    ckpt = Path(meta["checkpoint_dir"])
+    settings = _checkpoint_settings(meta.get("preprocess"), cfg, ckpt / "meta.json")
+    names = list(meta.get("class_names") or cfg.class_names)
+    return ModelSource(
+        "checkpoint", p, cfg, settings, float(meta.get("threshold", 0.5)), (str(names[0]), str(names[1])),
+        checkpoint=ckpt,
+    )  # fmt: skip
+
+
+def _checkpoint_settings(d: dict[str, Any] | None, cfg: ModelConfig, where: Path) -> PreprocessSettings:
+    from ..data.dicom import PreprocessSettings
+
+    if not d:
+        return PreprocessSettings.for_config(cfg)
+    keys = set(PreprocessSettings.__dataclass_fields__)
+    try:
+        s = PreprocessSettings.from_dict({k: v for k, v in d.items() if k in keys})
+    except (TypeError, ValueError) as exc:
+        raise PredictError(f"{where}: preprocessing settings unusable ({exc})") from None
+    if tuple(s.img_size) != tuple(cfg.img_size):
+        raise PredictError(f"{where}: preprocessing size {s.img_size} differs from the model input {cfg.img_size}")
+    return s
+
+
+def source_model(source: ModelSource) -> Any:
+    """The eager model of a source: its checkpoint, or a random-weight bundle's recorded seed.
+
+    A bundle's source checkpoint must still hold the weights the bundle was exported from.
+    """
+    from ..train.checkpoint import load_checkpoint
+
+    if source.kind == "checkpoint":
+        assert source.checkpoint is not None
+        return load_checkpoint(source.checkpoint)[0]
+    view = source.bundle
+    assert view is not None
+    src = view.manifest["source_checkpoint"]
+    if src.get("path"):
+        ckpt = Path(src["path"])
+        if not ckpt.exists():
+            raise PredictError(
+                f"{source.path}: the bundle's source checkpoint {ckpt} is not here (a relative path is relative "
+                "to where `xpr export` ran); give the checkpoint itself as MODEL"
+            )
+        model, meta = load_checkpoint(ckpt)
+        want = src.get("weights_sha256")
+        if want and meta.get("weights_sha256") != want:
+            raise BundleError(
+                f"{ckpt}: weights SHA-256 {str(meta.get('weights_sha256'))[:12]}… differ from those the bundle "
+                f"{view.root} was exported from ({want[:12]}…)"
+            )
+        return model
+    if src.get("random_seed") is not None:
+        from ..model.xpruning import random_model
+
+        return random_model(source.cfg, int(src["random_seed"]))
+    raise PredictError(f"{view.where}: names no source checkpoint and no random seed: no eager model")
+
+
+def make_runner(
+    source: ModelSource | str | Path,
+    backend: str | None = None,
+    *,
+    precision: str | None = None,
+    selection: bool = False,
+    all_selections: bool = False,
+    scores: bool = False,
+    ort: OrtSettings | None = None,
+    device: str = "cpu",
+    model: Any = None,
+    name: str | None = None,
+) -> XprRunnerMixin:
+    """The runner for `backend` (None: the source's natural one: checkpoint -> eager, bundle -> onnx,
+    engine file -> engine). `selection`: kept windows the model returns as outputs (eager: all pruned
+    blocks); `all_selections`: ONNX graphs expose every block's TopK indices (parity); `scores`: the
+    eager reference also returns window scores. `precision` picks a bundle graph (onnx) or the eager
+    FP16 islands."""
+    src = source if isinstance(source, ModelSource) else open_source(source)
+    backend = check_backend(backend) or src.natural_backend
+    if backend == "eager":
+        from .eager import EagerRunner
+
+        loader = model if model is not None else (lambda: source_model(src))
+        r: XprRunnerMixin = EagerRunner(
+            loader, name=name or f"eager-{precision or 'fp32'}", device=device, precision=precision or "fp32",
+            selection=selection or all_selections, scores=scores, source=str(src.checkpoint or src.path),
+        )  # fmt: skip
+        r.io = src.io
+        return r
+    view = src.bundle
+    if view is None:
+        raise PredictError(f"{src.path}: the {backend} backend needs an export bundle (run `xpr export`)")
+    if backend == "onnx":
+        from .onnxrt import OnnxRuntimeRunner
+
+        graph = view.graph(precision)
+        prec = view.graph_precision(graph)
+        return OnnxRuntimeRunner(
+            graph, ort, io=view.io, selection=view.selection_outputs(), expose_all_selections=all_selections,
+            precision=prec, name=name or f"onnxrt-{prec}",
+        )  # fmt: skip
+    from .trt import TrtRunner
+
+    return TrtRunner(view.engine(), view.io, view.selection_outputs(), name=name or "engine")

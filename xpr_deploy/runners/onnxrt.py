@@ -1,0 +1,168 @@
+"""ONNX Runtime: polygraphy's `OnnxrtRunner` over the one place where xpr creates a session.
+
+Provider order and session options are decided here and nowhere else, so `xpr validate` certifies
+the configuration `xpr predict`, `xpr bench` and the Triton model run: CUDA first when this
+onnxruntime has it, else CPU; full graph optimisation; ONNX Runtime's memory-pattern planner off
+(at 2688x896 it reserves one block for the whole plan on the second run and the peak RSS nearly
+doubles, for no speed-up measured here).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from polygraphy.backend.onnxrt import OnnxrtRunner
+
+from ..bundle import BlockKey, IoNames
+from ..errors import BackendUnavailable, XprError
+from .base import DEFAULT_IO, XprRunnerMixin
+
+PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+class OnnxLoadError(XprError):
+    """ONNX Runtime refused a graph."""
+
+
+def available_providers() -> list[str]:
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(f"onnxruntime is not installed ({exc})") from None
+    return list(ort.get_available_providers())
+
+
+def default_providers() -> list[str]:
+    """What predict serves with on this machine: CUDA when this onnxruntime has it, then CPU."""
+    have = available_providers()
+    return [p for p in PREFERRED if p in have]
+
+
+@dataclass(frozen=True)
+class OrtSettings:
+    """Session settings; the defaults are what predict and validate use."""
+
+    providers: tuple[str, ...] = ()  # empty: default_providers()
+    threads: int | None = None  # intra-op threads; None: ONNX Runtime's default (all cores)
+    low_memory: bool = True
+    profile_prefix: str | None = None
+    log_severity: int = 3
+
+    def resolved(self) -> OrtSettings:
+        if self.providers:
+            have = available_providers()
+            missing = [p for p in self.providers if p not in have]
+            if missing:
+                raise BackendUnavailable(f"ONNX Runtime providers {missing} not available (have {have})")
+            return self
+        return replace(self, providers=tuple(default_providers()))
+
+
+def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
+    """The only `InferenceSession(` in xpr; a graph ONNX Runtime refuses is one line naming it."""
+    import onnxruntime as ort
+
+    s = settings.resolved()
+    so = ort.SessionOptions()
+    so.log_severity_level = s.log_severity
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if s.threads:
+        so.intra_op_num_threads = int(s.threads)
+        so.inter_op_num_threads = 1
+    if s.low_memory:
+        so.enable_mem_pattern = False
+    if s.profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = s.profile_prefix
+    src = model if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(src, so, providers=list(s.providers))
+    except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
+        raise OnnxLoadError(f"{where}: ONNX Runtime cannot load it ({str(exc).splitlines()[0][:200]})") from None
+
+
+def selection_tensors(proto: Any) -> dict[str, BlockKey]:
+    """Tensor name -> block for every tagged window selection (TopK indices / XprWindowSelect output)."""
+    from ..export.onnx import BLOCK_KEY
+
+    out: dict[str, BlockKey] = {}
+    for n in proto.graph.node:
+        tag = next((p.value for p in n.metadata_props if p.key == BLOCK_KEY), None)
+        if tag is None:
+            continue
+        view, stage, block = tag.split("/")
+        out[n.output[1] if n.op_type == "TopK" else n.output[0]] = (view, int(stage), int(block))
+    return out
+
+
+def expose_selection(path: Path) -> tuple[bytes, dict[str, BlockKey]]:
+    """The graph with every block's kept indices marked as outputs (parity needs them even when the
+    bundle was exported without --with-selection): serialised model, output name -> block."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    sel = selection_tensors(proto)
+    present = {o.name for o in proto.graph.output}
+    for name in sel:
+        if name not in present:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.INT64, None))
+    return proto.SerializeToString(), sel
+
+
+class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
+    """polygraphy's OnnxrtRunner on a session from `create_session`; returns every graph output."""
+
+    backend = "onnx"
+
+    def __init__(
+        self,
+        graph: Path,
+        settings: OrtSettings | None = None,
+        *,
+        io: IoNames = DEFAULT_IO,
+        selection: dict[str, BlockKey] | None = None,
+        expose_all_selections: bool = False,
+        precision: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.graph = Path(graph)
+        self.settings = (settings or OrtSettings()).resolved()
+        self.io, self.precision = io, precision
+        self.selection = dict(selection or {})
+        self._expose = expose_all_selections
+        super().__init__(self._session, name=name or f"onnxrt-{precision or self.graph.stem}")
+
+    def _session(self) -> Any:
+        model: Path | bytes = self.graph
+        if self._expose:
+            model, found = expose_selection(self.graph)
+            self.selection = {**found, **self.selection}
+        sess = create_session(model, self.settings, self.graph)
+        first = sess.get_inputs()[0].shape[0]
+        self.batch = int(first) if isinstance(first, int) else None
+        return sess
+
+    def output_names(self) -> list[str]:
+        return [o.name for o in self.sess.get_outputs()]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "backend": "onnx",
+            "provider": self.settings.providers[0] if self.settings.providers else "?",
+            "providers": list(self.settings.providers),
+            "precision": self.precision,
+            "graph": self.graph.name,
+            "threads": self.settings.threads,
+        }
+
+
+def with_settings(settings: OrtSettings | None, **changes: Any) -> OrtSettings:
+    return replace(settings or OrtSettings(), **changes)
+
+
+__all__: Sequence[str] = [
+    "OnnxLoadError", "OnnxRuntimeRunner", "OrtSettings", "create_session", "default_providers", "selection_tensors",
+]  # fmt: skip
