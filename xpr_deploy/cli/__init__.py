@@ -1,0 +1,47 @@
+"""The `xpr` command line: one short function per command over the library.
+
+The root `app` merges one Typer sub-app per group of commands (info, data, training, deploy); heavy
+libraries (torch, onnx, ...) are imported inside the commands, so `xpr --help` starts fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+import typer
+
+from ..errors import XprError
+from . import data, deploy, info, training
+from .common import err_console
+
+app = typer.Typer(
+    name="xpr",
+    help="X-Pruning: dual-view mammography classifier, from DICOM to TensorRT engine.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+for _sub in (info.app, data.app, training.app, deploy.app):
+    app.add_typer(_sub)  # no name: the sub-app's commands (and `data`) become top-level commands
+
+
+def main() -> None:
+    """Entry point: expected failures print one line and exit non-zero, without a traceback."""
+    try:
+        rc = app(standalone_mode=False)
+    except XprError as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    sys.exit(rc if isinstance(rc, int) else 0)
+
+
+__all__ = ["app", "main"]

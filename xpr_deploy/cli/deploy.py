@@ -1,0 +1,275 @@
+"""`xpr export`, `xpr validate`, `xpr bench`, `xpr predict`, `xpr triton`: bundles, parity, timing, serving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from .common import JsonFlag, _keep_sweep, _print_json, console, err_console
+
+app = typer.Typer()
+
+
+def _parity_table(report: object) -> Table:
+    t = Table(
+        "candidate",
+        "status",
+        "max|Δlogits|",
+        "max|Δprob|",
+        "kept-set J min",
+        "ties",
+        "flips",
+        "decision flips",
+        "ΔAUC",
+        "gate / reason",
+    )
+    for c in report.candidates:  # type: ignore[attr-defined]
+
+        def f(v: object) -> str:
+            return "" if v is None else f"{v:.2e}" if isinstance(v, float) else str(v)
+
+        col = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
+        t.add_row(
+            c.name,
+            f"[{col}]{c.status}[/]",
+            f(c.max_abs_logits_all),
+            f(c.max_abs_prob_all),
+            "" if c.min_jaccard is None else f"{c.min_jaccard:.3f}",
+            f(c.selection_ties or None),
+            f(c.selection_flips or None),
+            f(c.decision_flips),
+            f(c.delta_auc),
+            c.reason or c.gate,
+        )
+    return t
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[
+        Path | None, typer.Argument(help="checkpoint folder (omit with --config for random weights)")
+    ] = None,
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
+    fp16: Annotated[bool, typer.Option("--fp16", help="strongly typed FP16 graph (FP32 islands) served")] = False,
+    fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="with --fp16 also write model.onnx")] = True,
+    plugin: Annotated[bool, typer.Option("--plugin", help="window selection as XprWindowSelect custom nodes")] = False,
+    with_selection: Annotated[
+        bool, typer.Option("--with-selection", help="kept window indices as extra outputs")
+    ] = False,
+    engine: Annotated[
+        bool | None,
+        typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)"),
+    ] = None,
+    backend: Annotated[str, typer.Option("--backend", help="auto | tensorrt-rtx | tensorrt")] = "auto",
+    sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
+    hw_compat: Annotated[str, typer.Option("--hw-compat", help="same | ampere+")] = "same",
+    batch: Annotated[int, typer.Option("--batch", help="static batch size")] = 1,
+    parity_samples: Annotated[
+        int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
+    ] = 8,
+    seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
+) -> None:
+    """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
+    from ..export.bundle import ExportOptions, default_name, export_bundle, load_source
+
+    opts = ExportOptions(
+        fp16=fp16,
+        plugin=plugin,
+        with_selection=with_selection,
+        fp32_graph=fp32,
+        engine=engine,
+        backend=backend,
+        sm=sm,
+        hw_compat=hw_compat,
+        batch=batch,
+        parity_samples=parity_samples,
+    )
+    opts.check()
+    if engine is not False and backend != "auto":  # an unavailable backend fails before any work
+        from ..engine.build import resolve_backend
+
+        resolve_backend(backend)
+    model, meta = load_source(checkpoint, config, seed)
+    dest = out or Path("export") / default_name(model, opts)
+    b = export_bundle(model, meta, dest, opts)
+    m = b.manifest
+    console.print(
+        f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
+        f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}"
+    )
+    console.print("timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
+    if b.parity is not None:
+        console.print(_parity_table(b.parity))
+        if not b.parity.ok:
+            err_console.print(f"[red]error:[/] {dest}: exported, but parity failed (see {dest / 'parity.json'})")
+            raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    bundle: Annotated[Path, typer.Argument(help="export bundle folder")],
+    data: Annotated[Path | None, typer.Option("--data", help="dataset folder (default: synthetic studies)")] = None,
+    samples: Annotated[int, typer.Option("--samples", help="pairs to compare")] = 8,
+    out: Annotated[Path | None, typer.Option("--out", help="parity report (default BUNDLE/parity.json)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Parity of the bundle against eager FP32: kept sets, |Δ| logits/prob, decisions; exit 1 on a broken tolerance."""
+    from ..validate import update_bundle_report, validate_bundle
+
+    report = validate_bundle(bundle, data=data, samples=samples)
+    update_bundle_report(bundle, report, out)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        console.print(f"[bold]{bundle}[/]: {report.inputs}")
+        console.print(_parity_table(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def bench(
+    eager: Annotated[Path | None, typer.Option("--eager", help="checkpoint to time in PyTorch")] = None,
+    onnx: Annotated[Path | None, typer.Option("--onnx", help="export bundle (or its .onnx): ONNX Runtime")] = None,
+    engine: Annotated[Path | None, typer.Option("--engine", help="engine file or bundle (needs a GPU)")] = None,
+    config: Annotated[str | None, typer.Option("--config", "-c", help="paper | tiny: random weights")] = None,
+    dense: Annotated[bool, typer.Option("--dense", help="also time the same weights at keep 1.0")] = False,
+    keep_sweep: Annotated[str | None, typer.Option("--keep-sweep", help="e.g. 1.0,0.75,0.5,0.25")] = None,
+    runs: Annotated[int, typer.Option("--runs", help="timed runs per variant")] = 5,
+    warmup: Annotated[int, typer.Option("--warmup", help="untimed runs per variant first")] = 1,
+    threads: Annotated[int | None, typer.Option("--threads", help="intra-op threads")] = None,
+    device: Annotated[str, typer.Option("--device", help="eager: cpu | cuda")] = "cpu",
+    dtype: Annotated[str, typer.Option("--dtype", help="eager: fp32 | fp16 | bf16 (autocast)")] = "fp32",
+    mode: Annotated[str, typer.Option("--mode", help="eager: eager | compile | cuda-graph")] = "eager",
+    dense_onnx: Annotated[Path | None, typer.Option("--dense-onnx", help="dense graph to compare with")] = None,
+    profile: Annotated[Path | None, typer.Option("--profile", help="ONNX Runtime profiles go here")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --json)")] = None,
+) -> None:
+    """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep."""
+    from .. import bench as B
+    from ..io import write_json
+
+    chosen = [n for n, v in (("--eager", eager), ("--onnx", onnx), ("--engine", engine)) if v is not None]
+    if len(chosen) > 1 or (not chosen and config is None):
+        raise B.BenchError("give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)")
+    sweep = _keep_sweep(keep_sweep)
+
+    def progress(msg: str) -> None:
+        err_console.print(f"[dim]{msg}[/]", highlight=False)
+
+    if engine is not None:
+        rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
+    elif onnx is not None:
+        rep = B.bench_onnx(
+            onnx,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            dense=dense,
+            keep_sweep=sweep,
+            dense_path=dense_onnx,
+            profile_dir=profile,
+            progress=progress,
+        )
+    else:
+        if eager is not None:
+            from .. import load_checkpoint
+
+            model, _ = load_checkpoint(str(eager), device="cpu")
+        else:
+            from ..config import get_config
+            from ..validate import random_model
+
+            model = random_model(get_config(str(config)), 0)
+        rep = B.bench_eager(
+            model,
+            runs=runs,
+            warmup=warmup,
+            threads=threads,
+            dense=dense,
+            keep_sweep=sweep,
+            device=device,
+            dtype=dtype,
+            mode=mode,
+            progress=progress,
+        )
+    B.print_summary(rep, lambda s: console.print(s, highlight=False))
+    if json_out is not None:
+        write_json(json_out, rep)
+        console.print(f"report: {json_out}")
+    if rep.get("keep_sweep") and (plot is not None or json_out is not None):
+        png = B.plot_keep_sweep(rep, plot if plot is not None else Path(str(json_out)).with_suffix(".png"))
+        console.print(f"plot: {png}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
+    studies: Annotated[list[Path], typer.Argument(help="study folders of DICOM files (any names; paired from tags)")],
+    backend: Annotated[
+        str | None, typer.Option("--backend", "-b", help="eager | onnx | engine (default: from MODEL)")
+    ] = None,
+    heatmaps: Annotated[
+        Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """P(malignant) and the decision per breast; bad studies get a reason. Fails only if no breast was read."""
+    from rich.markup import escape
+
+    from ..predict import predict as run_predict
+
+    rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps)
+    if as_json:
+        _print_json(
+            {
+                "breasts": [b.to_dict() for b in rep.breasts],
+                "rejects": rep.rejects,
+                "backend": rep.backend,
+                "threshold": rep.threshold,
+            }
+        )
+    else:
+        t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
+        for b in rep.breasts:
+            t.add_row(b.study, b.laterality, f"{b.prob:.4f}", b.decision, *([b.heatmap or ""] if heatmaps else []))
+        console.print(f"[bold]{rep.backend}[/] backend, threshold {rep.threshold:.3f}")
+        if rep.breasts:
+            console.print(t)
+        for r in rep.rejects:
+            line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
+            err_console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if not rep.breasts:
+        err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
+        raise typer.Exit(1)
+
+
+@app.command()
+def triton(
+    bundle: Annotated[Path, typer.Argument(help="export bundle folder (manifest.json + model.onnx)")],
+    repo: Annotated[Path, typer.Option("--repo", help="Triton model repository folder (created if missing)")],
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="max_batch_size; only for a dynamic-batch export")
+    ] = None,
+    instances: Annotated[int, typer.Option("--instances", help="model instances per device")] = 1,
+    name: Annotated[str | None, typer.Option("--name", help="model name prefix (default: the bundle's)")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """A Triton Inference Server model repository: onnxruntime_onnx, plus tensorrt_plan for a TensorRT engine."""
+    from ..triton import write_repository
+
+    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name)
+    if as_json:
+        _print_json(res.to_dict())
+        return
+    for m in res.models:
+        console.print(f"{m.name} ({m.platform}) version {m.version}: {m.config}  max_batch_size {m.max_batch_size}")
+    for line in res.skipped:
+        err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
