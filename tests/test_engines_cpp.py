@@ -10,7 +10,10 @@ breast compares the C++ example viewer with `xpr predict` on ONNX Runtime:
 - the kept windows of every pruned block and view: identical.
 
 Bad bundles and bad DICOM files are covered by the C++ tests (ctest, also under AddressSanitizer);
-a few run here too, through the CLI, to pin the JSON error line.
+a few run here too, through the CLI, to pin the JSON error line. A tampered real bundle (a byte of
+the graph, a manifest field without re-sealing, a `..` path, a link, an extra or missing file,
+format 1) is refused by both the Python verified reader and `xpr_infer`, naming the same file; a
+real bundle whose tensors are renamed runs the same (names come from the manifest's `io`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -119,18 +123,27 @@ def _cpp(xpr_infer: Path, bundle: Path, cc: str | Path, mlo: str | Path, *extra:
     return out
 
 
+def _py_selection(runner: Any, source: Any, cc: np.ndarray, mlo: np.ndarray, cfg: Any = None) -> dict[Any, Any]:
+    """Kept windows (view, stage, block) -> [B, K] from the Python ONNX Runtime runner, I/O by the bundle's io."""
+    from xpr_deploy.runners import kept_windows
+
+    outputs = runner.infer({source.io.cc: cc, source.io.mlo: mlo})
+    return dict(kept_windows(outputs, runner.selection, cfg))
+
+
 def test_cpp_matches_python_onnxruntime(xpr_infer: Path, work: dict[str, Path], tmp_path: Path) -> None:
     import pydicom
 
     from xpr_deploy.data.dicom import preprocess_file
-    from xpr_deploy.predict import make_runner, predict, resolve_model
+    from xpr_deploy.predict import predict
+    from xpr_deploy.runners import make_runner, open_source
 
     bundle = work["bundle"]
     rep = predict(bundle, [work["synth"]], backend="onnx")  # what `xpr predict BUNDLE STUDIES` prints
     assert len(rep.breasts) == 6, rep.rejects
-    source = resolve_model(bundle)
+    source = open_source(bundle)
     h, w = source.cfg.img_size
-    runner = make_runner(source, "onnx")
+    runner = make_runner(source, "onnx", selection=True)
 
     syntaxes, photometrics = set(), set()
     max_dprob = max_dinput = 0.0
@@ -153,9 +166,10 @@ def test_cpp_matches_python_onnxruntime(xpr_infer: Path, work: dict[str, Path], 
             dprob = abs(c["prob"] - b.prob)
             max_dprob = max(max_dprob, dprob)
             # 3. kept windows of every pruned block
-            _, sel = runner.infer(py_in["cc"].reshape(1, 1, h, w), py_in["mlo"].reshape(1, 1, h, w), selection=True)
+            sel = _py_selection(runner, source, py_in["cc"].reshape(1, 1, h, w), py_in["mlo"].reshape(1, 1, h, w))
             cpp_sel = {(s["view"], s["stage"], s["block"]): s["kept"] for s in c["selection"]}
-            pruned = [(bl["view"], bl["stage"], bl["block"]) for bl in source.manifest["blocks"] if bl["pruned"]]
+            assert source.bundle is not None
+            pruned = [(bl["view"], bl["stage"], bl["block"]) for bl in source.bundle.manifest["blocks"] if bl["pruned"]]
             assert sorted(cpp_sel) == sorted(pruned)
             for key in pruned:
                 assert cpp_sel[key] == [int(i) for i in sel[key][0]], f"{b.cc}: kept windows differ in {key}"
@@ -202,7 +216,8 @@ def test_cpp_heatmap_matches_python_count_maps(xpr_infer: Path, work: dict[str, 
     Python heatmap's per-stage count maps (shifted windows rolled back per dimension) summed."""
     from xpr_deploy.data.dicom import preprocess_file
     from xpr_deploy.heatmap import count_maps
-    from xpr_deploy.predict import make_runner, predict, resolve_model
+    from xpr_deploy.predict import predict
+    from xpr_deploy.runners import make_runner, open_source
 
     bundle = work["bundle"]
     b = predict(bundle, [work["synth"]], backend="onnx").breasts[0]
@@ -214,11 +229,11 @@ def test_cpp_heatmap_matches_python_count_maps(xpr_infer: Path, work: dict[str, 
     assert (height, width) == (448, 2 * 224 + 8)
     pixels = np.frombuffer(rest, dtype=np.uint8).reshape(height, width).astype(np.int32)
 
-    source = resolve_model(bundle)
+    source = open_source(bundle)
     cfg = source.cfg
-    with make_runner(source, "onnx") as runner:
+    with make_runner(source, "onnx", selection=True) as runner:
         x = {v: preprocess_file(p, source.settings).reshape(1, 1, 448, 224) for v, p in (("cc", b.cc), ("mlo", b.mlo))}
-        _, sel = runner.infer(x["cc"], x["mlo"], selection=True)
+        sel = _py_selection(runner, source, x["cc"], x["mlo"], cfg)
     maps = count_maps(sel, cfg)
     n_blocks = sum(cfg.depths)
     for view, x0 in (("cc", 0), ("mlo", 224 + 8)):
@@ -254,7 +269,9 @@ def test_cpp_bad_bundles_and_files_give_error_lines(xpr_infer: Path, work: dict[
     c = _cpp(xpr_infer, bad, b.cc, b.mlo)
     assert c["_exit"] == 2 and c["status"] == "file error" and "model.onnx" in c["error"]
 
-    # wrong version (preprocessing contract and toolkit)
+    # wrong version (preprocessing contract and toolkit), the manifest sealed again after the edit
+    from xpr_deploy.bundle.seal import seal
+
     for key, value, status in (("preprocessing", None, "unsupported version"), ("toolkit_version", "99.0.0", None)):
         bad = _copy_bundle(work["bundle"], tmp_path / f"version-{key}")
         m = json.loads((bad / "manifest.json").read_text())
@@ -262,7 +279,7 @@ def test_cpp_bad_bundles_and_files_give_error_lines(xpr_infer: Path, work: dict[
             m["preprocessing"]["version"] = "xpr-preproc-9"
         else:
             m[key] = value
-        (bad / "manifest.json").write_text(json.dumps(m))
+        (bad / "manifest.json").write_bytes(seal(m))
         c = _cpp(xpr_infer, bad, b.cc, b.mlo)
         assert c["_exit"] == 2 and c["status"] == (status or "unsupported version"), c
         assert "manifest.json" in c["error"]
@@ -282,10 +299,134 @@ def test_cpp_bad_bundles_and_files_give_error_lines(xpr_infer: Path, work: dict[
 
 
 def test_fixture_bundle_hash_is_sha256(work: dict[str, Path]) -> None:
-    """The manifest's digests are what the C++ side recomputes (hex SHA-256 of the file bytes)."""
-    m = json.loads((work["bundle"] / "manifest.json").read_text())
+    """The manifest's digests are what the C++ side recomputes (hex SHA-256 of the file bytes), and
+    its seal is the SHA-256 of its bytes with the seal's 64 hex digits replaced by '0'."""
+    raw = (work["bundle"] / "manifest.json").read_bytes()
+    m = json.loads(raw)
     for rel, digest in m["files"].items():
         assert hashlib.sha256((work["bundle"] / rel).read_bytes()).hexdigest() == digest
+    (found,) = re.findall(rb'"manifest_sha256": "([0-9a-f]{64})"', raw)
+    assert hashlib.sha256(raw.replace(found, b"0" * 64)).hexdigest() == found.decode() == m["manifest_sha256"]
+
+
+@pytest.fixture(scope="module")
+def breast(work: dict[str, Path]) -> tuple[str, str]:
+    """One (CC, MLO) pair of the synthetic studies (xpr_infer reads the DICOM files before the bundle)."""
+    from xpr_deploy.predict import predict
+
+    b = predict(work["bundle"], [work["synth"]], backend="onnx").breasts[0]
+    return b.cc, b.mlo
+
+
+def _edit_manifest(bundle: Path, edit: Any) -> None:
+    """Edit the manifest as JSON and seal it again: what is refused is then the edit, not the seal."""
+    from xpr_deploy.bundle.seal import seal
+
+    m = json.loads((bundle / "manifest.json").read_bytes())
+    edit(m)
+    (bundle / "manifest.json").write_bytes(seal(m))
+
+
+def _flip_model_byte(b: Path) -> None:
+    raw = bytearray((b / "model.onnx").read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    (b / "model.onnx").write_bytes(bytes(raw))
+
+
+def _edit_threshold_unsealed(b: Path) -> None:
+    raw = (b / "manifest.json").read_bytes()
+    edited, n = re.subn(rb'"threshold": [0-9.eE+-]+', b'"threshold": 0.0123', raw, count=1)
+    assert n == 1 and edited != raw
+    (b / "manifest.json").write_bytes(edited)
+
+
+#: case -> (tamper, file the error names, C++ status, a part of both messages)
+TAMPER: dict[str, tuple[Any, str, str, str]] = {
+    "onnx-byte": (_flip_model_byte, "model.onnx", "hash mismatch", "SHA-256"),
+    "field-unsealed": (_edit_threshold_unsealed, "manifest.json", "hash mismatch", "seal"),
+    "dotdot-graph": (
+        lambda b: _edit_manifest(b, lambda m: m["graphs"].update(fp32="../model.onnx")),
+        "manifest.json", "bad manifest", "../model.onnx",
+    ),
+    "absolute-model": (
+        lambda b: _edit_manifest(b, lambda m: m.update(model=str(b.resolve() / "model.onnx"))),
+        "manifest.json", "bad manifest", "model.onnx",
+    ),
+    "format-1": (
+        lambda b: _edit_manifest(b, lambda m: m.update(format_version=1)),
+        "manifest.json", "unsupported version", "re-export",
+    ),
+    "symlink": (lambda b: (b / "link.onnx").symlink_to("model.onnx"), "link.onnx", "bad bundle layout", "link"),
+    "extra-file": (lambda b: (b / "notes.txt").write_text("x\n"), "notes.txt", "bad bundle layout", "not listed"),
+    "missing-file": (lambda b: (b / "model.onnx").unlink(), "model.onnx", "file error", "missing"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(TAMPER))
+def test_cpp_refuses_tampered_bundle_like_python(
+    case: str, xpr_infer: Path, work: dict[str, Path], breast: tuple[str, str], tmp_path: Path
+) -> None:
+    """The same rules on both sides: the Python reader refuses, and `xpr_infer` exits non-zero with one
+    error line (stdout: one JSON line, stderr: one message line) naming the same file."""
+    from xpr_deploy.bundle import BundleError, BundleView
+
+    tamper, named, status, part = TAMPER[case]
+    bad = _copy_bundle(work["bundle"], tmp_path / case)
+    tamper(bad)
+    with pytest.raises(BundleError) as exc:
+        BundleView.open(bad)
+    assert str(bad / named) in str(exc.value) and part in str(exc.value), exc.value
+    res = _run([xpr_infer, bad, *breast, "--device", "cpu"], timeout=300)
+    assert res.returncode == 2, res
+    out, err = res.stdout.splitlines(), res.stderr.splitlines()
+    assert len(out) == 1 and len(err) == 1, (out, err)
+    c = json.loads(out[0])
+    assert c["status"] == status, c
+    assert str(bad / named) in c["error"] and part in c["error"], c
+    assert err[0] == f"xpr_infer: {c['error']}"
+
+
+def test_cpp_runs_a_bundle_with_renamed_io(
+    xpr_infer: Path, work: dict[str, Path], breast: tuple[str, str], tmp_path: Path
+) -> None:
+    """No tensor name is built into the runtime: the real bundle with every input/output renamed in the
+    graph and the manifest (`io`, `inputs`, `outputs`, `blocks[].selection_output`), sealed again, gives
+    the same probability and kept windows."""
+    import onnx
+
+    from xpr_deploy.bundle import BundleView
+
+    src = work["bundle"]
+    dst = _copy_bundle(src, tmp_path / "renamed")
+    m = json.loads((src / "manifest.json").read_bytes())
+    new = {"cc": "image_cc", "mlo": "image_mlo", "logits": "class_scores", "prob": "p_malignant"}
+    rename = {m["io"][role]: name for role, name in new.items()}
+    rename |= {b["selection_output"]: "kept_" + b["selection_output"] for b in m["blocks"] if b["selection_output"]}
+    model = onnx.load(str(dst / "model.onnx"))
+    g = model.graph
+    for v in [*g.input, *g.output, *g.value_info]:
+        v.name = rename.get(v.name, v.name)
+    for node in g.node:
+        node.input[:] = [rename.get(n, n) for n in node.input]
+        node.output[:] = [rename.get(n, n) for n in node.output]
+    onnx.save(model, str(dst / "model.onnx"))
+    m["io"] = new
+    for t in [*m["inputs"], *m["outputs"]]:
+        t["name"] = rename.get(t["name"], t["name"])
+    for b in m["blocks"]:
+        if b["selection_output"]:
+            b["selection_output"] = rename[b["selection_output"]]
+    m["files"]["model.onnx"] = hashlib.sha256((dst / "model.onnx").read_bytes()).hexdigest()
+    from xpr_deploy.bundle.seal import seal
+
+    (dst / "manifest.json").write_bytes(seal(m))
+    assert BundleView.open(dst).io.inputs == ("image_cc", "image_mlo")
+
+    a = _cpp(xpr_infer, src, *breast, "--threads", "1")
+    b = _cpp(xpr_infer, dst, *breast, "--threads", "1")
+    assert a["_exit"] == 0 and b["_exit"] == 0, (a, b)
+    assert abs(a["prob"] - b["prob"]) <= 1e-6
+    assert [s["kept"] for s in a["selection"]] == [s["kept"] for s in b["selection"]] and a["selection"]
 
 
 def test_cpp_runtime_version_follows_the_toolkit() -> None:

@@ -16,7 +16,8 @@ Ort::Env& ort_env() {
 
 class OrtBackend final : public Backend {
  public:
-  OrtBackend(const std::string& model_path, const Manifest& m, const xpr_options& opts) : path_(model_path) {
+  OrtBackend(const std::string& model_path, const Manifest& m, const xpr_options& opts)
+      : path_(model_path), io_(m.io) {
     Ort::SessionOptions so;
     so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
     if (opts.intra_op_threads > 0) so.SetIntraOpNumThreads(opts.intra_op_threads);
@@ -44,15 +45,19 @@ class OrtBackend final : public Backend {
       in_names_.push_back(session_->GetInputNameAllocated(i, alloc).get());
     for (size_t i = 0; i < session_->GetOutputCount(); ++i)
       out_names_.push_back(session_->GetOutputNameAllocated(i, alloc).get());
-    for (const char* want : {"cc", "mlo"})
-      if (std::find(in_names_.begin(), in_names_.end(), want) == in_names_.end())
-        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no input '" + want + "'");
-    for (const char* want : {"logits", "prob"})
-      if (std::find(out_names_.begin(), out_names_.end(), want) == out_names_.end())
-        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no output '" + want + "'");
+    // the graph's I/O must be what the manifest says: inputs exactly io.cc and io.mlo, every output listed
+    for (const auto& n : in_names_)
+      if (n != io_.cc && n != io_.mlo)
+        throw Failure(XPR_ERR_BACKEND, path_ + ": model input '" + n + "' is neither io.cc '" + io_.cc +
+                                           "' nor io.mlo '" + io_.mlo + "' of the manifest");
+    for (const std::string* want : {&io_.cc, &io_.mlo})
+      if (std::find(in_names_.begin(), in_names_.end(), *want) == in_names_.end())
+        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no input '" + *want + "' (the manifest's io)");
+    for (const auto& t : m.outputs)
+      if (std::find(out_names_.begin(), out_names_.end(), t.name) == out_names_.end())
+        throw Failure(XPR_ERR_BACKEND, path_ + ": model has no output '" + t.name + "' (listed in the manifest)");
     for (const auto& t : m.inputs)
-      if (t.name == "cc") shape_ = t.shape;
-    if (shape_[0] < 1) shape_[0] = 1;  // dynamic batch: one breast
+      if (t.name == io_.cc) shape_ = t.shape;
     batch_ = static_cast<size_t>(shape_[0]);
   }
 
@@ -80,7 +85,7 @@ class OrtBackend final : public Backend {
     std::vector<Ort::Value> inputs;
     std::vector<const char*> in_names;
     for (const auto& n : in_names_) {
-      const float* src = n == "cc" ? cc : n == "mlo" ? mlo : nullptr;
+      const float* src = n == io_.cc ? cc : n == io_.mlo ? mlo : nullptr;
       if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected model input '" + n + "'");
       inputs.push_back(Ort::Value::CreateTensor<float>(mem, const_cast<float*>(src), total, shape_.data(),
                                                        shape_.size()));
@@ -128,6 +133,7 @@ class OrtBackend final : public Backend {
 
  private:
   std::string path_, name_;
+  IoNames io_;
   std::unique_ptr<Ort::Session> session_;
   std::vector<std::string> in_names_, out_names_;
   std::vector<int64_t> shape_;

@@ -87,8 +87,9 @@ struct StreamDestroy {
 
 class TrtBackend final : public Backend {
  public:
-  TrtBackend(const std::string& engine_path, const std::string& plugin_path, const std::string& label)
-      : path_(engine_path), name_(label) {
+  TrtBackend(const std::string& engine_path, const std::string& plugin_path, const std::string& label,
+             const Manifest& m)
+      : path_(engine_path), name_(label), io_names_(m.io) {
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw Failure(XPR_ERR_BACKEND, path_ + ": createInferRuntime failed");
     if (!plugin_path.empty()) {
@@ -131,6 +132,22 @@ class TrtBackend final : public Backend {
         throw Failure(XPR_ERR_BACKEND, path_ + ": setTensorAddress failed for '" + io.name + "'");
       io_.push_back(std::move(io));
     }
+    // the engine's I/O must be what the manifest says: inputs exactly io.cc and io.mlo, every output listed
+    auto has = [&](const std::string& name, bool input) {
+      for (const auto& io : io_)
+        if (io.name == name && io.input == input) return true;
+      return false;
+    };
+    for (const auto& io : io_)
+      if (io.input && io.name != io_names_.cc && io.name != io_names_.mlo)
+        throw Failure(XPR_ERR_BACKEND, path_ + ": engine input '" + io.name + "' is neither io.cc '" + io_names_.cc +
+                                           "' nor io.mlo '" + io_names_.mlo + "' of the manifest");
+    for (const std::string* want : {&io_names_.cc, &io_names_.mlo})
+      if (!has(*want, true))
+        throw Failure(XPR_ERR_BACKEND, path_ + ": engine has no input '" + *want + "' (the manifest's io)");
+    for (const auto& t : m.outputs)
+      if (!has(t.name, false))
+        throw Failure(XPR_ERR_BACKEND, path_ + ": engine has no output '" + t.name + "' (listed in the manifest)");
   }
 
   std::string name() const override { return name_; }
@@ -138,7 +155,7 @@ class TrtBackend final : public Backend {
   std::vector<OutputTensor> run(const float* cc, const float* mlo, size_t count) override {
     for (auto& io : io_) {
       if (!io.input) continue;
-      const float* src = io.name == "cc" ? cc : io.name == "mlo" ? mlo : nullptr;
+      const float* src = io.name == io_names_.cc ? cc : io.name == io_names_.mlo ? mlo : nullptr;
       if (!src) throw Failure(XPR_ERR_BACKEND, path_ + ": unexpected engine input '" + io.name + "'");
       if (count == 0 || io.count % count != 0)
         throw Failure(XPR_ERR_ARGUMENT, path_ + ": input has " + std::to_string(count) + " values, the engine takes " +
@@ -191,6 +208,7 @@ class TrtBackend final : public Backend {
     std::unique_ptr<void, CudaFree> device;
   };
   std::string path_, name_;
+  IoNames io_names_;
   Logger logger_;
   std::unique_ptr<nvinfer1::IRuntime> runtime_;
   std::unique_ptr<nvinfer1::ICudaEngine> engine_;
@@ -244,7 +262,7 @@ std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle_dir, co
       throw Failure(XPR_ERR_BACKEND, path + ": the engine needs the plugin(s) " + e.plugins_required.front() +
                                          (e.plugins_required.size() > 1 ? ",..." : "") +
                                          ": pass xpr_options.plugin_library or set XPR_TRT_PLUGIN_LIBRARY");
-    return std::make_unique<TrtBackend>(path, plugin, e.backend + "-sm" + sm);
+    return std::make_unique<TrtBackend>(path, plugin, e.backend + "-sm" + sm, m);
   }
   why = m.engines.empty() ? "the bundle lists no TensorRT engine" : "no engine for this GPU" + reasons;
   return nullptr;

@@ -1,9 +1,15 @@
+// The verified reader of an export bundle: the rules of xpr_deploy/bundle/reader.py (see manifest.h).
 #include "manifest.h"
 
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
-#include <sstream>
 
 #include "failure.h"
 #include "sha256.h"
@@ -11,34 +17,78 @@
 namespace xpr::detail {
 namespace {
 
+namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+const char* const kManifestName = "manifest.json";
+const std::string kSealField = "\"manifest_sha256\": \"";  // exactly as the writer emits it
 
 std::string join_path(const std::string& dir, const std::string& rel) {
   if (dir.empty()) return rel;
   return dir.back() == '/' ? dir + rel : dir + "/" + rel;
 }
 
+bool lower_hex(const std::string& s, size_t at, size_t n) {
+  if (at + n > s.size()) return false;
+  for (size_t i = at; i < at + n; ++i)
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+  return true;
+}
+
+// Offsets of the 64 hex digits of every `"manifest_sha256": "<64 lowercase hex>"` (non-overlapping,
+// left to right: what Python's re.findall sees).
+std::vector<size_t> seal_fields(const std::string& raw) {
+  std::vector<size_t> at;
+  size_t pos = 0;
+  while ((pos = raw.find(kSealField, pos)) != std::string::npos) {
+    const size_t h = pos + kSealField.size();
+    if (lower_hex(raw, h, 64) && h + 64 < raw.size() && raw[h + 64] == '"') {
+      at.push_back(h);
+      pos = h + 65;
+    } else {
+      ++pos;
+    }
+  }
+  return at;
+}
+
+std::string digest_with_zeros(const std::string& raw, size_t at) {
+  static const std::string zeros(64, '0');
+  Sha256 s;
+  s.update(raw.data(), at);
+  s.update(zeros.data(), zeros.size());
+  s.update(raw.data() + at + 64, raw.size() - at - 64);
+  return s.hex_digest();
+}
+
+// A JSON value in a message, short.
+std::string shown(const json& v) {
+  std::string s = v.dump();
+  if (s.size() > 40) s = s.substr(0, 37) + "...";
+  return s;
+}
+
 struct Reader {
   const std::string& path;
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw Failure(XPR_ERR_MANIFEST, path + ": " + what);
+  [[noreturn]] void fail(const std::string& what) const { throw Failure(XPR_ERR_MANIFEST, path + ": " + what); }
+
+  // The value of a key when present and not null, else nullptr.
+  const json* find(const json& obj, const char* key) const {
+    if (!obj.is_object()) return nullptr;
+    auto it = obj.find(key);
+    return it != obj.end() && !it->is_null() ? &*it : nullptr;
   }
 
-  // First present key among alternatives, or nullptr.
-  const json* find(const json& obj, std::initializer_list<const char*> keys) const {
-    if (!obj.is_object()) return nullptr;
-    for (const char* k : keys) {
-      auto it = obj.find(k);
-      if (it != obj.end() && !it->is_null()) return &*it;
-    }
-    return nullptr;
+  const json& need(const json& obj, const char* key, const std::string& where) const {
+    const json* v = find(obj, key);
+    if (!v) fail(where + "missing '" + key + "'");
+    return *v;
   }
 
   std::string str(const json& v, const std::string& what) const {
-    if (v.is_string()) return v.get<std::string>();
-    if (v.is_number_integer()) return std::to_string(v.get<int64_t>());
-    fail(what + " must be a string");
+    if (!v.is_string()) fail(what + " must be a string");
+    return v.get<std::string>();
   }
 
   double num(const json& v, const std::string& what) const {
@@ -53,41 +103,34 @@ struct Reader {
     return static_cast<int32_t>(x);
   }
 
+  // A path the manifest names (rule 3).
+  std::string relpath(const json& v, const std::string& what) const {
+    const std::string rel = str(v, what);
+    if (!plain_relpath(rel)) fail(what + ": path '" + rel + "' is not a plain relative path inside the bundle");
+    return rel;
+  }
+
   std::vector<TensorSpec> tensors(const json& root, const char* key) const {
-    const json* raw = find(root, {key});
-    if (!raw) fail(std::string("missing '") + key + "'");
+    const json& raw = need(root, key, "");
+    if (!raw.is_array()) fail(std::string("'") + key + "' must be a list of {name, dtype, shape}");
     std::vector<TensorSpec> out;
-    auto one = [&](const std::string& name, const json& spec) {
+    for (const json& e : raw) {
       TensorSpec t;
-      t.name = name;
-      if (const json* d = find(spec, {"dtype", "type"})) t.dtype = str(*d, std::string(key) + "." + name + ".dtype");
-      if (const json* s = find(spec, {"shape", "dims"})) {
-        if (!s->is_array()) fail(std::string(key) + "." + name + ".shape must be a list");
-        for (const json& d : *s) t.shape.push_back(d.is_number_integer() ? d.get<int64_t>() : -1);
+      t.name = str(need(e, "name", std::string(key) + "[]: "), std::string(key) + "[].name");
+      const std::string where = std::string(key) + " '" + t.name + "'";
+      t.dtype = str(need(e, "dtype", where + ": "), where + " dtype");
+      const json& s = need(e, "shape", where + ": ");
+      if (!s.is_array() || s.empty()) fail(where + ": shape must be a non-empty list");
+      for (const json& d : s) {
+        const int32_t n = integer(d, where + " shape[]");
+        if (n < 1) fail(where + ": shape " + shown(s) + " has a dimension < 1 (format 2 shapes are static)");
+        t.shape.push_back(n);
       }
       out.push_back(std::move(t));
-    };
-    if (raw->is_array()) {
-      for (const json& e : *raw) {
-        const json* n = find(e, {"name"});
-        if (!n) fail(std::string(key) + ": entry without a name");
-        one(str(*n, std::string(key) + ".name"), e);
-      }
-    } else if (raw->is_object()) {
-      for (auto it = raw->begin(); it != raw->end(); ++it) one(it.key(), it.value());
-    } else {
-      fail(std::string("'") + key + "' must be a list or an object");
     }
     return out;
   }
 };
-
-int version_major(const std::string& v) {
-  size_t i = 0;
-  while (i < v.size() && !std::isdigit(static_cast<unsigned char>(v[i]))) ++i;
-  if (i == v.size()) return -1;
-  return std::atoi(v.c_str() + i);
-}
 
 // (major, minor) of "X.Y[.Z...]"; {-1,-1} when unparsable.
 std::pair<int, int> major_minor(const std::string& v) {
@@ -96,16 +139,85 @@ std::pair<int, int> major_minor(const std::string& v) {
   return {a, b};
 }
 
+const TensorSpec* by_name(const std::vector<TensorSpec>& ts, const std::string& name) {
+  for (const auto& t : ts)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+// Top-level keys format 2 requires (export/manifest.schema.json "required").
+const char* const kRequired[] = {
+    "format", "format_version", "name", "toolkit_version", "created_utc", "model", "graphs", "precision",
+    "opset", "ir_version", "batch", "inputs", "outputs", "model_config", "preprocessing", "label_rule",
+    "class_names", "threshold", "blocks", "source_checkpoint", "engines", "files", "io", "manifest_sha256"};
+
+// manifest.json's bytes (rule 1: a regular file, no link, at most kMaxManifestBytes).
+std::string read_manifest_bytes(const std::string& path, const std::string& bundle_dir) {
+  std::error_code ec;
+  const fs::file_status st = fs::symlink_status(path, ec);
+  if (st.type() == fs::file_type::not_found)
+    throw Failure(XPR_ERR_IO, path + ": cannot open (is '" + bundle_dir + "' an export bundle?)");
+  if (ec) throw Failure(XPR_ERR_IO, path + ": cannot open: " + ec.message());
+  if (fs::is_symlink(st))
+    throw Failure(XPR_ERR_BUNDLE, path + ": is a symbolic link; a bundle holds plain files only");
+  if (!fs::is_regular_file(st)) throw Failure(XPR_ERR_BUNDLE, path + ": not a regular file");
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw Failure(XPR_ERR_IO, path + ": cannot open: " + std::strerror(errno));
+  std::string raw;
+  char buf[1 << 16];
+  while (f && raw.size() <= kMaxManifestBytes) {
+    f.read(buf, sizeof buf);
+    raw.append(buf, static_cast<size_t>(f.gcount()));
+  }
+  if (f.bad()) throw Failure(XPR_ERR_IO, path + ": read error");
+  if (raw.size() > kMaxManifestBytes)
+    throw Failure(XPR_ERR_MANIFEST, path + ": more than " + std::to_string(kMaxManifestBytes) +
+                                        " bytes, larger than any manifest");
+  return raw;
+}
+
 }  // namespace
+
+bool plain_relpath(const std::string& rel) {
+  if (rel.empty() || rel[0] == '/') return false;
+  if (rel.find_first_of(std::string("\\:\0", 3)) != std::string::npos) return false;
+  size_t start = 0;
+  for (;;) {
+    const size_t end = rel.find('/', start);
+    const std::string part = rel.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (part.empty() || part == "." || part == "..") return false;
+    if (end == std::string::npos) return true;
+    start = end + 1;
+  }
+}
+
+bool seal_digests(const std::string& raw, std::string& recorded, std::string& computed, std::string& why) {
+  const std::vector<size_t> at = seal_fields(raw);
+  if (at.size() != 1) {
+    why = at.empty() ? "has no manifest_sha256 seal"
+                     : "has " + std::to_string(at.size()) + " manifest_sha256 fields, not one";
+    return false;
+  }
+  recorded = raw.substr(at[0], 64);
+  computed = digest_with_zeros(raw, at[0]);
+  return true;
+}
+
+std::string reseal(const std::string& raw) {
+  const std::vector<size_t> at = seal_fields(raw);
+  if (at.size() != 1) throw Failure(XPR_ERR_MANIFEST, "reseal: not exactly one manifest_sha256 field");
+  std::string out = raw;
+  out.replace(at[0], 64, digest_with_zeros(raw, at[0]));
+  return out;
+}
 
 Manifest read_manifest(const std::string& bundle_dir) {
   Manifest m;
-  m.path = join_path(bundle_dir, "manifest.json");
-  std::ifstream f(m.path, std::ios::binary);
-  if (!f) throw Failure(XPR_ERR_IO, m.path + ": cannot open (is '" + bundle_dir + "' an export bundle?)");
+  m.path = join_path(bundle_dir, kManifestName);
+  const std::string raw = read_manifest_bytes(m.path, bundle_dir);
   json root;
   try {
-    root = json::parse(f);
+    root = json::parse(raw);
   } catch (const json::exception& e) {
     throw Failure(XPR_ERR_MANIFEST, m.path + ": not valid JSON: " + e.what());
   }
@@ -113,22 +225,31 @@ Manifest read_manifest(const std::string& bundle_dir) {
   if (!root.is_object()) r.fail("not a JSON object");
 
   try {
-    // ---- versions -------------------------------------------------------------------------
-    const json* fmt = r.find(root, {"format"});
+    // ---- rule 1: format and version, then rule 2: the seal, before any field is believed --------
+    const json* fmt = r.find(root, "format");
     if (!fmt || !fmt->is_string() || fmt->get<std::string>() != "xpr-bundle")
-      r.fail("'format' is not \"xpr-bundle\": not an xpr export bundle manifest");
-    const json* fv = r.find(root, {"format_version"});
-    if (!fv) r.fail("missing 'format_version'");
-    m.format_version = r.str(*fv, "format_version");
-    if (version_major(m.format_version) != kManifestFormatMajor)
-      throw Failure(XPR_ERR_VERSION, m.path + ": manifest format version '" + m.format_version +
-                                         "' is not supported (this runtime reads format version " +
-                                         std::to_string(kManifestFormatMajor) + ")");
-    const json* tv = r.find(root, {"toolkit_version", "xpr_version"});
-    if (!tv)
-      if (const json* t = r.find(root, {"toolkit"})) tv = r.find(*t, {"version"});
-    if (!tv) r.fail("missing 'toolkit_version'");
-    m.toolkit_version = r.str(*tv, "toolkit_version");
+      r.fail("not an xpr bundle manifest ('format' is not \"xpr-bundle\")");
+    const json* fv = r.find(root, "format_version");
+    if (!fv || !fv->is_number() || fv->get<double>() != kManifestFormat)
+      throw Failure(XPR_ERR_VERSION, m.path + ": bundle format version " + (fv ? shown(*fv) : "(none)") +
+                                         ", this runtime reads format version " + std::to_string(kManifestFormat) +
+                                         ": re-export the bundle with this version of xpr (`xpr export`)");
+    m.format_version = kManifestFormat;
+    std::string recorded, computed, why;
+    if (!seal_digests(raw, recorded, computed, why)) r.fail(why);
+    const json* top = r.find(root, "manifest_sha256");
+    if (!top || !top->is_string() || top->get<std::string>() != recorded)
+      r.fail("its manifest_sha256 seal is not the top-level 'manifest_sha256' field");
+    if (recorded != computed)
+      throw Failure(XPR_ERR_HASH, m.path + ": content differs from its seal (manifest_sha256 " +
+                                      recorded.substr(0, 12) + "..., content " + computed.substr(0, 12) +
+                                      "...): a field was edited after export");
+    m.digest = recorded;
+    for (const char* k : kRequired)
+      if (!root.contains(k)) r.fail(std::string("missing '") + k + "' (required by bundle format 2)");
+
+    // ---- toolkit version --------------------------------------------------------------------
+    m.toolkit_version = r.str(root["toolkit_version"], "toolkit_version");
     {
       const auto [maj, min] = major_minor(m.toolkit_version);
       // 0.x toolkits: same minor line as this runtime; later: same major
@@ -140,142 +261,165 @@ Manifest read_manifest(const std::string& bundle_dir) {
                                            std::to_string(rmaj) + "." + std::to_string(rmin) + ".x");
     }
 
-    // ---- model config: window size and patch size for the window grid of each block ---------
-    int32_t window = 7, patch = 4;
-    if (const json* mc = r.find(root, {"model_config"}); mc && mc->is_object()) {
-      if (const json* v = r.find(*mc, {"window_size"})) window = r.integer(*v, "model_config.window_size");
-      if (const json* v = r.find(*mc, {"patch_size"})) patch = r.integer(*v, "model_config.patch_size");
-      if (window < 1 || patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
+    // ---- rule 3: paths ----------------------------------------------------------------------
+    const json& files = root["files"];
+    if (!files.is_object() || files.empty()) r.fail("'files' must be an object {path: sha256}, not empty");
+    for (auto it = files.begin(); it != files.end(); ++it) {
+      const std::string& rel = it.key();
+      if (!plain_relpath(rel)) r.fail("files: path '" + rel + "' is not a plain relative path inside the bundle");
+      const json& v = it.value();
+      if (!v.is_string() || v.get<std::string>().size() != 64 || !lower_hex(v.get<std::string>(), 0, 64))
+        r.fail("files entry '" + rel + "': " + shown(v) + " is not a SHA-256 hex digest (64 lowercase hex)");
+      m.sha256[rel] = v.get<std::string>();
+    }
+    auto listed = [&](const json& v, const std::string& what) {
+      const std::string rel = r.relpath(v, what);
+      if (!m.sha256.count(rel)) r.fail(what + " '" + rel + "' is not among the hashed files");
+      return rel;
+    };
+    m.model_file = listed(root["model"], "model");
+    const json& graphs = root["graphs"];
+    if (!graphs.is_object() || graphs.empty()) r.fail("'graphs' must be an object {precision: file}, not empty");
+    for (auto it = graphs.begin(); it != graphs.end(); ++it) {
+      if (it.key() != "fp32" && it.key() != "fp16") r.fail("graphs: unknown precision '" + it.key() + "'");
+      m.graphs[it.key()] = listed(it.value(), "graphs." + it.key());
+    }
+    if (const json* p = r.find(root, "parity")) listed(*p, "parity");
+    const json& engines = root["engines"];
+    if (!engines.is_array()) r.fail("'engines' must be a list");
+    for (size_t i = 0; i < engines.size(); ++i) {
+      const json& e = engines[i];
+      const std::string w = "engines[" + std::to_string(i) + "]";
+      if (!e.is_object()) r.fail(w + " must be an object");
+      EngineEntry en;
+      en.file = listed(r.need(e, "path", w + ": "), w + ".path");
+      en.onnx = listed(r.need(e, "onnx", w + ": "), w + ".onnx");
+      if (const json* tc = r.find(e, "timing_cache")) listed(*tc, w + ".timing_cache");
+      en.backend = r.str(r.need(e, "backend", w + ": "), w + ".backend");
+      en.version = r.str(r.need(e, "version", w + ": "), w + ".version");
+      en.compute_capability = r.str(r.need(e, "compute_capability", w + ": "), w + ".compute_capability");
+      en.hw_compat = r.str(r.need(e, "hw_compat", w + ": "), w + ".hw_compat");
+      en.sha256 = r.str(r.need(e, "sha256", w + ": "), w + ".sha256");
+      if (en.sha256.size() != 64 || !lower_hex(en.sha256, 0, 64)) r.fail(w + ".sha256 is not a SHA-256 hex digest");
+      const json& pr = r.need(e, "plugins_required", w + ": ");
+      if (!pr.is_array()) r.fail(w + ".plugins_required must be a list");
+      for (const json& p : pr) en.plugins_required.push_back(r.str(p, w + ".plugins_required[]"));
+      m.engines.push_back(std::move(en));
     }
 
-    // ---- model and tensors ----------------------------------------------------------------
-    if (const json* model = r.find(root, {"model"})) {
-      if (model->is_string()) m.model_file = model->get<std::string>();
-      else if (const json* file = r.find(*model, {"file", "path"})) m.model_file = r.str(*file, "model.file");
-    }
+    // ---- model config: image size, window size and patch size --------------------------------
+    const json& mc = root["model_config"];
+    if (!mc.is_object()) r.fail("'model_config' must be an object");
+    const json& isz = r.need(mc, "img_size", "model_config: ");
+    if (!isz.is_array() || isz.size() != 2) r.fail("model_config.img_size must be [rows, cols]");
+    const int32_t img_rows = r.integer(isz[0], "model_config.img_size[0]");
+    const int32_t img_cols = r.integer(isz[1], "model_config.img_size[1]");
+    if (img_rows < 1 || img_cols < 1) r.fail("model_config.img_size must be positive");
+    int32_t window = 7, patch = 4;
+    if (const json* v = r.find(mc, "window_size")) window = r.integer(*v, "model_config.window_size");
+    if (const json* v = r.find(mc, "patch_size")) patch = r.integer(*v, "model_config.patch_size");
+    if (window < 1 || patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
+
+    // ---- rule 5: tensors and their roles ------------------------------------------------------
+    m.batch = r.integer(root["batch"], "batch");
+    if (m.batch < 1) r.fail("batch must be >= 1");
     m.inputs = r.tensors(root, "inputs");
     m.outputs = r.tensors(root, "outputs");
+    if (m.inputs.size() != 2) r.fail("'inputs' must list exactly 2 tensors (the CC and MLO views)");
+    if (m.outputs.size() < 2) r.fail("'outputs' must list at least 2 tensors (logits, prob)");
+    const json& io = root["io"];
+    if (!io.is_object()) r.fail("'io' must be an object {cc, mlo, logits, prob}");
+    for (auto it = io.begin(); it != io.end(); ++it)
+      if (it.key() != "cc" && it.key() != "mlo" && it.key() != "logits" && it.key() != "prob")
+        r.fail("io: unknown role '" + it.key() + "'");
+    auto role = [&](const char* k, const std::vector<TensorSpec>& where, const char* kind) {
+      const std::string name = r.str(r.need(io, k, "io: "), std::string("io.") + k);
+      if (name.empty()) r.fail(std::string("io.") + k + " is empty");
+      if (!by_name(where, name)) r.fail(std::string("io.") + k + " '" + name + "' is not " + kind);
+      return name;
+    };
+    m.io.cc = role("cc", m.inputs, "an input");
+    m.io.mlo = role("mlo", m.inputs, "an input");
+    m.io.logits = role("logits", m.outputs, "an output");
+    m.io.prob = role("prob", m.outputs, "an output");
+    if (m.io.cc == m.io.mlo) r.fail("io.cc and io.mlo name the same input '" + m.io.cc + "'");
+    if (m.io.logits == m.io.prob) r.fail("io.logits and io.prob name the same output '" + m.io.prob + "'");
+    const TensorSpec* cc = by_name(m.inputs, m.io.cc);
+    const TensorSpec* mlo = by_name(m.inputs, m.io.mlo);
+    for (const TensorSpec* t : {cc, mlo}) {
+      const std::string w = "input '" + t->name + "'";
+      if (t->shape.size() != 4 || t->shape[0] != m.batch || t->shape[2] != img_rows || t->shape[3] != img_cols)
+        r.fail(w + " shape " + shown(json(t->shape)) + " disagrees with batch " + std::to_string(m.batch) +
+               " and model_config.img_size [" + std::to_string(img_rows) + ", " + std::to_string(img_cols) + "]");
+      if (t->shape[1] != 1) r.fail(w + " must have one channel [B, 1, H, W]");
+      if (t->dtype != "float32") r.fail(w + " must be float32");
+    }
 
     // ---- preprocessing --------------------------------------------------------------------
-    const json* pre = r.find(root, {"preprocessing"});
-    if (!pre || !pre->is_object()) r.fail("missing 'preprocessing' object");
-    const json* pv = r.find(*pre, {"version"});
-    if (!pv) r.fail("missing 'preprocessing.version'");
-    m.preprocessing.version = r.str(*pv, "preprocessing.version");
+    const json& pre = root["preprocessing"];
+    if (!pre.is_object()) r.fail("'preprocessing' must be an object");
+    m.preprocessing.version = r.str(r.need(pre, "version", "preprocessing: "), "preprocessing.version");
     if (!preprocessing_version_supported(m.preprocessing.version))
       throw Failure(XPR_ERR_VERSION, m.path + ": preprocessing version '" + m.preprocessing.version +
                                          "' is not implemented by this runtime (it implements xpr-preproc-1)");
-    auto read_norm = [&](const json& obj) {
-      if (const json* v = r.find(obj, {"mean"})) m.preprocessing.mean = r.num(*v, "preprocessing.mean");
-      if (const json* v = r.find(obj, {"std"})) m.preprocessing.std = r.num(*v, "preprocessing.std");
-    };
-    read_norm(*pre);
-    if (const json* norm = r.find(*pre, {"normalize", "normalise", "normalization", "normalisation"}))
-      if (norm->is_object()) read_norm(*norm);
-    if (const json* v = r.find(*pre, {"mask_threshold"})) m.preprocessing.mask_threshold = r.num(*v, "mask_threshold");
-    if (const json* v = r.find(*pre, {"profile_threshold", "profile_fraction", "min_fraction"}))
-      m.preprocessing.profile_fraction = r.num(*v, "profile_fraction");
-    if (const json* crop = r.find(*pre, {"crop"}); crop && crop->is_object()) {
-      if (const json* v = r.find(*crop, {"threshold", "mask_threshold"}))
-        m.preprocessing.mask_threshold = r.num(*v, "crop.threshold");
-      if (const json* v = r.find(*crop, {"min_fraction", "profile_fraction"}))
-        m.preprocessing.profile_fraction = r.num(*v, "crop.min_fraction");
+    if (const json* v = r.find(pre, "mean")) m.preprocessing.mean = r.num(*v, "preprocessing.mean");
+    if (const json* v = r.find(pre, "std")) m.preprocessing.std = r.num(*v, "preprocessing.std");
+    if (const json* v = r.find(pre, "mask_threshold"))
+      m.preprocessing.mask_threshold = r.num(*v, "preprocessing.mask_threshold");
+    if (const json* v = r.find(pre, "profile_threshold"))
+      m.preprocessing.profile_fraction = r.num(*v, "preprocessing.profile_threshold");
+    if (const json* sz = r.find(pre, "img_size")) {
+      if (!sz->is_array() || sz->size() != 2 || r.integer((*sz)[0], "preprocessing.img_size[0]") != img_rows ||
+          r.integer((*sz)[1], "preprocessing.img_size[1]") != img_cols)
+        r.fail("preprocessing.img_size " + shown(*sz) + " differs from model_config.img_size");
     }
-    // model input size: preprocessing.size / input_size, else the cc input's last two dims
-    if (const json* sz = r.find(*pre, {"size", "input_size", "img_size", "image_size"}); sz && sz->is_array() &&
-                                                                                          sz->size() == 2) {
-      m.preprocessing.out_rows = r.integer((*sz)[0], "preprocessing.size[0]");
-      m.preprocessing.out_cols = r.integer((*sz)[1], "preprocessing.size[1]");
-    }
-    const TensorSpec* cc = nullptr;
-    const TensorSpec* mlo = nullptr;
-    for (const auto& t : m.inputs) {
-      if (t.name == "cc") cc = &t;
-      if (t.name == "mlo") mlo = &t;
-    }
-    if (!cc || !mlo) r.fail("inputs must include 'cc' and 'mlo'");
-    if (cc->shape != mlo->shape) r.fail("inputs 'cc' and 'mlo' differ in shape");
-    if (cc->shape.size() != 4 || cc->shape[1] != 1 || cc->shape[2] <= 0 || cc->shape[3] <= 0)
-      r.fail("input 'cc' must have a static shape [B, 1, H, W]");
-    if (m.preprocessing.out_rows == 0) {
-      m.preprocessing.out_rows = static_cast<int32_t>(cc->shape[2]);
-      m.preprocessing.out_cols = static_cast<int32_t>(cc->shape[3]);
-    } else if (m.preprocessing.out_rows != cc->shape[2] || m.preprocessing.out_cols != cc->shape[3]) {
-      r.fail("preprocessing size differs from the shape of input 'cc'");
-    }
-    bool has_prob = false, has_logits = false;
-    for (const auto& t : m.outputs) {
-      has_prob |= t.name == "prob";
-      has_logits |= t.name == "logits";
-    }
-    if (!has_prob || !has_logits) r.fail("outputs must include 'logits' and 'prob'");
+    m.preprocessing.out_rows = img_rows;
+    m.preprocessing.out_cols = img_cols;
 
-    // ---- classes --------------------------------------------------------------------------
-    if (const json* cn = r.find(root, {"class_names", "classes"}); cn && cn->is_array())
-      for (const json& c : *cn) m.class_names.push_back(r.str(c, "class_names[]"));
-    if (m.class_names.empty()) m.class_names = {"benign", "malignant"};
-
-    // ---- hashes ---------------------------------------------------------------------------
-    const json* files = r.find(root, {"files", "sha256", "checksums"});
-    if (!files) r.fail("missing 'files' (SHA-256 of every bundle file)");
-    auto add_hash = [&](const std::string& rel, const json& v) {
-      std::string h;
-      if (v.is_string()) h = v.get<std::string>();
-      else if (const json* s = r.find(v, {"sha256"})) h = r.str(*s, "files." + rel + ".sha256");
-      else r.fail("files entry '" + rel + "' has no sha256");
-      if (h.size() != 64 || h.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
-        r.fail("files entry '" + rel + "': '" + h + "' is not a SHA-256 hex digest");
-      for (char& c : h) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-      m.sha256[rel] = h;
-    };
-    if (files->is_object()) {
-      for (auto it = files->begin(); it != files->end(); ++it) add_hash(it.key(), it.value());
-    } else if (files->is_array()) {
-      for (const json& e : *files) {
-        const json* p = r.find(e, {"path", "file", "name"});
-        if (!p) r.fail("files entry without a path");
-        add_hash(r.str(*p, "files[].path"), e);
-      }
-    } else {
-      r.fail("'files' must be an object or a list");
-    }
+    // ---- classes, threshold -----------------------------------------------------------------
+    const json& cn = root["class_names"];
+    if (!cn.is_array() || cn.size() < 2) r.fail("class_names must be a list of at least 2 names");
+    for (const json& c : cn) m.class_names.push_back(r.str(c, "class_names[]"));
+    const double threshold = r.num(root["threshold"], "threshold");
+    if (!(threshold >= 0.0 && threshold <= 1.0)) r.fail("threshold " + shown(root["threshold"]) + " not in [0, 1]");
 
     // ---- window selection per block ------------------------------------------------------
-    const json* blocks = r.find(root, {"blocks"});
-    if (!blocks || !blocks->is_array()) r.fail("missing 'blocks' list");
-    for (const json& b : *blocks) {
+    const json& blocks = root["blocks"];
+    if (!blocks.is_array()) r.fail("'blocks' must be a list");
+    for (const json& b : blocks) {
       BlockSpec s;
-      const json* v = r.find(b, {"view"});
-      if (!v) r.fail("blocks[]: missing 'view'");
-      s.view = r.str(*v, "blocks[].view");
+      s.view = r.str(r.need(b, "view", "blocks[]: "), "blocks[].view");
       if (s.view != "cc" && s.view != "mlo") r.fail("blocks[].view '" + s.view + "' is not cc or mlo");
-      if (!(v = r.find(b, {"stage"}))) r.fail("blocks[]: missing 'stage'");
-      s.stage = r.integer(*v, "blocks[].stage");
+      s.stage = r.integer(r.need(b, "stage", "blocks[]: "), "blocks[].stage");
       if (s.stage < 1 || s.stage > 4) r.fail("blocks[].stage " + std::to_string(s.stage) + " not in 1..4");
-      if (!(v = r.find(b, {"block"}))) r.fail("blocks[]: missing 'block'");
-      s.block = r.integer(*v, "blocks[].block");
-      if (!(v = r.find(b, {"k"}))) r.fail("blocks[]: missing 'k'");
-      s.k = r.integer(*v, "blocks[].k");
-      const json* g = r.find(b, {"window_grid"});
-      if (!g || !g->is_array() || g->size() != 2) r.fail("blocks[].window_grid must be [rows, cols]");
-      s.grid_rows = r.integer((*g)[0], "blocks[].window_grid[0]");
-      s.grid_cols = r.integer((*g)[1], "blocks[].window_grid[1]");
+      s.block = r.integer(r.need(b, "block", "blocks[]: "), "blocks[].block");
+      s.k = r.integer(r.need(b, "k", "blocks[]: "), "blocks[].k");
+      const json& g = r.need(b, "window_grid", "blocks[]: ");
+      if (!g.is_array() || g.size() != 2) r.fail("blocks[].window_grid must be [rows, cols]");
+      s.grid_rows = r.integer(g[0], "blocks[].window_grid[0]");
+      s.grid_cols = r.integer(g[1], "blocks[].window_grid[1]");
       s.window = window;
       s.token_stride = patch << (s.stage - 1);
       // Cyclic shift per dimension: `shift_size` [rows, cols], written by every export since it was
-      // added; bundles from before fall back to the Swin rule the model follows (timm): odd blocks
-      // shift by window // 2, except along a token dimension no larger than the window (tiny's 14x7
-      // stage 4 shifts rows only), which the boolean `shifted` cannot express.
-      if (const json* ss = r.find(b, {"shift_size"}); ss && ss->is_array() && ss->size() == 2) {
+      // added; without it, the Swin rule the model follows (timm): odd blocks shift by window // 2,
+      // except along a token dimension no larger than the window (tiny's 14x7 stage 4 shifts rows
+      // only), which the boolean `shifted` cannot express.
+      if (const json* ss = r.find(b, "shift_size"); ss && ss->is_array() && ss->size() == 2) {
         s.shift_rows = r.integer((*ss)[0], "blocks[].shift_size[0]");
         s.shift_cols = r.integer((*ss)[1], "blocks[].shift_size[1]");
       } else if (s.block % 2 == 1) {
         s.shift_rows = s.grid_rows > 1 ? window / 2 : 0;
         s.shift_cols = s.grid_cols > 1 ? window / 2 : 0;
       }
-      if (const json* o = r.find(b, {"selection_output"})) s.output = r.str(*o, "blocks[].selection_output");
       const std::string where = "block " + s.view + " stage " + std::to_string(s.stage) + " block " +
                                 std::to_string(s.block);
+      if (const json* o = r.find(b, "selection_output")) {
+        s.output = r.str(*o, "blocks[].selection_output");
+        if (!by_name(m.outputs, s.output))
+          r.fail(where + ": selection_output '" + s.output + "' is not an output");
+        if (s.output == m.io.logits || s.output == m.io.prob)
+          r.fail(where + ": selection_output '" + s.output + "' is the logits/prob output");
+      }
       if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
       if (s.k < 1 || s.k > s.grid_rows * s.grid_cols)
         r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(s.grid_rows * s.grid_cols));
@@ -289,26 +433,9 @@ Manifest read_manifest(const std::string& bundle_dir) {
       m.blocks.push_back(std::move(s));
     }
 
-    // ---- engines and plugin ---------------------------------------------------------------
-    if (const json* plugin = r.find(root, {"plugin"}); plugin && plugin->is_object()) {
-      if (const json* v = r.find(*plugin, {"op_type"})) m.plugin_op_type = r.str(*v, "plugin.op_type");
-    }
-    if (const json* engines = r.find(root, {"engines"}); engines && engines->is_array()) {
-      for (const json& e : *engines) {
-        EngineEntry en;
-        const json* v = nullptr;
-        if ((v = r.find(e, {"backend"}))) en.backend = r.str(*v, "engines[].backend");
-        if ((v = r.find(e, {"path"}))) en.file = r.str(*v, "engines[].path");
-        if ((v = r.find(e, {"sha256"}))) en.sha256 = r.str(*v, "engines[].sha256");
-        if ((v = r.find(e, {"version"}))) en.version = r.str(*v, "engines[].version");
-        if ((v = r.find(e, {"compute_capability"}))) en.compute_capability = r.str(*v, "engines[].compute_capability");
-        if ((v = r.find(e, {"hw_compat"}))) en.hw_compat = r.str(*v, "engines[].hw_compat");
-        if ((v = r.find(e, {"plugins_required"})) && v->is_array())
-          for (const json& p : *v) en.plugins_required.push_back(r.str(p, "engines[].plugins_required[]"));
-        if (en.file.empty()) r.fail("engines[] entry without a path");
-        if (en.sha256.size() != 64) r.fail("engines[] entry '" + en.file + "' without a SHA-256");
-        m.engines.push_back(std::move(en));
-      }
+    // ---- plugin -------------------------------------------------------------------------------
+    if (const json* plugin = r.find(root, "plugin"); plugin && plugin->is_object()) {
+      if (const json* v = r.find(*plugin, "op_type")) m.plugin_op_type = r.str(*v, "plugin.op_type");
     }
   } catch (const json::exception& e) {
     r.fail(std::string("unexpected structure: ") + e.what());
@@ -317,19 +444,40 @@ Manifest read_manifest(const std::string& bundle_dir) {
 }
 
 void verify_files(const std::string& bundle_dir, const Manifest& m, bool check_hashes) {
-  if (!m.sha256.count(m.model_file))
-    throw Failure(XPR_ERR_MANIFEST, m.path + ": model file '" + m.model_file + "' has no SHA-256 entry in 'files'");
-  for (const auto& [rel, expected] : m.sha256) {
-    if (rel.empty() || rel[0] == '/' || rel.find("..") != std::string::npos)
-      throw Failure(XPR_ERR_MANIFEST, m.path + ": file entry '" + rel + "' is not a path inside the bundle");
+  // every entry of the folder, links not followed: plain files and folders only
+  const fs::path root(bundle_dir);
+  std::set<std::string> present;
+  std::error_code ec;
+  std::string at = bundle_dir;
+  const fs::recursive_directory_iterator end;
+  for (fs::recursive_directory_iterator it(root, fs::directory_options::none, ec); !ec && it != end;
+       it.increment(ec)) {
+    const fs::path& p = it->path();
+    at = p.string();
+    const fs::file_status st = it->symlink_status(ec);
+    if (ec) break;
+    if (fs::is_symlink(st))
+      throw Failure(XPR_ERR_BUNDLE, at + ": is a symbolic link; a bundle holds plain files only");
+    if (fs::is_directory(st)) continue;
+    if (!fs::is_regular_file(st))
+      throw Failure(XPR_ERR_BUNDLE, at + ": is a special file; a bundle holds plain files only");
+    present.insert(p.lexically_relative(root).generic_string());
+  }
+  if (ec) throw Failure(XPR_ERR_IO, at + ": cannot list the bundle folder: " + ec.message());
+  present.erase(kManifestName);
+  for (const auto& [rel, want] : m.sha256)
+    if (!present.count(rel)) throw Failure(XPR_ERR_IO, join_path(bundle_dir, rel) + ": missing (listed in " + m.path + ")");
+  for (const auto& rel : present)
+    if (!m.sha256.count(rel))
+      throw Failure(XPR_ERR_BUNDLE, join_path(bundle_dir, rel) + ": not listed in " + m.path +
+                                        "; a bundle holds only the files it hashes");
+  if (!check_hashes) return;
+  for (const auto& [rel, want] : m.sha256) {
     const std::string p = join_path(bundle_dir, rel);
-    std::ifstream probe(p, std::ios::binary);
-    if (!probe) throw Failure(XPR_ERR_IO, p + ": listed in the manifest but missing or unreadable");
-    if (!check_hashes) continue;
     const std::string got = sha256_file(p);
-    if (got != expected)
-      throw Failure(XPR_ERR_HASH, p + ": SHA-256 mismatch (manifest " + expected + ", file " + got +
-                                      "): the bundle was modified or is incomplete");
+    if (got != want)
+      throw Failure(XPR_ERR_HASH, p + ": SHA-256 mismatch (manifest " + want + ", file " + got +
+                                      "): the file changed after export");
   }
 }
 

@@ -37,7 +37,7 @@ namespace {
 thread_local std::string g_last_error;
 
 xpr_status fail(xpr_status s, const std::string& msg) {
-  g_last_error = msg;
+  g_last_error = xpr::detail::one_line(msg);  // Failure messages are one line already; the others too
   return s;
 }
 
@@ -67,42 +67,32 @@ size_t input_count(const xpr_engine* e) {
          static_cast<size_t>(e->manifest.preprocessing.out_cols);
 }
 
-// Matches the model's extra outputs to the manifest's blocks: by the block's `output` name,
-// else in manifest order.
+// The run's outputs by the manifest's names: io.logits, io.prob, and each block's selection_output.
 void collect(xpr_engine* e, std::vector<xpr::detail::OutputTensor>& outs) {
   const std::string where = e->bundle_dir + "/" + e->manifest.model_file;
-  const xpr::detail::OutputTensor* logits = nullptr;
-  const xpr::detail::OutputTensor* prob = nullptr;
-  std::vector<const xpr::detail::OutputTensor*> extra;
-  for (const auto& o : outs) {
-    if (o.name == "logits") logits = &o;
-    else if (o.name == "prob") prob = &o;
-    else if (!o.i64.empty()) extra.push_back(&o);
-  }
-  require(logits && prob, XPR_ERR_BACKEND, where + ": the run returned no 'logits'/'prob'");
-  require(!prob->f32.empty() && !logits->f32.empty(), XPR_ERR_BACKEND, where + ": 'logits'/'prob' are not float");
+  const xpr::detail::IoNames& io = e->manifest.io;
+  auto output = [&](const std::string& name) -> const xpr::detail::OutputTensor* {
+    for (const auto& o : outs)
+      if (o.name == name) return &o;
+    return nullptr;
+  };
+  const xpr::detail::OutputTensor* logits = output(io.logits);
+  const xpr::detail::OutputTensor* prob = output(io.prob);
+  require(logits && prob, XPR_ERR_BACKEND,
+          where + ": the run returned no '" + io.logits + "' (io.logits) / '" + io.prob + "' (io.prob)");
+  require(!prob->f32.empty() && !logits->f32.empty(), XPR_ERR_BACKEND,
+          where + ": '" + io.logits + "' / '" + io.prob + "' are not float tensors");
   e->prob = prob->f32[0];
   const size_t nc = logits->shape.size() == 2 ? static_cast<size_t>(logits->shape[1]) : logits->f32.size();
   e->logits.assign(logits->f32.begin(), logits->f32.begin() + static_cast<ptrdiff_t>(std::min(nc, logits->f32.size())));
   require(std::isfinite(e->prob), XPR_ERR_BACKEND, where + ": the model returned a non-finite probability");
 
   e->selections.clear();
-  const auto& blocks = e->manifest.blocks;
-  if (extra.empty() || blocks.empty()) return;
-  // by name when the manifest names the outputs (dense blocks have none and are skipped)
-  const bool by_name = std::any_of(blocks.begin(), blocks.end(), [](const auto& b) { return !b.output.empty(); });
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const auto& b = blocks[i];
-    const xpr::detail::OutputTensor* t = nullptr;
-    if (by_name) {
-      if (b.output.empty()) continue;
-      for (const auto* o : extra)
-        if (o->name == b.output) t = o;
-      if (!t) continue;  // dense block or not exported
-    } else {
-      if (extra.size() != blocks.size()) return;  // cannot tell which output is which
-      t = extra[i];
-    }
+  for (const auto& b : e->manifest.blocks) {
+    if (b.output.empty()) continue;  // dense block, or exported without selection outputs
+    const xpr::detail::OutputTensor* t = output(b.output);
+    require(t != nullptr, XPR_ERR_BACKEND, where + ": the run returned no selection output '" + b.output + "'");
+    require(t->f32.empty(), XPR_ERR_BACKEND, where + ": selection output '" + b.output + "' is not an integer tensor");
     const int32_t n = b.grid_rows * b.grid_cols;
     require(static_cast<int64_t>(t->i64.size()) >= b.k && b.k > 0, XPR_ERR_BACKEND,
             where + ": selection output '" + t->name + "' has " + std::to_string(t->i64.size()) +
@@ -113,7 +103,7 @@ void collect(xpr_engine* e, std::vector<xpr::detail::OutputTensor>& outs) {
       require(v >= 0 && v < n, XPR_ERR_BACKEND,
               where + ": selection output '" + t->name + "' holds window " + std::to_string(v) + " outside 0.." +
                   std::to_string(n - 1));
-    s.info.view = b.view == "cc" ? "cc" : b.view == "mlo" ? "mlo" : "?";
+    s.info.view = b.view == "cc" ? "cc" : b.view == "mlo" ? "mlo" : "?";  // the view label, not a tensor name
     s.info.stage = b.stage;
     s.info.block = b.block;
     s.info.grid_rows = b.grid_rows;
@@ -146,6 +136,7 @@ const char* xpr_status_name(xpr_status s) {
     case XPR_ERR_BACKEND: return "backend error";
     case XPR_ERR_UNSUPPORTED: return "unsupported";
     case XPR_ERR_STATE: return "invalid state";
+    case XPR_ERR_BUNDLE: return "bad bundle layout";
   }
   return "unknown status";
 }

@@ -3,7 +3,10 @@
     python make_fixture.py OUT
 
 OUT/bundle/       model.onnx (cc, mlo [1,1,448,224] -> logits, prob, kept windows of one
-                  TopK-pruned block per view) + manifest.json with SHA-256 of every file
+                  TopK-pruned block per view) + manifest.json (bundle format 2: `io` roles,
+                  SHA-256 of every file, sealed with xpr_deploy.bundle.seal when importable)
+OUT/bundle_renamed/  the same model with other tensor names (view_a, view_b -> scores, p_malignant,
+                  kept_*): the runtime must take every name from the manifest's `io`
 OUT/dicom/        good_m2.dcm (MONOCHROME2, explicit LE), good_m1_rle.dcm (MONOCHROME1, RLE),
                   good_j2k.dcm (JPEG 2000 lossless), and bad_*.dcm / bad_* inputs
 The bundle is small on purpose (ctest runs it under AddressSanitizer); the full model is
@@ -59,17 +62,35 @@ class ToyPruned(torch.nn.Module):
         return logits, torch.softmax(logits, dim=-1)[:, 1], i_cc, i_mlo
 
 
+DEFAULT_IO = {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"}
+RENAMED_IO = {"cc": "view_a", "mlo": "view_b", "logits": "scores", "prob": "p_malignant"}
+
+
 def sha256(p: Path) -> str:
     return hashlib.sha256(p.read_bytes()).hexdigest()
 
 
-def write_bundle(out: Path) -> None:
+def _seal(manifest: dict) -> bytes:
+    """The manifest's bytes with its seal (xpr_deploy.bundle.seal; the same rule inlined without it)."""
+    try:
+        from xpr_deploy.bundle.seal import seal
+    except ImportError:
+        body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+        body["manifest_sha256"] = "0" * 64
+        raw = (json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode()
+        digest = hashlib.sha256(raw).hexdigest()
+        return raw.replace(b'"manifest_sha256": "' + b"0" * 64 + b'"', b'"manifest_sha256": "' + digest.encode() + b'"')
+    return seal(manifest)
+
+
+def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "sel") -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = ToyPruned().eval()
     x = torch.zeros(1, 1, H, W)
+    sel = {v: f"{sel_prefix}_{v}_s1_b0" for v in ("cc", "mlo")}
     torch.onnx.export(
-        model, (x, x), str(out / "model.onnx"), input_names=["cc", "mlo"],
-        output_names=["logits", "prob", "sel_cc_s1_b0", "sel_mlo_s1_b0"], opset_version=17, dynamo=False,
+        model, (x, x), str(out / "model.onnx"), input_names=[io["cc"], io["mlo"]],
+        output_names=[io["logits"], io["prob"], sel["cc"], sel["mlo"]], opset_version=17, dynamo=False,
     )
     import onnx
 
@@ -80,10 +101,11 @@ def write_bundle(out: Path) -> None:
         from xpr_deploy import __version__ as toolkit_version
     except ImportError:
         toolkit_version = "0.1.0"
+    (out / "parity.json").write_text(json.dumps({"ok": None, "skipped": "ctest fixture"}) + "\n")
     grid = [H // STRIDE // WIN, W // STRIDE // WIN]
     manifest = {
         "format": "xpr-bundle",
-        "format_version": 1,
+        "format_version": 2,
         "name": "ctest-fixture",
         "toolkit_version": toolkit_version,
         "created_utc": "2026-01-01T00:00:00Z",
@@ -93,13 +115,14 @@ def write_bundle(out: Path) -> None:
         "opset": 17,
         "ir_version": 10,
         "batch": 1,
-        "inputs": [{"name": n, "dtype": "float32", "shape": [1, 1, H, W]} for n in ("cc", "mlo")],
+        "inputs": [{"name": io[n], "dtype": "float32", "shape": [1, 1, H, W]} for n in ("cc", "mlo")],
         "outputs": [
-            {"name": "logits", "dtype": "float32", "shape": [1, 2]},
-            {"name": "prob", "dtype": "float32", "shape": [1]},
-            {"name": "sel_cc_s1_b0", "dtype": "int64", "shape": [1, K]},
-            {"name": "sel_mlo_s1_b0", "dtype": "int64", "shape": [1, K]},
+            {"name": io["logits"], "dtype": "float32", "shape": [1, 2]},
+            {"name": io["prob"], "dtype": "float32", "shape": [1]},
+            {"name": sel["cc"], "dtype": "int64", "shape": [1, K]},
+            {"name": sel["mlo"], "dtype": "int64", "shape": [1, K]},
         ],
+        "io": dict(io),
         "model_config": {"name": "toy", "img_size": [H, W], "prune_rates": [0.5, 0.0, 0.0, 0.0],
                          "patch_size": STRIDE, "window_size": WIN},
         "preprocessing": {"version": "xpr-preproc-1", "img_size": [H, W], "mask_threshold": 0.05,
@@ -109,7 +132,7 @@ def write_bundle(out: Path) -> None:
         "threshold": 0.5,
         "blocks": [
             {"view": v, "stage": 1, "block": 0, "window_grid": grid, "windows": grid[0] * grid[1], "k": K,
-             "shifted": False, "pruned": True, "selection_output": f"sel_{v}_s1_b0"}
+             "shifted": False, "pruned": True, "selection_output": sel[v]}
             for v in ("cc", "mlo")
         ]
         + [  # a dense block (K = N): no selection output; the runtime must skip it
@@ -118,15 +141,16 @@ def write_bundle(out: Path) -> None:
         ],
         "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
         "engines": [],
-        "files": {"model.onnx": sha256(out / "model.onnx")},
+        "parity": "parity.json",
+        "files": {f: sha256(out / f) for f in ("model.onnx", "parity.json")},
     }
-    try:  # follow the real schema when the package is importable
-        from xpr_deploy.export.manifest import validate_manifest
-
-        validate_manifest(manifest, "fixture manifest")
+    (out / "manifest.json").write_bytes(_seal(manifest))
+    try:  # the Python verified reader must accept what the C++ tests start from
+        from xpr_deploy.bundle import BundleView
     except ImportError:
-        pass
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return
+    view = BundleView.open(out)
+    assert view.io.inputs == (io["cc"], io["mlo"]), view.io
 
 
 def phantom(rows: int, cols: int, seed: int, flip: bool) -> np.ndarray:
@@ -251,6 +275,7 @@ def main() -> None:
     if out.exists():
         shutil.rmtree(out)
     write_bundle(out / "bundle")
+    write_bundle(out / "bundle_renamed", RENAMED_IO, sel_prefix="kept")
     write_dicoms(out / "dicom")
     print(f"fixtures in {out}")
 

@@ -1,7 +1,10 @@
 // Bad bundles, bad DICOM files, bad images and API misuse: every case must come back as an
 // xpr_status with a message naming the file and the problem, never a crash. Run under
 // AddressSanitizer by `make cpp` (build-asan).
-//   test_bad_inputs FIXTURES   (FIXTURES from make_fixture.py: bundle/ and dicom/)
+//   test_bad_inputs FIXTURES   (FIXTURES from make_fixture.py: bundle/, bundle_renamed/ and dicom/)
+#include <sys/stat.h>
+
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -10,6 +13,8 @@
 
 #include "check.h"
 #include "dicom_io.h"
+#include "manifest.h"
+#include "sha256.h"
 #include "xpr/xpr.hpp"
 
 namespace fs = std::filesystem;
@@ -20,18 +25,30 @@ static std::string slurp(const fs::path& p) {
 }
 static void spit(const fs::path& p, const std::string& s) { std::ofstream(p, std::ios::binary) << s; }
 
-static void replace_once(std::string& s, const std::string& from, const std::string& to) {
+// `from` replaced by `to` once; a test whose pattern is gone fails instead of testing nothing.
+static std::string replaced(std::string s, const std::string& from, const std::string& to) {
   const size_t i = s.find(from);
+  CHECK_MSG(i != std::string::npos, "pattern '" + from + "' not in the manifest");
   if (i != std::string::npos) s.replace(i, from.size(), to);
+  return s;
 }
 
 // A fresh copy of the good bundle under `root/name`.
 static fs::path copy_bundle(const fs::path& good, const fs::path& root, const std::string& name) {
   const fs::path dst = root / name;
   fs::remove_all(dst);
-  fs::create_directories(dst);
-  for (const auto& e : fs::directory_iterator(good)) fs::copy_file(e.path(), dst / e.path().filename());
+  fs::create_directories(dst.parent_path());
+  fs::copy(good, dst, fs::copy_options::recursive);
   return dst;
+}
+
+// A copy whose manifest.json is `text` (sealed again when `seal`: the check under test is then the
+// one after the seal, not the seal).
+static fs::path with_manifest(const fs::path& good, const fs::path& root, const std::string& name,
+                              const std::string& text, bool seal = true) {
+  const fs::path b = copy_bundle(good, root, name);
+  spit(b / "manifest.json", seal ? xpr::detail::reseal(text) : text);
+  return b;
 }
 
 struct Outcome {
@@ -39,12 +56,13 @@ struct Outcome {
   std::string message;
 };
 
-static Outcome open_bundle(const fs::path& dir) {
+static Outcome open_bundle(const fs::path& dir, bool verify_hashes = true) {
   xpr_engine* e = nullptr;
   xpr_options o;
   xpr_options_init(&o);
   o.device = XPR_DEVICE_CPU;
   o.intra_op_threads = 1;
+  o.verify_hashes = verify_hashes ? 1 : 0;
   const xpr_status s = xpr_create(dir.c_str(), &o, &e);
   Outcome out{s, xpr_last_error()};
   CHECK((s == XPR_OK) == (e != nullptr));
@@ -52,11 +70,25 @@ static Outcome open_bundle(const fs::path& dir) {
   return out;
 }
 
-static void expect_bundle(const fs::path& dir, xpr_status want, const std::vector<std::string>& parts) {
-  const Outcome o = open_bundle(dir);
+static void expect_bundle(const fs::path& dir, xpr_status want, const std::vector<std::string>& parts,
+                          bool verify_hashes = true) {
+  const Outcome o = open_bundle(dir, verify_hashes);
   std::fprintf(stderr, "  %-28s -> %s: %s\n", dir.filename().c_str(), xpr_status_name(o.status), o.message.c_str());
   CHECK_MSG(o.status == want, dir.string() + ": got " + xpr_status_name(o.status) + ", want " + xpr_status_name(want));
+  CHECK_MSG(o.message.find('\n') == std::string::npos, "'" + o.message + "' is more than one line");
   for (const auto& p : parts) CHECK_MSG(contains(o.message, p), "'" + o.message + "' lacks '" + p + "'");
+}
+
+// prob and kept windows of a run on one bundle
+static std::pair<float, std::vector<xpr::Selection>> run_bundle(const fs::path& dir, const xpr_example::DicomImage& cc,
+                                                                 const xpr_example::DicomImage& mlo) {
+  xpr_options o;
+  xpr_options_init(&o);
+  o.device = XPR_DEVICE_CPU;
+  o.intra_op_threads = 1;
+  xpr::Engine engine(dir.string(), &o);
+  engine.run(cc.view(), mlo.view());
+  return {engine.prob(), engine.selections()};
 }
 
 int main(int argc, char** argv) {
@@ -97,18 +129,161 @@ int main(int argc, char** argv) {
     CHECK(std::abs(kept - 64 * 49) < 1e-3);  // one block, 64 windows of 7x7 tokens
   }
 
-  // ---- bad bundles ---------------------------------------------------------------------------
+  // ---- bad bundles: the rules of xpr_deploy/bundle/reader.py, one error line each -------------
   std::fprintf(stderr, "bad bundles:\n");
+  const std::string H64(64, 'a');
   expect_bundle(work / "does-not-exist", XPR_ERR_IO, {"manifest.json"});
   {
     fs::path b = copy_bundle(good, work, "no-manifest");
     fs::remove(b / "manifest.json");
     expect_bundle(b, XPR_ERR_IO, {"manifest.json", "cannot open"});
   }
+  // rule 1: manifest.json itself
+  expect_bundle(with_manifest(good, work, "not-json", manifest.substr(0, manifest.size() / 2), false),
+                XPR_ERR_MANIFEST, {"manifest.json", "not valid JSON"});
+  expect_bundle(with_manifest(good, work, "json-array", "[1, 2, 3]", false), XPR_ERR_MANIFEST, {"manifest.json"});
+  expect_bundle(with_manifest(good, work, "not-a-bundle", replaced(manifest, "\"xpr-bundle\"", "\"something-else\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "xpr-bundle"});
+  // format 1 (or anything but 2): re-export; checked before the seal, so no re-sealing here
+  for (const char* v : {"1", "3", "\"2\""}) {
+    const fs::path b = with_manifest(good, work, std::string("format-version-") + (v[0] == '"' ? "str" : v),
+                                     replaced(manifest, "\"format_version\": 2", std::string("\"format_version\": ") + v),
+                                     false);
+    expect_bundle(b, XPR_ERR_VERSION, {"manifest.json", "format version", "re-export"});
+  }
+  {
+    fs::path b = copy_bundle(good, work, "manifest-symlink");
+    fs::rename(b / "manifest.json", work / "manifest-symlink.json");
+    fs::create_symlink(work / "manifest-symlink.json", b / "manifest.json");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"manifest.json", "symbolic link"});
+  }
+  {
+    fs::path b = copy_bundle(good, work, "manifest-dir");
+    fs::remove(b / "manifest.json");
+    fs::create_directory(b / "manifest.json");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"manifest.json", "not a regular file"});
+  }
+  expect_bundle(with_manifest(good, work, "manifest-too-large",
+                              manifest + std::string(xpr::detail::kMaxManifestBytes, ' '), false),
+                XPR_ERR_MANIFEST, {"manifest.json", "larger than any manifest"});
+
+  // rule 2: the seal
+  {
+    const std::string edited = replaced(manifest, "\"threshold\": 0.5", "\"threshold\": 0.05");
+    const fs::path b = with_manifest(good, work, "edited-threshold", edited, false);
+    expect_bundle(b, XPR_ERR_HASH, {"manifest.json", "differs from its seal", "edited"});
+    expect_bundle(b, XPR_ERR_HASH, {"manifest.json", "differs from its seal"}, /*verify_hashes=*/false);
+    // the same edit, sealed again: accepted (the test's own re-sealing is the rule)
+    expect_bundle(with_manifest(good, work, "edited-threshold-resealed", edited), XPR_OK, {});
+  }
+  expect_bundle(with_manifest(good, work, "edited-io", replaced(manifest, "\"prob\": \"prob\"", "\"prob\": \"logits\""),
+                              false),
+                XPR_ERR_HASH, {"manifest.json", "differs from its seal"});
+  {
+    std::string m = manifest;
+    const size_t at = m.find("\"manifest_sha256\": \"");
+    CHECK(at != std::string::npos);
+    m[at + 1] = 'M';  // "Manifest_sha256": no seal field left
+    expect_bundle(with_manifest(good, work, "no-seal", m, false), XPR_ERR_MANIFEST,
+                  {"manifest.json", "no manifest_sha256 seal"});
+    std::string two = replaced(manifest, "\"source_checkpoint\": {",
+                               "\"source_checkpoint\": {\"manifest_sha256\": \"" + H64 + "\", ");
+    expect_bundle(with_manifest(good, work, "two-seals", two, false), XPR_ERR_MANIFEST,
+                  {"manifest.json", "2 manifest_sha256 fields"});
+  }
+  {
+    std::string m = manifest;
+    const size_t at = m.find("\"manifest_sha256\": \"");
+    m.replace(at + 20, 64, std::string(64, 'A'));  // upper case: not the seal's form
+    expect_bundle(with_manifest(good, work, "seal-upper-case", m, false), XPR_ERR_MANIFEST, {"manifest_sha256"});
+  }
+
+  // rule 3: every path a plain relative path; those outside `files` among the hashed files
+  const std::vector<std::pair<std::string, std::string>> bad_paths = {
+      {"dotdot", "../x"}, {"dotdot-inner", "a/../model.onnx"}, {"absolute", "/etc/passwd"}, {"dot", "./model.onnx"},
+      {"empty-part", "a//model.onnx"}, {"trailing-slash", "model.onnx/"}, {"backslash", "a\\\\model.onnx"},
+      {"colon", "c:model.onnx"}, {"nul", "model\\u0000.onnx"}, {"empty", ""}};
+  for (const auto& [name, path] : bad_paths) {
+    const std::string shown = name == "backslash" ? "a\\model.onnx" : name == "nul" ? "model" : path;
+    expect_bundle(with_manifest(good, work, "graphs-" + name,
+                                replaced(manifest, "\"fp32\": \"model.onnx\"", "\"fp32\": \"" + path + "\"")),
+                  XPR_ERR_MANIFEST, {"manifest.json", "graphs.fp32", "'" + shown, "not a plain relative path"});
+    expect_bundle(with_manifest(good, work, "files-" + name,
+                                replaced(manifest, "\"files\": {", "\"files\": {\"" + path + "\": \"" + H64 + "\", ")),
+                  XPR_ERR_MANIFEST, {"manifest.json", "files", "'" + shown, "not a plain relative path"});
+  }
+  expect_bundle(with_manifest(good, work, "model-absolute",
+                              replaced(manifest, "\"model\": \"model.onnx\"", "\"model\": \"/tmp/model.onnx\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "model", "/tmp/model.onnx"});
+  expect_bundle(with_manifest(good, work, "parity-dotdot",
+                              replaced(manifest, "\"parity\": \"parity.json\"", "\"parity\": \"../parity.json\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "parity", "../parity.json"});
+  expect_bundle(with_manifest(good, work, "graph-unlisted",
+                              replaced(manifest, "\"fp32\": \"model.onnx\"", "\"fp32\": \"other.onnx\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "graphs.fp32 'other.onnx'", "not among the hashed files"});
+  {
+    const std::string engine = "{\"backend\": \"tensorrt-rtx\", \"version\": \"1.2.0\", \"compute_capability\": \"8.6\", "
+                               "\"compute_capabilities\": [\"8.6\"], \"hw_compat\": \"same\", \"flags\": [], "
+                               "\"strongly_typed\": true, \"timing_cache_sha256\": null, \"plugins_required\": [], "
+                               "\"sha256\": \"" + H64 + "\", ";
+    expect_bundle(with_manifest(good, work, "engine-path-dotdot",
+                                replaced(manifest, "\"engines\": []", "\"engines\": [" + engine +
+                                         "\"path\": \"../model.engine\", \"onnx\": \"model.onnx\"}]")),
+                  XPR_ERR_MANIFEST, {"manifest.json", "engines[0].path", "../model.engine"});
+    expect_bundle(with_manifest(good, work, "engine-onnx-unlisted",
+                                replaced(manifest, "\"engines\": []", "\"engines\": [" + engine +
+                                         "\"path\": \"model.onnx\", \"onnx\": \"model.fp16.onnx\"}]")),
+                  XPR_ERR_MANIFEST, {"manifest.json", "engines[0].onnx 'model.fp16.onnx'", "not among the hashed"});
+    expect_bundle(with_manifest(good, work, "engine-timing-cache-absolute",
+                                replaced(manifest, "\"engines\": []", "\"engines\": [" + engine +
+                                         "\"path\": \"model.onnx\", \"onnx\": \"model.onnx\", "
+                                         "\"timing_cache\": \"/tmp/timing.cache\"}]")),
+                  XPR_ERR_MANIFEST, {"manifest.json", "engines[0].timing_cache", "/tmp/timing.cache"});
+  }
+
+  // rule 4: exactly the listed files, no links, each with its SHA-256
   {
     fs::path b = copy_bundle(good, work, "missing-model");
     fs::remove(b / "model.onnx");
-    expect_bundle(b, XPR_ERR_IO, {"model.onnx", "missing"});
+    expect_bundle(b, XPR_ERR_IO, {"model.onnx", "missing", "manifest.json"});
+    b = copy_bundle(good, work, "missing-parity");
+    fs::remove(b / "parity.json");
+    expect_bundle(b, XPR_ERR_IO, {"parity.json", "missing"});
+  }
+  {
+    fs::path b = copy_bundle(good, work, "extra-file");
+    spit(b / "notes.txt", "not listed\n");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"notes.txt", "not listed in", "manifest.json"});
+    expect_bundle(b, XPR_ERR_BUNDLE, {"notes.txt", "not listed in"}, /*verify_hashes=*/false);
+    b = copy_bundle(good, work, "extra-file-in-folder");
+    fs::create_directories(b / "engines");
+    spit(b / "engines" / "model.sm86.engine", "not listed\n");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"engines/model.sm86.engine", "not listed in"});
+    b = copy_bundle(good, work, "extra-file-newline");
+    spit(b / "evil\nname", "x");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"evil\\x0aname", "not listed in"});
+    b = copy_bundle(good, work, "empty-folder");  // a folder holds no file: nothing to refuse
+    fs::create_directories(b / "engines");
+    expect_bundle(b, XPR_OK, {});
+  }
+  {
+    fs::path b = copy_bundle(good, work, "symlink-extra");
+    fs::create_symlink("model.onnx", b / "link.onnx");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"link.onnx", "symbolic link"});
+    b = copy_bundle(good, work, "symlink-listed");  // the listed file itself a link (to identical bytes)
+    fs::rename(b / "model.onnx", work / "symlink-listed.onnx");
+    fs::create_symlink(work / "symlink-listed.onnx", b / "model.onnx");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"model.onnx", "symbolic link"});
+    expect_bundle(b, XPR_ERR_BUNDLE, {"model.onnx", "symbolic link"}, /*verify_hashes=*/false);
+    b = copy_bundle(good, work, "symlink-dangling");
+    fs::create_symlink("/nonexistent/x", b / "dangling");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"dangling", "symbolic link"});
+    b = copy_bundle(good, work, "symlink-folder");
+    fs::create_directory_symlink("/tmp", b / "engines");
+    expect_bundle(b, XPR_ERR_BUNDLE, {"engines", "symbolic link"});
+    b = copy_bundle(good, work, "special-file");
+    CHECK(mkfifo((b / "fifo").c_str(), 0600) == 0);
+    expect_bundle(b, XPR_ERR_BUNDLE, {"fifo", "special file"});
   }
   {
     fs::path b = copy_bundle(good, work, "hash-mismatch");
@@ -116,94 +291,83 @@ int main(int argc, char** argv) {
     m[m.size() / 2] = static_cast<char>(m[m.size() / 2] ^ 0x5a);
     spit(b / "model.onnx", m);
     expect_bundle(b, XPR_ERR_HASH, {"model.onnx", "SHA-256 mismatch"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "truncated-model");
-    std::string m = slurp(b / "model.onnx");
-    spit(b / "model.onnx", m.substr(0, m.size() / 2));
+    b = copy_bundle(good, work, "hash-mismatch-parity");  // every file is checked, not just the model
+    spit(b / "parity.json", "{\"ok\": true}\n");
+    expect_bundle(b, XPR_ERR_HASH, {"parity.json", "SHA-256 mismatch"});
+    b = copy_bundle(good, work, "truncated-model");
+    spit(b / "model.onnx", slurp(good / "model.onnx").substr(0, m.size() / 2));
     expect_bundle(b, XPR_ERR_HASH, {"model.onnx"});
   }
-  {  // a garbage model whose hash was updated: the backend must refuse it, not crash
-    fs::path b = copy_bundle(good, work, "garbage-model");
-    std::string junk(4096, '\x07');
+  {  // a garbage model whose hash was updated and the manifest sealed again: the backend must refuse it
+    const std::string junk(4096, '\x07');
+    const std::string want = xpr::detail::sha256_hex(junk.data(), junk.size());
+    const size_t h = manifest.find("\"model.onnx\": \"", manifest.find("\"files\""));
+    CHECK(h != std::string::npos);
+    std::string m = manifest;
+    m.replace(h + 15, 64, want);
+    fs::path b = with_manifest(good, work, "garbage-model", m);
     spit(b / "model.onnx", junk);
-    // recompute its SHA-256 via the library's own check: read the message's "file <hex>"
-    const Outcome o = open_bundle(b);
-    const size_t at = o.message.find("file ");
-    CHECK(at != std::string::npos);
-    if (at != std::string::npos) {
-      std::string m = manifest;
-      const size_t h = m.find("\"model.onnx\": \"", m.find("\"files\""));
-      if (h != std::string::npos) m.replace(h + 15, 64, o.message.substr(at + 5, 64));
-      spit(b / "manifest.json", m);
-      expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "ONNX Runtime"});
-    }
+    expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "ONNX Runtime"});
   }
+
+  // rule 5: the I/O roles name real tensors; selection outputs are outputs
+  expect_bundle(with_manifest(good, work, "io-not-an-input", replaced(manifest, "\"cc\": \"cc\"", "\"cc\": \"left\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "io.cc 'left'", "not an input"});
+  expect_bundle(with_manifest(good, work, "io-output-as-input",
+                              replaced(manifest, "\"mlo\": \"mlo\"", "\"mlo\": \"prob\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "io.mlo 'prob'", "not an input"});
+  expect_bundle(with_manifest(good, work, "io-not-an-output",
+                              replaced(manifest, "\"logits\": \"logits\"", "\"logits\": \"scores\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "io.logits 'scores'", "not an output"});
   {
-    fs::path b = copy_bundle(good, work, "wrong-toolkit-version");
+    const size_t at = manifest.find("\"io\": {");
+    const size_t close = manifest.find('}', at);
     std::string m = manifest;
-    replace_once(m, "\"toolkit_version\": \"", "\"toolkit_version\": \"9.");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_VERSION, {"manifest.json", "xpr 9."});
+    m.replace(at, close + 1 - at, "\"io\": {\"cc\": \"cc\", \"mlo\": \"mlo\", \"logits\": \"logits\"}");
+    expect_bundle(with_manifest(good, work, "io-no-prob", m), XPR_ERR_MANIFEST, {"manifest.json", "io", "prob"});
+    m = manifest;
+    m.replace(at, close + 1 - at, "\"iox\": {}");
+    expect_bundle(with_manifest(good, work, "no-io", m), XPR_ERR_MANIFEST, {"manifest.json", "'io'"});
   }
-  {
-    fs::path b = copy_bundle(good, work, "wrong-preproc-version");
+  expect_bundle(with_manifest(good, work, "selection-not-an-output",
+                              replaced(manifest, "\"selection_output\": \"sel_cc_s1_b0\"",
+                                       "\"selection_output\": \"sel_cc_s1_b9\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "selection_output 'sel_cc_s1_b9'", "not an output"});
+  {  // the graph's I/O names must be the manifest's: the renamed model under the default names
+    const std::string onnx = slurp(fix / "bundle_renamed" / "model.onnx");
+    const size_t h = manifest.find("\"model.onnx\": \"", manifest.find("\"files\""));
     std::string m = manifest;
-    replace_once(m, "xpr-preproc-1", "xpr-preproc-2");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_VERSION, {"manifest.json", "xpr-preproc-2"});
+    m.replace(h + 15, 64, xpr::detail::sha256_hex(onnx.data(), onnx.size()));
+    fs::path b = with_manifest(good, work, "io-not-the-graphs", m);
+    spit(b / "model.onnx", onnx);
+    expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "view_a"});
   }
+
+  // other fields, each edit sealed again
+  expect_bundle(with_manifest(good, work, "wrong-toolkit-version",
+                              replaced(manifest, "\"toolkit_version\": \"", "\"toolkit_version\": \"9.")),
+                XPR_ERR_VERSION, {"manifest.json", "xpr 9."});
+  expect_bundle(with_manifest(good, work, "wrong-preproc-version", replaced(manifest, "xpr-preproc-1", "xpr-preproc-2")),
+                XPR_ERR_VERSION, {"manifest.json", "xpr-preproc-2"});
+  expect_bundle(with_manifest(good, work, "no-inputs", replaced(manifest, "\"inputs\"", "\"inputz\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "inputs"});
+  expect_bundle(with_manifest(good, work, "bad-digest",
+                              replaced(manifest, "\"files\": {", "\"files\": {\"extra.bin\": \"xyz\", ")),
+                XPR_ERR_MANIFEST, {"extra.bin", "SHA-256"});
+  expect_bundle(with_manifest(good, work, "wrong-types", replaced(manifest, "\"k\": 64", "\"k\": \"many\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "k"});
+  expect_bundle(with_manifest(good, work, "threshold-out-of-range",
+                              replaced(manifest, "\"threshold\": 0.5", "\"threshold\": 1.5")),
+                XPR_ERR_MANIFEST, {"manifest.json", "threshold"});
+
+  // ---- renamed I/O: every tensor name from the manifest's io -----------------------------------
   {
-    fs::path b = copy_bundle(good, work, "wrong-format-version");
-    std::string m = manifest;
-    replace_once(m, "\"format_version\": 1", "\"format_version\": 2");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_VERSION, {"manifest.json", "format version"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "not-json");
-    spit(b / "manifest.json", manifest.substr(0, manifest.size() / 2));
-    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "not valid JSON"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "not-a-bundle");
-    std::string m = manifest;
-    replace_once(m, "\"xpr-bundle\"", "\"something-else\"");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "xpr-bundle"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "json-array");
-    spit(b / "manifest.json", "[1, 2, 3]");
-    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "no-inputs");
-    std::string m = manifest;
-    replace_once(m, "\"inputs\"", "\"inputz\"");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "inputs"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "path-escape");
-    std::string m = manifest;
-    replace_once(m, "\"files\": {", "\"files\": {\"../../etc/passwd\": \"" + std::string(64, 'a') + "\", ");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_MANIFEST, {"../../etc/passwd"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "bad-digest");
-    std::string m = manifest;
-    replace_once(m, "\"files\": {", "\"files\": {\"extra.bin\": \"xyz\", ");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_MANIFEST, {"extra.bin", "SHA-256"});
-  }
-  {
-    fs::path b = copy_bundle(good, work, "wrong-types");
-    std::string m = manifest;
-    replace_once(m, "\"k\": 64", "\"k\": \"many\"");
-    spit(b / "manifest.json", m);
-    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "k"});
+    const auto [p_default, sel_default] = run_bundle(good, cc, mlo);
+    const auto [p_renamed, sel_renamed] = run_bundle(fix / "bundle_renamed", cc, mlo);
+    CHECK(p_renamed == p_default);
+    CHECK(sel_renamed.size() == 2 && sel_default.size() == 2);
+    for (size_t i = 0; i < std::min(sel_renamed.size(), sel_default.size()); ++i)
+      CHECK(sel_renamed[i].kept == sel_default[i].kept);
   }
 
   // ---- bad DICOM files -----------------------------------------------------------------------

@@ -1,9 +1,11 @@
-// Unit tests of the pieces with exact answers: SHA-256, VOI, orientation, crop, resize.
+// Unit tests of the pieces with exact answers: SHA-256, the manifest seal and path rule, VOI,
+// orientation, crop, resize.
 #include <cmath>
 #include <vector>
 
 #include "check.h"
 #include "failure.h"
+#include "manifest.h"
 #include "preprocess.h"
 #include "sha256.h"
 
@@ -41,6 +43,35 @@ int main() {
     for (char c : m) s.update(&c, 1);
     CHECK(s.hex_digest() == sha256_hex(m.data(), m.size()));
   }
+
+  // the seal: bytes written by xpr_deploy.bundle.seal.seal({"format": "xpr-bundle", "name": "unit"})
+  {
+    const std::string digest = "dd04f1af822645c7febe2857f34c929405538fe2a26a20896ab106a312061272";
+    const std::string raw = "{\n  \"format\": \"xpr-bundle\",\n  \"name\": \"unit\",\n  \"manifest_sha256\": \"" +
+                            digest + "\"\n}\n";
+    std::string rec, got, why;
+    CHECK(seal_digests(raw, rec, got, why) && rec == digest && got == digest);
+    CHECK(reseal(raw) == raw);
+    std::string edited = raw;
+    edited.replace(edited.find("unit"), 4, "unix");
+    CHECK(seal_digests(edited, rec, got, why) && rec == digest && got != digest);
+    CHECK(seal_digests(reseal(edited), rec, got, why) && rec == got && rec != digest);
+    CHECK(!seal_digests("{}", rec, got, why) && contains(why, "no manifest_sha256 seal"));
+    CHECK(!seal_digests(raw + raw, rec, got, why) && contains(why, "2 manifest_sha256 fields"));
+    std::string upper = raw;  // upper-case hex, a space less: not the sealed field
+    upper[upper.find(digest)] = 'D';
+    CHECK(!seal_digests(upper, rec, got, why));
+    std::string nospace = raw;
+    nospace.replace(nospace.find("\": \"" + digest), 4, "\":\"");
+    CHECK(!seal_digests(nospace, rec, got, why));
+  }
+  // paths a manifest may name
+  for (const char* ok : {"model.onnx", "engines/model.sm86.engine", "a/b/c", "..a", "a..", ".hidden", "a b"})
+    CHECK_MSG(plain_relpath(ok), ok);
+  for (const char* bad : {"", "/abs", "../x", "a/../b", "a/..", ".", "./a", "a/./b", "a//b", "a/", "a\\b", "c:x",
+                          "C:/x"})
+    CHECK_MSG(!plain_relpath(bad), bad);
+  CHECK(!plain_relpath(std::string("a\0b", 3)));
 
   // resize: identity at scale 1, constants stay constant, weights sum to 1
   {

@@ -2,11 +2,13 @@
  * xpr: C API of the X-Pruning runtime that mammography viewers embed.
  *
  * One engine = one export bundle (a folder written by `xpr export`: manifest.json, model.onnx,
- * optionally TensorRT engine files). The engine checks the bundle (SHA-256 of every file,
- * manifest and preprocessing versions), applies the bundle's preprocessing to the decoded
- * 16-bit stored pixels of the two views of a breast (CC, MLO), runs the model and keeps the
- * outputs: malignancy probability, logits and, when the bundle was exported with
- * `--with-selection`, the kept window indices of every pruned block.
+ * optionally TensorRT engine files). The engine checks the whole bundle before using any of it
+ * (format 2: the manifest's seal, plain relative paths, exactly the listed files and no links,
+ * the SHA-256 of every file, manifest and preprocessing versions; the same rules as
+ * xpr_deploy/bundle/reader.py), takes the tensor names from the manifest's `io`, applies the
+ * bundle's preprocessing to the decoded 16-bit stored pixels of the two views of a breast (CC,
+ * MLO), runs the model and keeps the outputs: malignancy probability, logits and, when the
+ * bundle was exported with `--with-selection`, the kept window indices of every pruned block.
  *
  * Every function returns an xpr_status; on anything but XPR_OK, xpr_last_error() returns a
  * message naming the file or input and the problem. No function throws or aborts on bad input.
@@ -39,12 +41,15 @@ typedef enum xpr_status {
   XPR_ERR_ARGUMENT = 1,    /* null pointer, bad size, bad option */
   XPR_ERR_IO = 2,          /* a bundle file is missing or unreadable */
   XPR_ERR_MANIFEST = 3,    /* manifest.json malformed or missing a required field */
-  XPR_ERR_HASH = 4,        /* a file's SHA-256 differs from the manifest */
+  XPR_ERR_HASH = 4,        /* a file's SHA-256 differs from the manifest, or the manifest's
+                              content from its own seal (manifest_sha256: a field was edited) */
   XPR_ERR_VERSION = 5,     /* unsupported manifest / preprocessing / engine version */
   XPR_ERR_IMAGE = 6,       /* the image cannot be preprocessed (attributes, empty breast...) */
   XPR_ERR_BACKEND = 7,     /* ONNX Runtime / TensorRT failed */
   XPR_ERR_UNSUPPORTED = 8, /* a backend or feature that this build does not include */
-  XPR_ERR_STATE = 9        /* e.g. reading outputs before a successful xpr_run */
+  XPR_ERR_STATE = 9,       /* e.g. reading outputs before a successful xpr_run */
+  XPR_ERR_BUNDLE = 10      /* the bundle folder holds a symbolic link, a special file or a file
+                              its manifest does not list */
 } xpr_status;
 
 typedef enum xpr_backend {
@@ -91,7 +96,8 @@ typedef struct xpr_options {
   int32_t backend;            /* an xpr_backend */
   int32_t device;             /* an xpr_device */
   int32_t intra_op_threads;   /* ONNX Runtime; 0 = its default */
-  int32_t verify_hashes;      /* 1 (default): check the SHA-256 of every bundle file */
+  int32_t verify_hashes;      /* 1 (default): check the SHA-256 of every bundle file; 0 skips only
+                                 that (the seal, paths and file list are always checked) */
   const char* plugin_library; /* TensorRT: overrides the bundle's plugin library; may be NULL */
 } xpr_options;
 
