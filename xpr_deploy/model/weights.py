@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
-from timm.models.swin_transformer import checkpoint_filter_fn
+from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 
+from ..config import ModelConfig
 from ..errors import WeightsError
 
-if TYPE_CHECKING:
-    from .xpruning import XPruning
+
+class DualStream(Protocol):
+    """What loading needs of a model: its config and its two Swin streams (XPruning is one).
+
+    A protocol, not XPruning itself, so this module does not import `xpruning` (which imports it).
+    """
+
+    @property
+    def cfg(self) -> ModelConfig: ...
+
+    @property
+    def cc(self) -> SwinTransformer: ...
+
+    def stream(self, view: str) -> SwinTransformer: ...
+
 
 #: non-persistent buffers and the ImageNet classifier are not part of a stream
 _IGNORED = ("relative_position_index", "attn_mask")
@@ -49,7 +63,7 @@ def fold_rgb_patch_embed(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
     raise WeightsError(f"patch embedding has {weight.shape[1]} input channels, model wants {in_chans}")
 
 
-def _check_architecture(sd: dict[str, torch.Tensor], model: XPruning, path: str | Path) -> None:
+def _check_architecture(sd: dict[str, torch.Tensor], model: DualStream, path: str | Path) -> None:
     """Depths and width from the key names, so a wrong file fails with a sentence, not a KeyError."""
     cfg = model.cfg
     depths = [0] * len(cfg.depths)
@@ -68,7 +82,7 @@ def _check_architecture(sd: dict[str, torch.Tensor], model: XPruning, path: str 
         )
 
 
-def load_imagenet_swin(model: XPruning, path: str | Path) -> None:
+def load_imagenet_swin(model: DualStream, path: str | Path) -> None:
     """Load the same ImageNet Swin-T weights into both streams (the CTB and head stay random)."""
     raw = read_state_dict(path)
     _check_architecture(raw, model, path)

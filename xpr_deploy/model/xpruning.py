@@ -197,3 +197,28 @@ def build_model(config: ModelConfig | str = "paper", pretrained: str | None = No
 
         load_imagenet_swin(model, pretrained)
     return model
+
+
+@contextlib.contextmanager
+def _seeded_cpu_rng(seed: int) -> Iterator[None]:
+    """torch's global CPU generator seeded as `torch.manual_seed(seed)` seeds it, restored on exit.
+
+    Only the CPU generator is touched (a model is built on the CPU), so the CUDA generators keep
+    their state and no seed is queued for a CUDA device that is not initialised yet.
+    """
+    state = torch.random.get_rng_state()
+    torch.random.default_generator.manual_seed(int(seed))
+    try:
+        yield
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def random_model(config: ModelConfig | str = "paper", seed: int = 0) -> XPruning:
+    """A random-weight X-Pruning in eval mode, bit for bit the same for the same `seed` and torch.
+
+    Built on the CPU under a seeded generator; the global RNG state is as before afterwards. Bundles
+    exported from random weights record the seed, and `xpr validate` rebuilds the model with it.
+    """
+    with _seeded_cpu_rng(seed), torch.device("cpu"):
+        return build_model(config).eval()
