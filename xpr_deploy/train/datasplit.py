@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from torch.utils.data import Dataset
 
     from ..data import BreastPair, SplitFile
-    from .loop import TrainConfig
+    from .config import TrainConfig
 
 SPLIT = "split.json"
 VAL_SPLIT = "val_split.json"

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from .. import __version__
 from ..config import NUM_STAGES, ModelConfig, warmup_keep
 from ..errors import ConfigError
 from ..io import write_text
 from ..model.xpruning import XPruning, build_model, malignancy_probability
+from ..version import __version__
 from . import distributed as D
 from .checkpoint import (
     META,
