@@ -19,6 +19,8 @@ Public API (others code against these names):
   (`.folds[i]["train"/"test"]` breast keys, `.select(pairs, fold, part)`, `.write(path)`,
   `SplitFile.read(path)`).
 - `PreparedCache(dir).load(path, settings)`; `xpr_deploy.data.torchdata.PairDataset(pairs, settings, cache)`.
+- View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
+  (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
 - Errors: `xpr_deploy.data.errors` (DicomError and its subclasses, BadLabel, DatasetError, SplitError).
 """

@@ -16,6 +16,7 @@ from .dicom import laterality_of, read_image, view_of
 from .errors import DatasetError, DicomError
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .views import is_view
 from .vindr import read_csv
 
 CSV_GLOB = "*case_description*.csv"
@@ -97,7 +98,7 @@ def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool =
                 idx.rejects.append(Reject(where, f"laterality {bad!r} (need LEFT/RIGHT)"))
                 continue
             pathologies[(patient, side)].add(row.get("pathology", "").upper() or "?")
-            if view not in ("CC", "MLO"):
+            if not is_view(view):
                 idx.rejects.append(Reject(where, f"view {view or 'missing'} is not CC or MLO"))
                 continue
             case = rel.strip().split("/", 1)[0]

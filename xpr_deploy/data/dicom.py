@@ -33,6 +33,7 @@ from .errors import (
     UnsupportedImage,
     WrongModality,
 )
+from .views import is_view, view_of_code
 
 PREPROC_VERSION = "xpr-preproc-1"
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -348,16 +349,6 @@ def laterality_of(ds: Dataset, path: str = "<dataset>") -> str:
     return lat
 
 
-_VIEW_CODES = {
-    "399162004": "CC",
-    "R-10242": "CC",
-    "cranio-caudal": "CC",
-    "399368009": "MLO",
-    "R-10226": "MLO",
-    "medio-lateral oblique": "MLO",
-}
-
-
 def view_of(ds: Dataset, path: str = "<dataset>") -> str:
     """'CC' or 'MLO' from ViewPosition, else ViewCodeSequence; other views are BadView."""
     vp = str(ds.get("ViewPosition", "") or "").strip().upper()
@@ -365,9 +356,7 @@ def view_of(ds: Dataset, path: str = "<dataset>") -> str:
     seq = ds.get("ViewCodeSequence")
     if seq:
         item = seq[0]
-        code_view = _VIEW_CODES.get(str(item.get("CodeValue", ""))) or _VIEW_CODES.get(
-            str(item.get("CodeMeaning", "")).strip().lower(), ""
-        )
+        code_view = view_of_code(item.get("CodeValue", ""), item.get("CodeMeaning", ""))
         if not code_view and not vp:
             raise BadView(f"{path}: view {item.get('CodeMeaning', '?')!s} is not CC or MLO")
     if vp and code_view and vp != code_view:
@@ -375,7 +364,7 @@ def view_of(ds: Dataset, path: str = "<dataset>") -> str:
     view = vp or code_view
     if not view:
         raise BadView(f"{path}: view missing (no ViewPosition or ViewCodeSequence)")
-    if view not in ("CC", "MLO"):
+    if not is_view(view):
         raise BadView(f"{path}: view {view} is not CC or MLO")
     return view
 

@@ -35,15 +35,12 @@ from ..errors import ConfigError
 from ..io import OutputError, atomic_dir, write_text
 from .dicom import MG_FOR_PRESENTATION
 from .rle import rle_encode_frame
+from .views import VIEW_CODES, VIEWS
 
 #: cycled over the images of a synthetic dataset (JPEG 2000 is the slowest to encode: 1 in 5)
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian)
 BITS = 12
 MAXV = (1 << BITS) - 1
-VIEW_CODES = {
-    "CC": ("399162004", "SCT", "cranio-caudal"),
-    "MLO": ("399368009", "SCT", "medio-lateral oblique"),
-}
 #: PatientOrientation (row direction, column direction) as stored (right breasts mirrored)
 ORIENTATION = {("L", "CC"): ["A", "R"], ("R", "CC"): ["P", "L"], ("L", "MLO"): ["A", "FR"], ("R", "MLO"): ["P", "FL"]}
 #: mass core radius as a fraction of the breast depth (spicules reach 1.8-3x further): 2-3 cm masses
@@ -470,7 +467,7 @@ def write_synthetic(
                 density = str(rng.choice(["A", "B", "C", "D"]))
                 abn = "mass" if b.malignant or format == "vindr" else "calcification"
                 pathology = "MALIGNANT" if b.malignant else str(rng.choice(["BENIGN", "BENIGN_WITHOUT_CALLBACK"]))
-                for view in ("CC", "MLO"):
+                for view in VIEWS:
                     center, width = int(rng.integers(1700, 2100)), int(rng.integers(3000, 3800))
                     stored, pad = render_stored(b, view, size, photometric, center, width, padding=img_no % 4 == 3)
                     series_uid = _uid(seed, format, g, b.laterality, view, "series")

@@ -16,6 +16,7 @@ from .dicom import laterality_of, read_image, view_of
 from .errors import DatasetError, DicomError
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .views import is_view
 
 BREAST_CSV = "breast-level_annotations.csv"
 FINDING_CSV = "finding_annotations.csv"
@@ -74,7 +75,7 @@ def load_vindr(root: str | Path, label_rule: str | None = None, *, verify: bool 
         if lat not in ("L", "R"):
             idx.rejects.append(Reject(str(path), f"laterality {lat or 'missing'} in {BREAST_CSV} (need L or R)"))
             continue
-        if view not in ("CC", "MLO"):
+        if not is_view(view):
             idx.rejects.append(Reject(str(path), f"view {view or 'missing'} is not CC or MLO"))
             continue
         if verify:
