@@ -7,12 +7,11 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 from test_export_support import fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
 
-from xpr_deploy.engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
 from xpr_deploy.bundle import BundleError, BundleView, write_sealed
+from xpr_deploy.engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
 from xpr_deploy.engine.runtime import EngineMismatch, check_compute_capability, check_engine
 from xpr_deploy.errors import BackendUnavailable
 from xpr_deploy.runners import make_runner

@@ -13,9 +13,9 @@ import pytest
 from onnx import TensorProto, helper
 from test_export_support import XPR, fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
 
+from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.config import get_config
 from xpr_deploy.export.lint import MAX_TOPK_K, lint_model
-from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.io import sha256_file
 from xpr_deploy.model.summary import block_table
 from xpr_deploy.model.xpruning import build_model

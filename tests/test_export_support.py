@@ -72,8 +72,8 @@ def trained_ckpt() -> Path:
 def fp16_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """FP32 + FP16 graphs with selection outputs, TensorRT-RTX sm_86 engine of the FP16 graph, parity."""
     from xpr_deploy.export import ExportOptions
-    from xpr_deploy.validate import export_and_validate
     from xpr_deploy.export.bundle import load_source
+    from xpr_deploy.validate import export_and_validate
 
     model, meta = load_source(trained_ckpt)
     out = tmp_path_factory.mktemp("bundles") / "tiny-fp16"
@@ -84,8 +84,8 @@ def fp16_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) ->
 def plugin_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """FP32 graph in plugin mode (XprWindowSelect nodes) + its TensorRT-RTX engine."""
     from xpr_deploy.export import ExportOptions
-    from xpr_deploy.validate import export_and_validate
     from xpr_deploy.export.bundle import load_source
+    from xpr_deploy.validate import export_and_validate
 
     model, meta = load_source(trained_ckpt)
     out = tmp_path_factory.mktemp("bundles") / "tiny-plugin"

@@ -18,7 +18,7 @@ from xpr_deploy.config import get_config
 from xpr_deploy.data.dicom import PreprocessSettings, preprocess_file
 from xpr_deploy.data.folder import load_folder
 from xpr_deploy.data.synth import write_synthetic
-from xpr_deploy.errors import PredictError, XprError
+from xpr_deploy.errors import ConfigError, PredictError, XprError
 from xpr_deploy.model.xpruning import malignancy_probability
 from xpr_deploy.predict import predict
 from xpr_deploy.train.checkpoint import save_checkpoint
@@ -115,7 +115,7 @@ def test_heatmaps_for_both_views(work: dict[str, Path], tmp_path: Path) -> None:
 def test_wrong_backend_and_model_fail_with_one_line(work: dict[str, Path]) -> None:
     with pytest.raises(PredictError, match="export bundle"):
         predict(work["ckpt"], [work["good"]], backend="onnx")
-    with pytest.raises(PredictError, match="unknown backend"):
+    with pytest.raises(ConfigError, match="unknown backend"):
         predict(work["ckpt"], [work["good"]], backend="tensorflow")
     with pytest.raises(XprError, match=str(work["good"])):
         predict(work["good"], [work["good"]])

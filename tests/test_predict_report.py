@@ -61,8 +61,8 @@ def test_demo_steps_predict_then_report(tmp_path: Path, synth_vindr: Path) -> No
     from xpr_deploy import build_model
     from xpr_deploy.config import get_config
     from xpr_deploy.data.dicom import PreprocessSettings
-    from xpr_deploy.predict import demo_step as predict_step
-    from xpr_deploy.report import demo_step as report_step
+    from xpr_deploy.demo import predict_step
+    from xpr_deploy.demo import report_step
     from xpr_deploy.train.checkpoint import save_checkpoint
 
     cfg = get_config("tiny")

@@ -62,7 +62,7 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
         outputs.append({"name": "sel_cc_s1_b0", "dtype": "int64", "shape": [batch, 64]})
     return {
         "format": "xpr-bundle",
-        "format_version": 1,
+        "format_version": 2,
         "name": "xpr_tiny",
         "toolkit_version": "0.1.0",
         "created_utc": "2026-11-28T13:00:00Z",
@@ -77,6 +77,7 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
             {"name": "mlo", "dtype": "float32", "shape": [batch, 1, H, W]},
         ],
         "outputs": outputs,
+        "io": {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"},
         "model_config": {"name": "tiny", "img_size": [H, W], "prune_rates": [0.5] * 4},
         "preprocessing": {"version": "xpr-preproc-1"},
         "label_rule": "birads-4-5",
@@ -88,14 +89,26 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
         "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
         "engines": engines or [],
         "files": {"model.onnx": "0" * 64},
+        "manifest_sha256": "0" * 64,
     }
 
 
-def _bundle(tmp_path: Path, batch: int | str = 1, **kw) -> Path:
+def _bundle(tmp_path: Path, batch: int = 1, **kw) -> Path:
+    """A sealed bundle: every file hashed (engines get placeholder bytes), as `xpr export` writes it."""
+    from xpr_deploy.bundle import write_sealed
+    from xpr_deploy.io import sha256_file
+
     bundle = tmp_path / "bundle"
     bundle.mkdir()
     _tiny_onnx(bundle / "model.onnx", batch)
-    (bundle / "manifest.json").write_text(json.dumps(_manifest(batch, **kw)))
+    m = _manifest(batch, **kw)
+    for i, e in enumerate(m["engines"]):
+        path = bundle / e["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(np.arange(64, dtype=np.uint8).tobytes() + bytes([i]))
+        e["sha256"] = sha256_file(path)
+    m["files"] = {p.relative_to(bundle).as_posix(): sha256_file(p) for p in bundle.rglob("*") if p.is_file()}
+    write_sealed(bundle, m)
     return bundle
 
 
@@ -108,10 +121,11 @@ def _parse(path: Path):
     return cfg
 
 
-def test_fixture_follows_the_manifest_schema() -> None:
-    from xpr_deploy.export.manifest import validate_manifest
+def test_fixture_is_a_verified_bundle(tmp_path: Path) -> None:
+    from xpr_deploy.bundle import BundleView
 
-    validate_manifest(_manifest(1, engines=[_engine("tensorrt", "model.sm86.engine", "11.4.0")]))
+    view = BundleView.open(_bundle(tmp_path, engines=[_engine("tensorrt", "model.sm86.engine", "11.4.0")]))
+    assert view.engines[0].backend == "tensorrt"
 
 
 def test_static_bundle_gives_max_batch_0_with_batch_in_dims(tmp_path: Path) -> None:
@@ -140,9 +154,17 @@ def test_static_bundle_refuses_max_batch(tmp_path: Path) -> None:
         write_repository(_bundle(tmp_path), tmp_path / "repo", max_batch=8)
 
 
-def test_dynamic_batch_bundle_leaves_batch_out_of_dims(tmp_path: Path) -> None:
-    res = write_repository(_bundle(tmp_path, batch="batch", with_selection=True), tmp_path / "repo", max_batch=8)
-    cfg = _parse(res.models[0].config)
+def test_dynamic_batch_config_leaves_batch_out_of_dims(tmp_path: Path) -> None:
+    """The config for a dynamic batch axis (dynamic-batch bundles are the serving issue's work: the
+    bundle reader accepts static shapes only, so the config writer is tested directly)."""
+    from xpr_deploy.triton import TensorSpec, config_pbtxt
+
+    ins = [TensorSpec(n, "float32", ("batch", 1, H, W)) for n in ("cc", "mlo")]
+    outs = [TensorSpec("logits", "float32", ("batch", 2)), TensorSpec("prob", "float32", ("batch",)),
+            TensorSpec("sel_cc_s1_b0", "int64", ("batch", 64))]  # fmt: skip
+    path = tmp_path / "config.pbtxt"
+    path.write_text(config_pbtxt("m", "onnxruntime_onnx", ins, outs, 8, 1, "KIND_AUTO", "model.onnx", {}, path))
+    cfg = _parse(path)
     assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
     assert list(cfg.input[0].dims) == [1, H, W]
     logits, prob, sel = cfg.output
@@ -166,7 +188,6 @@ def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -
         _engine("tensorrt", "model.sm86.engine", "11.4.0"),
     ]
     bundle = _bundle(tmp_path, engines=engines)
-    (bundle / "model.sm86.engine").write_bytes(np.arange(64, dtype=np.uint8).tobytes())
     res = write_repository(bundle, tmp_path / "repo")
     assert [m.platform for m in res.models] == ["onnxruntime_onnx", "tensorrt_plan"]
     assert any("TensorRT-RTX" in s for s in res.skipped)
@@ -179,7 +200,9 @@ def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -
 
 
 def test_not_a_bundle_names_the_folder(tmp_path: Path) -> None:
-    with pytest.raises(TritonError, match=str(tmp_path)):
+    from xpr_deploy.bundle import BundleError
+
+    with pytest.raises(BundleError, match=str(tmp_path)):
         write_repository(tmp_path, tmp_path / "repo")
 
 

@@ -238,15 +238,6 @@ def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(labels[ok], p[ok]))
 
 
-def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
-    ok = labels >= 0
-    if len(set(labels[ok].tolist())) < 2:
-        return None
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels[ok], p[ok]))
-
-
 def gated_output(kind: str) -> str:
     """The output role each kind of candidate is gated on (FP32: logits; reduced precision: prob)."""
     return "logits" if kind == "fp32" else "prob"
@@ -386,6 +377,7 @@ def run_parity(
     threshold = source.threshold
     ref_runner = make_runner(source, "eager", all_selections=True, scores=True, model=model, name="eager-fp32")
     ref_runner.batch = batch
+    ref_name = ref_runner.name
     cands = [*candidates(source, model), *(extra or [])]
     for c in cands:
         if c.runner is not None and c.runner.backend == "eager":
@@ -405,19 +397,20 @@ def run_parity(
                 find_output_func=lambda name, _i, _it, out=out: [name] if name == out else [],
             )  # fmt: skip
             acc = Comparator.compare_accuracy(results, comparisons=[(0, 1 + runnable.index(c))], compare_func=func)
-            per_iter = acc[0][(ref_runner.name, c.runner.name)]
+            per_iter = acc[0][(ref_name, c.runner.name)]  # type: ignore[union-attr]
             verdicts[c.name] = [bool(it[out]) for it in per_iter for _ in range(batch)]
-    ref = collect(results[ref_runner.name], ref_runner)
+    ref = collect(results[ref_name], ref_runner)
     report_rows: list[CandidateParity] = []
     for c in cands:
         if c.runner is None:
             report_rows.append(_skipped(c.name, c.skip))
             continue
+        r: Any = c.runner
         row = compare(
-            c.name, ref, collect(results[c.runner.name], c.runner), k_of=k_of, threshold=threshold,
+            c.name, ref, collect(results[r.name], r), k_of=k_of, threshold=threshold,
             labels=labels, tol=tol, kind=c.kind, matched=verdicts[c.name],
         )  # fmt: skip
-        row.runner, row.served = c.runner.describe(), c.served
+        row.runner, row.served = r.describe(), c.served
         report_rows.append(row)
     files = source.bundle.manifest["files"] if source.bundle is not None else {}
     certified = {rel: h for rel, h in files.items() if rel != source.bundle.manifest.get("parity")}  # type: ignore[union-attr]

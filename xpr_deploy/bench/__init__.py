@@ -19,12 +19,12 @@ from __future__ import annotations
 
 from .eager import bench_eager
 from .engine import bench_engine
-from .isolated import run_isolated
-from .onnx import bench_onnx, export_variant_graphs, open_bundle
 from .errors import BenchError
 from .inputs import example_views
+from .isolated import run_isolated
 from .machine import command_line, env_threads, machine_info
 from .memory import MemoryHooks, PeakRSS, rss_hooks
+from .onnx import bench_onnx, export_variant_graphs, open_bundle
 from .report import (
     REPORT_KEYS,
     assemble_report,
@@ -53,11 +53,11 @@ __all__ = [
     "export_variant_graphs",
     "latency_stats",
     "machine_info",
+    "open_bundle",
     "percentile",
     "plot_keep_sweep",
     "print_summary",
     "ratio_stats",
-    "open_bundle",
     "rss_hooks",
     "run_isolated",
     "summarize_ort_profile",

@@ -7,6 +7,7 @@ ratio is restored afterwards). Timed calls run on device tensors (no host copies
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -83,7 +84,7 @@ def bench_eager(
             r.activate()
         first = runners["pruned"]
         cc, mlo = first.to_device(inputs[0]), first.to_device(inputs[1])
-        fns = {n: (lambda r=r: r.run_tensors(cc, mlo)) for n, r in runners.items()}
+        fns: dict[str, Callable[[], Any]] = {n: functools.partial(r.run_tensors, cc, mlo) for n, r in runners.items()}
         dev = first._dev
         memory = _torch_memory_hooks(dev)
         gpu_timer = _cuda_event_timer if dev.type == "cuda" else None

@@ -9,6 +9,7 @@ exported on the fly from the bundle's source weights (or given, e.g. `--dense-on
 from __future__ import annotations
 
 import contextlib
+import functools
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -122,7 +123,9 @@ def bench_onnx(
         if inputs is None:
             inputs = example_views(shape)
         feed = {source.io.cc: inputs[0], source.io.mlo: inputs[1]}
-        fns = {n: (lambda r=r: r.infer(feed, check_inputs=False)) for n, r in runners.items()}
+        fns: dict[str, Callable[[], Any]] = {
+            n: functools.partial(r.infer, feed, check_inputs=False) for n, r in runners.items()
+        }
         provs = list(first.settings.providers)
         on_cpu = "CUDAExecutionProvider" not in provs
         times = time_interleaved(fns, runs, warmup, memory=rss_hooks if on_cpu else None, progress=progress)

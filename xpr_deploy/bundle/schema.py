@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-
 FORMAT = "xpr-bundle"
 #: 2: the manifest seals itself (`manifest_sha256`), names its I/O roles (`io`), and every path is
 #: a plain relative path inside the bundle. Bundles of format 1 are refused with "re-export".

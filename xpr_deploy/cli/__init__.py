@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import sys
 
-import click
 import typer
+
+# typer 0.29 ships its own click as typer._click: its exceptions are not the `click` package's
+from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
 from . import data, deploy, info, training
@@ -33,10 +35,10 @@ def main() -> None:
     except XprError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.ClickException as exc:
+    except click_exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
+    except click_exceptions.Abort:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:

@@ -8,14 +8,25 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from ..runners.factory import BACKENDS
 from .common import JsonFlag, _keep_sweep, _print_json, console, err_console
 
 app = typer.Typer()
 
 
+def _runner_cell(r: dict) -> str:
+    """backend / provider / precision of a parity row, as `xpr predict` would run it."""
+    if not r:
+        return ""
+    where = r.get("provider") or r.get("device") or r.get("runtime") or ""
+    where = str(where).replace("ExecutionProvider", "")
+    return " / ".join(str(x) for x in (r.get("backend"), where, r.get("precision")) if x)
+
+
 def _parity_table(report: object) -> Table:
     t = Table(
         "candidate",
+        "runs as",
         "status",
         "max|Δlogits|",
         "max|Δprob|",
@@ -33,7 +44,8 @@ def _parity_table(report: object) -> Table:
 
         col = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
         t.add_row(
-            c.name,
+            c.name + (" *" if c.served else ""),
+            _runner_cell(c.runner),
             f"[{col}]{c.status}[/]",
             f(c.max_abs_logits_all),
             f(c.max_abs_prob_all),
@@ -76,7 +88,8 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
 ) -> None:
     """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
-    from ..export.bundle import ExportOptions, default_name, export_bundle, load_source
+    from ..export.bundle import ExportOptions, default_name, load_source
+    from ..validate import export_and_validate
 
     opts = ExportOptions(
         fp16=fp16,
@@ -97,15 +110,17 @@ def export(
         resolve_backend(backend)
     model, meta = load_source(checkpoint, config, seed)
     dest = out or Path("export") / default_name(model, opts)
-    b = export_bundle(model, meta, dest, opts)
+    b = export_and_validate(model, meta, dest, opts)
     m = b.manifest
     console.print(
         f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
         f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}"
     )
+    console.print(f"manifest_sha256 {b.view.digest}", highlight=False)
     console.print("timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
     if b.parity is not None:
         console.print(_parity_table(b.parity))
+        console.print("[dim]* the graph `xpr predict` serves from this bundle[/]")
         if not b.parity.ok:
             err_console.print(f"[red]error:[/] {dest}: exported, but parity failed (see {dest / 'parity.json'})")
             raise typer.Exit(1)
@@ -117,18 +132,32 @@ def validate(
     data: Annotated[Path | None, typer.Option("--data", help="dataset folder (default: synthetic studies)")] = None,
     samples: Annotated[int, typer.Option("--samples", help="pairs to compare")] = 8,
     out: Annotated[Path | None, typer.Option("--out", help="parity report (default BUNDLE/parity.json)")] = None,
+    save_outputs: Annotated[
+        Path | None,
+        typer.Option("--save-outputs", help="every runner's outputs in polygraphy's JSON (polygraphy inspect data F)"),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """Parity of the bundle against eager FP32: kept sets, |Δ| logits/prob, decisions; exit 1 on a broken tolerance."""
-    from ..validate import update_bundle_report, validate_bundle
+    """Parity of the bundle against eager FP32, each candidate run as `xpr predict` runs it on this machine:
+    kept sets, |Δ| logits/prob, decisions; exit 1 on a broken tolerance."""
+    from ..runners import open_source
+    from ..validate import store_report, validate_bundle
 
-    report = validate_bundle(bundle, data=data, samples=samples)
-    update_bundle_report(bundle, report, out)
+    source = open_source(bundle)
+    if source.bundle is None:
+        from ..validate import ParityError
+
+        raise ParityError(f"{bundle}: validate takes an export bundle (run `xpr export` first)")
+    report = validate_bundle(source, data=data, samples=samples, save_outputs=save_outputs)
+    dest = store_report(source.bundle, report, out)
     if as_json:
         _print_json(report.to_dict())
     else:
         console.print(f"[bold]{bundle}[/]: {report.inputs}")
         console.print(_parity_table(report))
+        console.print(f"[dim]* the graph `xpr predict` serves from this bundle; report: {dest}[/]", highlight=False)
+        if save_outputs is not None:
+            console.print(f"run results: {save_outputs} (polygraphy inspect data {save_outputs})", highlight=False)
     if not report.ok:
         raise typer.Exit(1)
 
@@ -185,7 +214,7 @@ def bench(
             model, _ = load_checkpoint(str(eager), device="cpu")
         else:
             from ..config import get_config
-            from ..validate import random_model
+            from ..model.xpruning import random_model
 
             model = random_model(get_config(str(config)), 0)
         rep = B.bench_eager(
@@ -214,7 +243,7 @@ def predict(
     model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
     studies: Annotated[list[Path], typer.Argument(help="study folders of DICOM files (any names; paired from tags)")],
     backend: Annotated[
-        str | None, typer.Option("--backend", "-b", help="eager | onnx | engine (default: from MODEL)")
+        str | None, typer.Option("--backend", "-b", help=f"{' | '.join(BACKENDS)} (default: from MODEL)")
     ] = None,
     heatmaps: Annotated[
         Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
@@ -273,3 +302,23 @@ def triton(
         console.print(f"{m.name} ({m.platform}) version {m.version}: {m.config}  max_batch_size {m.max_batch_size}")
     for line in res.skipped:
         err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="export bundle folder (or a graph / engine file inside it)")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Check a bundle as every reader does: manifest seal, schema, paths inside the folder, every file's SHA-256.
+
+    Exit 0 when it verifies, 3 (one line naming the file and what differs) when it does not."""
+    from ..bundle import verify_bundle
+
+    d = verify_bundle(bundle).describe()
+    if as_json:
+        _print_json(d)
+        return
+    console.print(f"[green]verified[/] {d['bundle']} ({d['name']}): manifest_sha256 {d['manifest_sha256']}",
+                  highlight=False, soft_wrap=True)  # fmt: skip
+    for rel, h in d["files"].items():
+        console.print(f"  {h[:16]}…  {rel}", highlight=False)

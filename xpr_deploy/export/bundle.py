@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
 from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
 from ..bundle.seal import write_sealed
+from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
 from ..errors import BackendUnavailable, ConfigError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table

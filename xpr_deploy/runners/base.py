@@ -23,6 +23,8 @@ class XprRunnerMixin:
     """Attributes the factory sets and the output helpers read."""
 
     backend: str = "?"
+    name: str  # polygraphy's runner name (set by BaseRunner)
+    is_active: bool
     io: IoNames = DEFAULT_IO
     #: output name -> (view, stage, block) for outputs holding kept window indices [B, K]
     selection: dict[str, BlockKey]

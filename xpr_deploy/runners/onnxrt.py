@@ -62,7 +62,7 @@ class OrtSettings:
 
 
 def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
-    """The only `InferenceSession(` in xpr; a graph ONNX Runtime refuses is one line naming it."""
+    """The one place xpr creates an ONNX Runtime session; a graph it refuses is one line naming it."""
     import onnxruntime as ort
 
     s = settings.resolved()
