@@ -37,7 +37,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
         7,
         (
             "xpr_deploy.predict",
-            "xpr_deploy.validate",
+            "xpr_deploy.validate.*",
             "xpr_deploy.bench.*",
             "xpr_deploy.triton",
             "xpr_deploy.heatmap",

@@ -86,7 +86,10 @@ def test_onnx_and_eager_keep_the_same_windows(bundle: Path, ckpt: Path, synth_vi
 
     src_b, src_c = open_source(bundle), open_source(ckpt)
     p = load_folder(sorted((synth_vindr / "images").iterdir())[0]).pairs[0]
-    feed = {"cc": preprocess_file(p.cc, src_c.settings)[None, None], "mlo": preprocess_file(p.mlo, src_c.settings)[None, None]}
+    feed = {
+        "cc": preprocess_file(p.cc, src_c.settings)[None, None],
+        "mlo": preprocess_file(p.mlo, src_c.settings)[None, None],
+    }
     with make_runner(src_b, "onnx") as onnx_runner, make_runner(src_c, "eager", selection=True) as eager_runner:
         out_onnx, out_eager = onnx_runner.infer(feed), eager_runner.infer(feed)
         sel_onnx = kept_windows(out_onnx, onnx_runner.selection, src_b.cfg)

@@ -61,8 +61,7 @@ def test_demo_steps_predict_then_report(tmp_path: Path, synth_vindr: Path) -> No
     from xpr_deploy import build_model
     from xpr_deploy.config import get_config
     from xpr_deploy.data.dicom import PreprocessSettings
-    from xpr_deploy.demo import predict_step
-    from xpr_deploy.demo import report_step
+    from xpr_deploy.demo import predict_step, report_step
     from xpr_deploy.train.checkpoint import save_checkpoint
 
     cfg = get_config("tiny")

@@ -324,7 +324,9 @@ def write_repository(
         "labels.txt",
     )
     files = {"model.onnx": onnx, **{p.name: p for p in _external_data(onnx)}}
-    result.models.append(_write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras, hashes))
+    result.models.append(
+        _write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras, hashes)
+    )
 
     for ref in view.engines:
         path, entry = ref.path, ref.entry
@@ -354,6 +356,8 @@ def write_repository(
             "labels.txt",
         )
         files = {"model.plan": path}
-        result.models.append(_write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras, hashes))
+        result.models.append(
+            _write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras, hashes)
+        )
         break  # one engine model per repository; more need --name
     return result

@@ -396,8 +396,10 @@ class BundleView:
             "files": dict(self.manifest["files"]),
             "graphs": dict(self.manifest["graphs"]),
             "served": self.manifest["model"],
-            "engines": [{"path": e.entry["path"], "backend": e.backend, "sm": e.entry["compute_capability"]}
-                        for e in self.engines],  # fmt: skip
+            "engines": [
+                {"path": e.entry["path"], "backend": e.backend, "sm": e.entry["compute_capability"]}
+                for e in self.engines
+            ],
             "io": self.manifest["io"],
             "threshold": self.threshold,
         }

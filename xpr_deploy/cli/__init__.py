@@ -38,7 +38,7 @@ def main() -> None:
     except click_exceptions.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
-    except click_exceptions.Abort:
+    except typer.Abort:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:

@@ -203,7 +203,7 @@ class EagerRunner(XprRunner):
             for h in hooks:
                 h.remove()
         self.inference_time = time.perf_counter() - start
-        logits, sel = (res if self.want_selection else (res, {}))
+        logits, sel = res if self.want_selection else (res, {})
         out: OrderedDict[str, np.ndarray] = OrderedDict()
         out[self.io.logits] = logits.float().cpu().numpy()
         out[self.io.prob] = malignancy_probability(logits).cpu().numpy()

@@ -1,0 +1,138 @@
+"""xpr's pruning-aware layer over run results: kept-set Jaccard, K/K+1 margins, ties vs flips, |Δ| with and
+without tie samples, decision flips, ΔAUC, and the gate per kind of candidate."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..bundle import BlockKey
+from .report import BlockParity, CandidateParity, Tolerances
+
+
+@dataclass
+class RunResult:
+    """One runner's outputs over every sample, concatenated: what the pruning-aware layer reads."""
+
+    logits: np.ndarray  # [n, 2] float64
+    prob: np.ndarray  # [n] float64
+    selection: dict[BlockKey, np.ndarray]  # [n, K]
+    scores: dict[BlockKey, np.ndarray] = field(default_factory=dict)  # reference only: [n, N]
+
+
+def compare_selection(
+    ref: RunResult, cand: RunResult, k_of: dict[BlockKey, int], eps: float
+) -> tuple[list[BlockParity], set[int]]:
+    """Per-block Jaccard / margin / ties / flips, and the samples that saw a tie anywhere.
+
+    Blocks are visited in execution order; once a sample ties in a view, later differences in that
+    view (and in stage 4, after the views are fused) descend from the tie and count as ties too.
+    """
+    blocks, tie_samples = [], set()
+    tainted: dict[str, set[int]] = {"cc": set(), "mlo": set()}
+    order = sorted(ref.selection, key=lambda kb: (kb[1] == 4, kb[1], kb[0] != "cc", kb[2]))
+    for key in order:
+        if key not in cand.selection:
+            continue
+        r, c, sc, k = ref.selection[key], cand.selection[key], ref.scores[key], k_of[key]
+        view = key[0]
+        jac, margins, ties, flips = [], [], 0, 0
+        for i in range(len(r)):
+            rs, cs = set(r[i].tolist()), set(c[i].tolist())
+            jac.append(len(rs & cs) / len(rs | cs))
+            srt = np.sort(sc[i])[::-1]
+            top, nxt = srt[k - 1], srt[k] if k < len(srt) else -np.inf
+            margins.append(float((top - nxt) / max(abs(top), 1e-12)))
+            if rs == cs:
+                continue
+            upstream = i in tainted[view] or (key[1] == 4 and (i in tainted["cc"] or i in tainted["mlo"]))
+            boundary = 0.5 * (top + nxt)
+            diff = np.array(sorted(rs ^ cs))
+            if upstream or np.all(np.abs(sc[i][diff] - boundary) <= eps * max(abs(boundary), 1e-12)):
+                ties += 1
+                tie_samples.add(i)
+                tainted[view].add(i)
+            else:
+                flips += 1
+        blocks.append(
+            BlockParity(key[0], key[1], key[2], k, sc.shape[1], float(min(jac)), float(min(margins)), ties, flips)
+        )
+    return blocks, tie_samples
+
+
+def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
+    ok = labels >= 0
+    if len(set(labels[ok].tolist())) < 2:
+        return None
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels[ok], p[ok]))
+
+
+def gated_output(kind: str) -> str:
+    """The output role each kind of candidate is gated on (FP32: logits; reduced precision: prob)."""
+    return "logits" if kind == "fp32" else "prob"
+
+
+def tolerance(kind: str, tol: Tolerances) -> float:
+    return {"fp32": tol.logits_fp32, "fp16": tol.prob_fp16}.get(kind, tol.prob_engine)
+
+
+def compare(
+    name: str,
+    ref: RunResult,
+    cand: RunResult,
+    *,
+    k_of: dict[BlockKey, int],
+    threshold: float,
+    labels: np.ndarray | None,
+    tol: Tolerances,
+    kind: str,  # fp32 | fp16 | engine
+    matched: list[bool] | None = None,  # polygraphy's verdict per sample on the gated output
+) -> CandidateParity:
+    """The pruning-aware layer: kept-set ties vs flips, |Δ| with and without tie samples, decisions, ΔAUC."""
+    eps = tol.tie_eps_fp32 if kind == "fp32" else tol.tie_eps_fp16
+    blocks, tie_samples = compare_selection(ref, cand, k_of, eps)
+    clean = np.array([i not in tie_samples for i in range(len(ref.prob))])
+    dl = np.abs(cand.logits - ref.logits).max(axis=1)
+    dp = np.abs(cand.prob - ref.prob)
+    res = CandidateParity(
+        name,
+        "pass",
+        max_abs_logits=float(dl[clean].max()) if clean.any() else None,
+        max_abs_prob=float(dp[clean].max()) if clean.any() else None,
+        max_abs_logits_all=float(dl.max()),
+        max_abs_prob_all=float(dp.max()),
+        tie_samples=len(tie_samples),
+        decision_flips=int(np.sum((ref.prob >= threshold) != (cand.prob >= threshold))),
+        blocks=blocks,
+    )
+    if labels is not None:
+        a_ref, a_c = _auc(labels, ref.prob), _auc(labels, cand.prob)
+        res.delta_auc = None if a_ref is None or a_c is None else a_c - a_ref
+    if matched is None:  # no polygraphy verdict given: the same elementwise rule on the arrays
+        d = dl if kind == "fp32" else dp
+        matched = [bool(x <= tolerance(kind, tol)) for x in d]
+    lim = tolerance(kind, tol)
+    problems = []
+    if res.selection_flips:
+        problems.append(f"{res.selection_flips} kept-set flips beyond the tie epsilon {eps:g}")
+    if kind == "fp32":  # exact-arithmetic twin: gate on the samples without a selection tie
+        res.gate = f"max|Δlogits| <= {lim:g} on tie-free samples, no flips"
+        if not clean.any():
+            problems.append("every sample has a selection tie: nothing to gate (use trained weights)")
+        elif not all(m for m, c in zip(matched, clean, strict=True) if c):
+            problems.append(f"max|Δlogits| {res.max_abs_logits:.3g} > {lim:g}")
+    else:  # reduced precision: gate on every sample, ties included
+        res.gate = f"max|Δprob| <= {lim:g} on all samples, no flips"
+        if not all(matched):
+            problems.append(f"max|Δprob| {res.max_abs_prob_all:.3g} > {lim:g}")
+    if problems:
+        res.status, res.reason = "fail", "; ".join(problems)
+    return res
+
+
+def _skipped(name: str, reason: str, runner: dict[str, Any] | None = None) -> CandidateParity:
+    return CandidateParity(name, "skipped", reason, runner=runner or {})

@@ -1,0 +1,111 @@
+"""The parity report: tolerances, per-block and per-candidate results, and what is written to parity.json."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import XprError
+
+
+class ParityError(XprError):
+    """Validation could not run (no model to compare against, unreadable data)."""
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """Gates per candidate; `tie_eps` is relative to the reference's boundary score."""
+
+    logits_fp32: float = 1e-4  # ONNX Runtime FP32 vs eager FP32
+    prob_fp16: float = 1e-2  # FP16 graph / eager FP16 vs eager FP32
+    prob_engine: float = 1e-2  # engine (FP32 may run TF32 kernels; FP16) vs eager FP32
+    tie_eps_fp32: float = 1e-5
+    tie_eps_fp16: float = 2e-2
+
+
+@dataclass
+class BlockParity:
+    view: str
+    stage: int
+    block: int
+    k: int
+    windows: int
+    min_jaccard: float
+    min_margin: float  # smallest (s_K - s_K+1) / s_K over the samples, reference scores
+    ties: int  # samples whose kept set differs only across a near-tie
+    flips: int  # samples whose kept set differs beyond the tie epsilon
+
+
+@dataclass
+class CandidateParity:
+    name: str
+    status: str  # pass | fail | skipped
+    reason: str = ""
+    max_abs_logits: float | None = None  # over samples without selection ties
+    max_abs_prob: float | None = None
+    max_abs_logits_all: float | None = None  # over every sample
+    max_abs_prob_all: float | None = None
+    tie_samples: int = 0
+    decision_flips: int | None = None
+    delta_auc: float | None = None
+    gate: str = ""
+    runner: dict[str, Any] = field(default_factory=dict)  # backend, provider, precision as predict runs it
+    served: bool = False  # the configuration `xpr predict` uses for this bundle by default
+    blocks: list[BlockParity] = field(default_factory=list)
+
+    @property
+    def selection_flips(self) -> int:
+        return sum(b.flips for b in self.blocks)
+
+    @property
+    def selection_ties(self) -> int:
+        return sum(b.ties for b in self.blocks)
+
+    @property
+    def min_jaccard(self) -> float | None:
+        return min((b.min_jaccard for b in self.blocks), default=None)
+
+
+@dataclass
+class ParityReport:
+    samples: int
+    inputs: str
+    threshold: float
+    tolerances: Tolerances
+    candidates: list[CandidateParity]
+    reference: str = "eager-fp32"
+    #: SHA-256 of the bundle files this report certifies (graphs, engines; not parity.json itself,
+    #: whose insertion re-seals the manifest): what a reader checks the report against
+    validated_files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.candidates)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "reference": self.reference,
+            "validated_files": self.validated_files,
+            "samples": self.samples,
+            "inputs": self.inputs,
+            "threshold": self.threshold,
+            "tolerances": asdict(self.tolerances),
+            "candidates": [
+                {
+                    **{k: v for k, v in asdict(c).items() if k != "blocks"},
+                    "selection_flips": c.selection_flips,
+                    "selection_ties": c.selection_ties,
+                    "min_jaccard": c.min_jaccard,
+                    "blocks": [asdict(b) for b in c.blocks],
+                }
+                for c in self.candidates
+            ],
+        }
+
+
+def write_report(report: ParityReport, path: str | Path) -> None:
+    from ..io import write_json
+
+    write_json(path, report.to_dict())
