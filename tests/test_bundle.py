@@ -216,3 +216,22 @@ def test_verify_prints_the_digest(small_bundle: Path, tmp_path: Path) -> None:
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["manifest_sha256"] == BundleView.open(small_bundle).digest and "model.onnx" in out["files"]
+
+
+def test_a_resealed_manifest_that_disagrees_with_its_graph_fails_in_one_line(small_bundle: Path, tmp_path: Path) -> None:
+    """Consistent with itself (and re-sealed), but not with model.onnx: refused before ONNX Runtime runs."""
+    from xpr_deploy.runners import make_runner
+    from xpr_deploy.runners.onnxrt import OnnxLoadError
+
+    b = _copy(small_bundle, tmp_path)
+
+    def taller(m: dict) -> None:
+        m["model_config"]["img_size"] = [672, 224]
+        m["preprocessing"]["img_size"] = [672, 224]
+        for t in m["inputs"]:
+            t["shape"] = [1, 1, 672, 224]
+
+    _edit_manifest(b, taller, reseal=True)
+    with pytest.raises(OnnxLoadError) as exc, make_runner(b, "onnx"):
+        pass
+    assert "model.onnx: input 'cc' is [1, 1, 448, 224] in the graph, [1, 1, 672, 224] in the manifest" in str(exc.value)

@@ -54,11 +54,22 @@ def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_pat
     b = tmp_path / "bundle"
     shutil.copytree(fp16_bundle.path, b)
     env = {**os.environ, "COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
+    saved = tmp_path / "outputs.json"
     res = subprocess.run(
-        [str(XPR), "validate", str(b), "--samples", "2"], capture_output=True, text=True, timeout=900, env=env
-    )
+        [str(XPR), "validate", str(b), "--samples", "2", "--save-outputs", str(saved)],
+        capture_output=True, text=True, timeout=900, env=env,
+    )  # fmt: skip
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "onnxruntime-fp32" in res.stdout and "pass" in res.stdout
+    # each row says how it runs: what `xpr predict --backend onnx` uses on this machine (CPU here)
+    assert "onnx / CPU / fp32" in res.stdout and "onnx / CPU / fp16" in res.stdout and "eager / cpu / fp16" in res.stdout
+    # polygraphy reads the run results back
+    poly = subprocess.run(
+        [str(XPR.parent / "polygraphy"), "inspect", "data", str(saved)], capture_output=True, text=True, timeout=300
+    )
+    assert poly.returncode == 0, poly.stdout[-2000:] + poly.stderr[-2000:]
+    for runner in ("eager-fp32", "onnxruntime-fp32", "onnxruntime-fp16", "eager-fp16"):
+        assert runner in poly.stdout + poly.stderr
     rep = json.loads((b / "parity.json").read_text())
     assert rep["ok"] is True and rep["samples"] == 2
     man = json.loads((b / "manifest.json").read_text())

@@ -194,7 +194,7 @@ def make_runner(
         prec = view.graph_precision(graph)
         return OnnxRuntimeRunner(
             graph, ort, io=view.io, selection=view.selection_outputs(), expose_all_selections=all_selections,
-            precision=prec, name=name or f"onnxrt-{prec}",
+            precision=prec, name=name or f"onnxrt-{prec}", expect=(view.inputs, view.outputs),
         )  # fmt: skip
     from .trt import TrtRunner
 

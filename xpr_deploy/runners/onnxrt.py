@@ -112,6 +112,26 @@ def expose_selection(path: Path) -> tuple[bytes, dict[str, BlockKey]]:
     return proto.SerializeToString(), sel
 
 
+def check_graph_io(sess: Any, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], where: Path) -> None:
+    """The graph's inputs are the manifest's (names, static shapes) and it has every listed output:
+    a manifest that disagrees with its graph fails here, in one line, not inside ONNX Runtime."""
+    got_in = {i.name: list(i.shape) for i in sess.get_inputs()}
+    got_out = {o.name: list(o.shape) for o in sess.get_outputs()}
+    if set(got_in) != {t["name"] for t in inputs}:
+        raise OnnxLoadError(
+            f"{where}: graph inputs {sorted(got_in)} are not the manifest's {[t['name'] for t in inputs]}"
+        )
+    for kind, want, got in (("input", inputs, got_in), ("output", outputs, got_out)):
+        for t in want:
+            if t["name"] not in got:
+                raise OnnxLoadError(f"{where}: the manifest's {kind} {t['name']!r} is not in the graph")
+            shape = got[t["name"]]
+            if all(isinstance(d, int) for d in shape) and shape != list(t["shape"]):
+                raise OnnxLoadError(
+                    f"{where}: {kind} {t['name']!r} is {shape} in the graph, {t['shape']} in the manifest"
+                )
+
+
 class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
     """polygraphy's OnnxrtRunner on a session from `create_session`; returns every graph output."""
 
@@ -127,8 +147,10 @@ class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
         expose_all_selections: bool = False,
         precision: str | None = None,
         name: str | None = None,
+        expect: tuple[list[dict[str, Any]], list[dict[str, Any]]] | None = None,
     ) -> None:
         self.graph = Path(graph)
+        self.expect = expect  # the manifest's (inputs, outputs): the graph must have exactly these
         self.settings = (settings or OrtSettings()).resolved()
         self.io, self.precision = io, precision
         self.selection = dict(selection or {})
@@ -141,6 +163,8 @@ class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
             model, found = expose_selection(self.graph)
             self.selection = {**found, **self.selection}
         sess = create_session(model, self.settings, self.graph)
+        if self.expect is not None:
+            check_graph_io(sess, *self.expect, where=self.graph)
         first = sess.get_inputs()[0].shape[0]
         self.batch = int(first) if isinstance(first, int) else None
         return sess
