@@ -2,44 +2,56 @@
 
 Library entry point: `train(TrainConfig) -> TrainResult`. The epoch loop itself (`fit`) only needs
 torch datasets yielding `(cc [1,H,W], mlo [1,H,W], label)`, so it is usable without the DICOM layer.
+Its pieces live beside it, one concern each: `recipe` (seeding, class weights, lr and keep schedules,
+AMP), `validation` (`predict_probs`, validation metrics) and `resume` (the interrupted run's
+settings, `check_resume_overrides`); their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from ..config import NUM_STAGES, ModelConfig, warmup_keep
 from ..errors import ConfigError
 from ..io import write_text
-from ..model.xpruning import XPruning, build_model, malignancy_probability
+from ..model.xpruning import XPruning, build_model
 from ..version import __version__
 from . import distributed as D
-from .checkpoint import (
-    META,
-    CheckpointError,
-    git_commit,
-    load_state_dict,
-    load_train_state,
-    read_meta,
-    save_checkpoint,
-    utc_now,
-)
-from .config import RUN_SHAPING, TrainConfig
-from .metrics import binary_metrics, youden_threshold
+from .checkpoint import META, git_commit, load_state_dict, read_meta, save_checkpoint, utc_now
+from .config import TrainConfig
+from .recipe import amp_context, class_weights, keep_for_epoch, lr_lambda, seed_everything, target_keep
+from .resume import check_resume_overrides, resume_config
+from .validation import predict_probs, predict_probs_distributed, validation_metrics
+
+__all__ = [
+    "EpochRecord",
+    "FitState",
+    "TrainConfig",
+    "TrainResult",
+    "amp_context",
+    "check_resume_overrides",
+    "class_weights",
+    "fit",
+    "keep_for_epoch",
+    "lr_lambda",
+    "predict_probs",
+    "predict_probs_distributed",
+    "seed_everything",
+    "target_keep",
+    "train",
+    "validation_metrics",
+]
 
 
 @dataclass
@@ -69,115 +81,10 @@ class TrainResult:
     finished: bool  # False when stopped early (`stop_after`)
 
 
-# ---- small pieces ---------------------------------------------------------------------------
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def class_weights(labels: Sequence[int], num_classes: int = 2) -> torch.Tensor:
-    """Inverse-frequency weights n / (C * n_c) from the training labels (paper: weighted CE)."""
-    counts = np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes)
-    if (counts == 0).any():
-        missing = [i for i, c in enumerate(counts) if c == 0]
-        raise ConfigError(f"the training split has no samples of class {missing}: cannot weight the loss")
-    return torch.tensor(counts.sum() / (num_classes * counts), dtype=torch.float32)
-
-
-def lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callable[[int], float]:
-    """Linear warm-up then cosine decay to `min_ratio` of the base lr (per optimizer step)."""
-
-    def f(step: int) -> float:
-        if warmup_steps > 0 and step < warmup_steps:
-            return (step + 1) / warmup_steps
-        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-    return f
-
-
-def keep_for_epoch(cfg: ModelConfig, epoch: int, warmup_epochs: int) -> list[float]:
-    """Per-stage keep ratio for a 0-based epoch (1.0 -> target over the warm-up)."""
-    return [warmup_keep(epoch, warmup_epochs, cfg.keep(s)) for s in range(1, NUM_STAGES + 1)]
-
-
-def target_keep(cfg: ModelConfig) -> list[float]:
-    return [cfg.keep(s) for s in range(1, NUM_STAGES + 1)]
-
-
-def amp_context(device: torch.device, enabled: bool) -> tuple[contextlib.AbstractContextManager[Any], bool]:
-    """(autocast context, needs GradScaler): bf16 where supported, else fp16; nothing on CPU."""
-    if device.type != "cuda" or not enabled:
-        return contextlib.nullcontext(), False
-    if torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16), False
-    return torch.autocast("cuda", dtype=torch.float16), True
-
-
 def _unwrap(model: nn.Module) -> XPruning:
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     assert isinstance(inner, XPruning)
     return inner
-
-
-@torch.no_grad()
-def predict_probs(
-    model: nn.Module,
-    dataset: Dataset[Any],
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    workers: int = 0,
-    amp: bool = False,
-    shard: tuple[int, int] = (0, 1),
-) -> tuple[np.ndarray, np.ndarray]:
-    """(P(malignant), labels) over `dataset` in order; with `shard=(rank, world)` only every world-th item."""
-    device = torch.device(device)
-    rank, world = shard
-    idx = list(range(rank, len(dataset), world))  # type: ignore[arg-type]
-    loader = DataLoader(Subset(dataset, idx), batch_size=batch_size, shuffle=False, num_workers=workers)
-    was_training = model.training
-    model.eval()
-    ctx, _ = amp_context(device, amp)
-    probs: list[np.ndarray] = []
-    labels: list[np.ndarray] = []
-    try:
-        for cc, mlo, y in loader:
-            with ctx:
-                logits = model(cc.to(device, non_blocking=True), mlo.to(device, non_blocking=True))
-            probs.append(malignancy_probability(logits).cpu().numpy().astype(np.float64))
-            labels.append(np.asarray(y, dtype=np.int64).reshape(-1))
-    finally:
-        model.train(was_training)
-    if not probs:
-        return np.zeros(0), np.zeros(0, dtype=np.int64)
-    return np.concatenate(probs), np.concatenate(labels)
-
-
-def predict_probs_distributed(
-    model: nn.Module, dataset: Dataset[Any], info: D.DistInfo, batch_size: int, workers: int, amp: bool
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each rank predicts its shard; the shards are gathered back into dataset order on every rank."""
-    p, y = predict_probs(model, dataset, batch_size, info.device, workers, amp, shard=(info.rank, info.world_size))
-    parts = D.all_gather_objects((p, y))
-    n = len(dataset)  # type: ignore[arg-type]
-    probs, labels = np.zeros(n), np.zeros(n, dtype=np.int64)
-    for r, (pr, yr) in enumerate(parts):
-        probs[r :: info.world_size], labels[r :: info.world_size] = pr, yr
-    return probs, labels
-
-
-def validation_metrics(probs: np.ndarray, labels: np.ndarray, weights: torch.Tensor | None) -> dict[str, Any]:
-    """AUC (+ DeLong CI), loss, Youden threshold and metrics at it, for model selection and the log."""
-    lp = torch.log(torch.tensor(np.stack([1 - probs, probs], 1)).clamp_min(1e-12)).float()
-    loss = float(F.nll_loss(lp, torch.as_tensor(labels), weight=weights)) if len(labels) else math.nan
-    thr = youden_threshold(labels, probs)
-    m = binary_metrics(labels, probs, thr).to_dict()
-    m["loss"] = loss
-    m["threshold_method"] = "youden-validation" if thr != 0.5 or len(set(labels.tolist())) == 2 else "fixed-0.5"
-    return m
 
 
 # ---- the epoch loop -------------------------------------------------------------------------
@@ -449,7 +356,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     try:
         train_state: dict[str, Any] | None = None
         if cfg.resume:
-            cfg, train_state = _resume_config(cfg, run_dir)
+            cfg, train_state = resume_config(cfg, run_dir)
         elif (run_dir / "last" / META).exists():
             raise ConfigError(f"{run_dir}: already holds a training run (use --resume, or another --out)")
         mcfg = cfg.model_config()
@@ -501,34 +408,3 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
     finally:
         D.cleanup()
-
-
-def _resume_config(cfg: TrainConfig, run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
-    """The interrupted run's own settings (runtime options may change) and its optimizer/RNG state."""
-    last = run_dir / "last"
-    if not (last / META).is_file():
-        raise CheckpointError(f"{last}: nothing to resume (no {META}); start without --resume")
-    saved = TrainConfig.from_dict(read_meta(last).get("train_config", {}))
-    return (
-        replace(
-            saved,
-            device=cfg.device,
-            workers=cfg.workers,
-            cache=cfg.cache or saved.cache,
-            progress=cfg.progress,
-            stop_after=cfg.stop_after,
-            resume=True,
-            out=cfg.out,
-            data=cfg.data,
-        ),
-        load_train_state(last),
-    )
-
-
-def check_resume_overrides(saved: TrainConfig, given: dict[str, Any]) -> None:
-    """Refuse explicit options that would change an interrupted run (the result would not be that run)."""
-    for k, v in given.items():
-        if k in RUN_SHAPING and v is not None:
-            old = getattr(saved, k)
-            if (tuple(v) if isinstance(v, list) else v) != old:
-                raise ConfigError(f"--{k.replace('_', '-')} {v} differs from the interrupted run ({old}); drop it")
