@@ -218,7 +218,7 @@ def test_verify_prints_the_digest(small_bundle: Path, tmp_path: Path) -> None:
     assert out["manifest_sha256"] == BundleView.open(small_bundle).digest and "model.onnx" in out["files"]
 
 
-def test_a_resealed_manifest_that_disagrees_with_its_graph_fails_in_one_line(small_bundle: Path, tmp_path: Path) -> None:
+def test_resealed_manifest_disagreeing_with_its_graph_fails_in_one_line(small_bundle: Path, tmp_path: Path) -> None:
     """Consistent with itself (and re-sealed), but not with model.onnx: refused before ONNX Runtime runs."""
     from xpr_deploy.runners import make_runner
     from xpr_deploy.runners.onnxrt import OnnxLoadError

@@ -62,7 +62,8 @@ def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_pat
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "onnxruntime-fp32" in res.stdout and "pass" in res.stdout
     # each row says how it runs: what `xpr predict --backend onnx` uses on this machine (CPU here)
-    assert "onnx / CPU / fp32" in res.stdout and "onnx / CPU / fp16" in res.stdout and "eager / cpu / fp16" in res.stdout
+    for row in ("onnx / CPU / fp32", "onnx / CPU / fp16", "eager / cpu / fp16"):
+        assert row in res.stdout, row
     # polygraphy reads the run results back
     poly = subprocess.run(
         [str(XPR.parent / "polygraphy"), "inspect", "data", str(saved)], capture_output=True, text=True, timeout=300
