@@ -27,7 +27,7 @@ from .bundle import BundleView
 from .errors import TritonError
 from .io import atomic_path, sha256_file, write_text
 
-__all__ = ["TritonError", "TritonResult", "write_repository"]
+__all__ = ["PythonModelOptions", "TritonError", "TritonResult", "write_repository"]
 
 #: manifest dtype -> Triton DataType enum name
 TRITON_DTYPES = {
@@ -160,20 +160,25 @@ def config_pbtxt(
     parameters: dict[str, str],
     source: Path,
     labels: str | None = None,
+    dynamic_batching: bool = True,
+    queue_delay_us: int = 0,
 ) -> str:
     """Protobuf text of a Triton ModelConfig (see the module docstring for the batch semantics)."""
     batched = max_batch_size > 0
+    # the Python backend is named by `backend`; platform models by `platform`
+    head = [f"backend: {_q(platform)}"] if platform == "python" else [f"platform: {_q(platform)}"]
     parts = [
         f"name: {_q(name)}",
-        f"platform: {_q(platform)}",
+        *head,
         f"max_batch_size: {max_batch_size}",
         f"default_model_filename: {_q(default_model_filename)}",
         _tensor_block("input", inputs, batched, source, None),
         _tensor_block("output", outputs, batched, source, labels),
         f"instance_group [\n  {{\n    count: {instances}\n    kind: {kind}\n  }}\n]",
     ]
-    if batched:
-        parts.append("dynamic_batching { }")
+    if batched and dynamic_batching:
+        delay = f" max_queue_delay_microseconds: {int(queue_delay_us)}" if queue_delay_us else ""
+        parts.append(f"dynamic_batching {{{delay} }}")
     for key, value in parameters.items():
         parts.append(f"parameters {{\n  key: {_q(key)}\n  value: {{ string_value: {_q(value)} }}\n}}")
     return "# written by `xpr triton`; inputs are preprocessed views (export/README.md)\n" + "\n".join(parts) + "\n"
@@ -210,12 +215,18 @@ def _next_version(model_dir: Path) -> int:
     return max(versions, default=0) + 1
 
 
-def _batch_size(specs: list[TensorSpec], max_batch: int | None, source: Path) -> int:
+def _batch_size(specs: list[TensorSpec], max_batch: int | None, source: Path, bundle_max: int | None = None) -> int:
     dynamic = [s.batch_is_dynamic for s in specs]
     if all(dynamic):
         if max_batch is not None and max_batch < 1:
             raise TritonError(f"{source}: --max-batch must be >= 1 for a dynamic-batch bundle")
-        return DEFAULT_DYNAMIC_MAX_BATCH if max_batch is None else max_batch
+        if max_batch is not None and bundle_max is not None and max_batch > bundle_max:
+            raise TritonError(
+                f"{source}: --max-batch {max_batch} is more than the bundle takes (exported with --max-batch {bundle_max})"
+            )
+        if max_batch is None:
+            return bundle_max or DEFAULT_DYNAMIC_MAX_BATCH
+        return max_batch
     if max_batch:  # static graph: Triton's backends reject max_batch_size > 0 unless dim 0 is -1
         shape = "x".join(map(str, specs[0].shape))
         raise TritonError(
@@ -278,6 +289,75 @@ def _write_model(
     return TritonModel(name, platform, v, vdir / next(iter(files)), model_dir / "config.pbtxt", max_batch_size)
 
 
+#: instance_group kinds a user may choose for the Python model (`--kind`)
+KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
+#: what the Python model may run the bundle on (the runner layer's backends)
+PYTHON_BACKENDS = ("onnx", "engine")
+
+
+@dataclass(frozen=True)
+class PythonModelOptions:
+    """The `python`-backend model: runs the bundle through xpr's runners (ONNX Runtime or the engine)."""
+
+    enabled: bool = True
+    backend: str = "onnx"  # runner backend: onnx | engine
+    kind: str = "cpu"  # instance_group kind: cpu | gpu | auto
+    instances: int | None = None  # None: the repository's --instances
+    dynamic_batching: bool = True  # for dynamic-batch bundles (max_batch_size > 0)
+    queue_delay_us: int = 0  # dynamic batcher's max_queue_delay_microseconds
+    threads: int | None = None  # ONNX Runtime intra-op threads per instance
+    providers: tuple[str, ...] = ()  # ONNX Runtime providers (empty: CUDA when present, else CPU)
+    sys_path: tuple[str, ...] | None = None  # None: serve.env.model_sys_path() (numpy 1.x folder made if missing)
+
+    def check(self, where: object) -> None:
+        if self.backend not in PYTHON_BACKENDS:
+            raise TritonError(f"{where}: --python-backend must be one of {', '.join(PYTHON_BACKENDS)}, not {self.backend!r}")
+        if self.kind not in KINDS:
+            raise TritonError(f"{where}: --kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
+        if self.instances is not None and self.instances < 1:
+            raise TritonError(f"{where}: python model instances must be >= 1")
+
+
+def _python_model(
+    repo: Path, view: BundleView, base: str, inputs: list[TensorSpec], outputs: list[TensorSpec], mbs: int,
+    instances: int, params: dict[str, str], labels: str, version: int | None, opts: PythonModelOptions,
+) -> TritonModel:  # fmt: skip
+    """`<base>_python/`: model.py (xpr_deploy.serve.backend) + the whole bundle copied into the version
+    folder, which the model verifies again when Triton loads it."""
+    from .serve.backend import MODEL_PY
+
+    if opts.sys_path is None:
+        from .serve.env import model_sys_path
+
+        sys_path = model_sys_path()
+    else:
+        sys_path = list(opts.sys_path)
+    source = view.root / "manifest.json"
+    p = dict(params)
+    p["xpr_sys_path"] = json.dumps(sys_path)
+    p["xpr_backend"] = opts.backend
+    if opts.threads:
+        p["xpr_threads"] = str(opts.threads)
+    if opts.providers:
+        p["xpr_providers"] = ",".join(opts.providers)
+    name = f"{base}_python"
+    text = config_pbtxt(
+        name, "python", inputs, outputs, mbs, opts.instances or instances, KINDS[opts.kind], "model.py", p, source,
+        "labels.txt", dynamic_batching=opts.dynamic_batching, queue_delay_us=opts.queue_delay_us,
+    )  # fmt: skip
+    hashes = {view.root / rel: h for rel, h in view.manifest["files"].items()}
+    files: dict[str, Path] = {f"bundle/{rel}": view.root / rel for rel in view.manifest["files"]}
+    model_dir = repo / name
+    v = _next_version(model_dir) if version is None else version
+    write_text(model_dir / str(v) / "model.py", MODEL_PY)
+    # the manifest goes last: a half-copied bundle has none, so it never verifies
+    files["bundle/manifest.json"] = source
+    hashes[source] = sha256_file(source)
+    m = _write_model(repo, name, "python", files, text, mbs, v, {"labels.txt": labels}, hashes)
+    m.path = model_dir / str(v) / "model.py"
+    return m
+
+
 def write_repository(
     bundle: str | Path,
     repo: str | Path,
@@ -286,20 +366,24 @@ def write_repository(
     name: str | None = None,
     version: int | None = None,
     precision: str | None = None,
+    python: PythonModelOptions | None = None,
 ) -> TritonResult:
-    """Write `<repo>/<name>_onnx/` (and `<name>_trt/` for a TensorRT engine) from an export bundle.
+    """Write `<repo>/<name>_onnx/` (and `<name>_trt/` for a TensorRT engine, `<name>_python/` for
+    the Python backend, see `PythonModelOptions`) from an export bundle.
 
     `version` None means the next free version number, so re-running adds a version that Triton
     serves as the latest instead of replacing the files under a running server.
     """
     repo = Path(repo)
+    py = python or PythonModelOptions()
     if instances < 1:
         raise TritonError(f"{bundle}: --instances must be >= 1")
+    py.check(bundle)
     view = BundleView.open(bundle)  # refuses an edited, incomplete or escaping bundle before anything is copied
     manifest, source = view.manifest, view.root / "manifest.json"
     inputs = tensors(view.inputs, source)
     outputs = tensors(view.outputs, source)
-    mbs = _batch_size(inputs + outputs, max_batch, source)
+    mbs = _batch_size(inputs + outputs, max_batch, source, view.max_batch)
     base = name or view.name.replace(" ", "_")
     params = _parameters(manifest)
     params["xpr_bundle_sha256"] = view.digest
@@ -360,4 +444,6 @@ def write_repository(
             _write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras, hashes)
         )
         break  # one engine model per repository; more need --name
+    if py.enabled:
+        result.models.append(_python_model(repo, view, base, inputs, outputs, mbs, instances, params, labels, version, py))
     return result

@@ -71,6 +71,19 @@ class EngineRef:
         return str(self.entry["backend"])
 
     @property
+    def dynamic_batch(self) -> bool:
+        """The batch axis is dynamic (exported with --max-batch): 1..max_batch samples per run."""
+        return self.manifest.get("max_batch") is not None
+
+    @property
+    def max_batch(self) -> int | None:
+        mb = self.manifest.get("max_batch")
+        return None if mb is None else int(mb)
+
+    def accepts_batch(self, n: int) -> bool:
+        return 1 <= n <= (self.max_batch or 0) if self.dynamic_batch else n == self.batch
+
+    @property
     def precision(self) -> str:
         return "fp16" if str(self.entry.get("onnx", "")).endswith(".fp16.onnx") else "fp32"
 
@@ -250,12 +263,22 @@ class BundleView:
             if io[role] not in outputs:
                 raise BundleError(f"{where}: io.{role} {io[role]!r} is not an output")
         size = list(m["model_config"]["img_size"])
+        max_batch = m.get("max_batch")
+        # static: every shape has the integer batch first; dynamic (`max_batch`): every input and
+        # output has -1 first (1..max_batch samples), `batch` is the profile's opt batch, no other -1
+        want = m["batch"] if max_batch is None else -1
+        if max_batch is not None and not 1 <= m["batch"] <= max_batch:
+            raise BundleError(f"{where}: batch {m['batch']} (the opt batch) is outside 1..max_batch {max_batch}")
+        for t in [*m["inputs"], *m["outputs"]]:
+            shape = t["shape"]
+            if shape[0] != want or any(d == -1 for d in shape[1:]):
+                what = f"batch {m['batch']}" if max_batch is None else f"max_batch {max_batch} (batch dim -1)"
+                raise BundleError(f"{where}: tensor {t['name']!r} shape {shape} disagrees with {what}")
         for role in ("cc", "mlo"):
             shape = inputs[io[role]]["shape"]
-            if len(shape) != 4 or list(shape[2:]) != size or shape[0] != m["batch"]:
+            if len(shape) != 4 or list(shape[2:]) != size:
                 raise BundleError(
-                    f"{where}: input {io[role]!r} shape {shape} disagrees with batch {m['batch']} and "
-                    f"model_config.img_size {size}"
+                    f"{where}: input {io[role]!r} shape {shape} disagrees with model_config.img_size {size}"
                 )
         pre = m["preprocessing"].get("img_size")
         if pre is not None and list(pre) != size:
@@ -277,6 +300,19 @@ class BundleView:
     @property
     def batch(self) -> int:
         return int(self.manifest["batch"])
+
+    @property
+    def dynamic_batch(self) -> bool:
+        """The batch axis is dynamic (exported with --max-batch): 1..max_batch samples per run."""
+        return self.manifest.get("max_batch") is not None
+
+    @property
+    def max_batch(self) -> int | None:
+        mb = self.manifest.get("max_batch")
+        return None if mb is None else int(mb)
+
+    def accepts_batch(self, n: int) -> bool:
+        return 1 <= n <= (self.max_batch or 0) if self.dynamic_batch else n == self.batch
 
     @property
     def precision(self) -> str:

@@ -20,7 +20,10 @@ _TENSOR = {
     "properties": {
         "name": {"type": "string"},
         "dtype": {"enum": ["float32", "float16", "int64", "int32"]},
-        "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+        # -1: the dynamic batch axis of a --max-batch export (first dimension only; the reader checks)
+        "shape": {
+            "type": "array", "items": {"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]}, "minItems": 1,
+        },
     },
 }
 _SHA = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -52,6 +55,12 @@ _ENGINE = {
         "plugins": {"type": "object", "additionalProperties": {"enum": ["plugin", "local-function"]}},
         "plugins_required": {"type": "array", "items": {"type": "string"}},
         "notes": {"type": "array", "items": {"type": "string"}},
+        "profile": {
+            "type": ["object", "null"],
+            "description": "optimisation profile of a dynamic-batch engine (batch sizes)",
+            "required": ["min", "opt", "max"],
+            "properties": {k: {"type": "integer", "minimum": 1} for k in ("min", "opt", "max")},
+        },
     },
 }  # fmt: skip
 
@@ -95,7 +104,11 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "fp32_islands": {"type": "array", "items": {"type": "string"}},
         "opset": {"type": "integer", "minimum": 17},
         "ir_version": {"type": "integer", "maximum": 10},
-        "batch": {"type": "integer", "minimum": 1},
+        "batch": {"type": "integer", "minimum": 1, "description": "static batch; with max_batch the profile's opt"},
+        "max_batch": {
+            "type": ["integer", "null"], "minimum": 1,
+            "description": "dynamic batch axis (-1 first in every shape): 1..max_batch samples; absent/null: static",
+        },
         "inputs": {"type": "array", "items": _TENSOR, "minItems": 2, "maxItems": 2},
         "outputs": {"type": "array", "items": _TENSOR, "minItems": 2},
         "model_config": {"type": "object", "required": ["name", "img_size", "prune_rates"]},

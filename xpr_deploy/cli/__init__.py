@@ -14,7 +14,7 @@ import typer
 from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
-from . import data, deploy, info, training
+from . import data, deploy, info, serve, training
 from .common import err_console
 
 app = typer.Typer(
@@ -24,7 +24,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for _sub in (info.app, data.app, training.app, deploy.app):
+for _sub in (info.app, data.app, training.app, deploy.app, serve.app):
     app.add_typer(_sub)  # no name: the sub-app's commands (and `data`) become top-level commands
 
 

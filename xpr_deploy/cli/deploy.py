@@ -81,7 +81,10 @@ def export(
     backend: Annotated[str, typer.Option("--backend", help="auto | tensorrt-rtx | tensorrt")] = "auto",
     sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
     hw_compat: Annotated[str, typer.Option("--hw-compat", help="same | ampere+")] = "same",
-    batch: Annotated[int, typer.Option("--batch", help="static batch size")] = 1,
+    batch: Annotated[int, typer.Option("--batch", help="static batch size (with --max-batch: the profile's opt)")] = 1,
+    max_batch: Annotated[
+        int | None, typer.Option("--max-batch", help="dynamic batch axis 1..N (K stays per-sample static)")
+    ] = None,
     parity_samples: Annotated[
         int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
     ] = 8,
@@ -101,6 +104,7 @@ def export(
         sm=sm,
         hw_compat=hw_compat,
         batch=batch,
+        max_batch=max_batch,
         parity_samples=parity_samples,
     )
     opts.check()
@@ -289,12 +293,27 @@ def triton(
     ] = None,
     instances: Annotated[int, typer.Option("--instances", help="model instances per device")] = 1,
     name: Annotated[str | None, typer.Option("--name", help="model name prefix (default: the bundle's)")] = None,
+    python: Annotated[
+        bool, typer.Option("--python/--no-python", help="also the python-backend model (runs xpr's runners)")
+    ] = True,
+    python_backend: Annotated[str, typer.Option("--python-backend", help="python model runs: onnx | engine")] = "onnx",
+    kind: Annotated[str, typer.Option("--kind", help="python model instance_group kind: cpu | gpu | auto")] = "cpu",
+    dynamic_batching: Annotated[
+        bool, typer.Option("--dynamic-batching/--no-dynamic-batching", help="Triton's dynamic batcher (dynamic bundles)")
+    ] = True,
+    queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="dynamic batcher's max queue delay")] = 0,
+    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads per python instance")] = None,
     as_json: JsonFlag = False,
 ) -> None:
-    """A Triton Inference Server model repository: onnxruntime_onnx, plus tensorrt_plan for a TensorRT engine."""
-    from ..triton import write_repository
+    """A Triton Inference Server model repository: onnxruntime_onnx, tensorrt_plan for a TensorRT engine, and a
+    python-backend model that runs the verified bundle through xpr's runners (any Triton serves it)."""
+    from ..triton import PythonModelOptions, write_repository
 
-    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name)
+    py = PythonModelOptions(
+        enabled=python, backend=python_backend, kind=kind, dynamic_batching=dynamic_batching,
+        queue_delay_us=queue_delay_us, threads=threads,
+    )  # fmt: skip
+    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name, python=py)
     if as_json:
         _print_json(res.to_dict())
         return

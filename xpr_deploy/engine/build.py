@@ -34,6 +34,8 @@ class EngineOptions:
     sm: int = 86
     hw_compat: str = "same"  # same | ampere+
     workspace_gib: float = 4.0
+    #: dynamic batch axis (graph exported with --max-batch): (min, opt, max) batch of the profile
+    batch_profile: tuple[int, int, int] | None = None
 
 
 @dataclass
@@ -54,6 +56,7 @@ class EngineInfo:
     parse_seconds: float
     plugins: dict[str, str] = field(default_factory=dict)  # custom op -> "plugin" | "local-function"
     notes: list[str] = field(default_factory=list)
+    profile: dict[str, int] | None = None  # {"min", "opt", "max"} batch of a dynamic-batch engine
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -163,6 +166,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
     build_flags: list[str] = ["STRONGLY_TYPED"]
     notes: list[str] = []
+    profile = _add_batch_profile(builder, network, config, opts.batch_profile, Path(onnx_path).name)
     timing_cache_bytes: bytes | None = None
     if backend == "tensorrt-rtx":
         ccs = [f"SM{opts.sm}"] if opts.hw_compat == "same" else list(_RTX_AMPERE_PLUS)
@@ -224,4 +228,32 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
         parse_seconds=round(parse_s, 3),
         plugins=_plugin_resolution(logger.messages),
         notes=notes,
+        profile=profile,
     )
+
+
+def _add_batch_profile(
+    builder: Any, network: Any, config: Any, batch: tuple[int, int, int] | None, what: str
+) -> dict[str, int] | None:
+    """One optimisation profile over the batch axis (every input: [b, ...static dims]); a graph with
+    a dynamic axis and no profile, or a profile for a static graph, is a build error naming it."""
+    dynamic = [network.get_input(i) for i in range(network.num_inputs) if -1 in tuple(network.get_input(i).shape)]
+    if batch is None:
+        if dynamic:
+            raise EngineBuildError(f"{what}: input {dynamic[0].name} has a dynamic axis; give the batch profile")
+        return None
+    lo, opt, hi = batch
+    if not 1 <= lo <= opt <= hi:
+        raise EngineBuildError(f"batch profile min {lo} <= opt {opt} <= max {hi} does not hold")
+    if not dynamic:
+        raise EngineBuildError(f"{what}: static batch; a batch profile needs a graph exported with --max-batch")
+    profile = builder.create_optimization_profile()
+    for i in range(network.num_inputs):
+        t = network.get_input(i)
+        shape = tuple(t.shape)
+        if any(d == -1 for d in shape[1:]):
+            raise EngineBuildError(f"{what}: input {t.name} shape {list(shape)}: only the batch axis may be dynamic")
+        rest = shape[1:]
+        profile.set_shape(t.name, (lo, *rest), (opt, *rest), (hi, *rest))
+    config.add_optimization_profile(profile)
+    return {"min": lo, "opt": opt, "max": hi}

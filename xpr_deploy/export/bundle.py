@@ -45,6 +45,8 @@ class ExportOptions:
     sm: int = 86
     hw_compat: str = "same"
     batch: int = 1
+    #: dynamic batch axis 1..max_batch (K per sample stays static); `batch` is then the profile's opt
+    max_batch: int | None = None
     parity_samples: int = 8  # 0: skip validation (parity.json says so)
     parity_seed: int = 0
     name: str | None = None
@@ -56,6 +58,8 @@ class ExportOptions:
             raise ConfigError(f"--backend must be auto, tensorrt-rtx or tensorrt, not {self.backend!r}")
         if self.batch < 1:
             raise ConfigError("--batch must be >= 1")
+        if self.max_batch is not None and not 1 <= self.batch <= self.max_batch:
+            raise ConfigError(f"--max-batch {self.max_batch}: must be >= 1 and >= --batch {self.batch}")
         if not self.fp16 and not self.fp32_graph:
             raise ConfigError("--no-fp32 needs --fp16: the bundle would have no graph")
 
@@ -127,17 +131,21 @@ def export_bundle(
     with atomic_dir(out) as tmp:
         for prec in precisions:
             t0 = time.perf_counter()
-            proto = to_proto(model, fp16=prec == "fp16", batch=opts.batch, with_selection=opts.with_selection)
+            proto = to_proto(
+                model, fp16=prec == "fp16", batch=opts.batch, with_selection=opts.with_selection,
+                max_batch=opts.max_batch,
+            )  # fmt: skip
             if opts.plugin:
                 plugin_count = fuse_window_select(proto, cfg.window_size)
-            rep = lint_model(proto, expected_topk=len(keys), plugin=opts.plugin)
+            rep = lint_model(proto, expected_topk=len(keys), plugin=opts.plugin, dynamic_batch=opts.max_batch is not None)
             rep.raise_for_errors(GRAPH_FILES[prec])
             lints[prec] = rep
             save_proto(proto, tmp / GRAPH_FILES[prec])
             del proto
             timings[f"export_{prec}_s"] = round(time.perf_counter() - t0, 2)
         if backend is not None:
-            eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat)
+            profile = None if opts.max_batch is None else (1, opts.batch, opts.max_batch)
+            eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat, batch_profile=profile)
             engine = build_engine(tmp / GRAPH_FILES[served], tmp / ENGINE_DIR, eopts)
             timings["engine_parse_s"], timings["engine_build_s"] = engine.parse_seconds, engine.build_seconds
         # validation runs on the sealed bundle afterwards (validate.export_and_validate), so what it
@@ -168,7 +176,7 @@ def build_manifest(
     timings: dict[str, float],
 ) -> dict[str, Any]:
     cfg = model.cfg
-    b = opts.batch
+    b = opts.batch if opts.max_batch is None else -1  # -1: the dynamic batch axis (bundle/reader.py)
     shape = (b, cfg.in_chans, *cfg.img_size)
     pruned = set(keys)
     outputs = [tensor_entry("logits", "float32", (b, cfg.num_classes)), tensor_entry("prob", "float32", (b,))]
@@ -196,6 +204,7 @@ def build_manifest(
             "path": f"{ENGINE_DIR}/{engine.path.name}", "sha256": engine.sha256, "size_bytes": engine.size_bytes,
             "onnx": GRAPH_FILES[served], "build_seconds": engine.build_seconds, "parse_seconds": engine.parse_seconds,
             "plugins": engine.plugins, "plugins_required": required, "notes": engine.notes,
+            "profile": engine.profile,
         })  # fmt: skip
     files = {
         str(p.relative_to(root)): sha256_file(p)
@@ -218,8 +227,9 @@ def build_manifest(
         "fp32_islands": list(FP32_ISLANDS) if opts.fp16 else [],
         "opset": OPSET,
         "ir_version": 10,
-        "batch": b,
-        "static_shapes": True,
+        "batch": opts.batch,
+        "max_batch": opts.max_batch,
+        "static_shapes": opts.max_batch is None,
         "inputs": [tensor_entry("cc", "float32", shape), tensor_entry("mlo", "float32", shape)],
         "outputs": outputs,
         "io": {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"},

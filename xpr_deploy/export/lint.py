@@ -31,6 +31,9 @@ ALLOWED_OPS: frozenset[str] = frozenset({
     "Cast", "Where", "Pad", "Constant",
 })
 # fmt: on
+#: extra ops a dynamic-batch export (--max-batch) needs: the batch size read at run time (TensorRT
+#: handles both natively; every K stays a constant, checked below)
+DYNAMIC_BATCH_OPS: frozenset[str] = frozenset({"Shape", "Range"})
 #: custom ops of the `--plugin` mode: op type -> required attributes
 PLUGIN_OPS: dict[str, tuple[str, ...]] = {"XprWindowSelect": ("k", "window", "plugin_version", "plugin_namespace")}
 _FLOAT_IO = onnx.TensorProto.FLOAT
@@ -83,16 +86,28 @@ def _attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
-def _shape_static(t: onnx.TypeProto) -> bool:
+def _shape_static(t: onnx.TypeProto, dynamic_batch: bool = False) -> bool:
+    """Every dimension a positive constant; with `dynamic_batch` the first may be a symbol."""
     if not t.HasField("tensor_type") or not t.tensor_type.HasField("shape"):
         return False
-    return all(d.HasField("dim_value") and d.dim_value > 0 for d in t.tensor_type.shape.dim)
+    dims = list(t.tensor_type.shape.dim)
+    if dynamic_batch and dims and dims[0].HasField("dim_param"):
+        dims = dims[1:]
+    return all(d.HasField("dim_value") and d.dim_value > 0 for d in dims)
 
 
 def lint_model(
-    model: onnx.ModelProto | str | Path, *, expected_topk: int | None = None, plugin: bool = False
+    model: onnx.ModelProto | str | Path,
+    *,
+    expected_topk: int | None = None,
+    plugin: bool = False,
+    dynamic_batch: bool = False,
 ) -> LintReport:
-    """Lint a graph; `expected_topk` = number of pruned blocks (TopK or XprWindowSelect nodes)."""
+    """Lint a graph; `expected_topk` = number of pruned blocks (TopK or XprWindowSelect nodes).
+
+    `dynamic_batch` (--max-batch): graph inputs/outputs may have a symbolic first dimension, Shape
+    and Range are allowed, and inner tensors may carry the batch symbol; K stays a constant."""
+    allowed = ALLOWED_OPS | DYNAMIC_BATCH_OPS if dynamic_batch else ALLOWED_OPS
     proto = onnx.load(str(model), load_external_data=False) if isinstance(model, (str, Path)) else model
     g = proto.graph
     counts = Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in g.node)
@@ -111,11 +126,11 @@ def lint_model(
                 rep.errors.append(f"custom op {op} is not allowed{'' if plugin else ' (only with --plugin)'}")
             elif (dom, typ) not in funcs:
                 rep.errors.append(f"custom op {op} has no ONNX function body (ONNX Runtime could not run it)")
-        elif op not in ALLOWED_OPS:
+        elif op not in allowed:
             rep.errors.append(f"op {op} ({counts[op]}x) is outside the TensorRT allow-list")
     for f in proto.functions:
         for n in f.node:
-            if n.op_type not in ALLOWED_OPS:
+            if n.op_type not in allowed:
                 rep.errors.append(f"op {n.op_type} in function {f.domain}::{f.name} is outside the allow-list")
 
     selectors = 0
@@ -155,7 +170,7 @@ def lint_model(
         rep.errors.append(f"{selectors} window selections (TopK) for {expected_topk} pruned blocks: expected one each")
 
     for vi in list(g.input) + list(g.output):
-        if not _shape_static(vi.type):
+        if not _shape_static(vi.type, dynamic_batch):
             rep.errors.append(f"graph {'input' if vi in g.input else 'output'} {vi.name} has a dynamic shape")
     for vi in g.input:
         if vi.type.tensor_type.elem_type != _FLOAT_IO:
@@ -163,6 +178,8 @@ def lint_model(
     for vi in g.output:
         if vi.name in ("logits", "prob") and vi.type.tensor_type.elem_type != _FLOAT_IO:
             rep.errors.append(f"output {vi.name} is not float32")
+    if dynamic_batch:  # inner shapes are products of the batch symbol: only I/O is checked above
+        return rep
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
         dyn = [vi.name for vi in inferred.graph.value_info if not _shape_static(vi.type)]

@@ -100,18 +100,36 @@ def _example_inputs(model: XPruning, batch: int) -> tuple[torch.Tensor, torch.Te
     return torch.randn(shape, generator=g), torch.randn(shape, generator=g)
 
 
-def to_proto(model: XPruning, *, fp16: bool = False, batch: int = 1, with_selection: bool = False) -> onnx.ModelProto:
-    """Export `model` (eval mode, CPU) to a cleaned, checked ModelProto with static shapes."""
+#: name of the dynamic batch axis in a --max-batch graph
+BATCH_DIM = "batch"
+
+
+def to_proto(
+    model: XPruning, *, fp16: bool = False, batch: int = 1, with_selection: bool = False, max_batch: int | None = None
+) -> onnx.ModelProto:
+    """Export `model` (eval mode, CPU) to a cleaned, checked ModelProto with static shapes.
+
+    `max_batch` N: the batch axis is dynamic (1..N, named `batch`); every other shape and every K
+    stays static (K is per sample). The exporter specialises a size-1 example, so it traces with 2."""
     model = model.eval().cpu()
     keys = pruned_blocks(model)
     net: nn.Module = HalfInput(to_fp16_islands(model)) if fp16 else model
     wrapper = ExportModule(net, with_selection, keys).eval()
     outputs = [*OUTPUT_NAMES, *(selection_output_name(*k) for k in keys)] if with_selection else list(OUTPUT_NAMES)
+    dynamic_shapes = None
+    example_batch = batch
+    if max_batch is not None:
+        if max_batch < 1:
+            raise ExportError(f"--max-batch must be >= 1, not {max_batch}")
+        dim = torch.export.Dim(BATCH_DIM, min=1, max=max(2, max_batch))
+        dynamic_shapes = {name: {0: dim} for name in INPUT_NAMES}
+        example_batch = 2
     try:
         with _quiet(), torch.no_grad():
             prog = torch.onnx.export(
                 wrapper,
-                _example_inputs(model, batch),
+                _example_inputs(model, example_batch),
+                dynamic_shapes=dynamic_shapes,
                 input_names=list(INPUT_NAMES),
                 output_names=outputs,
                 opset_version=OPSET,

@@ -136,3 +136,23 @@ def compare(
 
 def _skipped(name: str, reason: str, runner: dict[str, Any] | None = None) -> CandidateParity:
     return CandidateParity(name, "skipped", reason, runner=runner or {})
+
+
+def batch_invariance(name: str, single: RunResult, batched: RunResult, batch: int, atol: float) -> dict[str, Any]:
+    """Each sample run inside a batch of `batch` against the same sample run alone (same runner):
+    max |Δ| of logits and prob (within `atol`) and kept-window sets (equal, sample by sample)."""
+    d_logits = float(np.max(np.abs(single.logits - batched.logits))) if len(single.logits) else 0.0
+    d_prob = float(np.max(np.abs(single.prob - batched.prob))) if len(single.prob) else 0.0
+    differ = []
+    for key, a in single.selection.items():
+        b = batched.selection.get(key)
+        if b is None:
+            continue
+        for i in range(len(a)):
+            if set(np.asarray(a[i]).tolist()) != set(np.asarray(b[i]).tolist()):
+                differ.append(f"{'/'.join(map(str, key))}#{i}")
+    ok = d_logits <= atol and not differ
+    return {
+        "candidate": name, "batch": batch, "samples": len(single.logits), "max_abs_logits": d_logits,
+        "max_abs_prob": d_prob, "atol_logits": atol, "kept_sets_differ": differ, "ok": ok,
+    }  # fmt: skip

@@ -78,10 +78,12 @@ class ParityReport:
     #: SHA-256 of the bundle files this report certifies (graphs, engines; not parity.json itself,
     #: whose insertion re-seals the manifest): what a reader checks the report against
     validated_files: dict[str, str] = field(default_factory=dict)
+    #: dynamic-batch bundles: each candidate run in batches of max_batch against itself sample by sample
+    batch_invariance: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(c.status != "fail" for c in self.candidates)
+        return all(c.status != "fail" for c in self.candidates) and all(b["ok"] for b in self.batch_invariance)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +94,7 @@ class ParityReport:
             "inputs": self.inputs,
             "threshold": self.threshold,
             "tolerances": asdict(self.tolerances),
+            "batch_invariance": self.batch_invariance,
             "candidates": [
                 {
                     **{k: v for k, v in asdict(c).items() if k != "blocks"},

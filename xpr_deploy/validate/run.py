@@ -14,7 +14,7 @@ from ..bundle import BundleView, rewrite_file
 from ..errors import BackendUnavailable
 from ..runners import ModelSource, logits_of, make_runner, open_source, probabilities, source_model
 from ..runners.eager import score_name
-from .compare import RunResult, _skipped, compare, gated_output, tolerance
+from .compare import RunResult, _skipped, batch_invariance, compare, gated_output, tolerance
 from .inputs import dataset_inputs, synthetic_inputs
 from .report import CandidateParity, ParityError, ParityReport, Tolerances, write_report
 
@@ -148,7 +148,34 @@ def run_parity(
         report_rows.append(row)
     files = source.bundle.manifest["files"] if source.bundle is not None else {}
     certified = {rel: h for rel, h in files.items() if rel != source.bundle.manifest.get("parity")}  # type: ignore[union-attr]
-    return ParityReport(len(cc), inputs, threshold, tol, report_rows, validated_files=certified)
+    inv = _batch_invariance(source, runnable, results, cc, mlo, tol) if source.bundle is not None else []
+    return ParityReport(len(cc), inputs, threshold, tol, report_rows, validated_files=certified, batch_invariance=inv)
+
+
+def _batch_invariance(
+    source: ModelSource, runnable: list[Candidate], results: Any, cc: np.ndarray, mlo: np.ndarray, tol: Tolerances
+) -> list[dict[str, Any]]:
+    """Dynamic-batch bundles: every bundle candidate again in batches of max_batch (the last one may
+    be smaller), against its own run above (batches of the manifest's opt batch)."""
+    from polygraphy.comparator import Comparator
+
+    view = source.bundle
+    if view is None or not view.dynamic_batch:
+        return []
+    n = min(int(view.max_batch or 1), len(cc))
+    if n <= view.batch:
+        return []
+    data = [{source.io.cc: cc[i : i + n], source.io.mlo: mlo[i : i + n]} for i in range(0, len(cc), n)]
+    out = []
+    for c in runnable:
+        r: Any = c.runner
+        if r.backend == "eager":
+            continue
+        with _quiet_polygraphy():
+            batched = Comparator.run([r], data_loader=data)
+        atol = tolerance(c.kind, tol)
+        out.append(batch_invariance(c.name, collect(results[r.name], r), collect(batched[r.name], r), n, atol))
+    return out
 
 
 def _save_results(results: Any, path: Path) -> None:
