@@ -90,6 +90,22 @@ def _dicom() -> list[Check]:
     return out
 
 
+def _triton() -> list[Check]:
+    """Whether `xpr serve` has a server, and which backends it can load."""
+    from .serve.env import ServeError, find_server
+
+    try:
+        install = find_server()
+    except ServeError as exc:
+        return [Check("Triton server", False, str(exc))]
+    backends = install.backends()
+    detail = f"{install.binary} ({install.origin}); backends: {', '.join(backends) or 'none'}"
+    out = [Check("Triton server", True, detail)]
+    ok, ver = _import_version("tritonclient")
+    out.append(Check("tritonclient", ok, ver if ok else f"{ver} (pip install 'xpr-deploy[serve]')"))
+    return out
+
+
 def run_checks() -> list[Check]:
     return [
         Check("python", True, f"{platform.python_version()} on {platform.machine()}"),
@@ -97,4 +113,5 @@ def run_checks() -> list[Check]:
         *_onnxruntime(),
         *_tensorrt(),
         *_dicom(),
+        *_triton(),
     ]
