@@ -6,6 +6,8 @@ XPR    := $(VENV)/bin/xpr
 STAMP  := $(VENV)/.installed
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# the real tritonserver (CPU-capable, Python backend) for xpr serve and tests/test_serve.py, installed
+# with --no-deps: its metadata pins numpy<2 (see pyproject.toml's serve extra)
 PYTRITON ?= nvidia-pytriton==0.7.0
 
 .PHONY: venv demo test lint typecheck unit fast cpp clean
@@ -16,8 +18,6 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev,trt,serve]'
-	# the real tritonserver (CPU-capable, Python backend) for xpr serve and tests/test_serve.py: --no-deps
-	# because its metadata pins numpy<2 (see pyproject.toml's serve extra)
 	$(PY) -m pip install --quiet --no-deps $(PYTRITON)
 	touch $(STAMP)
 

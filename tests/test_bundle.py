@@ -135,11 +135,36 @@ def t_resealed_hash_lie(b: Path) -> str:
     return "model.onnx"
 
 
+def t_dynamic_without_max_batch(b: Path) -> str:
+    """-1 (the dynamic batch axis) in a manifest that has no max_batch: the facts disagree."""
+    _edit_manifest(b, lambda m: m["inputs"][0].update(shape=[-1, *m["inputs"][0]["shape"][1:]]), reseal=True)
+    return "manifest.json"
+
+
+def t_max_batch_on_static_shapes(b: Path) -> str:
+    _edit_manifest(b, lambda m: m.update(max_batch=4), reseal=True)
+    return "manifest.json"
+
+
+def t_dynamic_inner_dim(b: Path) -> str:
+    """Only the batch axis may be dynamic: -1 elsewhere is refused even with max_batch."""
+
+    def change(m: dict) -> None:
+        m["max_batch"] = 4
+        for t in [*m["inputs"], *m["outputs"]]:
+            t["shape"] = [-1, *t["shape"][1:]]
+        m["inputs"][1]["shape"][2] = -1
+
+    _edit_manifest(b, change, reseal=True)
+    return "manifest.json"
+
+
 TAMPERS: dict[str, Tamper] = {
     f.__name__[2:]: f
     for f in (
         t_graph_byte, t_head_bias, t_threshold, t_preprocessing, t_dotdot, t_absolute, t_symlink_out,
-        t_extra_file, t_missing_file, t_old_format, t_no_seal, t_resealed_hash_lie,
+        t_extra_file, t_missing_file, t_old_format, t_no_seal, t_resealed_hash_lie, t_dynamic_without_max_batch,
+        t_max_batch_on_static_shapes, t_dynamic_inner_dim,
     )
 }  # fmt: skip
 

@@ -292,3 +292,35 @@ def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
     assert eng["compute_capability"] == "8.6" and (out / eng["path"]).stat().st_size > 0
     print(f"\npaper fp16: export {man['timings']['export_fp16_s']} s, engine parse {eng['parse_seconds']} s, "
           f"build {eng['build_seconds']} s, total wall {wall:.0f} s")  # fmt: skip
+
+
+# ---- dynamic batch (--max-batch) ------------------------------------------------------------------
+def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> None:
+    """--max-batch 4: batch axis -1 in the manifest and `batch` in the graph, K still constants, the
+    TensorRT-RTX engine gets a 1/opt/4 profile, and validate's batch invariance (each sample in a batch
+    of 4 against itself alone) passes; the verified reader and the runner take 1..4 samples."""
+    from xpr_deploy.export.bundle import ExportOptions, load_source
+    from xpr_deploy.runners import make_runner
+    from xpr_deploy.validate import export_and_validate
+
+    model, meta = load_source(None, "tiny", 0)
+    res = export_and_validate(model, meta, tmp_path / "dyn", ExportOptions(max_batch=4, parity_samples=4))
+    view = BundleView.open(res.path)
+    assert view.dynamic_batch and view.max_batch == 4 and view.batch == 1
+    assert view.accepts_batch(3) and not view.accepts_batch(5)
+    assert all(t["shape"][0] == -1 for t in [*view.inputs, *view.outputs])
+    proto = onnx.load(str(view.graph()))
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    rep = lint_model(proto, dynamic_batch=True)
+    assert rep.ok and rep.topk_k, rep.errors
+    assert not lint_model(proto).ok  # the static lint still refuses a dynamic graph
+    if view.engines:
+        assert view.engines[0].entry["profile"] == {"min": 1, "opt": 1, "max": 4}
+    else:
+        assert res.manifest["engine_skipped"]
+    assert res.parity is not None and res.parity.ok
+    [inv] = res.parity.batch_invariance
+    assert inv["batch"] == 4 and inv["ok"] and inv["max_abs_logits"] <= 1e-4 and not inv["kept_sets_differ"]
+    x = np.random.default_rng(0).standard_normal((3, 1, *model.cfg.img_size)).astype(np.float32)
+    with make_runner(view.root, "onnx") as r:
+        assert r.infer({"cc": x, "mlo": x})["prob"].shape == (3,)

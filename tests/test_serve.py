@@ -129,12 +129,16 @@ def test_bounded_load_zero_failures_every_answer_the_single_one(server: TritonSe
     feeds = [{"cc": v[0], "mlo": v[1]} for v in views]
     c = client("http", server.http_url, TIMEOUT)
     single = [float(infer(c, "http", "tdyn_python", f, timeout=TIMEOUT)["prob"].reshape(-1)[0]) for f in feeds]
-    for model in ("tdyn_python", "tdynnb_python"):
-        r = run_load("http", server.http_url, model, feeds, single, clients=8, requests=25, timeout=TIMEOUT, atol=1e-5)
+    # 8 x 25 through the dynamic batcher; fewer without it and over gRPC (2 shared CPU cores)
+    for protocol, model, clients, requests in (
+        ("http", "tdyn_python", 8, 25), ("http", "tdynnb_python", 8, 5), ("grpc", "tdyn_python", 4, 5),
+    ):  # fmt: skip
+        url = server.http_url if protocol == "http" else server.grpc_url
+        r = run_load(
+            protocol, url, model, feeds, single, clients=clients, requests=requests, timeout=TIMEOUT, atol=1e-5
+        )
         assert r["failed"] == 0 and r["hung_clients"] == 0, r["errors"]
-        assert r["succeeded"] == 200 and r["mismatches"] == 0, r["mismatch_examples"]
-    r = run_load("grpc", server.grpc_url, "tdyn_python", feeds, single, clients=4, requests=10, timeout=TIMEOUT)
-    assert r["failed"] == 0 and r["mismatches"] == 0, r
+        assert r["succeeded"] == clients * requests and r["mismatches"] == 0, r["mismatch_examples"]
 
 
 def _expect_error(c: Any, protocol: str, model: str, feeds: dict[str, np.ndarray], *needles: str) -> str:

@@ -93,15 +93,18 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
     }
 
 
-def _bundle(tmp_path: Path, batch: int = 1, **kw) -> Path:
-    """A sealed bundle: every file hashed (engines get placeholder bytes), as `xpr export` writes it."""
+def _bundle(tmp_path: Path, batch: int = 1, max_batch: int | None = None, **kw) -> Path:
+    """A sealed bundle: every file hashed (engines get placeholder bytes), as `xpr export` writes it.
+    `max_batch`: a dynamic batch axis (-1 in the manifest's shapes, `batch` in the graph's)."""
     from xpr_deploy.bundle import write_sealed
     from xpr_deploy.io import sha256_file
 
     bundle = tmp_path / "bundle"
-    bundle.mkdir()
-    _tiny_onnx(bundle / "model.onnx", batch)
-    m = _manifest(batch, **kw)
+    bundle.mkdir(parents=True)
+    _tiny_onnx(bundle / "model.onnx", batch if max_batch is None else "batch")
+    m = _manifest(batch if max_batch is None else -1, **kw)
+    if max_batch is not None:
+        m["max_batch"] = max_batch
     for i, e in enumerate(m["engines"]):
         path = bundle / e["path"]
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -130,7 +133,8 @@ def test_fixture_is_a_verified_bundle(tmp_path: Path) -> None:
 
 def test_static_bundle_gives_max_batch_0_with_batch_in_dims(tmp_path: Path) -> None:
     res = write_repository(_bundle(tmp_path), tmp_path / "repo", instances=2)
-    [m] = res.models
+    m, py = res.models
+    assert py.platform == "python" and _parse(py.config).max_batch_size == 0
     assert m.path == tmp_path / "repo" / "xpr_tiny_onnx" / "1" / "model.onnx"
     assert onnx.load(str(m.path)).graph.input[0].name == "cc"
     cfg = _parse(m.config)
@@ -154,9 +158,45 @@ def test_static_bundle_refuses_max_batch(tmp_path: Path) -> None:
         write_repository(_bundle(tmp_path), tmp_path / "repo", max_batch=8)
 
 
+def test_dynamic_batch_bundle_gives_max_batch_and_the_batcher(tmp_path: Path) -> None:
+    res = write_repository(_bundle(tmp_path, max_batch=8, with_selection=True), tmp_path / "repo")
+    onnx_m, py = res.models
+    for m in (onnx_m, py):
+        cfg = _parse(m.config)
+        assert cfg.max_batch_size == 8 and cfg.HasField("dynamic_batching")
+        assert list(cfg.input[0].dims) == [1, H, W]
+        assert [list(o.dims) for o in cfg.output] == [[2], [1], [64]]
+    with pytest.raises(TritonError, match="more than the bundle takes"):
+        write_repository(_bundle(tmp_path / "b", max_batch=8), tmp_path / "repo2", max_batch=16)
+    res = write_repository(_bundle(tmp_path / "c", max_batch=8), tmp_path / "repo3", max_batch=2)
+    assert _parse(res.models[1].config).max_batch_size == 2
+
+
+def test_python_model_copies_the_bundle_and_names_its_environment(tmp_path: Path) -> None:
+    from xpr_deploy.bundle import BundleView
+    from xpr_deploy.triton import PythonModelOptions
+
+    bundle = _bundle(tmp_path)
+    opts = PythonModelOptions(kind="auto", instances=3, threads=2, sys_path=("/np1", "/src"), dynamic_batching=False)
+    res = write_repository(bundle, tmp_path / "repo", python=opts)
+    py = res.models[-1]
+    assert py.platform == "python" and py.path.name == "model.py" and "XprTritonModel" in py.path.read_text()
+    cfg = _parse(py.config)
+    assert cfg.backend == "python" and not cfg.platform
+    assert cfg.instance_group[0].count == 3
+    assert cfg.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.Kind.KIND_AUTO
+    assert json.loads(cfg.parameters["xpr_sys_path"].string_value) == ["/np1", "/src"]
+    assert cfg.parameters["xpr_threads"].string_value == "2" and cfg.parameters["xpr_backend"].string_value == "onnx"
+    copy = BundleView.open(py.path.parent / "bundle")  # the copy verifies, and is the same bundle
+    assert copy.digest == BundleView.open(bundle).digest == cfg.parameters["xpr_bundle_sha256"].string_value
+    with pytest.raises(TritonError, match="--kind"):
+        write_repository(bundle, tmp_path / "repo", python=PythonModelOptions(kind="tpu"))
+    res = write_repository(bundle, tmp_path / "repo4", python=PythonModelOptions(enabled=False))
+    assert [m.platform for m in res.models] == ["onnxruntime_onnx"]
+
+
 def test_dynamic_batch_config_leaves_batch_out_of_dims(tmp_path: Path) -> None:
-    """The config for a dynamic batch axis (dynamic-batch bundles are the serving issue's work: the
-    bundle reader accepts static shapes only, so the config writer is tested directly)."""
+    """The config writer alone, for a dynamic batch axis named by a symbol."""
     from xpr_deploy.triton import TensorSpec, config_pbtxt
 
     ins = [TensorSpec(n, "float32", ("batch", 1, H, W)) for n in ("cc", "mlo")]
@@ -189,7 +229,7 @@ def test_tensorrt_engine_gets_tensorrt_plan_and_rtx_is_skipped(tmp_path: Path) -
     ]
     bundle = _bundle(tmp_path, engines=engines)
     res = write_repository(bundle, tmp_path / "repo")
-    assert [m.platform for m in res.models] == ["onnxruntime_onnx", "tensorrt_plan"]
+    assert [m.platform for m in res.models] == ["onnxruntime_onnx", "tensorrt_plan", "python"]
     assert any("TensorRT-RTX" in s for s in res.skipped)
     trt = res.models[1]
     assert trt.path.name == "model.plan" and trt.path.read_bytes() == (bundle / "model.sm86.engine").read_bytes()
@@ -217,7 +257,7 @@ def test_cli(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert [m["platform"] for m in out["models"]] == ["onnxruntime_onnx"]
+    assert [m["platform"] for m in out["models"]] == ["onnxruntime_onnx", "python"]
     assert _parse(Path(out["models"][0]["config"])).instance_group[0].count == 2
     res = CliRunner().invoke(app, ["triton", str(bundle), "--repo", str(tmp_path / "repo"), "--max-batch", "4"])
     assert isinstance(res.exception, TritonError) and "static batch" in str(res.exception)

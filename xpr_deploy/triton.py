@@ -222,7 +222,8 @@ def _batch_size(specs: list[TensorSpec], max_batch: int | None, source: Path, bu
             raise TritonError(f"{source}: --max-batch must be >= 1 for a dynamic-batch bundle")
         if max_batch is not None and bundle_max is not None and max_batch > bundle_max:
             raise TritonError(
-                f"{source}: --max-batch {max_batch} is more than the bundle takes (exported with --max-batch {bundle_max})"
+                f"{source}: --max-batch {max_batch} is more than the bundle takes "
+                f"(exported with --max-batch {bundle_max})"
             )
         if max_batch is None:
             return bundle_max or DEFAULT_DYNAMIC_MAX_BATCH
@@ -311,7 +312,9 @@ class PythonModelOptions:
 
     def check(self, where: object) -> None:
         if self.backend not in PYTHON_BACKENDS:
-            raise TritonError(f"{where}: --python-backend must be one of {', '.join(PYTHON_BACKENDS)}, not {self.backend!r}")
+            raise TritonError(
+                f"{where}: --python-backend must be one of {', '.join(PYTHON_BACKENDS)}, not {self.backend!r}"
+            )
         if self.kind not in KINDS:
             raise TritonError(f"{where}: --kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.instances is not None and self.instances < 1:
@@ -445,5 +448,7 @@ def write_repository(
         )
         break  # one engine model per repository; more need --name
     if py.enabled:
-        result.models.append(_python_model(repo, view, base, inputs, outputs, mbs, instances, params, labels, version, py))
+        result.models.append(
+            _python_model(repo, view, base, inputs, outputs, mbs, instances, params, labels, version, py)
+        )
     return result

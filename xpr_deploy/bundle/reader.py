@@ -71,19 +71,6 @@ class EngineRef:
         return str(self.entry["backend"])
 
     @property
-    def dynamic_batch(self) -> bool:
-        """The batch axis is dynamic (exported with --max-batch): 1..max_batch samples per run."""
-        return self.manifest.get("max_batch") is not None
-
-    @property
-    def max_batch(self) -> int | None:
-        mb = self.manifest.get("max_batch")
-        return None if mb is None else int(mb)
-
-    def accepts_batch(self, n: int) -> bool:
-        return 1 <= n <= (self.max_batch or 0) if self.dynamic_batch else n == self.batch
-
-    @property
     def precision(self) -> str:
         return "fp16" if str(self.entry.get("onnx", "")).endswith(".fp16.onnx") else "fp32"
 

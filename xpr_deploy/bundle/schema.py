@@ -22,7 +22,9 @@ _TENSOR = {
         "dtype": {"enum": ["float32", "float16", "int64", "int32"]},
         # -1: the dynamic batch axis of a --max-batch export (first dimension only; the reader checks)
         "shape": {
-            "type": "array", "items": {"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]}, "minItems": 1,
+            "type": "array",
+            "items": {"type": "integer", "anyOf": [{"minimum": 1}, {"const": -1}]},
+            "minItems": 1,
         },
     },
 }

@@ -299,7 +299,8 @@ def triton(
     python_backend: Annotated[str, typer.Option("--python-backend", help="python model runs: onnx | engine")] = "onnx",
     kind: Annotated[str, typer.Option("--kind", help="python model instance_group kind: cpu | gpu | auto")] = "cpu",
     dynamic_batching: Annotated[
-        bool, typer.Option("--dynamic-batching/--no-dynamic-batching", help="Triton's dynamic batcher (dynamic bundles)")
+        bool,
+        typer.Option("--dynamic-batching/--no-dynamic-batching", help="Triton's dynamic batcher (dynamic bundles)"),
     ] = True,
     queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="dynamic batcher's max queue delay")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads per python instance")] = None,

@@ -60,7 +60,9 @@ def serve(
         for k in ("http", "grpc", "metrics"):
             console.print(f"  {k:8s}{info[k]}", highlight=False)
         if skipped:
-            err_console.print(f"[dim]written, not loaded (this server has no backend for them): {', '.join(skipped)}[/]")
+            err_console.print(
+                f"[dim]written, not loaded (this server has no backend for them): {', '.join(skipped)}[/]"
+            )
         console.print("Ctrl-C stops the server", highlight=False)
     stop = {"now": False}
 

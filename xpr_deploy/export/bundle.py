@@ -137,7 +137,9 @@ def export_bundle(
             )  # fmt: skip
             if opts.plugin:
                 plugin_count = fuse_window_select(proto, cfg.window_size)
-            rep = lint_model(proto, expected_topk=len(keys), plugin=opts.plugin, dynamic_batch=opts.max_batch is not None)
+            rep = lint_model(
+                proto, expected_topk=len(keys), plugin=opts.plugin, dynamic_batch=opts.max_batch is not None
+            )
             rep.raise_for_errors(GRAPH_FILES[prec])
             lints[prec] = rep
             save_proto(proto, tmp / GRAPH_FILES[prec])

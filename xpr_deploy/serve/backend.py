@@ -16,12 +16,10 @@ source root, the venv's site-packages) and hands over to `XprTritonModel`, which
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
-MODEL_PY = '''"""Written by `xpr triton`: runs the bundle in ./<version>/bundle through xpr (xpr_deploy.serve.backend)."""
+MODEL_PY = '''"""Written by `xpr triton`: runs ./<version>/bundle through xpr (xpr_deploy.serve.backend)."""
 
 import json
 import sys
@@ -85,10 +83,11 @@ class XprTritonModel:
         backend = params.get("xpr_backend") or "onnx"
         threads = int(params["xpr_threads"]) if params.get("xpr_threads") else None
         providers = tuple(p for p in params.get("xpr_providers", "").split(",") if p)
-        self.runner: Any = make_runner(
+        runner: Any = make_runner(
             str(root), backend, ort=OrtSettings(providers=providers, threads=threads), name=f"triton-{backend}"
         )
-        self.runner.activate()
+        runner.activate()
+        self.runner = runner
         # the chunk the graph takes: its static batch, or up to max_batch for a dynamic batch axis
         self.static_batch = view.batch if not view.dynamic_batch else None
         self.chunk = self.static_batch or max(1, view.max_batch or self.max_batch or 1)
@@ -168,7 +167,3 @@ class XprTritonModel:
             self.runner.deactivate()
         except Exception:
             pass
-
-
-def _debug(msg: str) -> None:  # pragma: no cover - the stub's stderr goes to Triton's log
-    print(json.dumps({"xpr": msg}), file=sys.stderr)

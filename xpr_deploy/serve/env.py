@@ -24,7 +24,9 @@ from ..errors import XprError
 
 #: numpy for the stub's path (numpy 2 makes every Python-backend response fail: see the notes)
 NUMPY1 = "numpy==1.26.4"
-PYTRITON_HINT = "pip install --no-deps nvidia-pytriton==0.7.0 (ships a CPU-capable tritonserver), or put tritonserver on PATH"
+PYTRITON_HINT = (
+    "pip install --no-deps nvidia-pytriton==0.7.0 (ships a CPU-capable tritonserver), or put tritonserver on PATH"
+)
 
 
 class ServeError(XprError):
@@ -139,11 +141,19 @@ def numpy1_dir(create: bool = True) -> Path:
     """A folder holding numpy 1.x only, for the front of the stub's sys.path (`XPR_TRITON_NUMPY1`
     names one; else the cache's, made with `pip install --target` from the package index when missing)."""
     given = os.environ.get("XPR_TRITON_NUMPY1")
-    dest = Path(given) if given else cache_dir() / "triton" / f"numpy-{NUMPY1.split('==')[1]}-py{sys.version_info.major}{sys.version_info.minor}"
+    dest = (
+        Path(given)
+        if given
+        else cache_dir()
+        / "triton"
+        / f"numpy-{NUMPY1.split('==')[1]}-py{sys.version_info.major}{sys.version_info.minor}"
+    )
     if (dest / "numpy" / "__init__.py").is_file() or not create:
         return dest
     if given:
-        raise ServeError(f"XPR_TRITON_NUMPY1={given}: no numpy in that folder (pip install --target {given} '{NUMPY1}')")
+        raise ServeError(
+            f"XPR_TRITON_NUMPY1={given}: no numpy in that folder (pip install --target {given} '{NUMPY1}')"
+        )
     tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp), NUMPY1]

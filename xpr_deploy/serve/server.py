@@ -157,13 +157,16 @@ class TritonServer:
             rc = self.proc.poll()
             if rc is not None:
                 why = failure_from_log(self.log_text()) or f"exit status {rc}"
-                raise ServeError(f"tritonserver on {self.repo} stopped before it was ready: {why} (log {self.log_path})")
+                raise ServeError(
+                    f"tritonserver on {self.repo} stopped before it was ready: {why} (log {self.log_path})"
+                )
             if self.ready():
                 return
             time.sleep(0.25)
-        why = failure_from_log(self.log_text())
+        reason = failure_from_log(self.log_text())
         raise ServeError(
-            f"tritonserver on {self.repo} not ready after {timeout:.0f} s" + (f": {why}" if why else "")
+            f"tritonserver on {self.repo} not ready after {timeout:.0f} s"
+            + (f": {reason}" if reason else "")
             + f" (log {self.log_path})"
         )
 
