@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from xpr_deploy.serve import ServeError, TritonServer, find_server, free_port
+from xpr_deploy.serve import ServeError, TritonServer, find_server, free_ports
 from xpr_deploy.serve.load import client, infer, run_load
 
 try:
@@ -246,7 +246,7 @@ def test_server_killed_mid_load_clients_fail_fast_then_restart_serves(
 
 
 def test_xpr_serve_cli_starts_prints_endpoints_and_stops_on_ctrl_c(work: dict[str, Any]) -> None:
-    ports = [free_port() for _ in range(3)]
+    ports = free_ports(3)
     cmd = [
         sys.executable, "-m", "xpr_deploy.cli", "serve", str(work["static"]), "--repo", str(work["root"] / "cli-repo"),
         "--http-port", str(ports[0]), "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2]),
@@ -265,6 +265,7 @@ def test_xpr_serve_cli_starts_prints_endpoints_and_stops_on_ctrl_c(work: dict[st
             if "Ctrl-C" in line:
                 break
         out = "".join(lines)
+        assert proc.poll() is None, out  # still serving
         assert f"http://127.0.0.1:{ports[0]}" in out and f"grpc://127.0.0.1:{ports[1]}" in out, out
         c = client("http", f"127.0.0.1:{ports[0]}", TIMEOUT)
         assert c.is_model_ready("tiny_python")

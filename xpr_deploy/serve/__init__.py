@@ -11,6 +11,15 @@
 from __future__ import annotations
 
 from .env import ServeError, ServerInstall, find_server, model_sys_path, numpy1_dir
-from .server import TritonServer, free_port
+from .server import TritonServer, free_port, free_ports
 
-__all__ = ["ServeError", "ServerInstall", "TritonServer", "find_server", "free_port", "model_sys_path", "numpy1_dir"]
+__all__ = [
+    "ServeError",
+    "ServerInstall",
+    "TritonServer",
+    "find_server",
+    "free_port",
+    "free_ports",
+    "model_sys_path",
+    "numpy1_dir",
+]

@@ -24,9 +24,21 @@ HOST = "127.0.0.1"
 
 
 def free_port(host: str = HOST) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_ports(1, host)[0]
+
+
+def free_ports(n: int, host: str = HOST) -> list[int]:
+    """`n` distinct ports free now (all held open while choosing, so none is picked twice)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def port_in_use(port: int, host: str = HOST) -> bool:
@@ -74,9 +86,10 @@ class TritonServer:
     ) -> None:
         self.repo = Path(repo)
         self.install = install or find_server()
-        self.http_port = http_port or free_port()
-        self.grpc_port = grpc_port or free_port()
-        self.metrics_port = metrics_port or free_port()
+        spare = free_ports(3)
+        self.http_port = http_port or spare[0]
+        self.grpc_port = grpc_port or spare[1]
+        self.metrics_port = metrics_port or spare[2]
         self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
