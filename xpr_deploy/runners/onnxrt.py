@@ -112,6 +112,19 @@ def expose_selection(path: Path) -> tuple[bytes, dict[str, BlockKey]]:
     return proto.SerializeToString(), sel
 
 
+def _dims_agree(graph: list[Any], manifest: list[int]) -> bool:
+    """A graph shape against the manifest's: -1 (dynamic batch) must be a symbol in the graph; an
+    integer must be that integer (a graph symbol where the manifest has an integer is let through)."""
+    if len(graph) != len(manifest):
+        return False
+    for g, m in zip(graph, manifest, strict=True):
+        if m == -1 and isinstance(g, int):
+            return False
+        if m != -1 and isinstance(g, int) and g != m:
+            return False
+    return True
+
+
 def check_graph_io(sess: Any, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]], where: Path) -> None:
     """The graph's inputs are the manifest's (names, static shapes) and it has every listed output:
     a manifest that disagrees with its graph fails here, in one line, not inside ONNX Runtime."""
@@ -126,7 +139,7 @@ def check_graph_io(sess: Any, inputs: list[dict[str, Any]], outputs: list[dict[s
             if t["name"] not in got:
                 raise OnnxLoadError(f"{where}: the manifest's {kind} {t['name']!r} is not in the graph")
             shape = got[t["name"]]
-            if all(isinstance(d, int) for d in shape) and shape != list(t["shape"]):
+            if not _dims_agree(shape, list(t["shape"])):
                 raise OnnxLoadError(
                     f"{where}: {kind} {t['name']!r} is {shape} in the graph, {t['shape']} in the manifest"
                 )
