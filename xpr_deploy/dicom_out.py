@@ -16,7 +16,7 @@ outside the breast crop), on the source's own pixel grid (mapped back through th
 geometry: flip, crop, resize). Viewers (OHIF, 3D Slicer, Weasis) overlay a Segmentation on its
 referenced image and let each segment be toggled; a Secondary Capture is only shown beside it.
 
-UIDs are derived (pydicom `generate_uid` with entropy sources) from the source SOP Instance UIDs,
+UIDs are derived (2.25 UIDs from a SHA-256, `derived_uid`) from the source SOP Instance UIDs,
 the model digest and the operating point: new (never a source UID), unique per object, and the
 same when the same model reruns on the same study, so a rerun replaces nothing and a PACS never
 holds a result twice.
@@ -66,9 +66,7 @@ class DeviceIdentity:
 
     @property
     def uid(self) -> str:
-        from pydicom.uid import generate_uid
-
-        return str(generate_uid(None, entropy_srcs=["xpr-device", self.model_name, self.version, self.digest or ""]))
+        return derived_uid("device", self.model_name, self.version, self.digest or "")
 
 
 @dataclass
@@ -102,10 +100,20 @@ def stage_heatmaps(
     return out
 
 
-def _uid(*parts: str) -> str:
-    from pydicom.uid import generate_uid
+def derived_uid(*parts: str) -> str:
+    """A 2.25 UID (UUID-derived, ITU-T X.667) from a SHA-256 of `parts`: the same inputs, the same UID.
 
-    return str(generate_uid(None, entropy_srcs=["xpr-result", *parts]))
+    (pydicom's `generate_uid(None, entropy_srcs=...)` ignores the sources and is random.)"""
+    import hashlib
+
+    h = hashlib.sha256("\x00".join(["xpr-result", *parts]).encode()).digest()[:16]
+    b = bytearray(h)
+    b[6] = (b[6] & 0x0F) | 0x50  # a name-based (version 5 style) UUID, variant RFC 4122
+    b[8] = (b[8] & 0x3F) | 0x80
+    return f"2.25.{int.from_bytes(b, 'big')}"
+
+
+_uid = derived_uid
 
 
 def _code(value: str, meaning: str) -> Any:

@@ -61,6 +61,7 @@ class ModelSource:
     operating_points: dict[str, OperatingPoint] = field(default_factory=dict)
     default_point: str | None = None
     threshold_method: str | None = None
+    weights_sha256: str | None = None  # a checkpoint's weights (a bundle is identified by `digest`)
 
     def operating_point(self, name: str | None = None) -> OperatingPoint:
         """The named operating point (None: the model's default) — from the checkpoint meta or the manifest."""
@@ -118,6 +119,7 @@ def open_source(model_path: str | Path) -> ModelSource:
         "checkpoint", p, cfg, settings, float(meta.get("threshold", 0.5)), (str(names[0]), str(names[1])),
         checkpoint=ckpt, operating_points=points_from(meta.get("operating_points")),
         default_point=meta.get("operating_point"), threshold_method=meta.get("threshold_method"),
+        weights_sha256=meta.get("weights_sha256"),
     )  # fmt: skip
 
 
