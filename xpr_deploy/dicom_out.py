@@ -314,3 +314,32 @@ def read_source(path: str | Path) -> Dataset:
     import pydicom
 
     return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
+def sr_probabilities(path: str | Path) -> tuple[str, dict[str, float]]:
+    """(StudyInstanceUID, {laterality: P(malignant)}) read back from an SR with `highdicom.sr.srread`."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sr = hd.sr.srread(str(path))
+    content: Any = sr.content  # a MeasurementReport
+    out: dict[str, float] = {}
+    for g in content.get_image_measurement_groups():
+        site = g.finding_sites[0].value.value
+        lat = {"80248007": "L", "73056007": "R"}.get(str(site), "?")
+        m = g.get_measurements(name=codes.DCM.ProbabilityOfCancer)
+        if m:
+            out[lat] = float(m[0].value)
+    return str(sr.StudyInstanceUID), out
+
+
+def dciodvfy_errors(path: str | Path, timeout: float = 60.0) -> list[str] | None:
+    """The `Error` lines of `dciodvfy` (Debian dicom3tools) on one object; None when it is not installed."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        return None
+    r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=timeout, check=False)
+    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]

@@ -26,8 +26,9 @@ if TYPE_CHECKING:
 
     from .predict import PredictReport
 
-#: (connect, read) seconds for every request
+#: (connect, read) seconds for every request, and attempts per request
 TIMEOUT = (5.0, 60.0)
+RETRIES = 2
 MG_SOP_CLASSES = (
     "1.2.840.10008.5.1.4.1.1.1.2",  # Digital Mammography X-Ray Image - For Presentation
     "1.2.840.10008.5.1.4.1.1.1.2.1",  # - For Processing
@@ -64,6 +65,9 @@ class Pacs:
         if not self.url.startswith(("http://", "https://")):
             raise DicomWebError(f"{url}: not an http(s) DICOMweb URL")
         self.client = DICOMwebClient(self.url, timeout=timeout)
+        # dicomweb-client retries 5 times with exponential back-off (about 30 s for a server that is
+        # down); two tries, 0.25 s apart, keep a busy server's 503 retried and a failure quick
+        self.client.set_http_retry_params(retry=True, max_attempts=RETRIES, wait_exponential_multiplier=250)
 
     def _call(self, what: str, fn: Any, *args: Any, **kw: Any) -> Any:
         try:

@@ -116,7 +116,10 @@ def heatmap_png(
         "cc": ViewImage(_display(pair.cc), geos["cc"], f"{lat} CC"),
         "mlo": ViewImage(_display(pair.mlo), geos["mlo"], f"{lat} MLO"),
     }
-    title = f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} (operating point {point.name}, threshold {point.threshold:.3f})"
+    title = (
+        f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
+        f"(operating point {point.name}, threshold {point.threshold:.3f})"
+    )
     keep = ", ".join(f"s{s} {1 - cfg.prune_rates[s - 1]:.0%}" for s in range(1, NUM_STAGES + 1))
     subtitle = f"window selection per stage: how many blocks kept each 7x7 window (keep ratio {keep})"
     return render(out_dir / f"{_safe(pair.study_id)}_{lat}.png", views, maps, cfg, title, subtitle)

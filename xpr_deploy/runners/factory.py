@@ -16,8 +16,8 @@ from .base import DEFAULT_IO
 
 if TYPE_CHECKING:
     from ..data.dicom import PreprocessSettings
-    from .base import XprRunnerMixin
     from ..train.operating_points import OperatingPoint
+    from .base import XprRunnerMixin
     from .onnxrt import OrtSettings
 
 

@@ -140,7 +140,7 @@ def choose(labels: ArrayLike, scores: ArrayLike, target: str) -> OperatingPoint:
         idx = int(ok[-1])  # lowest threshold still meeting it
         lo, hi = float(low[idx]), float(d[idx])
     thr = 0.5 * (lo + hi)
-    if 0.0 <= lo and hi <= 1.0:
+    if lo >= 0.0 and hi <= 1.0:
         thr = min(max(thr, 0.0), 1.0)
     pred = s >= thr
     got_sens = float((pred & (y == 1)).sum() / y.sum())
@@ -179,8 +179,8 @@ def resolve(
         if name is None:
             return legacy
         raise OperatingPointError(
-            f"{where}: carries no operating points (only threshold {legacy_threshold:.4f}, {legacy_method or 'fixed'}); "
-            "retrain, or pass a threshold"
+            f"{where}: carries no operating points (only threshold {legacy_threshold:.4f}, "
+            f"{legacy_method or 'fixed'}); retrain, or pass a threshold"
         )
     if name is None:
         key = default if default in points else DEFAULT_POINT if DEFAULT_POINT in points else next(iter(points))
