@@ -336,6 +336,14 @@ def test_bundle_manifest_carries_operating_points(ckpt: Path, study: Path, tmp_p
     )
     out = json.loads(_cli("predict", str(path), str(study), "--operating-point", "spec=0.90", "--json")[0])
     assert out["operating_point"] == "spec=0.90" and out["bundle_sha256"] == view.digest
+    # the Triton model's config names the chosen point and carries all of them
+    from xpr_deploy.triton import write_repository
+
+    [m] = write_repository(path, tmp_path / "repo", operating_point="spec=0.90").models
+    text = m.config.read_text()
+    spec = view.operating_point("spec=0.90").threshold
+    assert 'key: "xpr_operating_point"\n  value: { string_value: "spec=0.90" }' in text
+    assert f'key: "xpr_threshold"\n  value: {{ string_value: "{spec}" }}' in text and "xpr_operating_points" in text
     # an inconsistent default is refused, even when re-sealed
     bad = (
         ("threshold", 0.123, "is not the threshold of its operating point 'youden'"),

@@ -323,12 +323,17 @@ def triton(
     ] = None,
     instances: Annotated[int, typer.Option("--instances", help="model instances per device")] = 1,
     name: Annotated[str | None, typer.Option("--name", help="model name prefix (default: the bundle's)")] = None,
+    operating_point: Annotated[
+        str | None, typer.Option("--operating-point", help="the xpr_threshold parameter's point (default: bundle's)")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A Triton Inference Server model repository: onnxruntime_onnx, plus tensorrt_plan for a TensorRT engine."""
     from ..triton import write_repository
 
-    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name)
+    res = write_repository(
+        bundle, repo, max_batch=max_batch, instances=instances, name=name, operating_point=operating_point
+    )
     if as_json:
         _print_json(res.to_dict())
         return
