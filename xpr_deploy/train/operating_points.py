@@ -174,17 +174,16 @@ def resolve(
 ) -> OperatingPoint:
     """The operating point `name` (None: the model's default) among `points`; a model without
     operating points (older checkpoints) has one, its `threshold`, named after its method."""
+    legacy = OperatingPoint(legacy_method or "threshold", float(legacy_threshold), None, None, 0)
     if not points:
-        legacy = OperatingPoint(legacy_method or "threshold", float(legacy_threshold), None, None, 0)
         if name is None:
             return legacy
         raise OperatingPointError(
             f"{where}: carries no operating points (only threshold {legacy_threshold:.4f}, "
             f"{legacy_method or 'fixed'}); retrain, or pass a threshold"
         )
-    if name is None:
-        key = default if default in points else DEFAULT_POINT if DEFAULT_POINT in points else next(iter(points))
-        return points[str(key)]
+    if name is None:  # the named default; none named: the `threshold` itself (as the C API reads it)
+        return points[default] if default in points else legacy
     key = canonical(name)
     if key not in points:
         raise OperatingPointError(f"{where}: no operating point {key} (has {', '.join(points)})")
