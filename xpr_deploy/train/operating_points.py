@@ -183,7 +183,7 @@ def resolve(
             f"{legacy_method or 'fixed'}); retrain, or pass a threshold"
         )
     if name is None:  # the named default; none named: the `threshold` itself (as the C API reads it)
-        return points[default] if default in points else legacy
+        return points.get(default, legacy) if default is not None else legacy
     key = canonical(name)
     if key not in points:
         raise OperatingPointError(f"{where}: no operating point {key} (has {', '.join(points)})")
