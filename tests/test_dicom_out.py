@@ -334,8 +334,18 @@ def test_bundle_manifest_carries_operating_points(ckpt: Path, study: Path, tmp_p
     assert view.operating_point("sens=0.90").threshold == pytest.approx(
         meta["operating_points"]["sens=0.90"]["threshold"]
     )
-    out = json.loads(_cli("predict", str(path), str(study), "--operating-point", "spec=0.90", "--json")[0])
+    dicom = tmp_path / "dicom"
+    out = json.loads(
+        _cli("predict", str(path), str(study), "--operating-point", "spec=0.90", "--dicom-out", str(dicom), "--json")[0]
+    )
     assert out["operating_point"] == "spec=0.90" and out["bundle_sha256"] == view.digest
+    # no kept-window outputs in this bundle: the SRs, no heatmaps, and a note saying so
+    assert [Path(p).name[:3] for p in out["dicom"]] == ["sr_", "sr_"] and "SR only" in out["notes"][0]
+    import highdicom as hd
+
+    sr = hd.sr.srread(out["dicom"][0])
+    attrs = sr.content.get_observer_contexts()[0].observer_identifying_attributes
+    assert attrs.serial_number == view.digest and attrs.model_name == view.name
     # the Triton model's config names the chosen point and carries all of them
     from xpr_deploy.triton import write_repository
 
