@@ -83,6 +83,17 @@ def test_sens_spec_targets_are_met_in_the_middle_of_their_gap(target: str) -> No
         assert (s[y == 1] >= nxt).mean() < value
 
 
+def test_targets_never_fail_on_degenerate_scores() -> None:
+    """An early epoch's constant output, or scores saturated at 1.0, still give every point (training must not stop)."""
+    for s in ([0.5] * 6, [1.0] * 6, [0.2, 1.0, 1.0, 1.0, 0.3, 1.0]):
+        pts = choose_all([0, 1, 0, 1, 0, 1], s)
+        assert set(pts) == {canonical(t) for t in DEFAULT_TARGETS}
+        assert all(0.0 <= p.threshold <= 1.0 for p in pts.values())
+    # spec=0.90 above every score: nothing predicted malignant, specificity 1
+    p = choose([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], "spec=0.90")
+    assert p.threshold == pytest.approx(0.75) and p.specificity == 1.0
+
+
 @pytest.mark.parametrize("bad", ["youdenx", "sens=1.5", "sens=", "ppv=0.9", "sens=0.9.1", ""])
 def test_bad_target_names_are_one_line(bad: str) -> None:
     with pytest.raises(OperatingPointError, match="operating point"):

@@ -88,8 +88,11 @@ def canonical(name: str) -> str:
 
 
 def _gaps(s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Distinct scores high to low `d`, and the lower edge of each one's gap (next lower score, or below all)."""
+    """Candidate thresholds high to low `d` (above every score while one fits in [0, 1], then each
+    distinct score) and the lower edge of each one's gap (the next lower score, or below all)."""
     d = np.unique(s)[::-1]
+    if d[0] < 1.0:  # "nothing is malignant": a threshold of 1.0 (prob >= 1.0 never happens below it)
+        d = np.r_[1.0, d]
     low = np.r_[d[1:], 0.0 if d[-1] > 0 else float(d[-1]) - 1.0]
     return d, low
 
@@ -137,7 +140,9 @@ def choose(labels: ArrayLike, scores: ArrayLike, target: str) -> OperatingPoint:
     else:
         assert value is not None
         ok = np.flatnonzero(spec >= value - 1e-12)
-        idx = int(ok[-1])  # lowest threshold still meeting it
+        # lowest threshold still meeting it; none does when scores of 1.0 include negatives: the
+        # highest threshold (the reported specificity then says the target was missed)
+        idx = int(ok[-1]) if ok.size else 0
         lo, hi = float(low[idx]), float(d[idx])
     thr = 0.5 * (lo + hi)
     if lo >= 0.0 and hi <= 1.0:
