@@ -116,9 +116,38 @@ def eval_step(ctx: DemoContext) -> dict[str, Any]:
     write_json(out / "eval.json", rep.to_dict())
     rep.write_plots(out)
     ctx.artifacts["eval"] = rep
+    points = _at_operating_points(rep)
+    write_json(out / "operating_points.json", points)
     for line in rep.summary_lines():
         ctx.log(f"  {line}")
-    return {"auc": rep.metrics.auc, "auc_ci": list(rep.metrics.auc_ci), "n": rep.metrics.n, "eval": str(out)}
+    for name, p in points.items():
+        ctx.log(f"  at {name} (threshold {p['threshold']:.4f}): validation sensitivity {_f(p['val_sensitivity'])} "
+                f"specificity {_f(p['val_specificity'])}; test sensitivity {_f(p['test_sensitivity'])} "
+                f"specificity {_f(p['test_specificity'])}")  # fmt: skip
+    return {
+        "auc": rep.metrics.auc, "auc_ci": list(rep.metrics.auc_ci), "n": rep.metrics.n, "eval": str(out),
+        "operating_point": rep.operating_point.name if rep.operating_point else rep.threshold_method,
+        "threshold": rep.metrics.threshold, "operating_points": points,
+    }  # fmt: skip
+
+
+def _f(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _at_operating_points(rep: Any) -> dict[str, Any]:
+    """Every operating point of the checkpoint on the test split: `xpr eval --operating-point NAME` for each."""
+    from .train.checkpoint import read_meta
+    from .train.metrics import binary_metrics
+    from .train.operating_points import points_from
+
+    meta = read_meta(rep.checkpoint) if rep.checkpoint else {}
+    out = {}
+    for name, p in points_from(meta.get("operating_points")).items():
+        m = binary_metrics(rep.labels, rep.probs, p.threshold).to_dict()
+        out[name] = {"threshold": p.threshold, "val_sensitivity": p.sensitivity, "val_specificity": p.specificity,
+                     "test_sensitivity": m["sensitivity"], "test_specificity": m["specificity"]}  # fmt: skip
+    return out
 
 
 def demo_train_settings(epochs: int = DEMO_EPOCHS) -> dict[str, Any]:
@@ -181,7 +210,7 @@ def predict_step(ctx: DemoContext) -> dict[str, Any]:
     eval_probs = {(b["study"], b["laterality"]): float(b["prob"]) for b in (ev.breasts if ev is not None else [])}
     folders = sorted({data / "images" / s for s, _ in eval_probs}) or sorted((data / "images").iterdir())[:4]
     bad = _bad_study(out / "inbox-broken-study", next(folders[0].iterdir()))
-    rep = predict(ckpt, [*folders, bad], backend="eager", heatmaps_dir=out / "heatmaps")
+    rep = predict(ckpt, [*folders, bad], backend="eager", heatmaps_dir=out / "heatmaps", dicom_out=out / "dicom")
     # VinDr's study id is the images/<study_id>/ folder; predict names studies by StudyInstanceUID
     by_breast = {(Path(b.cc).parent.name, b.laterality): b.prob for b in rep.breasts}
     common = sorted(set(by_breast) & set(eval_probs))
@@ -190,7 +219,10 @@ def predict_step(ctx: DemoContext) -> dict[str, Any]:
         "breasts": len(rep.breasts),
         "rejects": len(rep.rejects),
         "max_abs_diff_vs_eval": vs_eval,
+        "operating_point": rep.operating_point,
+        "threshold": rep.threshold,
         "heatmaps": str(out / "heatmaps"),
+        "dicom": {"folder": str(out / "dicom"), **_check_dicom(rep)},
     }
     bundle = ctx.artifacts.get("bundle")
     if bundle is not None:  # the exported graph on the same studies
@@ -205,6 +237,37 @@ def predict_step(ctx: DemoContext) -> dict[str, Any]:
     write_json(path, {**rep.to_dict(), "compared": summary})
     ctx.artifacts["predictions"] = path
     return {**summary, "predictions": str(path)}
+
+
+def _check_dicom(rep: Any) -> dict[str, Any]:
+    """The predict step's DICOM results checked: dciodvfy errors, and the SR's probabilities vs printed."""
+    import pydicom
+
+    from .dicom_out import dciodvfy_errors, sr_probabilities
+
+    errors: dict[str, int] | None = {}
+    printed = {}
+    for b in rep.breasts:
+        study = str(pydicom.dcmread(b.cc, stop_before_pixels=True, specific_tags=["StudyInstanceUID"]).StudyInstanceUID)
+        printed[(study, b.laterality)] = b.prob
+    read_back: dict[tuple[str, str], float] = {}
+    for p in rep.dicom:
+        errs = dciodvfy_errors(p)
+        if errs is None:
+            errors = None
+        elif errors is not None:
+            errors[Path(p).name] = len(errs)
+        if Path(p).name.startswith("sr_"):
+            study, probs = sr_probabilities(p)
+            read_back.update({(study, lat): v for lat, v in probs.items()})
+    diff = max((abs(read_back[k] - printed[k]) for k in printed if k in read_back), default=None)
+    return {
+        "objects": len(rep.dicom),
+        "srs": sum(Path(p).name.startswith("sr_") for p in rep.dicom),
+        "dciodvfy_errors": None if errors is None else sum(errors.values()),
+        "sr_breasts_read_back": len(read_back),
+        "sr_max_abs_diff_vs_printed": diff,
+    }
 
 
 def bench_step(ctx: DemoContext) -> dict[str, Any]:

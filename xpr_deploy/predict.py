@@ -21,6 +21,7 @@ from .runners import BACKENDS, ModelSource, check_backend, kept_windows, make_ru
 
 if TYPE_CHECKING:
     from .data.dicom import Geometry
+    from .train.operating_points import OperatingPoint
 
 #: (view, stage, block) -> kept window indices [B, K]
 SelectionArrays = dict[tuple[str, int, int], np.ndarray]
@@ -61,6 +62,9 @@ class PredictReport:
     rejects: list[dict[str, str]] = field(default_factory=list)
     runner: dict[str, Any] = field(default_factory=dict)  # what ran: backend, provider, precision, ...
     bundle_sha256: str | None = None  # the verified bundle's manifest digest
+    operating_point: str = "threshold"  # the name of the operating point `threshold` belongs to
+    dicom: list[str] = field(default_factory=list)  # DICOM result objects written (--dicom-out)
+    notes: list[str] = field(default_factory=list)  # what was left out, one line each
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,9 +72,12 @@ class PredictReport:
             "backend": self.backend,
             "runner": self.runner,
             "bundle_sha256": self.bundle_sha256,
+            "operating_point": self.operating_point,
             "threshold": self.threshold,
             "breasts": [b.to_dict() for b in self.breasts],
             "rejects": list(self.rejects),
+            "dicom": list(self.dicom),
+            "notes": list(self.notes),
         }
 
 
@@ -95,7 +102,7 @@ def heatmap_png(
     pair: Any,
     prob: float,
     decision: str,
-    threshold: float,
+    point: OperatingPoint,
     sel: SelectionArrays,
     cfg: ModelConfig,
     geos: dict[str, Geometry],
@@ -109,7 +116,10 @@ def heatmap_png(
         "cc": ViewImage(_display(pair.cc), geos["cc"], f"{lat} CC"),
         "mlo": ViewImage(_display(pair.mlo), geos["mlo"], f"{lat} MLO"),
     }
-    title = f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} (threshold {threshold:.3f})"
+    title = (
+        f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
+        f"(operating point {point.name}, threshold {point.threshold:.3f})"
+    )
     keep = ", ".join(f"s{s} {1 - cfg.prune_rates[s - 1]:.0%}" for s in range(1, NUM_STAGES + 1))
     subtitle = f"window selection per stage: how many blocks kept each 7x7 window (keep ratio {keep})"
     return render(out_dir / f"{_safe(pair.study_id)}_{lat}.png", views, maps, cfg, title, subtitle)
@@ -120,15 +130,24 @@ def predict(
     studies: Sequence[str | Path],
     backend: str | None = None,
     heatmaps_dir: str | Path | None = None,
+    *,
+    operating_point: str | None = None,
+    dicom_out: str | Path | None = None,
 ) -> PredictReport:
-    """Predict every breast (one CC + one MLO) found under `studies`; bad files become rejects."""
+    """Predict every breast (one CC + one MLO) found under `studies`; bad files become rejects.
+
+    `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
+    the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`)."""
     from .data.dicom import preprocess_with_geometry
     from .data.folder import load_folder
 
     check_backend(backend)
     source = open_source(model_path)
-    runner = make_runner(source, backend, selection=heatmaps_dir is not None)
-    report = PredictReport(str(model_path), runner.backend, source.threshold, bundle_sha256=source.digest)
+    point = source.operating_point(operating_point)
+    selection = heatmaps_dir is not None or dicom_out is not None
+    runner = make_runner(source, backend, selection=selection)
+    report = PredictReport(str(model_path), runner.backend, point.threshold, bundle_sha256=source.digest,
+                           operating_point=point.name)  # fmt: skip
     pairs = []
     seen: set[Path] = set()
     for study in studies:
@@ -151,6 +170,12 @@ def predict(
                 f"{source.path}: the {runner.backend} model has no kept-window outputs for --heatmaps "
                 "(export with --with-selection, or use the checkpoint)"
             )
+        if dicom_out is not None and not runner.selection:
+            report.notes.append(
+                f"{source.path}: the {runner.backend} model has no kept-window outputs: SR only, no heatmap objects "
+                "(export with --with-selection)"
+            )
+        results: dict[str, list[Any]] = {}  # study -> BreastDicom (--dicom-out)
         for pair in pairs:
             arrays, geos = {}, {}
             try:
@@ -163,11 +188,50 @@ def predict(
             mlo = arrays["mlo"].reshape(1, 1, h, w)
             outputs = runner.infer({source.io.cc: cc, source.io.mlo: mlo})  # type: ignore[attr-defined]
             prob = float(probabilities(outputs, source.io)[0])
-            decision = _decision(prob, source.threshold, source.class_names)
+            decision = _decision(prob, point.threshold, source.class_names)
             res = BreastResult(pair.study_id, pair.laterality, prob, decision, str(pair.cc), str(pair.mlo))
-            if out_dir is not None:
-                sel = kept_windows(outputs, runner.selection, source.cfg)
-                png = heatmap_png(out_dir, pair, prob, decision, source.threshold, sel, source.cfg, geos)
+            sel = kept_windows(outputs, runner.selection, source.cfg) if selection and runner.selection else None
+            if out_dir is not None and sel is not None:
+                png = heatmap_png(out_dir, pair, prob, decision, point, sel, source.cfg, geos)
                 res.heatmap = str(png)
+            if dicom_out is not None:
+                results.setdefault(pair.study_id, []).append(_breast_dicom(pair, prob, decision, sel, source, geos))
             report.breasts.append(res)
+    if dicom_out is not None:
+        report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point)]
     return report
+
+
+def _breast_dicom(
+    pair: Any, prob: float, decision: str, sel: SelectionArrays | None, source: ModelSource, geos: dict[str, Geometry]
+) -> Any:
+    from .dicom_out import BreastDicom, read_source, stage_heatmaps
+
+    sources = {"cc": read_source(pair.cc), "mlo": read_source(pair.mlo)}
+    maps = stage_heatmaps(sel, source.cfg, geos) if sel is not None else {}
+    return BreastDicom(pair.laterality, prob, decision, sources, maps)
+
+
+def device_identity(source: ModelSource, point: OperatingPoint) -> Any:
+    """The SR's observer device: the model's name, xpr's version, the bundle digest (checkpoint: weights SHA-256)."""
+    from .dicom_out import DeviceIdentity
+    from .version import __version__
+
+    if source.bundle is not None:
+        name = source.bundle.name
+    else:
+        name = f"{source.cfg.name}:{source.checkpoint.name if source.checkpoint else source.path.name}"
+    return DeviceIdentity(name, __version__, source.digest or source.weights_sha256, point, source.class_names)
+
+
+def write_dicom_results(
+    out_dir: str | Path, results: dict[str, list[Any]], source: ModelSource, point: OperatingPoint
+) -> list[Path]:
+    """Per study: the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/."""
+    from .dicom_out import study_objects, write_objects
+
+    device = device_identity(source, point)
+    paths: list[Path] = []
+    for study in sorted(results):
+        paths += write_objects(out_dir, study_objects(results[study], device))
+    return paths

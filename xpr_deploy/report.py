@@ -90,7 +90,9 @@ def _predictions_section(pred: Mapping[str, Any], root: Path) -> list[str]:
     rejects = list(pred.get("rejects", []))
     thr = pred.get("threshold")
     head = f"## Predictions ({pred.get('backend', '?')} backend"
-    head += f", threshold {float(thr):.3f})" if thr is not None else ")"
+    point = pred.get("operating_point")
+    at = f"operating point {point}, " if point else ""
+    head += f", {at}threshold {float(thr):.3f})" if thr is not None else ")"
     lines = [head, ""]
     if breasts:
         lines += ["| study | breast | P(malignant) | decision | heatmap |", "| --- | --- | --- | --- | --- |"]

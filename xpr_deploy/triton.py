@@ -370,9 +370,14 @@ def write_repository(
     version: int | None = None,
     precision: str | None = None,
     python: PythonModelOptions | None = None,
+    operating_point: str | None = None,
 ) -> TritonResult:
     """Write `<repo>/<name>_onnx/` (and `<name>_trt/` for a TensorRT engine, `<name>_python/` for
     the Python backend, see `PythonModelOptions`) from an export bundle.
+
+    The config's `xpr_operating_point` / `xpr_threshold` parameters are the chosen operating point
+    (None: the bundle's default) and `xpr_operating_points` every one the bundle carries (JSON name ->
+    threshold): clients decide `prob >= threshold` with the point they name.
 
     `version` None means the next free version number, so re-running adds a version that Triton
     serves as the latest instead of replacing the files under a running server.
@@ -389,6 +394,11 @@ def write_repository(
     mbs = _batch_size(inputs + outputs, max_batch, source, view.max_batch)
     base = name or view.name.replace(" ", "_")
     params = _parameters(manifest)
+    point = view.operating_point(operating_point)
+    params["xpr_threshold"] = str(point.threshold)
+    params["xpr_operating_point"] = point.name
+    if view.operating_points:
+        params["xpr_operating_points"] = json.dumps({k: p.threshold for k, p in view.operating_points.items()})
     params["xpr_bundle_sha256"] = view.digest
     labels = "\n".join(_class_names(manifest)) + "\n"
     extras = {"labels.txt": labels, "manifest.json": source.read_text()}

@@ -382,6 +382,33 @@ Manifest read_manifest(const std::string& bundle_dir) {
     for (const json& c : cn) m.class_names.push_back(r.str(c, "class_names[]"));
     const double threshold = r.num(root["threshold"], "threshold");
     if (!(threshold >= 0.0 && threshold <= 1.0)) r.fail("threshold " + shown(root["threshold"]) + " not in [0, 1]");
+    m.threshold = threshold;
+    // ---- operating points (optional): name -> {threshold, ...}; operating_point names the default
+    if (const json* ops = r.find(root, "operating_points")) {
+      if (!ops->is_object()) r.fail("operating_points must be an object");
+      for (auto it = ops->begin(); it != ops->end(); ++it) {
+        const std::string what = "operating_points." + it.key();
+        if (!it.value().is_object()) r.fail(what + " must be an object");
+        const double t = r.num(r.need(it.value(), "threshold", what + ": "), what + ".threshold");
+        if (!(t >= 0.0 && t <= 1.0)) r.fail(what + ".threshold " + shown(it.value()["threshold"]) + " not in [0, 1]");
+        m.operating_points.emplace_back(it.key(), t);
+      }
+    }
+    const json* op = r.find(root, "operating_point");
+    if (op && !op->is_null()) {
+      m.operating_point = r.str(*op, "operating_point");
+      bool found = false;
+      for (const auto& [name, t] : m.operating_points) {
+        if (name != m.operating_point) continue;
+        found = true;
+        if (t != threshold)
+          r.fail("threshold " + shown(root["threshold"]) + " is not the threshold of its operating point '" + name + "'");
+      }
+      if (!found) r.fail("operating_point '" + m.operating_point + "' is not among operating_points");
+    } else {
+      const json* method = r.find(root, "threshold_method");
+      m.operating_point = method && method->is_string() ? method->get<std::string>() : "threshold";
+    }
 
     // ---- window selection per block ------------------------------------------------------
     const json& blocks = root["blocks"];

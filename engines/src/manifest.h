@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "preprocess.h"
@@ -64,6 +65,10 @@ struct Manifest {
   std::vector<TensorSpec> inputs, outputs;
   PreprocSettings preprocessing;
   std::vector<std::string> class_names;
+  double threshold = 0.5;           // the default operating point's threshold
+  std::string operating_point;      // its name ("youden", ...); threshold_method (or "threshold") without points
+  // named operating points chosen on the validation split (name -> threshold), sorted by name
+  std::vector<std::pair<std::string, double>> operating_points;
   std::map<std::string, std::string> sha256;  // `files`: relative file -> hex digest
   std::vector<BlockSpec> blocks;
   std::vector<EngineEntry> engines;

@@ -30,6 +30,9 @@ struct xpr_engine {
     std::vector<int64_t> kept;
   };
   std::vector<Sel> selections;
+  // the operating point decisions use (xpr_set_operating_point)
+  std::string point_name;
+  double point_threshold = 0.5;
 };
 
 namespace {
@@ -174,6 +177,8 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
     e->bundle_dir = bundle_dir;
     while (e->bundle_dir.size() > 1 && e->bundle_dir.back() == '/') e->bundle_dir.pop_back();
     e->manifest = xpr::detail::read_manifest(e->bundle_dir);
+    e->point_name = e->manifest.operating_point;
+    e->point_threshold = e->manifest.threshold;
     xpr::detail::verify_files(e->bundle_dir, e->manifest, opts.verify_hashes != 0);
 
     std::string why;
@@ -322,3 +327,61 @@ xpr_status xpr_selection_heatmap(const xpr_engine* e, const char* view, float* o
 }
 
 }  // extern "C"
+
+int32_t xpr_num_operating_points(const xpr_engine* e) {
+  return e ? static_cast<int32_t>(e->manifest.operating_points.size()) : 0;
+}
+
+xpr_status xpr_get_operating_point(const xpr_engine* e, int32_t i, const char** name, double* threshold) {
+  return guarded([&] {
+    require(e && name && threshold, XPR_ERR_ARGUMENT, "xpr_get_operating_point: NULL argument");
+    const auto& ops = e->manifest.operating_points;
+    require(i >= 0 && i < static_cast<int32_t>(ops.size()), XPR_ERR_ARGUMENT,
+            "xpr_get_operating_point: index " + std::to_string(i) + " not in 0.." + std::to_string(ops.size()) +
+                " (exclusive)");
+    *name = ops[static_cast<size_t>(i)].first.c_str();
+    *threshold = ops[static_cast<size_t>(i)].second;
+  });
+}
+
+xpr_status xpr_set_operating_point(xpr_engine* e, const char* name) {
+  return guarded([&] {
+    require(e, XPR_ERR_ARGUMENT, "xpr_set_operating_point: NULL engine");
+    const auto& m = e->manifest;
+    if (!name) {
+      e->point_name = m.operating_point;
+      e->point_threshold = m.threshold;
+      return;
+    }
+    std::string have;
+    for (const auto& [n, t] : m.operating_points) {
+      if (n == name) {
+        e->point_name = n;
+        e->point_threshold = t;
+        return;
+      }
+      have += (have.empty() ? "" : ", ") + n;
+    }
+    throw Failure(XPR_ERR_ARGUMENT, e->bundle_dir + ": no operating point '" + std::string(name) + "' (has " +
+                                        (have.empty() ? std::string("none: only threshold ") +
+                                                            std::to_string(m.threshold)
+                                                      : have) +
+                                        ")");
+  });
+}
+
+xpr_status xpr_operating_point(const xpr_engine* e, const char** name, double* threshold) {
+  return guarded([&] {
+    require(e, XPR_ERR_ARGUMENT, "xpr_operating_point: NULL engine");
+    if (name) *name = e->point_name.c_str();
+    if (threshold) *threshold = e->point_threshold;
+  });
+}
+
+xpr_status xpr_get_decision(const xpr_engine* e, int32_t* malignant) {
+  return guarded([&] {
+    require(e && malignant, XPR_ERR_ARGUMENT, "xpr_get_decision: NULL argument");
+    require(e->has_result, XPR_ERR_STATE, "xpr_get_decision: no successful run yet");
+    *malignant = static_cast<double>(e->prob) >= e->point_threshold ? 1 : 0;
+  });
+}

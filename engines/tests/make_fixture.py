@@ -130,6 +130,10 @@ def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "
         "label_rule": None,
         "class_names": ["benign", "malignant"],
         "threshold": 0.5,
+        "threshold_method": "youden-validation",
+        "operating_points": {"sens=0.90": {"threshold": 0.25, "sensitivity": 0.95, "specificity": 0.5, "n": 40},
+                             "spec=0.90": {"threshold": 0.75}, "youden": {"threshold": 0.5}},
+        "operating_point": None,  # none named: `threshold` under its method's name (test_bad_inputs names one)
         "blocks": [
             {"view": v, "stage": 1, "block": 0, "window_grid": grid, "windows": grid[0] * grid[1], "k": K,
              "shifted": False, "pruned": True, "selection_output": sel[v]}

@@ -176,6 +176,19 @@ int main(int argc, char** argv) {
     // the same edit, sealed again: accepted (the test's own re-sealing is the rule)
     expect_bundle(with_manifest(good, work, "edited-threshold-resealed", edited), XPR_OK, {});
   }
+  // operating points: the named default must be one of them and carry the top-level threshold
+  expect_bundle(with_manifest(good, work, "op-default-youden",
+                              replaced(manifest, "\"operating_point\": null", "\"operating_point\": \"youden\"")),
+                XPR_OK, {});
+  expect_bundle(with_manifest(good, work, "op-default-unknown",
+                              replaced(manifest, "\"operating_point\": null", "\"operating_point\": \"sens=0.80\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "'sens=0.80' is not among operating_points"});
+  expect_bundle(with_manifest(good, work, "op-default-other-threshold",
+                              replaced(manifest, "\"operating_point\": null", "\"operating_point\": \"sens=0.90\"")),
+                XPR_ERR_MANIFEST, {"manifest.json", "is not the threshold of its operating point 'sens=0.90'"});
+  expect_bundle(with_manifest(good, work, "op-threshold-out-of-range",
+                              replaced(manifest, "\"threshold\": 0.75", "\"threshold\": 7.5")),
+                XPR_ERR_MANIFEST, {"manifest.json", "operating_points.spec=0.90.threshold"});
   expect_bundle(with_manifest(good, work, "edited-io", replaced(manifest, "\"prob\": \"prob\"", "\"prob\": \"logits\""),
                               false),
                 XPR_ERR_HASH, {"manifest.json", "differs from its seal"});

@@ -49,6 +49,40 @@ int main(int argc, char** argv) {
     }
     printf("C API: backend %s, prob %.6f\n", xpr_backend_name(e), prob);
   }
+  { /* operating points: the manifest's, chosen by name; an unknown name leaves the current one */
+    const char* name = NULL;
+    double thr = -1.0;
+    int32_t n = xpr_num_operating_points(e), i, malignant = -1;
+    float prob = 0.f;
+    if (n != 3 || xpr_get_operating_point(e, 0, &name, &thr) != XPR_OK || strcmp(name, "sens=0.90") != 0 ||
+        thr != 0.25 || xpr_get_operating_point(e, 3, &name, &thr) != XPR_ERR_ARGUMENT) {
+      fprintf(stderr, "operating points: %d, first '%s' %g (%s)\n", (int)n, name ? name : "", thr, xpr_last_error());
+      ++fails;
+    }
+    if (xpr_operating_point(e, &name, &thr) != XPR_OK || strcmp(name, "youden-validation") != 0 || thr != 0.5) {
+      fprintf(stderr, "default operating point: '%s' %g\n", name ? name : "", thr);
+      ++fails;
+    }
+    if (xpr_set_operating_point(e, "spec=0.90") != XPR_OK || xpr_operating_point(e, &name, &thr) != XPR_OK ||
+        strcmp(name, "spec=0.90") != 0 || thr != 0.75) {
+      fprintf(stderr, "xpr_set_operating_point(spec=0.90): '%s' %g (%s)\n", name ? name : "", thr, xpr_last_error());
+      ++fails;
+    }
+    if (xpr_set_operating_point(e, "sens=0.42") != XPR_ERR_ARGUMENT ||
+        strstr(xpr_last_error(), "no operating point 'sens=0.42' (has sens=0.90, spec=0.90, youden)") == NULL ||
+        xpr_operating_point(e, &name, &thr) != XPR_OK || strcmp(name, "spec=0.90") != 0) {
+      fprintf(stderr, "unknown operating point: '%s'\n", xpr_last_error());
+      ++fails;
+    }
+    for (i = 0; i < 2; ++i) { /* the decision follows the point: prob >= threshold */
+      if (xpr_set_operating_point(e, i ? "sens=0.90" : NULL) != XPR_OK || xpr_operating_point(e, NULL, &thr) != XPR_OK ||
+          xpr_get_prob(e, &prob) != XPR_OK || xpr_get_decision(e, &malignant) != XPR_OK ||
+          malignant != ((double)prob >= thr ? 1 : 0)) {
+        fprintf(stderr, "xpr_get_decision: %d at %g, prob %g (%s)\n", (int)malignant, thr, prob, xpr_last_error());
+        ++fails;
+      }
+    }
+  }
   xpr_destroy(e);
   return fails;
 }

@@ -32,6 +32,7 @@ from .seal import SealError, digest_of
 if TYPE_CHECKING:
     from ..config import ModelConfig
     from ..data.dicom import PreprocessSettings
+    from ..train.operating_points import OperatingPoint
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
@@ -270,6 +271,14 @@ class BundleView:
         pre = m["preprocessing"].get("img_size")
         if pre is not None and list(pre) != size:
             raise BundleError(f"{where}: preprocessing.img_size {pre} differs from model_config.img_size {size}")
+        points, default = m.get("operating_points") or {}, m.get("operating_point")
+        if default is not None and default not in points:
+            raise BundleError(f"{where}: operating_point {default!r} is not among operating_points")
+        if default is not None and abs(float(points[default]["threshold"]) - float(m["threshold"])) > 1e-12:
+            raise BundleError(
+                f"{where}: threshold {m['threshold']} is not the threshold of its operating point {default!r} "
+                f"({points[default]['threshold']})"
+            )
         for b in m["blocks"]:
             sel = b.get("selection_output")
             if sel and sel not in outputs:
@@ -308,6 +317,22 @@ class BundleView:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
+
+    @property
+    def operating_points(self) -> dict[str, OperatingPoint]:
+        """Target name -> threshold chosen on the validation split (empty for a model trained without one)."""
+        from ..train.operating_points import points_from
+
+        return points_from(self.manifest.get("operating_points"))
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """The named operating point (None: the bundle's default; a bundle without any: its threshold)."""
+        from ..train.operating_points import resolve
+
+        return resolve(
+            self.operating_points, name, default=self.manifest.get("operating_point"),
+            legacy_threshold=self.threshold, legacy_method=self.manifest.get("threshold_method"), where=self.where,
+        )  # fmt: skip
 
     @property
     def class_names(self) -> tuple[str, str]:
@@ -425,6 +450,8 @@ class BundleView:
             ],
             "io": self.manifest["io"],
             "threshold": self.threshold,
+            "operating_points": {k: p.threshold for k, p in self.operating_points.items()},
+            "operating_point": self.manifest.get("operating_point"),
         }
 
 

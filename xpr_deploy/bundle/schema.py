@@ -119,6 +119,26 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},
         "threshold": {"type": "number", "minimum": 0, "maximum": 1},
         "threshold_method": {"type": ["string", "null"]},
+        "operating_points": {
+            "type": "object",
+            "description": "target name (youden, sens=0.90, spec=0.90, ...) -> threshold chosen on the validation "
+            "split and the validation sensitivity / specificity at it; predicted malignant when prob >= threshold",
+            "propertyNames": {"pattern": "^(youden|(sens|spec)=[01](\\.[0-9]+)?)$"},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["threshold"],
+                "properties": {
+                    "threshold": {"type": "number", "minimum": 0, "maximum": 1},
+                    "sensitivity": {"type": ["number", "null"]},
+                    "specificity": {"type": ["number", "null"]},
+                    "n": {"type": "integer", "minimum": 0},
+                },
+            },
+        },
+        "operating_point": {
+            "type": ["string", "null"],
+            "description": "the operating point `threshold` is (the default); a key of operating_points",
+        },
         "blocks": {
             "type": "array",
             "items": {

@@ -245,40 +245,74 @@ def bench(
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
-    studies: Annotated[list[Path], typer.Argument(help="study folders of DICOM files (any names; paired from tags)")],
+    studies: Annotated[
+        list[Path] | None, typer.Argument(help="study folders of DICOM files (any names; paired from tags)")
+    ] = None,
     backend: Annotated[
         str | None, typer.Option("--backend", "-b", help=f"{' | '.join(BACKENDS)} (default: from MODEL)")
     ] = None,
     heatmaps: Annotated[
         Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
     ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option("--operating-point", help="youden | sens=0.90 | spec=0.90 ... (default: the model's)"),
+    ] = None,
+    dicom_out: Annotated[
+        Path | None, typer.Option("--dicom-out", help="write a DICOM SR per study + heatmap Segmentations here")
+    ] = None,
+    dicomweb: Annotated[
+        str | None, typer.Option("--dicomweb", help="DICOMweb root URL of a PACS (with --study)")
+    ] = None,
+    study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
+    store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """P(malignant) and the decision per breast; bad studies get a reason. Fails only if no breast was read."""
+    """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
+    Fails only if no breast was read."""
     from rich.markup import escape
 
+    from ..errors import ConfigError
     from ..predict import predict as run_predict
 
-    rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps)
+    web = None
+    if dicomweb is not None or study is not None:
+        if dicomweb is None or study is None or studies:
+            raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
+        from ..dicomweb import predict_dicomweb
+
+        web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
+                               dicom_out=dicom_out, heatmaps_dir=heatmaps)  # fmt: skip
+        rep = web.report
+    else:
+        if not studies:
+            raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
+        if store:
+            raise ConfigError("--store sends results to a PACS: use it with --dicomweb")
+        rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
+                          dicom_out=dicom_out)  # fmt: skip
     if as_json:
-        _print_json(
-            {
-                "breasts": [b.to_dict() for b in rep.breasts],
-                "rejects": rep.rejects,
-                "backend": rep.backend,
-                "threshold": rep.threshold,
-            }
-        )
+        _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
         t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
         for b in rep.breasts:
             t.add_row(b.study, b.laterality, f"{b.prob:.4f}", b.decision, *([b.heatmap or ""] if heatmaps else []))
-        console.print(f"[bold]{rep.backend}[/] backend, threshold {rep.threshold:.3f}")
+        console.print(
+            f"[bold]{rep.backend}[/] backend, operating point {rep.operating_point} (threshold {rep.threshold:.4f})",
+            highlight=False,
+        )
         if rep.breasts:
             console.print(t)
+        if rep.dicom:
+            console.print(f"DICOM results: {len(rep.dicom)} objects under {dicom_out}", highlight=False)
+        if web is not None and store:
+            console.print(f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)",
+                          highlight=False, soft_wrap=True)  # fmt: skip
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
             err_console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False, soft_wrap=True)
+        for n in rep.notes:
+            err_console.print(f"[yellow]note[/] {escape(n)}", highlight=False, soft_wrap=True)
     if not rep.breasts:
         err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
         raise typer.Exit(1)
@@ -304,6 +338,9 @@ def triton(
     ] = True,
     queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="dynamic batcher's max queue delay")] = 0,
     threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads per python instance")] = None,
+    operating_point: Annotated[
+        str | None, typer.Option("--operating-point", help="the xpr_threshold parameter's point (default: bundle's)")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A Triton Inference Server model repository: onnxruntime_onnx, tensorrt_plan for a TensorRT engine, and a
@@ -314,7 +351,10 @@ def triton(
         enabled=python, backend=python_backend, kind=kind, dynamic_batching=dynamic_batching,
         queue_delay_us=queue_delay_us, threads=threads,
     )  # fmt: skip
-    res = write_repository(bundle, repo, max_batch=max_batch, instances=instances, name=name, python=py)
+    res = write_repository(
+        bundle, repo, max_batch=max_batch, instances=instances, name=name, python=py,
+        operating_point=operating_point,
+    )  # fmt: skip
     if as_json:
         _print_json(res.to_dict())
         return

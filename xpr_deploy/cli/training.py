@@ -218,6 +218,10 @@ def eval_cmd(
     data: Annotated[Path, typer.Argument(help="dataset root")],
     split: Annotated[str, typer.Option(help="test (the run's held-out breasts), val, train or all")] = "test",
     threshold: Annotated[float | None, typer.Option(help="instead of the checkpoint's threshold")] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option("--operating-point", help="youden | sens=0.90 | spec=0.90 ... (default: the checkpoint's)"),
+    ] = None,
     plots: Annotated[Path | None, typer.Option(help="write roc.png and confusion.png here")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the JSON report here")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
@@ -238,6 +242,7 @@ def eval_cmd(
         data_format=format,
         label_rule=label_rule,
         threshold=threshold,
+        operating_point=operating_point,
         batch_size=batch_size,
         device=device,
         cache=cache,

@@ -241,6 +241,8 @@ def build_manifest(
         "class_names": list(meta.get("class_names") or cfg.class_names),
         "threshold": float(meta.get("threshold", 0.5)),
         "threshold_method": meta.get("threshold_method"),
+        "operating_points": dict(meta.get("operating_points") or {}),
+        "operating_point": meta.get("operating_point"),
         "blocks": blocks,
         "plugin": plugin_manifest_entry(plugin_count) if opts.plugin else None,
         "lint": {p: r.to_dict() for p, r in lints.items()},

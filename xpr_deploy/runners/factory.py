@@ -5,7 +5,7 @@ the configuration a command runs is decided here once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ from .base import DEFAULT_IO
 
 if TYPE_CHECKING:
     from ..data.dicom import PreprocessSettings
+    from ..train.operating_points import OperatingPoint
     from .base import XprRunnerMixin
     from .onnxrt import OrtSettings
 
@@ -57,6 +58,19 @@ class ModelSource:
     io: IoNames = DEFAULT_IO
     bundle: BundleView | None = None
     checkpoint: Path | None = None
+    operating_points: dict[str, OperatingPoint] = field(default_factory=dict)
+    default_point: str | None = None
+    threshold_method: str | None = None
+    weights_sha256: str | None = None  # a checkpoint's weights (a bundle is identified by `digest`)
+
+    def operating_point(self, name: str | None = None) -> OperatingPoint:
+        """The named operating point (None: the model's default) — from the checkpoint meta or the manifest."""
+        from ..train.operating_points import resolve
+
+        return resolve(
+            self.operating_points, name, default=self.default_point, legacy_threshold=self.threshold,
+            legacy_method=self.threshold_method, where=str(self.path),
+        )  # fmt: skip
 
     @property
     def natural_backend(self) -> str:
@@ -86,9 +100,12 @@ def open_source(model_path: str | Path) -> ModelSource:
         cfg = view.model_config()
         settings = view.preprocess_settings()
         return ModelSource(
-            "bundle", p, cfg, settings, view.threshold, view.class_names, view.io, view, view.source_checkpoint()
-        )
+            "bundle", p, cfg, settings, view.threshold, view.class_names, view.io, view, view.source_checkpoint(),
+            operating_points=view.operating_points, default_point=view.manifest.get("operating_point"),
+            threshold_method=view.manifest.get("threshold_method"),
+        )  # fmt: skip
     from ..train.checkpoint import CheckpointError, model_config_of, read_meta
+    from ..train.operating_points import points_from
 
     try:
         meta = read_meta(p)
@@ -100,7 +117,9 @@ def open_source(model_path: str | Path) -> ModelSource:
     names = list(meta.get("class_names") or cfg.class_names)
     return ModelSource(
         "checkpoint", p, cfg, settings, float(meta.get("threshold", 0.5)), (str(names[0]), str(names[1])),
-        checkpoint=ckpt,
+        checkpoint=ckpt, operating_points=points_from(meta.get("operating_points")),
+        default_point=meta.get("operating_point"), threshold_method=meta.get("threshold_method"),
+        weights_sha256=meta.get("weights_sha256"),
     )  # fmt: skip
 
 

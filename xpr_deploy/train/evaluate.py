@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from .metrics import CI_METHOD, BinaryMetrics, binary_metrics, roc_curve
+from .operating_points import OperatingPoint
 
 
 @dataclass
@@ -29,6 +30,7 @@ class EvalReport:
     breasts: list[dict[str, Any]]  # study, laterality, patient, key, prob, label
     class_names: tuple[str, str] = ("benign", "malignant")
     extra: dict[str, Any] = field(default_factory=dict)
+    operating_point: OperatingPoint | None = None  # None: a threshold given by hand
 
     @property
     def probs(self) -> np.ndarray:
@@ -51,6 +53,7 @@ class EvalReport:
             "specificity": m["specificity"],
             "threshold": m["threshold"],
             "threshold_method": self.threshold_method,
+            "operating_point": self._point_dict(),
             "n": m["n"],
             "n_pos": m["n_pos"],
             "confusion": m["confusion"],
@@ -61,6 +64,13 @@ class EvalReport:
             **self.extra,
             "breasts": self.breasts,
         }
+
+    def _point_dict(self) -> dict[str, Any] | None:
+        p = self.operating_point
+        if p is None:
+            return None
+        return {"name": p.name, "threshold": p.threshold, "validation": {"sensitivity": p.sensitivity,
+                "specificity": p.specificity, "n": p.n}}  # fmt: skip
 
     def summary_lines(self) -> list[str]:
         m = self.metrics
@@ -73,7 +83,7 @@ class EvalReport:
             f"at threshold {m.threshold:.4f} ({self.threshold_method}): ACC {m.acc:.4f}  F1 {m.f1:.4f}  "
             f"sensitivity {m.sensitivity:.4f}  specificity {m.specificity:.4f}",
             f"confusion [[TN {c.tn}, FP {c.fp}], [FN {c.fn}, TP {c.tp}]]",
-        ]
+        ] + ([f"operating point {p.describe()}"] if (p := self.operating_point) is not None and p.n else [])
 
     def write_plots(self, out_dir: str | Path, stem: str = "") -> list[Path]:
         """ROC curve and confusion matrix PNGs into `out_dir`."""
@@ -102,6 +112,7 @@ def evaluate(
     pairs: list[Any],
     *,
     threshold: float | None = None,
+    operating_point: str | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     cache: str | Path | None = None,
@@ -123,8 +134,21 @@ def evaluate(
         raise ConfigError(f"{meta.get('checkpoint_dir', 'checkpoint')}: unusable preprocess settings ({exc})") from None
     dataset = PairDataset(pairs, settings, cache)
     probs, labels = predict_probs(model, dataset, batch_size, device, workers)
-    thr = float(meta.get("threshold", 0.5)) if threshold is None else float(threshold)
-    method = meta.get("threshold_method", "fixed-0.5") if threshold is None else "given"
+    point = None
+    if threshold is not None:
+        if operating_point is not None:
+            raise ConfigError("give --threshold or --operating-point, not both")
+        thr, method = float(threshold), "given"
+    else:
+        from .operating_points import points_from, resolve
+
+        point = resolve(
+            points_from(meta.get("operating_points")), operating_point, default=meta.get("operating_point"),
+            legacy_threshold=float(meta.get("threshold", 0.5)), legacy_method=meta.get("threshold_method"),
+            where=str(meta.get("checkpoint_dir", "checkpoint")),
+        )  # fmt: skip
+        thr = point.threshold
+        method = f"operating point {point.name}" if point.n else str(meta.get("threshold_method", "fixed-0.5"))
     breasts = [
         {
             "study": p.study_id,
@@ -145,6 +169,7 @@ def evaluate(
         checkpoint=meta.get("checkpoint_dir"),
         breasts=breasts,
         class_names=(str(names[0]), str(names[1])),
+        operating_point=point,
     )
 
 
@@ -156,6 +181,7 @@ def evaluate_checkpoint(
     data_format: str = "auto",
     label_rule: str | None = None,
     threshold: float | None = None,
+    operating_point: str | None = None,
     batch_size: int = 8,
     device: str = "cpu",
     cache: str | Path | None = None,
@@ -180,6 +206,7 @@ def evaluate_checkpoint(
         meta,
         chosen,
         threshold=threshold,
+        operating_point=operating_point,
         batch_size=batch_size,
         device=dev,
         cache=cache,

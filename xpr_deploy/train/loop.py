@@ -333,6 +333,8 @@ def _epoch_meta(
         "selection": {"criterion": criterion, "best_epoch": state.best_epoch},
         "threshold": float(val.get("threshold", 0.5)) if val else 0.5,
         "threshold_method": val.get("threshold_method", "fixed-0.5") if val else "fixed-0.5",
+        "operating_points": dict(val.get("operating_points") or {}),
+        "operating_point": val.get("operating_point"),
         "train_config": cfg.to_dict(),
         "toolkit_version": __version__,
         "created_utc": utc_now(),

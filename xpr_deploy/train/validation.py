@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from ..model.xpruning import malignancy_probability
 from . import distributed as D
-from .metrics import binary_metrics, youden_threshold
+from .metrics import binary_metrics
+from .operating_points import DEFAULT_POINT, DEFAULT_TARGETS, choose_all
 from .recipe import amp_context
 
 
@@ -71,8 +72,12 @@ def validation_metrics(probs: np.ndarray, labels: np.ndarray, weights: torch.Ten
     """AUC (+ DeLong CI), loss, Youden threshold and metrics at it, for model selection and the log."""
     lp = torch.log(torch.tensor(np.stack([1 - probs, probs], 1)).clamp_min(1e-12)).float()
     loss = float(F.nll_loss(lp, torch.as_tensor(labels), weight=weights)) if len(labels) else math.nan
-    thr = youden_threshold(labels, probs)
+    points = choose_all(labels, probs, DEFAULT_TARGETS)
+    default = points.get(DEFAULT_POINT)
+    thr = default.threshold if default is not None else 0.5
     m = binary_metrics(labels, probs, thr).to_dict()
     m["loss"] = loss
-    m["threshold_method"] = "youden-validation" if thr != 0.5 or len(set(labels.tolist())) == 2 else "fixed-0.5"
+    m["threshold_method"] = "youden-validation" if default is not None else "fixed-0.5"
+    m["operating_points"] = {k: p.to_dict() for k, p in points.items()}
+    m["operating_point"] = DEFAULT_POINT if default is not None else None
     return m

@@ -154,6 +154,21 @@ XPR_API xpr_status xpr_get_selection(const xpr_engine* engine, int32_t i, xpr_se
 XPR_API xpr_status xpr_selection_heatmap(const xpr_engine* engine, const char* view, float* out, size_t out_count,
                                          int32_t* grid_rows, int32_t* grid_cols);
 
+/* Operating points: thresholds chosen on the validation split for named targets ("youden",
+ * "sens=0.90", "spec=0.90", ...), read from the manifest's operating_points. An engine starts at
+ * the bundle's default (manifest operating_point; a bundle without points has one, its threshold,
+ * named after its threshold_method). The decision is malignant when prob >= threshold. */
+XPR_API int32_t xpr_num_operating_points(const xpr_engine* engine);
+/* The i-th named point (sorted by name); *name points into the engine, valid while it lives. */
+XPR_API xpr_status xpr_get_operating_point(const xpr_engine* engine, int32_t i, const char** name, double* threshold);
+/* Chooses the point later decisions use; name NULL: the bundle's default. An unknown name is
+ * XPR_ERR_ARGUMENT (the message lists the bundle's points) and leaves the current one. */
+XPR_API xpr_status xpr_set_operating_point(xpr_engine* engine, const char* name);
+/* The current point: its name (into the engine) and threshold; either pointer may be NULL. */
+XPR_API xpr_status xpr_operating_point(const xpr_engine* engine, const char** name, double* threshold);
+/* The last run's decision at the current point: 1 malignant (prob >= threshold), 0 benign. */
+XPR_API xpr_status xpr_get_decision(const xpr_engine* engine, int32_t* malignant);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

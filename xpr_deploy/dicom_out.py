@@ -1,0 +1,345 @@
+"""DICOM results a PACS stores and a viewer shows: one TID 1500 Comprehensive SR per study and one
+FRACTIONAL Segmentation per mammogram (the window-selection heatmap), both written with highdicom.
+
+SR (`highdicom.sr.ComprehensiveSR` + `MeasurementReport`): the observer is the device (xpr, the
+model name, the bundle's manifest SHA-256 as serial number and in the device UID); one measurement
+group per breast with the finding site (left / right breast), P(malignant) as "Probability of
+cancer" (DCM 111047), the decision at the operating point as a qualitative evaluation, the
+operating point's threshold as a measurement and its name in the algorithm parameters, and the
+breast's CC and MLO as source images. Same Study Instance UID as the input, its own series, "NOT FOR
+CLINICAL USE" in the series description; patient and study attributes come from the source (highdicom
+copies the patient and general study modules), nothing else.
+
+Heatmaps: a FRACTIONAL (PROBABILITY) Segmentation per source image, one segment per Swin stage,
+value = the fraction of the stage's pruned blocks that kept the 7x7 window covering the pixel (0
+outside the breast crop), on the source's own pixel grid (mapped back through the preprocessing
+geometry: flip, crop, resize). Viewers (OHIF, 3D Slicer, Weasis) overlay a Segmentation on its
+referenced image and let each segment be toggled; a Secondary Capture is only shown beside it.
+
+UIDs are derived (2.25 UIDs from a SHA-256, `derived_uid`) from the source SOP Instance UIDs,
+the model digest and the operating point: new (never a source UID), unique per object, and the
+same when the same model reruns on the same study, so a rerun replaces nothing and a PACS never
+holds a result twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import XprError
+
+if TYPE_CHECKING:
+    from pydicom import Dataset
+
+    from .config import ModelConfig
+    from .data.dicom import Geometry
+    from .train.operating_points import OperatingPoint
+
+NOT_FOR_CLINICAL = "NOT FOR CLINICAL USE"
+SR_SERIES_DESCRIPTION = f"xpr X-Pruning AI result - {NOT_FOR_CLINICAL}"
+SEG_SERIES_DESCRIPTION = f"xpr window-selection heatmaps - {NOT_FOR_CLINICAL}"
+MANUFACTURER = "xpr (X-Pruning deployment toolkit)"
+SR_SERIES_NUMBER = 9901
+SEG_SERIES_NUMBER = 9902
+#: local codes (a private coding scheme: no standard code says "decision of this model")
+_SCHEME = "99XPR"
+
+
+class DicomOutError(XprError):
+    """The DICOM results could not be built or written."""
+
+
+@dataclass(frozen=True)
+class DeviceIdentity:
+    """Who observed: the model as a device, and the operating point it decided at."""
+
+    model_name: str
+    version: str  # xpr version
+    digest: str | None  # the bundle's manifest SHA-256 (checkpoints: the weights' SHA-256)
+    point: OperatingPoint
+    class_names: tuple[str, str] = ("benign", "malignant")
+
+    @property
+    def uid(self) -> str:
+        return derived_uid("device", self.model_name, self.version, self.digest or "")
+
+
+@dataclass
+class BreastDicom:
+    """One breast's result and what it was computed from."""
+
+    laterality: str  # "L" | "R"
+    prob: float
+    decision: str  # a class name
+    sources: dict[str, Dataset]  # view ("cc", "mlo") -> source header (pixels not needed)
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)  # view -> float32 [stages, rows, cols] in [0, 1]
+
+
+def stage_heatmaps(
+    selection: Mapping[tuple[str, int, int], Any], cfg: ModelConfig, geos: Mapping[str, Geometry]
+) -> dict[str, np.ndarray]:
+    """view -> float32 [stages, rows, cols] on the stored pixel grid: per stage, the fraction of the
+    stage's blocks that kept the window covering the pixel; 0 outside the model's crop."""
+    from .heatmap import count_maps, to_input_pixels, to_stored
+
+    maps = count_maps(selection, cfg)
+    out: dict[str, np.ndarray] = {}
+    for view, per_stage in maps.items():
+        geo = geos[view]
+        frames = []
+        for stage in sorted(per_stage):
+            px = to_input_pixels(per_stage[stage], cfg, stage)
+            stored = to_stored(px, geo, fill=0).astype(np.float32)
+            frames.append(stored / float(cfg.depths[stage - 1]))
+        out[view] = np.clip(np.stack(frames), 0.0, 1.0)
+    return out
+
+
+def derived_uid(*parts: str) -> str:
+    """A 2.25 UID (UUID-derived, ITU-T X.667) from a SHA-256 of `parts`: the same inputs, the same UID.
+
+    (pydicom's `generate_uid(None, entropy_srcs=...)` ignores the sources and is random.)"""
+    import hashlib
+
+    h = hashlib.sha256("\x00".join(["xpr-result", *parts]).encode()).digest()[:16]
+    b = bytearray(h)
+    b[6] = (b[6] & 0x0F) | 0x50  # a name-based (version 5 style) UUID, variant RFC 4122
+    b[8] = (b[8] & 0x3F) | 0x80
+    return f"2.25.{int.from_bytes(b, 'big')}"
+
+
+_uid = derived_uid
+
+
+def _code(value: str, meaning: str) -> Any:
+    import highdicom as hd
+
+    return hd.sr.CodedConcept(value, _SCHEME, meaning)
+
+
+def _site(laterality: str) -> Any:
+    from pydicom.sr.codedict import codes
+
+    return codes.SCT.LeftBreast if laterality == "L" else codes.SCT.RightBreast
+
+
+def _algorithm(device: DeviceIdentity) -> Any:
+    import highdicom as hd
+
+    p = device.point
+    params = [f"operating point {p.name}", f"threshold {p.threshold:.6f}"]
+    if device.digest:
+        params.append(f"bundle sha256 {device.digest}")
+    return hd.sr.AlgorithmIdentification(name=device.model_name[:64], version=f"xpr {device.version}"[:64],
+                                         parameters=params)  # fmt: skip
+
+
+def _study_key(breasts: Sequence[BreastDicom]) -> list[str]:
+    return sorted(str(ds.SOPInstanceUID) for b in breasts for ds in b.sources.values())
+
+
+def build_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Dataset:
+    """The study's Comprehensive SR (TID 1500), one measurement group per breast."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    if not breasts:
+        raise DicomOutError("no breast to report")
+    studies = {str(ds.StudyInstanceUID) for b in breasts for ds in b.sources.values()}
+    if len(studies) != 1:
+        raise DicomOutError(f"one SR per study: the breasts come from {len(studies)} studies")
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.DCM.Device,
+        observer_identifying_attributes=hd.sr.DeviceObserverIdentifyingAttributes(
+            uid=device.uid,
+            name=f"xpr {device.version}"[:64],
+            manufacturer_name=MANUFACTURER,
+            model_name=device.model_name[:64],
+            serial_number=(device.digest or "none")[:64],
+        ),
+    )
+    p = device.point
+    key = _study_key(breasts)
+    groups = []
+    for b in sorted(breasts, key=lambda b: b.laterality):
+        positive = b.decision == device.class_names[1]
+        decision = (
+            _code("XPRPOS", f"{device.class_names[1]} (positive at the operating point)")
+            if positive
+            else _code("XPRNEG", f"{device.class_names[0]} (negative at the operating point)")
+        )
+        groups.append(
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=_uid("tracking", *key, b.laterality, device.digest or ""),
+                    identifier=f"{'left' if b.laterality == 'L' else 'right'} breast",
+                ),
+                finding_type=_code("XPRMAL", "Breast malignancy assessment"),
+                finding_sites=[hd.sr.FindingSite(_site(b.laterality))],
+                algorithm_id=_algorithm(device),
+                measurements=[
+                    hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(b.prob), unit=codes.UCUM.NoUnits),
+                    hd.sr.Measurement(
+                        name=_code("XPRTHR", f"Decision threshold ({p.name})"[:64]),
+                        value=float(p.threshold),
+                        unit=codes.UCUM.NoUnits,
+                    ),
+                ],
+                qualitative_evaluations=[
+                    hd.sr.QualitativeEvaluation(
+                        name=_code("XPRDEC", f"Decision at operating point {p.name}"[:64]), value=decision
+                    )
+                ],
+                source_images=[
+                    hd.sr.SourceImageForMeasurementGroup.from_source_image(b.sources[v])
+                    for v in ("cc", "mlo")
+                    if v in b.sources
+                ],
+            )
+        )
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_device_context=observer),
+        procedure_reported=codes.SCT.Mammography,
+        imaging_measurements=groups,
+        title=codes.DCM.ImagingMeasurementReport,
+    )
+    evidence = [b.sources[v] for b in sorted(breasts, key=lambda b: b.laterality) for v in ("cc", "mlo")]
+    sr = hd.sr.ComprehensiveSR(
+        evidence=evidence,
+        content=report,
+        series_instance_uid=_uid("sr-series", *key, device.digest or "", p.name),
+        series_number=SR_SERIES_NUMBER,
+        sop_instance_uid=_uid("sr", *key, device.digest or "", p.name),
+        instance_number=1,
+        manufacturer=MANUFACTURER,
+        is_complete=True,
+        series_description=SR_SERIES_DESCRIPTION,
+    )
+    return sr
+
+
+def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]) -> Dataset:
+    """A FRACTIONAL Segmentation of `source` with one segment per stage (`maps` [stages, rows, cols])."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    rows, cols = int(source.Rows), int(source.Columns)
+    if maps.ndim != 3 or maps.shape[1:] != (rows, cols):
+        raise DicomOutError(
+            f"heatmap {tuple(maps.shape)} does not match the source image {rows}x{cols} ({source.SOPInstanceUID})"
+        )
+    algo = hd.AlgorithmIdentificationSequence(
+        name=device.model_name[:64], family=codes.cid7162.ArtificialIntelligence, version=f"xpr {device.version}"
+    )
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=f"stage {i + 1} window selection",
+            segmented_property_category=_code("XPRATT", "Model attention"),
+            segmented_property_type=_code("XPRWIN", "Kept-window fraction"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo,
+        )
+        for i in range(maps.shape[0])
+    ]
+    pixels = np.moveaxis(maps.astype(np.float32), 0, -1)[None]  # [1 frame, rows, cols, segments]
+    sop = str(source.SOPInstanceUID)
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.FRACTIONAL,
+        segment_descriptions=segments,
+        series_instance_uid=_uid("seg-series", *study_key, device.digest or ""),
+        series_number=SEG_SERIES_NUMBER,
+        sop_instance_uid=_uid("seg", sop, device.digest or ""),
+        instance_number=1 + int(getattr(source, "InstanceNumber", 0) or 0),
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=device.model_name[:64],
+        software_versions=f"xpr {device.version}",
+        device_serial_number=(device.digest or "none")[:64],
+        fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
+        max_fractional_value=255,
+        content_label="XPRWINDOWS",
+        content_description="fraction of pruned blocks keeping each window, per stage",
+        omit_empty_frames=False,
+        series_description=SEG_SERIES_DESCRIPTION,
+    )
+    # image-aligned with the source: the same orientation (General Image needs it without a frame of reference)
+    seg.PatientOrientation = source.get("PatientOrientation") or ""
+    return seg
+
+
+def study_objects(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> list[Dataset]:
+    """The SR, then one Segmentation per source image that has a heatmap."""
+    key = _study_key(breasts)
+    objs = [build_sr(breasts, device)]
+    for b in sorted(breasts, key=lambda b: b.laterality):
+        for view in ("cc", "mlo"):
+            if view in b.heatmaps:
+                objs.append(build_heatmap(b.sources[view], b.heatmaps[view], device, key))
+    return objs
+
+
+def object_name(ds: Dataset) -> str:
+    kind = {"SR": "sr", "SEG": "seg"}.get(str(ds.Modality), "obj")
+    return f"{kind}_{ds.SOPInstanceUID}.dcm"
+
+
+def write_objects(out_dir: str | Path, objs: Sequence[Dataset]) -> list[Path]:
+    """Each object to OUT/<StudyInstanceUID>/<sr|seg>_<SOPInstanceUID>.dcm, atomically."""
+    from io import BytesIO
+
+    from .io import write_bytes
+
+    paths = []
+    for ds in objs:
+        buf = BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        dest = Path(out_dir) / str(ds.StudyInstanceUID) / object_name(ds)
+        try:
+            write_bytes(dest, buf.getvalue())
+        except OSError as exc:
+            raise DicomOutError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+        paths.append(dest)
+    return paths
+
+
+def read_source(path: str | Path) -> Dataset:
+    """A source header for references (no pixel data)."""
+    import pydicom
+
+    return pydicom.dcmread(str(path), stop_before_pixels=True)
+
+
+def sr_probabilities(path: str | Path) -> tuple[str, dict[str, float]]:
+    """(StudyInstanceUID, {laterality: P(malignant)}) read back from an SR with `highdicom.sr.srread`."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sr = hd.sr.srread(str(path))
+    content: Any = sr.content  # a MeasurementReport
+    out: dict[str, float] = {}
+    for g in content.get_image_measurement_groups():
+        site = g.finding_sites[0].value.value
+        lat = {"80248007": "L", "73056007": "R"}.get(str(site), "?")
+        m = g.get_measurements(name=codes.DCM.ProbabilityOfCancer)
+        if m:
+            out[lat] = float(m[0].value)
+    return str(sr.StudyInstanceUID), out
+
+
+def dciodvfy_errors(path: str | Path, timeout: float = 60.0) -> list[str] | None:
+    """The `Error` lines of `dciodvfy` (Debian dicom3tools) on one object; None when it is not installed."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        return None
+    r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=timeout, check=False)
+    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]
