@@ -360,11 +360,13 @@ def test_bundle_manifest_carries_operating_points(ckpt: Path, study: Path, tmp_p
     # the Triton model's config names the chosen point and carries all of them
     from xpr_deploy.triton import write_repository
 
-    [m] = write_repository(path, tmp_path / "repo", operating_point="spec=0.90").models
-    text = m.config.read_text()
+    models = write_repository(path, tmp_path / "repo", operating_point="spec=0.90").models
+    assert [m.platform for m in models] == ["onnxruntime_onnx", "python"]
     spec = view.operating_point("spec=0.90").threshold
-    assert 'key: "xpr_operating_point"\n  value: { string_value: "spec=0.90" }' in text
-    assert f'key: "xpr_threshold"\n  value: {{ string_value: "{spec}" }}' in text and "xpr_operating_points" in text
+    for m in models:  # the platform model and the python model alike
+        text = m.config.read_text()
+        assert 'key: "xpr_operating_point"\n  value: { string_value: "spec=0.90" }' in text, m.name
+        assert f'key: "xpr_threshold"\n  value: {{ string_value: "{spec}" }}' in text and "xpr_operating_points" in text
     # an inconsistent default is refused, even when re-sealed
     bad = (
         ("threshold", 0.123, "is not the threshold of its operating point 'youden'"),
