@@ -117,7 +117,8 @@ def test_triton_repository_from_a_real_bundle(bundle: Path, tmp_path: Path) -> N
     from xpr_deploy.triton import write_repository
 
     res = write_repository(bundle, tmp_path / "repo")
-    [m] = res.models  # no engine in this bundle
+    m, py = res.models  # no engine in this bundle: the onnxruntime_onnx model and the python model
+    assert (m.platform, py.platform) == ("onnxruntime_onnx", "python")
     cfg = text_format.Parse(m.config.read_text(), pb2.ModelConfig())
     graph = onnx.load(str(m.path)).graph
     types = {onnx.TensorProto.FLOAT: pb2.DataType.TYPE_FP32, onnx.TensorProto.INT64: pb2.DataType.TYPE_INT64}
