@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..runners.eager import AUTOCAST, MODES, EagerRunner
+from ..runners.eager import EagerRunner
 from .errors import BenchError
 from .inputs import example_views
 from .memory import PeakRSS, _torch_memory_hooks
@@ -55,12 +55,7 @@ def bench_eager(
     cuda-graph (captured per keep ratio, replayed; CUDA only)."""
     if dtype not in DTYPES:
         raise BenchError(f"dtype {dtype!r}: choose fp32, fp16 or bf16")
-    if mode not in MODES:
-        raise BenchError(f"mode {mode!r}: choose eager, compile or cuda-graph")
-    if mode == "cuda-graph" and not device.startswith("cuda"):
-        raise BenchError("cuda-graph mode needs --device cuda")
-    autocast = None if dtype == "fp32" else dtype
-    assert autocast in AUTOCAST
+    autocast = None if dtype == "fp32" else dtype  # mode and device are checked by EagerRunner
     own = list(model.keep_ratios)
     main_keep = own[0] if len(set(own)) == 1 else None
     keeps: dict[str, float | None] = {"pruned": None}
