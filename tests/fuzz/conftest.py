@@ -1,0 +1,59 @@
+"""The fuzz campaign's bookkeeping: every case a test tries is tallied, and the total is printed at
+the end of the run (CI output and the issue note quote it).
+
+Tests marked `fuzz` are the long campaign: they run only when asked for (`pytest -m fuzz`); the
+unmarked tests in this folder are the fast subset that every `make test` runs.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import pytest
+
+
+@dataclass
+class Tally:
+    """Cases tried and passed per campaign (e.g. "dicom/predict", "bundle/verify")."""
+
+    tried: Counter[str] = field(default_factory=Counter)
+    passed: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+
+    def record(self, campaign: str, case: str, problem: str | None) -> None:
+        self.tried[campaign] += 1
+        if problem is None:
+            self.passed[campaign] += 1
+        else:
+            self.failures.append(f"{campaign}: {case}: {problem}")
+
+
+_TALLY = Tally()
+
+
+@pytest.fixture(scope="session")
+def fuzz_tally() -> Tally:
+    return _TALLY
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if "fuzz" in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzz campaign runs with `pytest -m fuzz`")
+    for item in items:
+        if item.get_closest_marker("fuzz"):
+            item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    if not _TALLY.tried:
+        return
+    tr = terminalreporter
+    tr.section("fuzz campaign")
+    for campaign in sorted(_TALLY.tried):
+        tr.write_line(f"{campaign}: {_TALLY.tried[campaign]} cases tried, {_TALLY.passed[campaign]} passed")
+    total, ok = sum(_TALLY.tried.values()), sum(_TALLY.passed.values())
+    tr.write_line(f"total: {total} cases tried, {ok} passed, {total - ok} failed")
+    for line in _TALLY.failures[:50]:
+        tr.write_line(f"  FAILED {line}")

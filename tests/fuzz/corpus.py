@@ -1,0 +1,329 @@
+"""The hostile-input corpus: deterministic mutations of valid files, shared by the Python fuzz tests
+and the C++ runtime's sanitizer run (`python -m tests.fuzz.corpus --out DIR FILE...`).
+
+Every case is a whole file (bytes) with a stable name saying what was done to it, so a failure
+can be reproduced from its name alone. Nothing here knows what the right answer is: the fuzz
+tests assert the invariants (no traceback, a documented exit code, the damaged file named, the
+good inputs of the same run still answered, no partial output).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import random
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+
+# explicit-VR element headers: these VRs have 2 reserved bytes and a 4-byte length
+_LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+
+#: attributes the pipeline reads (xpr_deploy/data/dicom.py, preproc.py, predict, dicom_out)
+READ_ATTRIBUTES = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "PatientID",
+    "Modality",
+    "PresentationIntentType",
+    "ImageLaterality",
+    "Laterality",
+    "ViewPosition",
+    "ViewCodeSequence",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "Rows",
+    "Columns",
+    "NumberOfFrames",
+    "BitsAllocated",
+    "BitsStored",
+    "HighBit",
+    "PixelRepresentation",
+    "PixelPaddingValue",
+    "PixelPaddingRangeLimit",
+    "WindowCenter",
+    "WindowWidth",
+    "VOILUTFunction",
+    "RescaleSlope",
+    "RescaleIntercept",
+    "PixelData",
+)
+
+#: invalid (or hostile but well-formed) values per VR; binary VRs get raw bytes
+_BAD_VALUES: dict[str, tuple[bytes, ...]] = {
+    "DS": (b"ab", b"NaN", b"inf", b"-inf", b"1e999", b"0", b"", b"1\\2", b"1,5", b" " * 16 + b"1" * 40),
+    "IS": (b"x", b"-1", b"0", b"1.5", b"99999999999", b"", b"2\\3"),
+    "CS": (b"", b"XX", b"\xff\xfe", b"A" * 80, b"MG\\CT", b"L\x00R"),
+    "UI": (b"", b"not-a-uid", b"1." * 40, b"\x00" * 8),
+    "LO": (b"", b"\xff\xfe\xfd", b"../../etc/passwd", b"A" * 200, b"x\\y"),
+    "SH": (b"", b"\xff", b"A" * 40),
+    "US": (b"\x00\x00", b"\xff\xff", b"\x01\x00", b"\x07", b"\x00\x00\x00\x00"),
+    "SS": (b"\x00\x80", b"\xff\x7f"),
+    "OW": (b"", b"\x00", b"\x00" * 3),
+    "OB": (b"", b"\x00", b"\x00" * 3),
+    "SQ": (b"", b"\x00" * 8, b"\xfe\xff\x00\xe0\xff\xff\xff\xff"),
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One mutated file: `name` is unique and says what was done (kind, attribute, offset, value)."""
+
+    name: str
+    kind: str
+    data: bytes
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.data).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Element:
+    """Where a top-level element lies in the file: header start, value start, value length, VR."""
+
+    keyword: str
+    tag: int
+    vr: str
+    start: int
+    value_start: int
+    length: int
+
+    @property
+    def end(self) -> int:
+        return self.value_start + self.length
+
+    @property
+    def length_field(self) -> tuple[int, int]:
+        """(offset, size) of the length field in the header."""
+        return (self.value_start - 4, 4) if self.vr in _LONG_VRS else (self.value_start - 2, 2)
+
+
+def elements(data: bytes) -> dict[str, Element]:
+    """Top-level elements of an explicit-VR little-endian file, by keyword (pydicom's raw offsets)."""
+    ds = pydicom.dcmread(io.BytesIO(data), defer_size=None)
+    if not ds.file_meta.TransferSyntaxUID.is_little_endian or ds.file_meta.TransferSyntaxUID.is_implicit_VR:
+        raise ValueError("the corpus mutates explicit-VR little-endian files only")
+    out: dict[str, Element] = {}
+    for tag in list(ds.keys()):
+        raw = ds._dict[tag]
+        vr = getattr(raw, "VR", None)
+        tell = getattr(raw, "value_tell", None)
+        if vr is None or tell is None:
+            continue
+        header = 12 if vr in _LONG_VRS else 8
+        length = raw.length if raw.length != 0xFFFFFFFF else _undefined_length_end(data, tell) - tell
+        keyword = pydicom.datadict.keyword_for_tag(tag) or f"{tag:08x}"
+        out[keyword] = Element(keyword, int(tag), vr, tell - header, tell, length)
+    return out
+
+
+def _undefined_length_end(data: bytes, start: int) -> int:
+    """End (after the delimiter) of an undefined-length sequence starting at `start`."""
+    depth, i = 0, start
+    while i + 8 <= len(data):
+        group, elem = struct.unpack_from("<HH", data, i)
+        (length,) = struct.unpack_from("<I", data, i + 4)
+        if (group, elem) == (0xFFFE, 0xE000):  # item
+            i += 8
+            if length != 0xFFFFFFFF:
+                i += length
+            else:
+                depth += 1
+            continue
+        if (group, elem) == (0xFFFE, 0xE00D):  # item delimiter
+            depth -= 1
+            i += 8
+            continue
+        if (group, elem) == (0xFFFE, 0xE0DD):  # sequence delimiter
+            i += 8
+            if depth <= 0:
+                return i
+            continue
+        vr = data[i + 4 : i + 6].decode("latin-1")
+        if vr in _LONG_VRS:
+            (length,) = struct.unpack_from("<I", data, i + 8)
+            i += 12
+            if length == 0xFFFFFFFF:
+                i = _undefined_length_end(data, i)
+                continue
+        else:
+            (length,) = struct.unpack_from("<H", data, i + 6)
+            i += 8
+        i += length
+    return len(data)
+
+
+def _replace_value(data: bytes, el: Element, value: bytes) -> bytes:
+    if len(value) % 2:
+        value += b"\x00" if el.vr in {"UI", "OB", "OW", "US", "SS", "SQ"} else b" "
+    off, size = el.length_field
+    if size == 2 and len(value) > 0xFFFF:
+        value = value[:0xFFFE]
+    length = struct.pack("<I" if size == 4 else "<H", len(value))
+    return data[:off] + length + data[off + size : el.value_start] + value + data[el.end :]
+
+
+def _set_length(data: bytes, el: Element, length: int) -> bytes:
+    off, size = el.length_field
+    length = min(length, 0xFFFF if size == 2 else 0xFFFFFFFE)
+    return data[:off] + struct.pack("<I" if size == 4 else "<H", length) + data[off + size :]
+
+
+def _set_vr(data: bytes, el: Element, vr: str) -> bytes:
+    off = el.start + 4
+    return data[:off] + vr.encode("latin-1") + data[off + 2 :]
+
+
+def dicom_cases(data: bytes, *, seed: int = 0, flips: int = 24, truncations: int = 16) -> list[Case]:
+    """Mutations of one valid explicit-VR LE file: truncations, byte flips, invalid values of every
+    attribute the pipeline reads, wrong and unknown VRs, lengths beyond the file, missing elements."""
+    rng = random.Random(seed)
+    els = elements(data)
+    pixel = els.get("PixelData")
+    header_end = pixel.start if pixel else len(data)
+    cases: list[Case] = []
+
+    # truncations: inside the preamble, the meta group, at element boundaries, inside pixel data
+    cuts = {0, 1, 64, 128, 131, 132, 140, header_end - 1, header_end, header_end + 6}
+    cuts |= {e.start + 3 for e in els.values()} if len(els) < truncations else set()
+    cuts |= {rng.randrange(132, header_end) for _ in range(truncations // 2)}
+    if pixel:
+        cuts |= {pixel.value_start + pixel.length // 2, len(data) - 1, len(data) - 2}
+        cuts |= {rng.randrange(pixel.value_start, len(data)) for _ in range(truncations // 4)}
+    for cut in sorted(c for c in cuts if 0 <= c < len(data)):
+        cases.append(Case(f"truncate@{cut}", "truncate", data[:cut]))
+
+    # byte flips: header (every byte matters) and pixels (must still decode, or fail cleanly)
+    for i in range(flips):
+        region = (132, header_end) if i % 3 or not pixel else (pixel.value_start, len(data))
+        off = rng.randrange(*region)
+        flipped = bytearray(data)
+        flipped[off] ^= 1 << rng.randrange(8) if i % 2 else 0xFF
+        where = "header" if off < header_end else "pixels"
+        cases.append(Case(f"flip-{where}@{off}:{flipped[off]:02x}", f"flip-{where}", bytes(flipped)))
+
+    for kw in READ_ATTRIBUTES:
+        el = els.get(kw)
+        if el is None:
+            continue
+        for j, bad in enumerate(_BAD_VALUES.get(el.vr, (b"", b"\xff\xfe"))):
+            cases.append(Case(f"value:{kw}#{j}={bad[:12]!r}", "bad-value", _replace_value(data, el, bad)))
+        cases.append(Case(f"missing:{kw}", "missing", data[: el.start] + data[el.end :]))
+        for vr in _wrong_vrs(el.vr):
+            cases.append(Case(f"vr:{kw}:{el.vr}->{vr}", "wrong-vr", _set_vr(data, el, vr)))
+        cases.append(Case(f"length:{kw}=beyond", "length-beyond", _set_length(data, el, len(data) * 2)))
+        if el.length >= 2:
+            cases.append(Case(f"length:{kw}=odd", "length-odd", _set_length(data, el, el.length - 1)))
+    return cases
+
+
+def _wrong_vrs(vr: str) -> tuple[str, ...]:
+    """A VR of the same header size (so the rest of the file still parses), and an unknown one."""
+    same = "DS" if vr != "DS" and vr not in _LONG_VRS else ("OB" if vr != "OB" else "UN")
+    return (same, "ZZ") if vr not in _LONG_VRS else (same,)
+
+
+# --- JSON documents (manifests, meta.json, configs) -------------------------------------------
+
+
+def json_cases(obj: Any, *, prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(name, mutated document) for every leaf and container of a JSON document: values of the
+    wrong type, extreme numbers, empty/huge strings, paths out of the folder, a removed key."""
+    for path, value in _leaves(obj):
+        where = prefix + "/".join(map(str, path))
+        for j, bad in enumerate(_bad_json(value)):
+            yield f"json:{where}#{j}", _set_in(obj, path, bad)
+        if path and isinstance(path[-1], str):
+            yield f"json:{where}#removed", _set_in(obj, path, _REMOVE)
+
+
+_REMOVE = object()
+
+
+def _leaves(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    if path:
+        yield path, obj
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj[:3]):
+            yield from _leaves(v, (*path, i))
+
+
+def _bad_json(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, bool):
+        return ("yes", 2, None)
+    if isinstance(value, (int, float)):
+        return ("high", -1, 1e308, None, [value], float("nan"))
+    if isinstance(value, str):
+        return (0, "", "../../outside", "/etc/passwd", "x" * 5000, None)
+    if isinstance(value, list):
+        return ({}, "list", [], [None] * 3)
+    if isinstance(value, dict):
+        return ([], "dict", {})
+    return ("null", 0)
+
+
+def _set_in(obj: Any, path: tuple[Any, ...], value: Any) -> Any:
+    copy = json.loads(json.dumps(obj))
+    node = copy
+    for key in path[:-1]:
+        node = node[key]
+    if value is _REMOVE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return copy
+
+
+def byte_flips(data: bytes, *, seed: int = 0, count: int = 8) -> list[Case]:
+    """Single-byte flips of any file (graphs, safetensors, engines): integrity checks must catch them."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        off = rng.randrange(len(data))
+        b = bytearray(data)
+        b[off] ^= 0xFF
+        out.append(Case(f"flip@{off}", "flip", bytes(b)))
+    return out
+
+
+def write_corpus(cases: list[Case], out: Path, *, stem: str = "case") -> list[Path]:
+    """Write cases as `<stem>-<n>-<digest>.dcm` with an index.json naming each (for the C++ run)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths, index = [], {}
+    for n, case in enumerate(cases):
+        p = out / f"{stem}-{n:04d}-{case.digest}.dcm"
+        p.write_bytes(case.data)
+        paths.append(p)
+        index[p.name] = {"name": case.name, "kind": case.kind}
+    (out / f"{stem}-index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return paths
+
+
+def main(argv: list[str] | None = None, emit: Callable[[str], None] = print) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path, help="valid explicit-VR LE DICOM files to mutate")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    total = 0
+    for i, f in enumerate(args.files):
+        cases = dicom_cases(f.read_bytes(), seed=args.seed + i)
+        write_corpus(cases, args.out, stem=f.stem)
+        total += len(cases)
+    emit(f"{total} cases from {len(args.files)} files in {args.out}")
+
+
+if __name__ == "__main__":
+    main()
