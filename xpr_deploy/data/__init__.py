@@ -19,6 +19,9 @@ Public API (others code against these names):
   (`.folds[i]["train"/"test"]` breast keys, `.select(pairs, fold, part)`, `.write(path)`,
   `SplitFile.read(path)`).
 - `PreparedCache(dir).load(path, settings)`; `xpr_deploy.data.torchdata.PairDataset(pairs, settings, cache)`.
+- `prepare_dataset(root, cache, settings, workers=None, progress=None) -> PrepareReport` (`xpr data
+  prepare`; `prepare_files(paths, ...)` for a list of files): a pool of spawned workers, resumable,
+  counts `prepared` / `reused` / `rejected` / `failed`.
 - View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
   (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
@@ -47,6 +50,7 @@ from .errors import BadLabel, DatasetError
 from .folder import load_folder
 from .labels import label_rule as label_rule_for
 from .pairs import BreastPair, DatasetIndex, Reject
+from .prepare import PrepareReport, prepare_dataset, prepare_files
 from .splits import SplitFile, make_folds, make_holdout
 from .synth import write_synthetic
 from .vindr import BREAST_CSV, load_vindr
@@ -60,6 +64,7 @@ __all__ = [
     "DatasetIndex",
     "Geometry",
     "PixelMeta",
+    "PrepareReport",
     "PreparedCache",
     "PreprocessSettings",
     "Reject",
@@ -69,6 +74,8 @@ __all__ = [
     "load_dataset",
     "make_folds",
     "make_holdout",
+    "prepare_dataset",
+    "prepare_files",
     "preprocess_array",
     "preprocess_dataset",
     "preprocess_file",
