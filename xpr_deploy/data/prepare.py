@@ -3,11 +3,13 @@
 A hand-made pool rather than `ProcessPoolExecutor`: the parent gives each worker one file at a
 time, so when a worker dies (a decoder crash, the OOM killer) it knows which file that was,
 reports it as failed and starts another worker, where the executor would break as a whole.
-Workers are spawned (no fork of a process whose torch/OpenMP threads may have started), run one
-BLAS/OpenMP thread each, ignore SIGINT (the parent decides) and turn SIGTERM into an exception,
-so the entry being written is removed, not left behind. Entries are renamed into place, so a
-killed run resumes: the next run reuses every finished entry. The arrays do not depend on
-`workers`: every file goes through `PreparedCache.ensure`, in this process when workers == 1.
+Workers come from a forkserver (a fresh process that imports this module once, then forks one
+worker per request: no fork of a process whose torch/OpenMP threads may have started, and no
+import per worker, which costs seconds on a busy machine). They run one BLAS/OpenMP thread each,
+ignore SIGINT (the parent decides) and turn SIGTERM into an exception, so the entry being written
+is removed, not left behind. Entries are renamed into place, so a killed run resumes: the next
+run reuses every finished entry. The arrays do not depend on `workers`: every file goes through
+`PreparedCache.ensure`, in this process when workers == 1.
 """
 
 from __future__ import annotations
@@ -148,6 +150,10 @@ def _worker_main(conn: Connection, root: str, settings: PreprocessSettings) -> N
     """Prepare the files the parent sends, one at a time, until None or the parent goes away."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _sigterm_to_exit)
+    with contextlib.suppress(ImportError):  # in case numpy's BLAS was loaded before THREAD_ENV was set
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
     if "torch" in sys.modules:  # only if something imported it; preprocessing does not need it
         sys.modules["torch"].set_num_threads(1)
     cache = PreparedCache(root)
@@ -171,7 +177,8 @@ class _Worker:
 
 @contextlib.contextmanager
 def _child_environment() -> Iterator[None]:
-    """Spawned children inherit one thread per pool and an ignored SIGINT (the parent handles Ctrl-C)."""
+    """Children (and the forkserver, started by the first of them) inherit one thread per pool and an
+    ignored SIGINT (the parent handles Ctrl-C)."""
     saved = {k: os.environ.get(k) for k in THREAD_ENV}
     os.environ.update({k: "1" for k in THREAD_ENV})
     main = threading.current_thread() is threading.main_thread()
@@ -223,11 +230,12 @@ def _sigterm_raises() -> Iterator[None]:
 
 
 class _Pool:
-    """Up to `n` spawned workers, one file each at a time; a dead worker's file is reported failed."""
+    """Up to `n` workers, one file each at a time; a dead worker's file is reported failed."""
 
     def __init__(self, n: int, root: Path, settings: PreprocessSettings) -> None:
         self.n, self.root, self.settings = n, str(root), settings
-        self.ctx = multiprocessing.get_context("spawn")
+        self.ctx = multiprocessing.get_context("forkserver")
+        self.ctx.set_forkserver_preload([__name__])
         self.workers: list[_Worker] = []
         self.crashes_in_a_row = 0
 
@@ -382,30 +390,4 @@ def prepare_files(
     order = {str(p): i for i, p in enumerate(files)}
     rep.rejected.sort(key=lambda r: order[r["path"]])
     rep.failed.sort(key=lambda r: order[r["path"]])
-    return rep
-
-
-def prepare_dataset(
-    root: str | Path,
-    cache: str | Path,
-    settings: PreprocessSettings,
-    format: str = "auto",
-    label_rule: str | None = None,
-    *,
-    workers: int | None = None,
-    progress: Progress | None = None,
-) -> PrepareReport:
-    """`xpr data prepare`: index the dataset, then prepare both images of every pair."""
-    from . import load_dataset
-
-    t0 = time.perf_counter()
-    ds = load_dataset(root, format, label_rule)
-    index_seconds = time.perf_counter() - t0
-    paths = [p for pair in ds.pairs for p in (pair.cc, pair.mlo)]
-    rep = prepare_files(paths, cache, settings, workers=workers, progress=progress)
-    bad = {r["path"] for r in rep.rejected + rep.failed}
-    rep.pairs = len(ds.pairs)
-    rep.pairs_ready = sum(1 for pair in ds.pairs if str(pair.cc) not in bad and str(pair.mlo) not in bad)
-    rep.index_rejects = [r.to_dict() for r in ds.rejects]
-    rep.index_seconds = index_seconds
     return rep
