@@ -8,9 +8,10 @@ uncompressed|jpeg2000`, 3518x2800 stored pixels like VinDr-Mammo's), then runs t
 machine is shared, so runs are interleaved: every round runs both datasets at 1 and 2 workers
 (the worker order reversed every other round) and the 2/1 ratio is taken per round and over the
 medians. images/s is prepared images per second of pool time (spawning the workers included,
-indexing the dataset not); the wall time of the whole command is recorded too. In the first
-round each run is repeated on its now full cache: that run prepares nothing, so its time is the
-fixed cost (workers started, every file hashed).
+indexing the dataset not); the wall time of the whole command is recorded too, and the CPU time
+the workers spent (`cores_obtained` = CPU s / pool s: how much of the machine a run really got).
+In the first round each run is repeated on its now full cache: that run prepares nothing, so its
+time is the fixed cost (workers started, every file hashed).
 
 Writes bench/results/data-prepare.json with the exact commands and the load average around each run.
 """
@@ -75,6 +76,8 @@ def prepare(data: Path, cache: Path, workers: int, config: str) -> dict[str, Any
         "failed": len(rep["failed"]),
         "images_per_s": rep["images_per_s"],
         "pool_seconds": rep["seconds"],
+        "cpu_seconds": rep["cpu_seconds"],
+        "cores_obtained": round(rep["cpu_seconds"] / rep["seconds"], 2) if rep["seconds"] else None,
         "index_seconds": rep["index_seconds"],
         "wall_seconds": round(wall, 3),
         "load_avg_1min_before": round(load_before, 2),
@@ -102,6 +105,9 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "ratio_2_over_1_of_medians": round(med[2] / med[1], 3),
             "ratio_2_over_1_per_round": per_round,
             "fixed_cost_seconds_all_reused": {str(r["workers"]): r["pool_seconds"] for r in fixed},
+            "cores_obtained_1_worker": [r["cores_obtained"] for r in mine if r["workers"] == 1],
+            "cores_obtained_2_workers": [r["cores_obtained"] for r in mine if r["workers"] == 2],
+            "cpu_seconds_per_image": round(statistics.median(r["cpu_seconds"] / r["prepared"] for r in mine), 3),
         }
     return out
 

@@ -69,6 +69,8 @@ class PrepareReport:
     rejected: list[dict[str, str]] = field(default_factory=list)
     failed: list[dict[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    #: CPU time the workers spent on the files (divided by `seconds`: the cores the run really got)
+    cpu_seconds: float = 0.0
     #: set by `prepare_dataset`: pairs indexed, pairs with both images in the cache, index rejects
     pairs: int | None = None
     pairs_ready: int | None = None
@@ -96,6 +98,7 @@ class PrepareReport:
             "index_rejects": self.index_rejects,
             "index_seconds": None if self.index_seconds is None else round(self.index_seconds, 3),
             "seconds": round(self.seconds, 3),
+            "cpu_seconds": round(self.cpu_seconds, 3),
             "images_per_s": round(self.images_per_s, 3),
         }
 
@@ -115,6 +118,8 @@ class PrepareProgress:
 
 
 Progress = Callable[[PrepareProgress], None]
+#: (file index, status, reason, CPU seconds the worker spent on it)
+Record = Callable[[int, str, str, float], None]
 
 
 def default_workers() -> int:
@@ -165,7 +170,9 @@ def _worker_main(conn: Connection, root: str, settings: PreprocessSettings) -> N
         if task is None:
             return
         index, path = task
-        conn.send((index, *prepare_one(cache, Path(path), settings)))
+        cpu = time.process_time()
+        what, reason = prepare_one(cache, Path(path), settings)
+        conn.send((index, what, reason, time.process_time() - cpu))
 
 
 @dataclass
@@ -249,7 +256,7 @@ class _Pool:
         child.close()
         self.workers.append(_Worker(proc, parent))
 
-    def run(self, paths: Sequence[Path], record: Callable[[int, str, str], None], tick: Callable[[], None]) -> None:
+    def run(self, paths: Sequence[Path], record: Record, tick: Callable[[], None]) -> None:
         pending = deque((i, str(p)) for i, p in enumerate(paths))
         while pending or any(w.task for w in self.workers):
             while len(self.workers) < min(self.n, len(pending) + sum(1 for w in self.workers if w.task)):
@@ -263,17 +270,17 @@ class _Pool:
             for w in list(self.workers):
                 if w.conn in ready or w.conn.poll():
                     try:
-                        index, status, reason = w.conn.recv()
+                        index, status, reason, cpu = w.conn.recv()
                     except (EOFError, OSError):
                         self._died(w, record)
                         continue
                     w.task = None
                     self.crashes_in_a_row = 0
-                    record(index, status, reason)
+                    record(index, status, reason, cpu)
                 elif w.proc.sentinel in ready:
                     self._died(w, record)
 
-    def _died(self, w: _Worker, record: Callable[[int, str, str], None]) -> None:
+    def _died(self, w: _Worker, record: Record) -> None:
         w.proc.join(5)
         w.conn.close()
         self.workers.remove(w)
@@ -281,7 +288,7 @@ class _Pool:
         self.crashes_in_a_row += 1
         if w.task is not None:
             index, path = w.task
-            record(index, "failed", f"{path}: the worker process died while preparing it ({how})")
+            record(index, "failed", f"{path}: the worker process died while preparing it ({how})", 0.0)
         if self.crashes_in_a_row >= MAX_CRASHES_IN_A_ROW:
             raise PrepareError(f"{self.root}: {self.crashes_in_a_row} worker processes in a row died ({how})")
 
@@ -313,11 +320,13 @@ class _Inline:
         self.cache, self.settings = cache, settings
         self.current: str | None = None
 
-    def run(self, paths: Sequence[Path], record: Callable[[int, str, str], None], tick: Callable[[], None]) -> None:
+    def run(self, paths: Sequence[Path], record: Record, tick: Callable[[], None]) -> None:
         for i, p in enumerate(paths):
             self.current = str(p)
             tick()
-            record(i, *prepare_one(self.cache, p, self.settings))
+            cpu = time.process_time()
+            what, reason = prepare_one(self.cache, p, self.settings)
+            record(i, what, reason, time.process_time() - cpu)
         self.current = None
 
     def in_flight(self) -> dict[int, str]:
@@ -356,8 +365,9 @@ def prepare_files(
     runner: _Pool | _Inline = _Pool(n, pc.root, settings) if n > 1 else _Inline(pc, settings)
     t0 = time.perf_counter()
 
-    def record(index: int, what: str, reason: str) -> None:
+    def record(index: int, what: str, reason: str, cpu: float) -> None:
         status[index] = (what, reason)
+        rep.cpu_seconds += cpu
         if what in ("prepared", "reused"):
             setattr(rep, what, getattr(rep, what) + 1)
         else:
