@@ -91,11 +91,11 @@ def test_prepare_and_cache(synth_vindr, tmp_path):
     r = xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json")
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
-    assert rep["computed"] == 16 and rep["cached"] == 0 and rep["failed"] == []
+    assert rep["prepared"] == 16 and rep["reused"] == 0 and rep["rejected"] == rep["failed"] == []
     rep2 = json.loads(
         xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json").stdout
     )
-    assert rep2["computed"] == 0 and rep2["cached"] == 16
+    assert rep2["prepared"] == 0 and rep2["reused"] == 16
     settings = PreprocessSettings(img_size=(224, 112))
     ds = load_dataset(synth_vindr)
     pc = PreparedCache(cache)

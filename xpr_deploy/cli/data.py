@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ConfigOpt, JsonFlag, _parse_size, _print_json, console
+from .common import ConfigOpt, JsonFlag, _parse_size, _print_json, console, err_console
 
 app = typer.Typer()
 
@@ -31,12 +31,24 @@ def synth(
     seed: int = 0,
     positive_fraction: Annotated[float, typer.Option(help="fraction of malignant breasts")] = 0.5,
     force: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
+    transfer_syntax: Annotated[
+        str, typer.Option(help="mixed (uncompressed, RLE, JPEG 2000 in turn), uncompressed, rle or jpeg2000")
+    ] = "mixed",
     as_json: JsonFlag = False,
 ) -> None:
     """Write mammogram-like synthetic DICOM studies in the VinDr or CBIS layout (tests, demos)."""
     from ..data.synth import write_synthetic
 
-    s = write_synthetic(out, breasts, format, _parse_size(size), seed, positive_fraction, overwrite=force)
+    s = write_synthetic(
+        out,
+        breasts,
+        format,
+        _parse_size(size),
+        seed,
+        positive_fraction,
+        overwrite=force,
+        transfer_syntax=transfer_syntax,
+    )
     if as_json:
         _print_json(s.to_dict())
     else:
@@ -89,29 +101,37 @@ def data_prepare(
     size: Annotated[str | None, typer.Option(help="ROWSxCOLS instead of the config's size")] = None,
     format: FormatOpt = "auto",
     label_rule: LabelRuleOpt = None,
+    workers: Annotated[
+        int | None, typer.Option(help="worker processes (default: the cores this process may use); 1 = no pool")
+    ] = None,
+    strict: Annotated[bool, typer.Option(help="exit 1 if any file was rejected, too")] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Preprocess every paired image once into the cache (keyed by file SHA-256 and settings)."""
+    """Preprocess every paired image once into the cache (keyed by file SHA-256 and settings).
+
+    Resumable: a run that was stopped reuses the finished entries. A rejected file is reported
+    and skipped (exit 0, or 1 with --strict); a failed one (its worker died) makes the exit 1.
+    """
     from ..config import get_config
-    from ..data import PreparedCache, PreprocessSettings, load_dataset
+    from ..data import PreprocessSettings, prepare_dataset
+    from .progress import FileProgress
 
     settings = PreprocessSettings(img_size=_parse_size(size) if size else get_config(config).img_size)
-    ds = load_dataset(data, format, label_rule)
-    paths = [p for pair in ds.pairs for p in (pair.cc, pair.mlo)]
-    rep = PreparedCache(cache).prepare(paths, settings)
-    out = {
-        "cache": str(cache),
-        "settings": settings.to_dict(),
-        "settings_hash": settings.hash(),
-        "pairs": len(ds.pairs),
-        **rep.to_dict(),
-    }
+    with FileProgress(err_console, "prepare") as bar:
+        rep = prepare_dataset(data, cache, settings, format, label_rule, workers=workers, progress=bar)
     if as_json:
-        _print_json(out)
+        _print_json(rep.to_dict())
     else:
         console.print(
-            f"{rep.computed} computed, {rep.cached} already cached, {len(rep.failed or [])} failed "
-            f"-> {cache}/{settings.hash()}"
+            f"{rep.prepared} prepared, {rep.reused} reused, {len(rep.rejected)} rejected, {len(rep.failed)} failed "
+            f"({rep.pairs_ready}/{rep.pairs} pairs ready; {rep.workers} workers, {rep.images_per_s:.2f} images/s) "
+            f"-> {cache}/{rep.settings_hash}",
+            highlight=False,
+            soft_wrap=True,
         )
-        for f in rep.failed or []:
-            console.print(f"[yellow]failed[/] {f['path']}: {f['reason']}", highlight=False, soft_wrap=True)
+        for kind, items in (("rejected", rep.rejected), ("failed", rep.failed)):
+            for f in items:
+                line = f["reason"] if f["reason"].startswith(f["path"]) else f"{f['path']}: {f['reason']}"
+                console.print(f"[yellow]{kind}[/] {line}", highlight=False, soft_wrap=True)
+    if rep.failed or (strict and (rep.rejected or rep.index_rejects)):
+        raise typer.Exit(1)

@@ -19,6 +19,9 @@ Public API (others code against these names):
   (`.folds[i]["train"/"test"]` breast keys, `.select(pairs, fold, part)`, `.write(path)`,
   `SplitFile.read(path)`).
 - `PreparedCache(dir).load(path, settings)`; `xpr_deploy.data.torchdata.PairDataset(pairs, settings, cache)`.
+- `prepare_dataset(root, cache, settings, workers=None, progress=None) -> PrepareReport` (`xpr data
+  prepare`; `prepare_files(paths, ...)` for a list of files): a pool of forkserver workers, resumable,
+  counts `prepared` / `reused` / `rejected` / `failed`.
 - View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
   (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
@@ -47,6 +50,7 @@ from .errors import BadLabel, DatasetError
 from .folder import load_folder
 from .labels import label_rule as label_rule_for
 from .pairs import BreastPair, DatasetIndex, Reject
+from .prepare import PrepareReport, Progress, prepare_files
 from .splits import SplitFile, make_folds, make_holdout
 from .synth import write_synthetic
 from .vindr import BREAST_CSV, load_vindr
@@ -60,6 +64,7 @@ __all__ = [
     "DatasetIndex",
     "Geometry",
     "PixelMeta",
+    "PrepareReport",
     "PreparedCache",
     "PreprocessSettings",
     "Reject",
@@ -69,6 +74,8 @@ __all__ = [
     "load_dataset",
     "make_folds",
     "make_holdout",
+    "prepare_dataset",
+    "prepare_files",
     "preprocess_array",
     "preprocess_dataset",
     "preprocess_file",
@@ -137,3 +144,29 @@ def check_dataset(
             official[p.official_split] = official.get(p.official_split, 0) + 1
     out["official_split"] = official
     return out
+
+
+def prepare_dataset(
+    root: str | Path,
+    cache: str | Path,
+    settings: PreprocessSettings,
+    format: str = "auto",
+    label_rule: str | None = None,
+    *,
+    workers: int | None = None,
+    progress: Progress | None = None,
+) -> PrepareReport:
+    """`xpr data prepare`: index the dataset, then prepare both images of every pair (`prepare_files`)."""
+    import time
+
+    t0 = time.perf_counter()
+    ds = load_dataset(root, format, label_rule)
+    index_seconds = time.perf_counter() - t0
+    paths = [p for pair in ds.pairs for p in (pair.cc, pair.mlo)]
+    rep = prepare_files(paths, cache, settings, workers=workers, progress=progress)
+    bad = {r["path"] for r in rep.rejected + rep.failed}
+    rep.pairs = len(ds.pairs)
+    rep.pairs_ready = sum(1 for pair in ds.pairs if str(pair.cc) not in bad and str(pair.mlo) not in bad)
+    rep.index_rejects = [r.to_dict() for r in ds.rejects]
+    rep.index_seconds = index_seconds
+    return rep

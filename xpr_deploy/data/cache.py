@@ -11,26 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..io import atomic_path, sha256_file, write_json
 from .dicom import Geometry, PreprocessSettings, preprocess_with_geometry
-from .errors import CacheError, DicomError
-
-
-@dataclass
-class PrepareReport:
-    """What `prepare` did."""
-
-    computed: int = 0
-    cached: int = 0
-    failed: list[dict[str, str]] | None = None
-
-    def to_dict(self) -> dict[str, object]:
-        return {"computed": self.computed, "cached": self.cached, "failed": self.failed or []}
+from .errors import CacheError
 
 
 class PreparedCache:
@@ -58,15 +45,31 @@ class PreparedCache:
         return self.root / settings.hash() / sha[:2] / f"{sha}.npy"
 
     def contains(self, path: str | Path, settings: PreprocessSettings) -> bool:
-        return self.entry(path, settings).exists()
+        """True for a complete entry: the array is renamed into place last, after its geometry."""
+        entry = self.entry(path, settings)
+        return entry.exists() and entry.with_suffix(".json").exists()
+
+    def write_settings(self, settings: PreprocessSettings) -> None:
+        """`<hash>/settings.json` once per settings (also shows early that the folder is writable)."""
+        sfile = self.root / settings.hash() / "settings.json"
+        if not sfile.exists():
+            write_json(sfile, settings.to_dict())
 
     def _store(self, entry: Path, arr: np.ndarray, geo: Geometry, settings: PreprocessSettings) -> None:
-        sdir = entry.parent.parent
-        if not (sdir / "settings.json").exists():
-            write_json(sdir / "settings.json", settings.to_dict())
+        self.write_settings(settings)
+        # geometry first, array last: a run killed in between leaves no entry that `contains` accepts
+        write_json(entry.with_suffix(".json"), geo.to_dict())
         with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
             np.save(f, arr)
-        write_json(entry.with_suffix(".json"), geo.to_dict())
+
+    def ensure(self, path: str | Path, settings: PreprocessSettings) -> bool:
+        """Make sure `path` has an entry; True if it was computed now, False if it was there."""
+        if self.contains(path, settings):
+            return False
+        entry = self.entry(path, settings)
+        arr, geo = preprocess_with_geometry(path, settings)
+        self._store(entry, arr, geo, settings)
+        return True
 
     def load_with_geometry(self, path: str | Path, settings: PreprocessSettings) -> tuple[np.ndarray, Geometry]:
         entry = self.entry(path, settings)
@@ -86,21 +89,6 @@ class PreparedCache:
 
     def load(self, path: str | Path, settings: PreprocessSettings) -> np.ndarray:
         return self.load_with_geometry(path, settings)[0]
-
-    def prepare(self, paths: list[Path], settings: PreprocessSettings) -> PrepareReport:
-        """Fill the cache for `paths`, keeping going past bad files."""
-        rep = PrepareReport(failed=[])
-        for p in paths:
-            try:
-                if self.contains(p, settings):
-                    rep.cached += 1
-                    continue
-                self.load(p, settings)
-                rep.computed += 1
-            except DicomError as exc:
-                assert rep.failed is not None
-                rep.failed.append({"path": str(p), "reason": str(exc)})
-        return rep
 
     def size_bytes(self) -> int:
         total = 0

@@ -29,6 +29,7 @@ from .synth_dicom import (
     BITS,
     MAXV,
     ORIENTATION,
+    TRANSFER_SYNTAX_NAMES,
     TRANSFER_SYNTAXES,
     mg_dataset,
     render_stored,
@@ -46,6 +47,7 @@ __all__ = [
     "MG_FOR_PRESENTATION",
     "ORIENTATION",
     "TRANSFER_SYNTAXES",
+    "TRANSFER_SYNTAX_NAMES",
     "VIEWS",
     "VIEW_CODES",
     "Breast",
@@ -112,11 +114,16 @@ def write_synthetic(
     seed: int = 0,
     positive_fraction: float = 0.5,
     overwrite: bool = False,
+    transfer_syntax: str = "mixed",
 ) -> SynthSummary:
     """Write `breasts` synthetic breasts (CC + MLO each) in the VinDr or CBIS layout under `out`.
 
     The folder appears atomically; an existing non-empty folder is replaced only with `overwrite`.
+    `transfer_syntax`: "mixed" cycles `TRANSFER_SYNTAXES`; a name of `TRANSFER_SYNTAX_NAMES` uses one.
     """
+    if transfer_syntax != "mixed" and transfer_syntax not in TRANSFER_SYNTAX_NAMES:
+        names = ", ".join(["mixed", *TRANSFER_SYNTAX_NAMES])
+        raise ConfigError(f"transfer syntax {transfer_syntax!r}: choose one of {names}")
     if format not in ("vindr", "cbis"):
         raise ConfigError(f"synthetic format must be vindr or cbis, not {format!r}")
     if breasts < 1:
@@ -182,7 +189,9 @@ def write_synthetic(
                         instance=img_no + 1,
                         padding_value=pad,
                     )
-                    ts = TRANSFER_SYNTAXES[img_no % len(TRANSFER_SYNTAXES)]
+                    ts = (
+                        TRANSFER_SYNTAX_NAMES.get(transfer_syntax) or TRANSFER_SYNTAXES[img_no % len(TRANSFER_SYNTAXES)]
+                    )
                     img_no += 1
                     box = b.boxes.get(view)
                     if box is not None and b.laterality == "R":  # stored mirrored

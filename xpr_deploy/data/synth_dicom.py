@@ -29,6 +29,8 @@ from .views import VIEW_CODES
 
 #: cycled over the images of a synthetic dataset (JPEG 2000 is the slowest to encode: 1 in 5)
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian)
+#: `xpr synth --transfer-syntax NAME`: one encoding for every file (benchmarks of the decoders)
+TRANSFER_SYNTAX_NAMES = {"uncompressed": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
 BITS = 12
 MAXV = (1 << BITS) - 1
 #: PatientOrientation (row direction, column direction) as stored (right breasts mirrored)
