@@ -91,9 +91,12 @@ def detect_format(root: str | Path) -> str:
 
 
 def load_dataset(
-    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True
+    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True, decode: bool = False
 ) -> DatasetIndex:
-    """Index a dataset: pairs, rejects (with reasons) and the label rule used."""
+    """Index a dataset: pairs, rejects (with reasons) and the label rule used.
+
+    `verify` checks every file's header and pixel data length (no decoding); `decode` also runs the
+    preprocessing on each file's pixels (slow), so that no file of a pair fails later in training."""
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     root = Path(root)
@@ -105,19 +108,28 @@ def load_dataset(
     except BadLabel as exc:
         raise BadLabel(f"{root}: {exc}") from None
     if fmt == "vindr":
-        return load_vindr(root, label_rule, verify=verify)
+        return load_vindr(root, label_rule, verify=verify or decode, decode=decode)
     if fmt == "cbis":
-        return load_cbis(root, label_rule, verify=verify)
-    return load_folder(root, label_rule)
+        return load_cbis(root, label_rule, verify=verify or decode, decode=decode)
+    return load_folder(root, label_rule, decode=decode)
 
 
 def check_dataset(
-    root: str | Path, format: str = "auto", label_rule: str | None = None, seed: int = 0, k: int = 5
+    root: str | Path,
+    format: str = "auto",
+    label_rule: str | None = None,
+    seed: int = 0,
+    k: int = 5,
+    *,
+    decode: bool = False,
 ) -> dict[str, Any]:
-    """`xpr data check`: the dataset summary plus hold-out and k-fold split counts."""
+    """`xpr data check`: the dataset summary plus hold-out and k-fold split counts.
+
+    Every file's header and native pixel data length are checked; `decode` also decodes and
+    preprocesses every file (what `train` does), for the compressed streams a header cannot vouch for."""
     from .errors import SplitError
 
-    ds = load_dataset(root, format, label_rule)
+    ds = load_dataset(root, format, label_rule, decode=decode)
     out = ds.summary()
     splits: dict[str, Any] = {}
     labelled = [p for p in ds.pairs if p.label in (0, 1)]
