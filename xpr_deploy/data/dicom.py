@@ -116,17 +116,16 @@ CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 
 
 @contextmanager
-def _quiet() -> Iterator[list[str]]:
-    """pydicom's and the decoders' noise (warnings, log records) captured instead of printed."""
+def _quiet() -> Iterator[list[warnings.WarningMessage]]:
+    """pydicom's and the decoders' noise (warnings, log records) captured instead of printed; the
+    list it gives fills as warnings arrive (pydicom reports a truncated file only as a warning)."""
     logger = logging.getLogger("pydicom")
     was = logger.disabled
     logger.disabled = True
-    caught: list[str] = []
     try:
-        with warnings.catch_warnings(record=True) as ws:
+        with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield caught
-            caught.extend(str(w.message) for w in ws)
     finally:
         logger.disabled = was
 
@@ -173,7 +172,7 @@ def _check_structure(ds: Dataset, p: Path, size: int) -> None:
     end = 0
     last = None
     for tag in list(ds.keys()):
-        el = ds.get_item(tag)
+        el = ds.get_item(tag, keep_deferred=True)
         tell = getattr(el, "value_tell", None)
         length = getattr(el, "length", None)
         if tell is None or length is None or length == 0xFFFFFFFF:
@@ -201,7 +200,7 @@ def _convert_all(ds: Dataset, path: str) -> None:
     for tag in list(ds.keys()):
         if int(tag) == _PIXEL_DATA:
             continue
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if getattr(raw, "value", b"") is None and getattr(raw, "length", 0) not in (0, None):
             continue  # deferred (a big value of a header-only read): not needed
         try:
@@ -216,6 +215,18 @@ def _convert_all(ds: Dataset, path: str) -> None:
                 raise InvalidValue(f"{path}: invalid value of {name}: {one_line(exc)}") from None
             del ds[tag]
             add_warning(ds, f"{name} unreadable ({one_line(exc, 120)}): ignored")
+
+
+def _convert_meta(ds: Dataset, path: str) -> None:
+    """The file meta's values converted inside the capture too (a hostile TransferSyntaxUID warns on access)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag in list(meta.keys()):
+        try:
+            meta[tag]
+        except Exception as exc:  # as in _convert_all
+            raise InvalidValue(f"{path}: invalid value of {_element_name(int(tag))}: {one_line(exc)}") from None
 
 
 def _convert_all_strict(ds: Dataset) -> None:
@@ -257,7 +268,8 @@ def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
         except Exception as exc:  # pydicom raises many types on garbage (struct.error, ValueError, ...)
             kind = TruncatedFile if dicm or size > 132 else NotDicom
             raise kind(f"{p}: cannot parse DICOM ({type(exc).__name__}: {one_line(exc, 120)})") from None
-        for text in noise:
+        for w in noise:
+            text = str(w.message)
             if "End of file reached" in text or "truncat" in text.lower():
                 raise TruncatedFile(f"{p}: truncated ({printable(text.splitlines()[0], 120)})")
         if len(ds) == 0:
@@ -265,6 +277,7 @@ def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
                 raise TruncatedFile(f"{p}: truncated: nothing after the file meta information ({size} bytes)")
             raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
         _check_structure(ds, p, size)
+        _convert_meta(ds, str(p))
         _convert_all(ds, str(p))
     if header_only:
         ds.__dict__["_xpr_header_only"] = True

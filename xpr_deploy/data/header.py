@@ -266,7 +266,7 @@ class ImageHeader:
 
 
 def _pixel_element(ds: Dataset) -> Any:
-    return ds.get_item(0x7FE00010)
+    return ds.get_item(0x7FE00010, keep_deferred=True)
 
 
 def _pixel_length(ds: Dataset) -> tuple[int | None, bool]:
@@ -288,10 +288,10 @@ def _transfer_syntax(ds: Dataset, path: str) -> Any:
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     if ts is None or not str(ts).strip():
         raise InvalidValue(f"{path}: missing TransferSyntaxUID (0002,0010) in the file meta information")
-    uid = UID(str(ts).strip())
-    if not uid.is_transfer_syntax:
-        raise UnsupportedTransferSyntax(f"{path}: unknown transfer syntax {printable(uid)!r}")
-    return uid
+    text = str(ts).strip()
+    if not re.fullmatch(r"[0-9.]{1,64}", text) or not UID(text).is_transfer_syntax:
+        raise UnsupportedTransferSyntax(f"{path}: unknown transfer syntax {printable(text)!r}")
+    return UID(text)
 
 
 def check_decoder(uid: Any, path: str) -> None:
