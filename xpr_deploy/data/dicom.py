@@ -25,6 +25,7 @@ import pydicom
 from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
 from .errors import (
@@ -378,7 +379,11 @@ def view_of(ds: Dataset, path: str = "<dataset>") -> str:
     """'CC' or 'MLO' from ViewPosition, else ViewCodeSequence; other views are BadView."""
     vp = printable(text_value(ds, "ViewPosition", path).upper())
     code_view = ""
-    seq = ds.get("ViewCodeSequence") if "ViewCodeSequence" in ds else None
+    seq = ds["ViewCodeSequence"].value if "ViewCodeSequence" in ds else None
+    if seq is not None and not isinstance(seq, Sequence):
+        raise InvalidValue(
+            f"{path}: invalid value of ViewCodeSequence (0054,0220): VR {ds['ViewCodeSequence'].VR}, not SQ"
+        )
     if seq:
         item = seq[0]
         meaning = printable(text_value(item, "CodeMeaning", f"{path}: ViewCodeSequence"))
