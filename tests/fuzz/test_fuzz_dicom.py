@@ -15,6 +15,9 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,14 +61,36 @@ def _attempt(run) -> BaseException | None:  # type: ignore[no-untyped-def]
     return None
 
 
-def judge(case: Case, path: Path, compressed: bool, capfd: pytest.CaptureFixture[str]) -> Outcome:
+@contextmanager
+def printed() -> Iterator[list[str]]:
+    """What was written to file descriptors 1 and 2 meanwhile (Python or C code alike)."""
+    got: list[str] = []
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 1)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield got
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, old in zip((1, 2), saved, strict=True):
+                os.dup2(old, fd)
+                os.close(old)
+            tmp.seek(0)
+            got.append(tmp.read().decode("utf-8", "replace"))
+
+
+def judge(case: Case, path: Path, compressed: bool) -> Outcome:
     """Run one case through the library entry points and say what, if anything, went wrong."""
-    capfd.readouterr()
-    header = _attempt(lambda: verify_image(path))
-    full = _attempt(lambda: preprocess_with_geometry(path, S))
     summary: dict = {}
-    check = _attempt(lambda: summary.update(check_dataset(path, "folder", decode=True)))
-    out, err = capfd.readouterr()
+    with printed() as noise:
+        header = _attempt(lambda: verify_image(path))
+        full = _attempt(lambda: preprocess_with_geometry(path, S))
+        check = _attempt(lambda: summary.update(check_dataset(path, "folder", decode=True)))
+    said = noise[0].strip()
     msgs = {k: None if e is None else str(e) for k, e in (("header", header), ("full", full))}
     reason = next((r["reason"] for r in summary.get("rejects", []) if r["path"] == str(path)), None)
     outcome = Outcome(case, path, msgs["header"], msgs["full"], reason, None)
@@ -81,8 +106,8 @@ def judge(case: Case, path: Path, compressed: bool, capfd: pytest.CaptureFixture
                 return f"{what}: message is not one line starting with the path: {str(exc)[:160]!r}"
             if case.kind == "truncate" and int(case.name.split("@")[1]) >= 132 and not isinstance(exc, TruncatedFile):
                 return f"{what}: a cut file is not called truncated: {type(exc).__name__}: {text}"
-        if out or err:
-            return f"printed: {(out + err).strip().splitlines()[0][:160]!r}"
+        if said:
+            return f"printed: {said.splitlines()[0][:160]!r}"
         if header is not None and full is None:
             return f"the header check rejects a file that preprocesses: {msgs['header']}"
         if header is None and full is not None and not isinstance(full, PIXEL_ONLY[compressed]):
@@ -99,15 +124,13 @@ def judge(case: Case, path: Path, compressed: bool, capfd: pytest.CaptureFixture
     return outcome
 
 
-def run_cases(
-    cases: list[Case], folder: Path, compressed: bool, campaign: str, tally: Tally, capfd: pytest.CaptureFixture[str]
-) -> list[Outcome]:
+def run_cases(cases: list[Case], folder: Path, compressed: bool, campaign: str, tally: Tally) -> list[Outcome]:
     folder.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for n, case in enumerate(cases):
         path = folder / f"case-{n:04d}-{case.digest}.dcm"
         path.write_bytes(case.data)
-        o = judge(case, path, compressed, capfd)
+        o = judge(case, path, compressed)
         tally.record(campaign, case.name, o.problem)
         outcomes.append(o)
     return outcomes
@@ -129,15 +152,18 @@ def _by_syntax(root: Path) -> dict[tuple[str, str], list[Path]]:
 # --------------------------------------------------------------------------- the fast subset
 
 
-def test_every_case_in_process(
-    synth_vindr: Path, tmp_path: Path, fuzz_tally: Tally, capfd: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture(scope="module")
+def campaign(synth_vindr: Path, tmp_path_factory: pytest.TempPathFactory, fuzz_tally: Tally) -> list[Outcome]:
+    """Every case of one native MONOCHROME2 file, in process (tallied as dicom/read)."""
     base = next(f for (ts, _), fs in _by_syntax(synth_vindr / "images").items() if ts == NATIVE for f in fs)
-    cases = dicom_cases(base.read_bytes(), seed=0)
-    outcomes = run_cases(cases, tmp_path / "cases", False, "dicom/read", fuzz_tally, capfd)
-    assert len(outcomes) > 300
-    assert not any(o.problem for o in outcomes), _failures(outcomes)
-    assert sum(o.full is None for o in outcomes) > 50 and sum(o.full is not None for o in outcomes) > 150
+    folder = tmp_path_factory.mktemp("fuzz-dicom") / "data" / "cases"
+    return run_cases(dicom_cases(base.read_bytes(), seed=0), folder, False, "dicom/read", fuzz_tally)
+
+
+def test_every_case_in_process(campaign: list[Outcome]) -> None:
+    assert len(campaign) > 300
+    assert not any(o.problem for o in campaign), _failures(campaign)
+    assert sum(o.full is None for o in campaign) > 50 and sum(o.full is not None for o in campaign) > 150
 
 
 def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
@@ -147,14 +173,11 @@ def _cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_check_cli_over_every_case_and_good_files(
-    synth_vindr: Path, tmp_path: Path, fuzz_tally: Tally, capfd: pytest.CaptureFixture[str]
-) -> None:
+def test_check_cli_over_every_case_and_good_files(campaign: list[Outcome], tmp_path: Path, fuzz_tally: Tally) -> None:
     """One real `xpr data check --strict --decode` over all cases plus a good study: exit 1, no
     traceback, each case rejected exactly when (and why) the library rejects it, the good pairs kept."""
-    base = next(f for (ts, _), fs in _by_syntax(synth_vindr / "images").items() if ts == NATIVE for f in fs)
-    root = tmp_path / "data"
-    outcomes = run_cases(dicom_cases(base.read_bytes(), seed=1), root / "cases", False, "dicom/read", fuzz_tally, capfd)
+    outcomes = campaign
+    root = campaign[0].path.parent.parent
     write_synthetic(tmp_path / "good", 2, "vindr", size=(320, 160), seed=7)
     shutil.copytree(tmp_path / "good" / "images", root / "good")
     res = _cli("data", "check", str(root), "--format", "folder", "--strict", "--decode", "--json")
@@ -203,20 +226,22 @@ def test_predict_cli_answers_good_studies_and_names_damaged_files(tmp_path: Path
         build_model(cfg).eval(),
         {"threshold": 0.5, "preprocess": PreprocessSettings.for_config(cfg).to_dict(), "label_rule": "birads-4-5"},
     )
-    write_synthetic(tmp_path / "synth", 12, "vindr", size=(256, 128), seed=11)
+    write_synthetic(tmp_path / "synth", 8, "vindr", size=(256, 128), seed=11)
     studies = tmp_path / "studies"
     shutil.copytree(tmp_path / "synth" / "images", studies)
     folders = sorted(p for p in studies.iterdir() if p.is_dir())
-    assert len(folders) == 6
+    assert len(folders) == 4
+    # studies 0, 1 good; study 2: both views of L damaged (R answered); study 3: one file of each breast
+    plan = [(folders[2], "L", "CC", "slope"), (folders[2], "L", "MLO", "pixel-cut"),
+            (folders[3], "L", "CC", "header-cut"), (folders[3], "R", None, "stream")]  # fmt: skip
     damaged: dict[Path, tuple[str, str]] = {}  # file -> (damage, laterality it had)
-    for kind, folder in zip(("slope", "header-cut", "pixel-cut", "stream"), folders[2:], strict=True):
-        files = sorted(folder.glob("*.dicom"))
-        heads = {f: pydicom.dcmread(f, stop_before_pixels=True) for f in files}
-        target = next((f for f in files if heads[f].file_meta.TransferSyntaxUID.is_compressed), files[0])
-        target = target if kind == "stream" else files[0]
+    for folder, lat, view, kind in plan:
+        heads = {f: pydicom.dcmread(f, stop_before_pixels=True) for f in sorted(folder.glob("*.dicom"))}
+        mine = [f for f, h in heads.items() if h.ImageLaterality == lat and view in (None, h.ViewPosition)]
+        target = next((f for f in mine if heads[f].file_meta.TransferSyntaxUID.is_compressed), mine[0])
         compressed = heads[target].file_meta.TransferSyntaxUID.is_compressed
         target.write_bytes(_damage(kind, target.read_bytes(), compressed))
-        damaged[target] = (kind, str(heads[target].ImageLaterality))
+        damaged[target] = (kind, lat)
     heatmaps = tmp_path / "heatmaps"
     res = _cli("predict", str(ckpt), str(studies), "--backend", "eager", "--heatmaps", str(heatmaps), "--json")
     assert "Traceback" not in res.stdout + res.stderr, res.stderr[-3000:]
@@ -240,4 +265,76 @@ def test_predict_cli_answers_good_studies_and_names_damaged_files(tmp_path: Path
     assert pngs == sorted(Path(b["heatmap"]) for b in rep["breasts"]), (
         "heatmaps only for answered breasts, nothing else"
     )
-    assert len(rep["breasts"]) == 12 - len(damaged)
+    assert len(rep["breasts"]) == 8 - 3
+
+
+# --------------------------------------------------------------------------- the long run (-m fuzz)
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bool]]:
+    """One file per (transfer syntax, photometric) that `synth` writes: native, RLE, JPEG 2000 x MONOCHROME1/2."""
+    root = tmp_path_factory.mktemp("fuzz-bases")
+    write_synthetic(root, 6, "vindr", size=(320, 160), seed=21)
+    out = {}
+    for (ts, pi), files in _by_syntax(root / "images").items():
+        compressed = pydicom.dcmread(files[0], stop_before_pixels=True).file_meta.TransferSyntaxUID.is_compressed
+        out[f"{ts}/{pi}"] = (files[0].read_bytes(), bool(compressed))
+    assert len(out) >= 5, sorted(out)
+    return out
+
+
+@pytest.mark.fuzz
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_long_corpus_every_base(
+    seed: int, bases: dict[str, tuple[bytes, bool]], tmp_path: Path, fuzz_tally: Tally
+) -> None:
+    outcomes: list[Outcome] = []
+    for n, (name, (data, compressed)) in enumerate(sorted(bases.items())):
+        cases = dicom_cases(data, seed=seed * 100 + n, flips=48, truncations=32)
+        outcomes += run_cases(cases, tmp_path / f"base{n}", compressed, f"dicom/long:{name}", fuzz_tally)
+    assert not any(o.problem for o in outcomes), _failures(outcomes)
+
+
+def _edit(data: bytes, ops: list[tuple[str, int, object]]) -> bytes:
+    out = bytearray(data)
+    for op, at, arg in ops:
+        at = min(at, len(out))
+        if op == "set" and at < len(out):
+            out[at] = int(arg)  # type: ignore[call-overload]
+        elif op == "del":
+            del out[at : at + int(arg)]  # type: ignore[call-overload]
+        elif op == "ins":
+            out[at:at] = bytes(arg)  # type: ignore[call-overload]
+    return bytes(out)
+
+
+@pytest.mark.fuzz
+def test_hypothesis_header_bytes(bases: dict[str, tuple[bytes, bool]], tmp_path_factory: pytest.TempPathFactory,
+                                 fuzz_tally: Tally) -> None:  # fmt: skip
+    """Random byte edits (set, delete, insert) in the header region of a native file."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    data = next(d for k, (d, c) in sorted(bases.items()) if not c)
+    end = elements(data)["PixelData"].start
+    folder = tmp_path_factory.mktemp("fuzz-hypothesis")
+    op = st.one_of(
+        st.tuples(st.just("set"), st.integers(132, end - 1), st.integers(0, 255)),
+        st.tuples(st.just("del"), st.integers(132, end - 1), st.integers(1, 16)),
+        st.tuples(st.just("ins"), st.integers(132, end), st.binary(min_size=1, max_size=16)),
+    )
+
+    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @given(st.lists(op, min_size=1, max_size=6))
+    def one(ops: list[tuple[str, int, object]]) -> None:
+        mutated = _edit(data, ops)
+        case = Case(f"hypothesis:{ops!r}"[:200], "hypothesis", mutated)
+        path = folder / f"hyp-{case.digest}.dcm"
+        path.write_bytes(mutated)
+        o = judge(case, path, False)
+        fuzz_tally.record("dicom/hypothesis", case.name, o.problem)
+        assert o.problem is None, f"{case.name}: {o.problem}"
+
+    one()
