@@ -22,7 +22,13 @@ Public API (others code against these names):
 - View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
   (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
-- Errors: `xpr_deploy.data.errors` (DicomError and its subclasses, BadLabel, DatasetError, SplitError).
+- Header values: `xpr_deploy.data.header` parses every attribute the pipeline reads, once, into
+  checked types (`parse_header(ds, path) -> ImageHeader`, `pixel_meta(ds, path) -> PixelMeta`);
+  unusable values are `InvalidValue` naming the attribute, standard fallbacks are named warnings
+  (`warnings_of(ds)`, surfaced as index notes). `load_dataset(..., decode=True)` / `check_dataset(...,
+  decode=True)` also run the preprocessing on every file (`xpr data check --decode`).
+- Errors: `xpr_deploy.data.errors` (DicomError and its subclasses: TruncatedFile, InvalidValue,
+  UnsupportedImage, UnsupportedTransferSyntax, MissingDecoder, DecodeError, ...; BadLabel, DatasetError, SplitError).
 """
 
 from __future__ import annotations

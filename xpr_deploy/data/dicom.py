@@ -1,11 +1,14 @@
 """Read one mammogram and turn it into the model input: the `xpr-preproc-1` contract.
 
-This module is the DICOM side: open and validate the file (typed one-line errors), decode the
-stored values, read laterality and view, and the file / dataset entry points
+This module is the DICOM side: open the file and check its structure (typed one-line errors;
+truncation is found from element offsets, not left to pydicom's forgiving reader), decode the
+stored values with the decoders' noise captured, read laterality and view, and the file / dataset
+entry points
 (`preprocess_with_geometry`, `preprocess_file`, `preprocess_dataset`). The numeric contract itself
 (`PreprocessSettings`, `PixelMeta`, `Geometry`, steps 1-9, `preprocess_array`) is in `preproc`,
 free of file reading so it can run on a bare array like the C++ runtime; its names are re-exported
-here, so `from xpr_deploy.data.dicom import X` works for all of them.
+here, so `from xpr_deploy.data.dicom import X` works for all of them. Header values are parsed and
+checked in `header`.
 """
 
 from __future__ import annotations
