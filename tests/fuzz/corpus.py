@@ -62,7 +62,7 @@ READ_ATTRIBUTES = (
 _BAD_VALUES: dict[str, tuple[bytes, ...]] = {
     "DS": (b"ab", b"NaN", b"inf", b"-inf", b"1e999", b"0", b"", b"1\\2", b"1,5", b" " * 16 + b"1" * 40),
     "IS": (b"x", b"-1", b"0", b"1.5", b"99999999999", b"", b"2\\3", b"2", b"1A"),
-    "CS": (b"", b"XX", b"\xff\xfe", b"A" * 80, b"MG\\CT", b"L\x00R"),
+    "CS": (b"", b"XX", b"\xff\xfe", b"A" * 80, b"MG\\CT", b"L\x00R", b"monochrome2"),
     "UI": (b"", b"not-a-uid", b"1." * 40, b"\x00" * 8),
     "LO": (b"", b"\xff\xfe\xfd", b"../../etc/passwd", b"A" * 200, b"x\\y"),
     "SH": (b"", b"\xff", b"A" * 40),

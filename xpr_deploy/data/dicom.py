@@ -123,15 +123,15 @@ CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 def _quiet() -> Iterator[list[warnings.WarningMessage]]:
     """pydicom's and the decoders' noise (warnings, log records) captured instead of printed; the
     list it gives fills as warnings arrive (pydicom reports a truncated file only as a warning)."""
-    logger = logging.getLogger("pydicom")
-    was = logger.disabled
-    logger.disabled = True
+    logger = logging.getLogger("pydicom")  # its children (the decoders) log through it: stop there
+    was = logger.disabled, logger.propagate
+    logger.disabled, logger.propagate = True, False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield caught
     finally:
-        logger.disabled = was
+        logger.disabled, logger.propagate = was
 
 
 @contextmanager

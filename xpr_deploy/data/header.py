@@ -319,9 +319,9 @@ def parse_header(ds: Dataset, path: str) -> ImageHeader:
     if "PixelData" not in ds:
         raise UnsupportedImage(f"{path}: no pixel data (not an image)")
     spp = int_value(ds, "SamplesPerPixel", path, required=True, lo=1, hi=4)
-    pi = text_value(ds, "PhotometricInterpretation", path).upper()
+    pi = text_value(ds, "PhotometricInterpretation", path)  # CS: upper case, as the decoders require
     assert spp is not None
-    if spp == 3 or pi in _COLOUR:
+    if spp == 3 or pi.upper() in _COLOUR:
         what = f"{printable(pi) or '?'}, {spp} samples per pixel"
         raise UnsupportedImage(f"{path}: colour image ({what}); need MONOCHROME1/2")
     if spp != 1:
