@@ -35,6 +35,7 @@ from xpr_deploy.data.errors import (
     UnsupportedImage,
     WrongModality,
 )
+from xpr_deploy.data.header import pixel_meta
 from xpr_deploy.data.synth import Breast, Lesion, mg_dataset, render_stored, save_mg, window_for
 
 S = PreprocessSettings(img_size=(224, 112))
@@ -309,7 +310,7 @@ def test_multivalued_window_uses_first_value(tmp_path):
     c, w = float(ds.WindowCenter), float(ds.WindowWidth)
     ds.WindowCenter = [str(int(c)), "10"]
     ds.WindowWidth = [str(int(w)), "20"]
-    meta = PixelMeta.from_dataset(ds)
+    meta = pixel_meta(ds)
     assert (meta.window_center, meta.window_width) == (c, w)
 
 

@@ -310,10 +310,11 @@ def write_objects(out_dir: str | Path, objs: Sequence[Dataset]) -> list[Path]:
 
 
 def read_source(path: str | Path) -> Dataset:
-    """A source header for references (no pixel data)."""
-    import pydicom
+    """A source header for references (no pixel data), read as the pipeline reads it: every value
+    converted and checked once, so a hostile value is a one-line DicomError, not a traceback."""
+    from .data.dicom import open_dicom
 
-    return pydicom.dcmread(str(path), stop_before_pixels=True)
+    return open_dicom(path, header_only=True)
 
 
 def sr_probabilities(path: str | Path) -> tuple[str, dict[str, float]]:

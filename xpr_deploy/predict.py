@@ -91,10 +91,11 @@ def _safe(s: str) -> str:
 
 def _display(path: Path) -> np.ndarray:
     """The stored image as a viewer shows it (window, MONOCHROME1 inverted), in [0, 1]."""
-    from .data.dicom import PixelMeta, decode_stored, read_image, to_display
+    from .data.dicom import decode_stored, read_image, to_display
+    from .data.header import pixel_meta
 
     ds = read_image(path)
-    return to_display(decode_stored(ds, str(path)), PixelMeta.from_dataset(ds, str(path)))
+    return to_display(decode_stored(ds, str(path)), pixel_meta(ds, str(path)))
 
 
 def heatmap_png(
@@ -157,6 +158,7 @@ def predict(
             continue
         idx = load_folder(sp)
         report.rejects.extend(r.to_dict() for r in idx.rejects)
+        report.notes.extend(n for n in idx.notes if n not in report.notes)
         for p in idx.pairs:
             if p.cc.resolve() not in seen:  # the same file given twice (nested arguments) is predicted once
                 seen.add(p.cc.resolve())

@@ -49,6 +49,7 @@ READ_ATTRIBUTES = (
     "PixelRepresentation",
     "PixelPaddingValue",
     "PixelPaddingRangeLimit",
+    "ModalityLUTSequence",
     "WindowCenter",
     "WindowWidth",
     "VOILUTFunction",
@@ -60,8 +61,8 @@ READ_ATTRIBUTES = (
 #: invalid (or hostile but well-formed) values per VR; binary VRs get raw bytes
 _BAD_VALUES: dict[str, tuple[bytes, ...]] = {
     "DS": (b"ab", b"NaN", b"inf", b"-inf", b"1e999", b"0", b"", b"1\\2", b"1,5", b" " * 16 + b"1" * 40),
-    "IS": (b"x", b"-1", b"0", b"1.5", b"99999999999", b"", b"2\\3"),
-    "CS": (b"", b"XX", b"\xff\xfe", b"A" * 80, b"MG\\CT", b"L\x00R"),
+    "IS": (b"x", b"-1", b"0", b"1.5", b"99999999999", b"", b"2\\3", b"2", b"1A"),
+    "CS": (b"", b"XX", b"\xff\xfe", b"A" * 80, b"MG\\CT", b"L\x00R", b"monochrome2"),
     "UI": (b"", b"not-a-uid", b"1." * 40, b"\x00" * 8),
     "LO": (b"", b"\xff\xfe\xfd", b"../../etc/passwd", b"A" * 200, b"x\\y"),
     "SH": (b"", b"\xff", b"A" * 40),
@@ -183,9 +184,114 @@ def _set_vr(data: bytes, el: Element, vr: str) -> bytes:
     return data[:off] + vr.encode("latin-1") + data[off + 2 :]
 
 
+def with_value(data: bytes, keyword: str, value: bytes) -> bytes:
+    """`data` with the top-level element `keyword` holding `value` (raw bytes): replaced if present,
+    else inserted in tag order with its dictionary VR. For hand-made hostile files in tests."""
+    els = elements(data)
+    if keyword in els:
+        return _replace_value(data, els[keyword], value)
+    return _insert(data, els, keyword, value)
+
+
+def _insert(data: bytes, els: dict[str, Element], keyword: str, value: bytes, vr: str | None = None) -> bytes:
+    tag = pydicom.datadict.tag_for_keyword(keyword)
+    if tag is None:
+        raise ValueError(f"unknown keyword {keyword}")
+    vr = vr or pydicom.datadict.dictionary_VR(tag).split(" or ")[0]
+    if len(value) % 2:
+        value += b"\x00" if vr in {"UI", "OB", "OW", "US", "SS", "SQ"} else b" "
+    group, elem = tag >> 16, tag & 0xFFFF
+    if vr in _LONG_VRS:
+        header = struct.pack("<HH", group, elem) + vr.encode() + b"\x00\x00" + struct.pack("<I", len(value))
+    else:
+        header = struct.pack("<HH", group, elem) + vr.encode() + struct.pack("<H", len(value))
+    after = [e.start for e in els.values() if e.tag > tag]
+    at = min(after) if after else len(data)
+    return data[:at] + header + value + data[at:]
+
+
+def _meta_cases(data: bytes) -> list[Case]:
+    """The file meta's TransferSyntaxUID replaced (unknown, compressed over native data, implicit,
+    big endian), with the group length kept right: the pixels must be refused, not misread."""
+    ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
+    ts = str(ds.file_meta.TransferSyntaxUID).encode()
+    at = data.find(b"\x02\x00\x10\x00UI", 132)
+    if at < 0:
+        return []
+    (length,) = struct.unpack_from("<H", data, at + 6)
+    glen_at = data.find(b"\x02\x00\x00\x00UL", 132)
+    out = []
+    for j, uid in enumerate(
+        (b"1.2.3.4", b"", b"1.2.840.10008.1.2.4.90", b"1.2.840.10008.1.2", b"1.2.840.10008.1.2.2", b"\xff" * 8)
+    ):
+        if uid == ts:
+            continue
+        v = uid + (b"\x00" if len(uid) % 2 else b"")
+        mutated = data[: at + 6] + struct.pack("<H", len(v)) + v + data[at + 8 + length :]
+        if glen_at >= 0:
+            (glen,) = struct.unpack_from("<I", data, glen_at + 8)
+            glen += len(v) - length
+            mutated = mutated[: glen_at + 8] + struct.pack("<I", glen) + mutated[glen_at + 12 :]
+        out.append(Case(f"meta:TransferSyntaxUID#{j}={uid[:24]!r}", "meta", mutated))
+    return out
+
+
+def _stream_cases(data: bytes, pixel: Element, rng: random.Random) -> list[Case]:
+    """Damage inside encapsulated pixel data: the codestream header overwritten, a fragment length
+    beyond the data, the delimiter gone, flips in the fragment body, a garbage offset table."""
+    i = pixel.value_start
+    items = []  # (item start, value start, length)
+    while i + 8 <= len(data):
+        group, elem = struct.unpack_from("<HH", data, i)
+        (length,) = struct.unpack_from("<I", data, i + 4)
+        if (group, elem) != (0xFFFE, 0xE000):
+            break
+        items.append((i, i + 8, length))
+        i += 8 + length
+    if len(items) < 2:
+        return []
+    (bot, bot_v, bot_len), (frag, frag_v, frag_len) = items[0], items[1]
+    cases = [
+        Case("stream:codestream-header", "stream", data[: frag_v + 2] + b"\xff" * 24 + data[frag_v + 26 :]),
+        Case(
+            "stream:codestream-zeroed-half",
+            "stream",
+            data[: frag_v + frag_len // 2] + b"\x00" * (frag_len // 2) + data[frag_v + frag_len // 2 * 2 :],
+        ),
+        Case(
+            "stream:fragment-length-beyond",
+            "stream",
+            data[: frag + 4] + struct.pack("<I", frag_len + 4096) + data[frag + 8 :],
+        ),
+        Case(
+            "stream:fragment-length-short",
+            "stream",
+            data[: frag + 4] + struct.pack("<I", max(frag_len // 3 & ~1, 2)) + data[frag + 8 :],
+        ),
+        Case(
+            "stream:no-delimiter",
+            "stream",
+            data[:i] + data[i + 8 :] if data[i : i + 4] == b"\xfe\xff\xdd\xe0" else data[:i],
+        ),
+        Case(
+            "stream:offset-table-garbage",
+            "stream",
+            data[: bot + 4] + struct.pack("<I", 8) + b"\xff" * 8 + data[bot_v + bot_len :],
+        ),
+        Case("stream:empty-fragment", "stream", data[: frag + 4] + struct.pack("<I", 0) + data[frag_v + frag_len :]),
+    ]
+    for _ in range(6):
+        off = rng.randrange(frag_v, frag_v + frag_len)
+        flipped = bytearray(data)
+        flipped[off] ^= 0xFF
+        cases.append(Case(f"stream:flip@{off}", "stream", bytes(flipped)))
+    return cases
+
+
 def dicom_cases(data: bytes, *, seed: int = 0, flips: int = 24, truncations: int = 16) -> list[Case]:
     """Mutations of one valid explicit-VR LE file: truncations, byte flips, invalid values of every
-    attribute the pipeline reads, wrong and unknown VRs, lengths beyond the file, missing elements."""
+    attribute the pipeline reads (inserted where the file lacks it), wrong and unknown VRs, lengths
+    beyond the file, missing elements, a wrong transfer syntax, damage inside compressed streams."""
     rng = random.Random(seed)
     els = elements(data)
     pixel = els.get("PixelData")
@@ -223,6 +329,17 @@ def dicom_cases(data: bytes, *, seed: int = 0, flips: int = 24, truncations: int
         cases.append(Case(f"length:{kw}=beyond", "length-beyond", _set_length(data, el, len(data) * 2)))
         if el.length >= 2:
             cases.append(Case(f"length:{kw}=odd", "length-odd", _set_length(data, el, el.length - 1)))
+
+    # attributes the file lacks, inserted with invalid values (NumberOfFrames, padding, Modality LUT, ...)
+    for kw in READ_ATTRIBUTES:
+        if kw in els or kw == "PixelData":
+            continue
+        vr = pydicom.datadict.dictionary_VR(pydicom.datadict.tag_for_keyword(kw)).split(" or ")[0]
+        for j, bad in enumerate(_BAD_VALUES.get(vr, (b"", b"\xff\xfe"))):
+            cases.append(Case(f"insert:{kw}#{j}={bad[:12]!r}", "insert", _insert(data, els, kw, bad, vr)))
+    cases += _meta_cases(data)
+    if pixel is not None and pixel.length and data[pixel.value_start : pixel.value_start + 4] == b"\xfe\xff\x00\xe0":
+        cases += _stream_cases(data, pixel, rng)
     return cases
 
 

@@ -66,12 +66,16 @@ def data_check(
     seed: Annotated[int, typer.Option(help="seed of the split counts")] = 0,
     folds: Annotated[int, typer.Option(help="k of the k-fold counts")] = 5,
     strict: Annotated[bool, typer.Option(help="exit 1 if anything was rejected")] = False,
+    decode: Annotated[
+        bool, typer.Option(help="also decode and preprocess every file (slow; finds corrupt compressed streams)")
+    ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Studies, breasts, pairs, positives, split counts, and every rejected file or breast with why."""
+    """Studies, breasts, pairs, positives, split counts, and every rejected file or breast with why.
+    Headers and native pixel data lengths are always checked; --decode decodes the pixels too."""
     from ..data import check_dataset
 
-    s = check_dataset(data, format, label_rule, seed=seed, k=folds)
+    s = check_dataset(data, format, label_rule, seed=seed, k=folds, decode=decode)
     if as_json:
         _print_json(s)
     else:

@@ -25,7 +25,13 @@ Public API (others code against these names):
 - View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
   (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
-- Errors: `xpr_deploy.data.errors` (DicomError and its subclasses, BadLabel, DatasetError, SplitError).
+- Header values: `xpr_deploy.data.header` parses every attribute the pipeline reads, once, into
+  checked types (`parse_header(ds, path) -> ImageHeader`, `pixel_meta(ds, path) -> PixelMeta`);
+  unusable values are `InvalidValue` naming the attribute, standard fallbacks are named warnings
+  (`warnings_of(ds)`, surfaced as index notes). `load_dataset(..., decode=True)` / `check_dataset(...,
+  decode=True)` also run the preprocessing on every file (`xpr data check --decode`).
+- Errors: `xpr_deploy.data.errors` (DicomError and its subclasses: TruncatedFile, InvalidValue,
+  UnsupportedImage, UnsupportedTransferSyntax, MissingDecoder, DecodeError, ...; BadLabel, DatasetError, SplitError).
 """
 
 from __future__ import annotations
@@ -98,9 +104,12 @@ def detect_format(root: str | Path) -> str:
 
 
 def load_dataset(
-    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True
+    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True, decode: bool = False
 ) -> DatasetIndex:
-    """Index a dataset: pairs, rejects (with reasons) and the label rule used."""
+    """Index a dataset: pairs, rejects (with reasons) and the label rule used.
+
+    `verify` checks every file's header and pixel data length (no decoding); `decode` also runs the
+    preprocessing on each file's pixels (slow), so that no file of a pair fails later in training."""
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     root = Path(root)
@@ -112,19 +121,28 @@ def load_dataset(
     except BadLabel as exc:
         raise BadLabel(f"{root}: {exc}") from None
     if fmt == "vindr":
-        return load_vindr(root, label_rule, verify=verify)
+        return load_vindr(root, label_rule, verify=verify or decode, decode=decode)
     if fmt == "cbis":
-        return load_cbis(root, label_rule, verify=verify)
-    return load_folder(root, label_rule)
+        return load_cbis(root, label_rule, verify=verify or decode, decode=decode)
+    return load_folder(root, label_rule, decode=decode)
 
 
 def check_dataset(
-    root: str | Path, format: str = "auto", label_rule: str | None = None, seed: int = 0, k: int = 5
+    root: str | Path,
+    format: str = "auto",
+    label_rule: str | None = None,
+    seed: int = 0,
+    k: int = 5,
+    *,
+    decode: bool = False,
 ) -> dict[str, Any]:
-    """`xpr data check`: the dataset summary plus hold-out and k-fold split counts."""
+    """`xpr data check`: the dataset summary plus hold-out and k-fold split counts.
+
+    Every file's header and native pixel data length are checked; `decode` also decodes and
+    preprocesses every file (what `train` does), for the compressed streams a header cannot vouch for."""
     from .errors import SplitError
 
-    ds = load_dataset(root, format, label_rule)
+    ds = load_dataset(root, format, label_rule, decode=decode)
     out = ds.summary()
     splits: dict[str, Any] = {}
     labelled = [p for p in ds.pairs if p.label in (0, 1)]

@@ -12,8 +12,9 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from .dicom import laterality_of, read_image, view_of
+from .dicom import laterality_of, verify_image, view_of, warnings_of
 from .errors import DatasetError, DicomError
+from .header import text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
 from .views import is_view
@@ -68,7 +69,9 @@ def _full_image(root: Path, rel: str, folders: dict[str, Path], cache: dict[str,
     return result
 
 
-def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool = True) -> DatasetIndex:
+def load_cbis(
+    root: str | Path, label_rule: str | None = None, *, verify: bool = True, decode: bool = False
+) -> DatasetIndex:
     """Index a CBIS-DDSM download (any subset of the four CSVs)."""
     root = Path(root)
     rule = resolve_rule(label_rule, "cbis")
@@ -119,14 +122,15 @@ def load_cbis(root: str | Path, label_rule: str | None = None, *, verify: bool =
         path, split = cases[chosen]
         if verify:
             try:
-                ds = read_image(path, header_only=True)
+                ds = verify_image(path, decode=decode)
                 if ("ImageLaterality" in ds or "Laterality" in ds) and (lat := laterality_of(ds, str(path))) != side:
                     raise DicomError(f"{path}: laterality {lat} in the DICOM but {side} in the CSV")
-                if "ViewPosition" in ds and str(ds.ViewPosition).strip() and (v := view_of(ds, str(path))) != view:
+                if text_value(ds, "ViewPosition", str(path)) and (v := view_of(ds, str(path))) != view:
                     raise DicomError(f"{path}: view {v} in the DICOM but {view} in the CSV")
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
                 continue
+            idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
         raw = "+".join(sorted(pathologies[(patient, side)]))
         records.append(
             ImageRecord(

@@ -1,34 +1,59 @@
 """Read one mammogram and turn it into the model input: the `xpr-preproc-1` contract.
 
-This module is the DICOM side: open and validate the file (typed one-line errors), decode the
-stored values, read laterality and view, and the file / dataset entry points
+This module is the DICOM side: open the file and check its structure (typed one-line errors;
+truncation is found from element offsets, not left to pydicom's forgiving reader), decode the
+stored values with the decoders' noise captured, read laterality and view, and the file / dataset
+entry points
 (`preprocess_with_geometry`, `preprocess_file`, `preprocess_dataset`). The numeric contract itself
 (`PreprocessSettings`, `PixelMeta`, `Geometry`, steps 1-9, `preprocess_array`) is in `preproc`,
 free of file reading so it can run on a bare array like the C++ runtime; its names are re-exported
-here, so `from xpr_deploy.data.dicom import X` works for all of them.
+here, so `from xpr_deploy.data.dicom import X` works for all of them. Header values are parsed and
+checked in `header`.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
+import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pydicom
+from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.uid import UID
 
 from .errors import (
     BadLaterality,
     BadView,
+    DecodeError,
     DicomError,
     ForProcessing,
-    MissingDecoder,
+    InvalidValue,
     MissingFile,
     NotDicom,
     TruncatedFile,
     UnsupportedImage,
     WrongModality,
+)
+from .header import (
+    DECODER_PACKAGES,
+    READ_KEYWORDS,
+    ImageHeader,
+    add_warning,
+    one_line,
+    parse_header,
+    printable,
+    text_value,
+    warnings_of,
 )
 from .preproc import (
     PREPROC_VERSION,
@@ -46,11 +71,13 @@ from .preproc import (
 from .views import is_view, view_of_code
 
 __all__ = [
+    "CHECK_SETTINGS",
     "FOR_PROCESSING_CLASSES",
     "MG_FOR_PRESENTATION",
     "MG_FOR_PROCESSING",
     "PREPROC_VERSION",
     "Geometry",
+    "ImageHeader",
     "PixelMeta",
     "PreprocessSettings",
     "apply_window",
@@ -70,7 +97,9 @@ __all__ = [
     "read_image",
     "resize_bilinear_aa",
     "to_display",
+    "verify_image",
     "view_of",
+    "warnings_of",
 ]
 
 MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
@@ -78,76 +107,195 @@ MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
 #: other SOP classes that are raw detector data
 FOR_PROCESSING_CLASSES = {MG_FOR_PROCESSING, "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.3.1"}
 
-#: which pip package decodes which transfer syntax (the MissingDecoder message names it)
-_DECODER_PACKAGES = {
-    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (JPEG 2000)",
-    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (JPEG 2000)",
-    "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg (HTJ2K)",
-    "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg (HTJ2K)",
-    "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg (HTJ2K)",
-    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg (JPEG-LS)",
-    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg (JPEG-LS)",
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (JPEG)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (JPEG)",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg (JPEG lossless)",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg (JPEG lossless)",
-}
+#: which pip package decodes which transfer syntax (kept under its old name too)
+_DECODER_PACKAGES = DECODER_PACKAGES
+#: values longer than this are not loaded by a header-only read (pixel data: its length is still known)
+_DEFER_BYTES = 64 * 1024
+_PIXEL_DATA = 0x7FE00010
+#: what `--decode` checks run the contract at: only rejections matter, not the output size
+CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 
 
 # --------------------------------------------------------------------------- reading
 
 
+@contextmanager
+def _quiet() -> Iterator[list[warnings.WarningMessage]]:
+    """pydicom's and the decoders' noise (warnings, log records) captured instead of printed; the
+    list it gives fills as warnings arrive (pydicom reports a truncated file only as a warning)."""
+    logger = logging.getLogger("pydicom")  # its children (the decoders) log through it: stop there
+    was = logger.disabled, logger.propagate
+    logger.disabled, logger.propagate = True, False
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        logger.disabled, logger.propagate = was
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """File descriptor 2 captured while a C decoder runs (main thread only: fd 2 is process-wide)."""
+    out: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield out
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):
+        yield out
+        return
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.extend(ln for ln in tmp.read(4096).decode("utf-8", "replace").splitlines() if ln.strip())
+
+
+def _looks_like_image(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    sop = str(meta.get("MediaStorageSOPClassUID", "") if meta is not None else "")
+    return sop.startswith("1.2.840.10008.5.1.4.1.1.1") or any(
+        k in ds for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated", "SamplesPerPixel")
+    )
+
+
+def _element_name(tag: int) -> str:
+    kw = keyword_for_tag(tag) or "element"
+    return f"{kw} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
+
+
+def _check_structure(ds: Dataset, p: Path, size: int) -> None:
+    """Every top-level value inside the file, and an image that ends before its pixel data: truncated."""
+    end = 0
+    last = None
+    for tag in list(ds.keys()):
+        el = ds.get_item(tag, keep_deferred=True)
+        tell = getattr(el, "value_tell", None)
+        length = getattr(el, "length", None)
+        if tell is None or length is None or length == 0xFFFFFFFF:
+            last = tag
+            continue
+        if tell + length > size:
+            if int(tag) == _PIXEL_DATA:
+                have = max(size - tell, 0)
+                raise TruncatedFile(f"{p}: truncated pixel data: {have} of the {length} bytes announced")
+            raise TruncatedFile(
+                f"{p}: truncated or corrupt: {_element_name(int(tag))} announces {length} bytes at offset {tell}, "
+                f"the file ends at {size}"
+            )
+        end, last = max(end, tell + length), tag
+    if end and 0 < size - end < 8 and (last is None or int(last) != 0xFFFCFFFC):
+        raise TruncatedFile(f"{p}: truncated or corrupt: the file ends {size - end} bytes into an element header")
+    if "PixelData" not in ds and _looks_like_image(ds):
+        after = f" after {_element_name(int(last))}" if last is not None else ""
+        raise TruncatedFile(f"{p}: truncated or no pixel data: the file ends at byte {size}{after}, before PixelData")
+
+
+def _convert_all(ds: Dataset, path: str) -> None:
+    """Convert every value now, inside the capture: one that pydicom cannot convert (unknown VR,
+    broken sequence) is an error if the pipeline reads it, else dropped with a named warning."""
+    for tag in list(ds.keys()):
+        if int(tag) == _PIXEL_DATA:
+            continue
+        raw = ds.get_item(tag, keep_deferred=True)
+        if getattr(raw, "value", b"") is None and getattr(raw, "length", 0) not in (0, None):
+            continue  # deferred (a big value of a header-only read): not needed
+        try:
+            el = ds[tag]
+            if el.VR == "SQ":
+                for item in el.value:
+                    _convert_all_strict(item)
+        except Exception as exc:  # pydicom raises many types on hostile bytes
+            name = _element_name(int(tag))
+            kw = keyword_for_tag(tag)
+            if kw in READ_KEYWORDS:
+                raise InvalidValue(f"{path}: invalid value of {name}: {one_line(exc)}") from None
+            del ds[tag]
+            add_warning(ds, f"{name} unreadable ({one_line(exc, 120)}): ignored")
+
+
+def _convert_meta(ds: Dataset, path: str) -> None:
+    """The file meta's values converted inside the capture too (a hostile TransferSyntaxUID warns on access)."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None:
+        return
+    for tag in list(meta.keys()):
+        try:
+            meta[tag]
+        except Exception as exc:  # as in _convert_all
+            raise InvalidValue(f"{path}: invalid value of {_element_name(int(tag))}: {one_line(exc)}") from None
+
+
+def _convert_all_strict(ds: Dataset) -> None:
+    for tag in list(ds.keys()):
+        el = ds[tag]
+        if el.VR == "SQ":
+            for item in el.value:
+                _convert_all_strict(item)
+
+
 def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
-    """Parse a file; missing, non-DICOM and truncated files become typed one-line errors."""
+    """Parse a file; missing, non-DICOM, truncated and unreadable files become typed one-line errors.
+
+    `header_only` does not load big values (pixel data), but still sees where they lie, so a short
+    or missing PixelData is found without reading it. Every other value is converted here, with
+    pydicom's warnings captured, so nothing later raises or prints on first access.
+    """
     p = Path(path)
     if not p.exists():
         raise MissingFile(f"{p}: file not found")
     if not p.is_file():
         raise NotDicom(f"{p}: not a file")
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            ds = pydicom.dcmread(p, stop_before_pixels=header_only)
-    except InvalidDicomError:
-        raise NotDicom(f"{p}: not a DICOM file") from None
-    except (EOFError, OSError) as exc:
-        raise TruncatedFile(f"{p}: truncated or unreadable ({exc})") from None
-    except Exception as exc:  # pydicom raises many types on garbage (struct.error, ValueError, ...)
         size = p.stat().st_size
-        kind = TruncatedFile if size > 132 else NotDicom
-        raise kind(f"{p}: cannot parse DICOM ({type(exc).__name__}: {str(exc).splitlines()[0][:120]})") from None
-    for w in caught:
-        text = str(w.message)
-        if "End of file reached" in text or "truncat" in text.lower():
-            raise TruncatedFile(f"{p}: truncated ({text.splitlines()[0][:120]})")
-    if len(ds) == 0 and "TransferSyntaxUID" not in ds.file_meta:
-        raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
+        with open(p, "rb") as f:
+            head = f.read(132)
+    except OSError as exc:
+        raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    dicm = len(head) == 132 and head[128:132] == b"DICM"
+    with _quiet() as noise:
+        try:
+            ds = pydicom.dcmread(p, defer_size=_DEFER_BYTES if header_only else None)
+        except InvalidDicomError:
+            raise NotDicom(f"{p}: not a DICOM file") from None
+        except EOFError as exc:
+            raise TruncatedFile(f"{p}: truncated ({one_line(exc, 120)})") from None
+        except OSError as exc:
+            raise DicomError(f"{p}: cannot read ({exc.strerror or one_line(exc, 120)})") from None
+        except Exception as exc:  # pydicom raises many types on garbage (struct.error, ValueError, ...)
+            kind = TruncatedFile if dicm or size > 132 else NotDicom
+            raise kind(f"{p}: cannot parse DICOM ({type(exc).__name__}: {one_line(exc, 120)})") from None
+        for w in noise:
+            text = str(w.message)
+            if "End of file reached" in text or "truncat" in text.lower():
+                raise TruncatedFile(f"{p}: truncated ({printable(text.splitlines()[0], 120)})")
+        if len(ds) == 0:
+            if dicm:
+                raise TruncatedFile(f"{p}: truncated: nothing after the file meta information ({size} bytes)")
+            raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
+        _check_structure(ds, p, size)
+        _convert_meta(ds, str(p))
+        _convert_all(ds, str(p))
+    if header_only:
+        ds.__dict__["_xpr_header_only"] = True
     return ds
 
 
-def check_pixels(ds: Dataset, path: str) -> None:
-    """Single-frame greyscale with pixel data of the announced size, or a typed error."""
-    if "PixelData" not in ds and not header_only_marker(ds):
-        raise UnsupportedImage(f"{path}: no pixel data (not an image)")
-    spp = int(ds.get("SamplesPerPixel", 1) or 1)
-    pi = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if spp != 1 or pi not in ("MONOCHROME1", "MONOCHROME2"):
-        raise UnsupportedImage(f"{path}: colour image ({pi or '?'}, {spp} samples per pixel); need MONOCHROME1/2")
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if frames != 1:
-        raise UnsupportedImage(f"{path}: multi-frame image ({frames} frames); need a single frame")
-    if "PixelData" in ds and not _is_compressed(ds):
-        rows, cols = int(ds.get("Rows", 0)), int(ds.get("Columns", 0))
-        bits = int(ds.get("BitsAllocated", 16))
-        need = rows * cols * bits // 8
-        have = len(ds.PixelData)
-        if have < need:
-            raise TruncatedFile(f"{path}: pixel data is {have} bytes, {rows}x{cols}x{bits} bit needs {need}")
+def check_pixels(ds: Dataset, path: str) -> ImageHeader:
+    """Single-frame greyscale, every Image Pixel value valid, pixel data of the announced size."""
+    return parse_header(ds, path)
 
 
 def header_only_marker(ds: Dataset) -> bool:
-    """True for a dataset read with stop_before_pixels (pixel data not loaded)."""
-    return bool(getattr(ds, "_xpr_header_only", False))
+    """True for a dataset read with `header_only` (pixel data not loaded)."""
+    return bool(ds.__dict__.get("_xpr_header_only", False))
 
 
 def _is_compressed(ds: Dataset) -> bool:
@@ -157,11 +305,11 @@ def _is_compressed(ds: Dataset) -> bool:
 
 def check_mg(ds: Dataset, path: str) -> None:
     """MG modality and FOR PRESENTATION intent."""
-    modality = str(ds.get("Modality", "")).strip().upper()
+    modality = text_value(ds, "Modality", path).upper()
     if modality != "MG":
-        raise WrongModality(f"{path}: modality {modality or 'missing'}, not MG (mammography)")
-    sop = str(ds.get("SOPClassUID", ""))
-    intent = str(ds.get("PresentationIntentType", "")).strip().upper()
+        raise WrongModality(f"{path}: modality {printable(modality) or 'missing'}, not MG (mammography)")
+    sop = text_value(ds, "SOPClassUID", path)
+    intent = text_value(ds, "PresentationIntentType", path).upper()
     if sop in FOR_PROCESSING_CLASSES or intent == "FOR PROCESSING":
         raise ForProcessing(f"{path}: FOR PROCESSING image; use the FOR PRESENTATION image")
 
@@ -170,51 +318,58 @@ def read_image(path: str | Path, *, require_mg: bool = True, header_only: bool =
     """Open and validate a mammogram: greyscale, single frame, MG, FOR PRESENTATION.
 
     `require_mg=False` skips the MG checks (used for other modalities in tests and by tools).
-    `header_only=True` reads no pixel data (fast indexing of big datasets).
+    `header_only=True` reads no pixel data (fast indexing of big datasets) but checks its length.
     """
     p = str(path)
     ds = open_dicom(path, header_only=header_only)
-    if header_only:
-        ds._xpr_header_only = True  # type: ignore[attr-defined]
     check_pixels(ds, p)
     if require_mg:
         check_mg(ds, p)
     return ds
 
 
+def verify_image(path: str | Path, *, decode: bool = False) -> Dataset:
+    """What dataset indexing checks per file: the header (no pixels), and with `decode` the whole
+    contract on the pixels (what `train` and `predict` would do), so a file that passes is usable."""
+    ds = read_image(path, header_only=True)
+    if decode:
+        preprocess_with_geometry(path, CHECK_SETTINGS)
+    return ds
+
+
 def decode_stored(ds: Dataset, path: str = "<dataset>") -> np.ndarray:
-    """The stored pixel values as a 2-D integer array (decompressing if needed)."""
+    """The stored pixel values as a 2-D integer array (decompressing if needed); decoder failures
+    are one line, and the decoders' own warnings and stderr output are captured, not printed."""
     if header_only_marker(ds) or "PixelData" not in ds:
         raise UnsupportedImage(f"{path}: no pixel data loaded")
-    ts = ds.file_meta.TransferSyntaxUID if "TransferSyntaxUID" in getattr(ds, "file_meta", {}) else None
-    if ts is not None and ts.is_compressed:
-        from pydicom.pixels import get_decoder
+    return _decode(ds, path, parse_header(ds, path))
 
-        try:
-            dec = get_decoder(ts)
-        except NotImplementedError:
-            raise UnsupportedImage(f"{path}: transfer syntax {ts.name} has no decoder in pydicom") from None
-        if not dec.is_available:
-            pkg = _DECODER_PACKAGES.get(str(ts), "pylibjpeg with the matching plugin, or python-gdcm")
-            raise MissingDecoder(f"{path}: {ts.name} needs a decoder: pip install {pkg}")
+
+def _decode(ds: Dataset, path: str, header: ImageHeader) -> np.ndarray:
+    if header_only_marker(ds):
+        raise UnsupportedImage(f"{path}: no pixel data loaded")
+    uid = UID(header.transfer_syntax)
     try:
-        arr = ds.pixel_array
-    except ValueError as exc:
-        msg = str(exc).splitlines()[0]
-        if "less than expected" in msg or "truncat" in msg.lower():
-            raise TruncatedFile(f"{path}: pixel data truncated ({msg[:120]})") from None
-        raise DicomError(f"{path}: cannot decode pixel data ({msg[:160]})") from None
-    except Exception as exc:
-        raise DicomError(f"{path}: cannot decode pixel data ({type(exc).__name__}: {str(exc)[:160]})") from None
+        with _quiet(), _captured_stderr() as err:
+            arr = ds.pixel_array
+    except Exception as exc:  # decoders raise RuntimeError, ValueError, struct.error, ... on corrupt streams
+        msg = one_line(exc)
+        if "less than expected" in msg or "truncat" in msg.lower() or "end of file" in msg.lower():
+            raise TruncatedFile(f"{path}: truncated pixel data ({msg})") from None
+        extra = f" [{printable(err[0], 80)}]" if err else ""
+        raise DecodeError(f"{path}: cannot decode {uid.name} pixel data: {msg}{extra}") from None
     if arr.ndim != 2:
         raise UnsupportedImage(f"{path}: decoded pixel array has shape {arr.shape}, need 2-D")
+    if arr.shape != (header.rows, header.columns):
+        got = f"{arr.shape[0]}x{arr.shape[1]}"
+        raise DecodeError(f"{path}: decoded {got} pixels, the header says {header.rows}x{header.columns}")
     return arr
 
 
 def laterality_of(ds: Dataset, path: str = "<dataset>") -> str:
     """'L' or 'R' from ImageLaterality, else Laterality; missing or contradictory is an error."""
-    il = str(ds.get("ImageLaterality", "") or "").strip().upper()
-    sl = str(ds.get("Laterality", "") or "").strip().upper()
+    il = printable(text_value(ds, "ImageLaterality", path).upper())
+    sl = printable(text_value(ds, "Laterality", path).upper())
     if il and sl and il != sl:
         raise BadLaterality(f"{path}: ImageLaterality {il} contradicts Laterality {sl}")
     lat = il or sl
@@ -225,14 +380,19 @@ def laterality_of(ds: Dataset, path: str = "<dataset>") -> str:
 
 def view_of(ds: Dataset, path: str = "<dataset>") -> str:
     """'CC' or 'MLO' from ViewPosition, else ViewCodeSequence; other views are BadView."""
-    vp = str(ds.get("ViewPosition", "") or "").strip().upper()
+    vp = printable(text_value(ds, "ViewPosition", path).upper())
     code_view = ""
-    seq = ds.get("ViewCodeSequence")
+    seq = ds["ViewCodeSequence"].value if "ViewCodeSequence" in ds else None
+    if seq is not None and not isinstance(seq, Sequence):
+        raise InvalidValue(
+            f"{path}: invalid value of ViewCodeSequence (0054,0220): VR {ds['ViewCodeSequence'].VR}, not SQ"
+        )
     if seq:
         item = seq[0]
-        code_view = view_of_code(item.get("CodeValue", ""), item.get("CodeMeaning", ""))
+        meaning = printable(text_value(item, "CodeMeaning", f"{path}: ViewCodeSequence"))
+        code_view = view_of_code(text_value(item, "CodeValue", f"{path}: ViewCodeSequence"), meaning)
         if not code_view and not vp:
-            raise BadView(f"{path}: view {item.get('CodeMeaning', '?')!s} is not CC or MLO")
+            raise BadView(f"{path}: view {meaning or '?'} is not CC or MLO")
     if vp and code_view and vp != code_view:
         raise BadView(f"{path}: ViewPosition {vp} contradicts ViewCodeSequence {code_view}")
     view = vp or code_view
@@ -253,15 +413,14 @@ def preprocess_with_geometry(
     if isinstance(src, Dataset):
         path = str(getattr(src, "filename", None) or "<dataset>")
         ds = src
-        check_pixels(ds, path)
         if require_mg:
             check_mg(ds, path)
     else:
         path = str(src)
         ds = read_image(src, require_mg=require_mg)
-    stored = decode_stored(ds, path)
-    meta = PixelMeta.from_dataset(ds, path)
-    return preprocess_array(stored, meta, settings, path)
+    header = parse_header(ds, path)
+    stored = _decode(ds, path, header)
+    return preprocess_array(stored, header.meta, settings, path)
 
 
 def preprocess_file(path: str | Path, settings: PreprocessSettings) -> np.ndarray:

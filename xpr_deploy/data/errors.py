@@ -53,6 +53,19 @@ class MissingDecoder(DicomError):
     """The transfer syntax needs a decoder package that is not installed (the message names it)."""
 
 
+class InvalidValue(DicomError):
+    """An attribute the pipeline reads is missing, cannot be parsed, has an unknown VR or is out of
+    range; the message names the attribute (never replaced by a default without a word)."""
+
+
+class UnsupportedTransferSyntax(UnsupportedImage):
+    """The transfer syntax has no pixel decoder in pydicom at all (not a missing plugin)."""
+
+
+class DecodeError(DicomError):
+    """The pixel decoder failed on the stored stream (a corrupt compressed image): its reason in one line."""
+
+
 class EmptyBreastMask(DicomError):
     """After windowing nothing is bright enough to be breast tissue."""
 

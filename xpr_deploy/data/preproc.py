@@ -13,14 +13,11 @@ import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import EmptyBreastMask, UnsupportedImage
-
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
 
 PREPROC_VERSION = "xpr-preproc-1"
 
@@ -131,7 +128,8 @@ class Geometry:
 
 @dataclass(frozen=True)
 class PixelMeta:
-    """The tags the contract reads, so the numeric pipeline can run on a bare array (and in C++)."""
+    """The tags the contract reads, so the numeric pipeline can run on a bare array (and in C++).
+    Filled from a dataset, checked, by `header.pixel_meta` (the one place header values are parsed)."""
 
     photometric: str = "MONOCHROME2"
     slope: float = 1.0
@@ -143,49 +141,10 @@ class PixelMeta:
     padding_limit: int | None = None
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
-    @classmethod
-    def from_dataset(cls, ds: Dataset, path: str = "<dataset>") -> PixelMeta:
-        if "ModalityLUTSequence" in ds:
-            raise UnsupportedImage(f"{path}: Modality LUT Sequence is not supported (xpr-preproc-1)")
-        wc, ww = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-        if (wc is None) != (ww is None):
-            wc = ww = None
-        fn = str(ds.get("VOILUTFunction", "") or "LINEAR").upper()
-        if fn not in ("LINEAR", "LINEAR_EXACT", "SIGMOID"):
-            raise UnsupportedImage(f"{path}: VOI LUT Function {fn!r} is not supported")
-        if ww is not None and (ww < 1 if fn == "LINEAR" else ww <= 0):
-            raise UnsupportedImage(f"{path}: invalid Window Width {ww:g} for {fn}")
-        pv = ds.get("PixelPaddingValue")
-        pl = ds.get("PixelPaddingRangeLimit")
-        return cls(
-            photometric=str(ds.get("PhotometricInterpretation", "")).strip().upper(),
-            slope=float(ds.get("RescaleSlope", 1) or 1),
-            intercept=float(ds.get("RescaleIntercept", 0) or 0),
-            window_center=wc,
-            window_width=ww,
-            voi_function=fn,
-            padding_value=None if pv is None else int(pv),
-            padding_limit=None if pl is None or pv is None else int(pl),
-        )
-
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("extra")
         return d
-
-
-def _first(v: Any) -> float | None:
-    if v is None or v == "":
-        return None
-    if isinstance(v, (list, tuple)) or (hasattr(v, "__getitem__") and not isinstance(v, (str, bytes))):
-        try:
-            v = v[0]
-        except (IndexError, TypeError):
-            return None
-    try:
-        return float(v)
-    except (TypeError, ValueError):
-        return None
 
 
 # --------------------------------------------------------------------------- the numeric pipeline

@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from .dicom import laterality_of, read_image, view_of
+from .dicom import laterality_of, verify_image, view_of, warnings_of
 from .errors import DatasetError, DicomError
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
@@ -54,8 +54,11 @@ def _findings(root: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def load_vindr(root: str | Path, label_rule: str | None = None, *, verify: bool = True) -> DatasetIndex:
-    """Index a VinDr-Mammo download. `verify` reads every DICOM header (no pixels) and checks its tags."""
+def load_vindr(
+    root: str | Path, label_rule: str | None = None, *, verify: bool = True, decode: bool = False
+) -> DatasetIndex:
+    """Index a VinDr-Mammo download. `verify` reads every DICOM header (no pixels) and checks its
+    tags and pixel data length; `decode` also runs the preprocessing on the pixels."""
     root = Path(root)
     rule = resolve_rule(label_rule, "vindr")
     csv_path = root / BREAST_CSV
@@ -80,7 +83,7 @@ def load_vindr(root: str | Path, label_rule: str | None = None, *, verify: bool 
             continue
         if verify:
             try:
-                ds = read_image(path, header_only=True)
+                ds = verify_image(path, decode=decode)
                 if ("ImageLaterality" in ds or "Laterality" in ds) and (tag_lat := laterality_of(ds, str(path))) != lat:
                     raise DicomError(f"{path}: laterality {tag_lat} in the DICOM but {lat} in {BREAST_CSV}")
                 if ("ViewPosition" in ds or "ViewCodeSequence" in ds) and (tag_view := view_of(ds, str(path))) != view:
@@ -88,6 +91,7 @@ def load_vindr(root: str | Path, label_rule: str | None = None, *, verify: bool 
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
                 continue
+            idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
         elif not path.exists():
             idx.rejects.append(Reject(str(path), f"{path}: file not found"))
             continue
