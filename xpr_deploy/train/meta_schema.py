@@ -161,29 +161,41 @@ def _strict_int(checker: object, instance: object) -> bool:
     return isinstance(instance, int) and not isinstance(instance, bool)
 
 
-@functools.cache
-def _validator() -> Any:
+def strict_validator(schema: dict[str, Any]) -> Any:
     """Draft 2020-12 where "integer" is an int (JSON's 1e308 or 3.0 is not: `range(3.0)` fails) and
-    the format "finite" refuses NaN and infinities."""
+    the format "finite" refuses NaN and infinities; the bundle reader checks manifests with it too."""
     import jsonschema
 
     base = jsonschema.Draft202012Validator
     strict = jsonschema.validators.extend(base, type_checker=base.TYPE_CHECKER.redefine("integer", _strict_int))
     checker = jsonschema.FormatChecker(formats=())
     checker.checks("finite")(_finite)
-    return strict(META_SCHEMA, format_checker=checker)
+    return strict(schema, format_checker=checker)
+
+
+def first_problem(validator: Any, doc: Any) -> str | None:
+    """The most relevant schema violation as `at <path>: <message>` (one line, values shortened)."""
+    import jsonschema
+
+    exc = jsonschema.exceptions.best_match(validator.iter_errors(doc))
+    if exc is None:
+        return None
+    loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
+    msg = exc.message if exc.validator != "format" else f"{_short(exc.instance)} is not a finite number"
+    msg = " ".join(msg.split())
+    return f"at {loc}: {msg[:200]}{'…' if len(msg) > 200 else ''}"
+
+
+@functools.cache
+def _validator() -> Any:
+    return strict_validator(META_SCHEMA)
 
 
 def schema_problem(meta: Any) -> str | None:
     """None when `meta` follows META_SCHEMA and its facts agree; else one line: where and what."""
-    import jsonschema
-
-    exc = jsonschema.exceptions.best_match(_validator().iter_errors(meta))
-    if exc is not None:
-        loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
-        msg = exc.message if exc.validator != "format" else f"{exc.instance!r} is not a finite number"
-        msg = " ".join(msg.split())
-        return f"does not follow the checkpoint schema at {loc}: {msg[:200]}{'…' if len(msg) > 200 else ''}"
+    problem = first_problem(_validator(), meta)
+    if problem is not None:
+        return f"does not follow the checkpoint schema {problem}"
     points, default = meta.get("operating_points") or {}, meta.get("operating_point")
     if default is not None and default not in points:
         return f"operating_point {_short(default)} is not among operating_points"
