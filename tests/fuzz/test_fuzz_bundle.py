@@ -169,6 +169,34 @@ def bundle_works(b: Path) -> None:
     assert np.isfinite(prob).all() and ((prob >= 0) & (prob <= 1)).all(), prob
 
 
+@functools.cache
+def _session(sha256: str, graph: str) -> Any:
+    """One ONNX Runtime session per graph content: manifest edits do not change the graph."""
+    from xpr_deploy.runners.onnxrt import OrtSettings, create_session
+
+    return create_session(Path(graph), OrtSettings(threads=1), graph)
+
+
+def bundle_runs(b: Path) -> None:
+    """`bundle_works` at the cost of one inference: the runner's own graph check (`check_graph_io`)
+    on a session made once, then the manifest's I/O names and sizes fed to it."""
+    from xpr_deploy.bundle import BundleView
+    from xpr_deploy.runners.factory import open_source
+    from xpr_deploy.runners.onnxrt import check_graph_io
+    from xpr_deploy.validate import synthetic_inputs
+
+    view = BundleView.open(b)
+    view.describe(), view.operating_point(), view.selection_outputs(), view.preprocess_settings()
+    src = open_source(b)
+    graph = view.graph()
+    sess = _session(view.manifest["files"][graph.relative_to(b).as_posix()], str(graph))
+    check_graph_io(sess, view.inputs, view.outputs, where=graph)
+    cc, mlo, _ = synthetic_inputs(tuple(src.cfg.img_size), 1, seed=0)  # type: ignore[arg-type]
+    (prob,) = sess.run([src.io.prob], {src.io.cc: cc, src.io.mlo: mlo})
+    prob = np.asarray(prob, dtype=np.float64)
+    assert np.isfinite(prob).all() and ((prob >= 0) & (prob <= 1)).all(), prob
+
+
 def bundle_answers(b: Path) -> None:
     """An accepted bundle whose edit cannot change inference still answers every question."""
     from xpr_deploy.bundle import BundleView
@@ -216,7 +244,7 @@ def run_manifest_case(b: Path, m: Any, sealed: bool, raw: bytes, name: str) -> s
     from xpr_deploy.bundle import BundleError
 
     _write_manifest(b, m, sealed, raw)
-    check = bundle_works if sealed and _top(name) in _RUNS else bundle_answers
+    check = bundle_runs if sealed and _top(name) in _RUNS else bundle_answers
     outcome, problem = judge(lambda: check(b), BundleError, (str(b),))
     if outcome == "accepted" and not sealed:
         problem = "an edit under the old seal was accepted"
@@ -407,13 +435,16 @@ def test_meta_mutations(ckpt: Path, fuzz_tally: Tally) -> None:
 
     raw = (ckpt / "meta.json").read_text()
     doc = json.loads(raw)
-    problems = []
+    problems, loaded = [], set()
     for name, m in json_cases(doc):
         if m == doc:
             continue
         (ckpt / "meta.json").write_text(json.dumps(m, indent=2))
-        check = ckpt_works if _top(name) == "model_config" else ckpt_answers
-        _, problem = judge(functools.partial(check, ckpt), (WeightsError, PredictError), ("meta.json",))
+        outcome, problem = judge(functools.partial(ckpt_answers, ckpt), (WeightsError, PredictError), ("meta.json",))
+        leaf = name.rsplit("#", 1)[0]
+        if outcome == "accepted" and _top(name) == "model_config" and leaf not in loaded:  # one load per field
+            loaded.add(leaf)
+            _, problem = judge(functools.partial(ckpt_works, ckpt), (WeightsError, PredictError), ("meta.json",))
         record(fuzz_tally, "checkpoint/load", name, problem)
         if problem:
             problems.append(f"{name}: {problem}")
@@ -434,7 +465,7 @@ def weight_cases(data: bytes) -> Iterator[tuple[str, bytes, bool]]:
     for case in byte_flips(data[:header], seed=1, count=6):
         yield f"header {case.name}", case.data + data[header:], False
         yield f"header {case.name} rehashed", case.data + data[header:], True
-    for case in byte_flips(data, seed=2, count=3):
+    for case in byte_flips(data, seed=2, count=2):
         yield f"{case.name} rehashed", case.data, True
     for cut in (0, 4, 8, header // 2, header, header + 1, len(data) // 2, len(data) - 1):
         yield f"truncated@{cut}", data[:cut], False
@@ -519,14 +550,9 @@ def cli_problem(res: subprocess.CompletedProcess[str], code: int, named: str) ->
 CLI_CASES: dict[str, tuple[str, Callable[[Path], str], int]] = {
     # name: (command, tamper -> named file, exit code)
     "verify: flipped graph": ("verify", lambda b: (byte_flip(b / "model.onnx"), "model.onnx")[1], 3),
-    "verify: NaN threshold resealed": (
-        "verify", lambda b: _edit(b, lambda m: m.update(threshold=float("nan"))), 3),
     "predict: image size disagrees with the graph": (
         "predict", lambda b: (_edit(b, lambda m: _set_size(m, 672, 224)), "model.onnx")[1], 3),
     "predict: truncated weights": ("predict-ckpt", lambda c: _truncate(c / "model.safetensors"), 2),
-    "predict: meta threshold 'high'": (
-        "predict-ckpt", lambda c: ((c / "meta.json").write_text(
-            (c / "meta.json").read_text().replace('"threshold": 0.4', '"threshold": "high"', 1)), "meta.json")[1], 2),
 }  # fmt: skip
 
 
@@ -588,14 +614,15 @@ def _commands() -> Iterator[tuple[list[str], Any]]:
     yield from walk(typer.main.get_command(app), [])
 
 
-def usage_cases() -> list[tuple[str, list[str], str]]:
+def usage_cases(fast: bool = False) -> list[tuple[str, list[str], str]]:
     """(name, argv, the words the Error: line has) for every command: no argument at all (when one is
     required), an unknown option, every option that takes a value given none, numbers given words,
-    choices given a wrong one."""
+    choices given a wrong one. `fast`: per command, the first option of each kind only."""
     from typing import get_args
 
     cases = [("unknown command", ["no-such-command"], "No such command")]
     for path, cmd in _commands():
+        kinds: set[str] = set()
         label = " ".join(path)
         required = [p for p in cmd.params if p.param_type_name == "argument" and p.required]
         if required:
@@ -604,13 +631,16 @@ def usage_cases() -> list[tuple[str, list[str], str]]:
         for p in cmd.params:
             if p.param_type_name != "option" or p.is_flag:
                 continue
-            opt = p.opts[0]
-            cases.append((f"{label} {opt}: no value", [*path, opt], "requires an argument"))
-            ann = p.type_descriptor.annotation
+            opt, ann = p.opts[0], p.type_descriptor.annotation
+            mine = [(f"{label} {opt}: no value", [*path, opt], "requires an argument", "value")]
             if ann in (int, float):
-                cases.append((f"{label} {opt} abc", [*path, opt, "abc"], ""))
+                mine.append((f"{label} {opt} abc", [*path, opt, "abc"], "Invalid value", ann.__name__))
             if get_args(ann) and all(isinstance(a, str) for a in get_args(ann)):
-                cases.append((f"{label} {opt} bad choice", [*path, opt, "no-such-choice"], ""))
+                mine.append((f"{label} {opt} bad choice", [*path, opt, "no-such-choice"], "", "choice"))
+            for name, argv, says, kind in mine:
+                if not (fast and kind in kinds):
+                    cases.append((name, argv, says))
+                    kinds.add(kind)
     return cases
 
 
@@ -635,7 +665,7 @@ def test_usage_errors_in_process(
 
     monkeypatch.chdir(tmp_path)
     problems = []
-    for name, argv, says in usage_cases():
+    for name, argv, says in usage_cases(fast=True):
         monkeypatch.setattr(sys, "argv", ["xpr", *argv])
         with pytest.raises(SystemExit) as ei:
             main()
