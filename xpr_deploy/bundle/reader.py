@@ -17,6 +17,7 @@ for a compute capability, I/O names, selection outputs, preprocessing, label rul
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import stat
@@ -125,14 +126,24 @@ def _listing(root: Path) -> tuple[set[str], list[Path]]:
     return files, odd
 
 
-def _schema_check(manifest: dict[str, Any], where: str) -> None:
-    import jsonschema
+@functools.cache
+def _validator() -> Any:
+    from ..train.meta_schema import strict_validator
 
-    try:
-        jsonschema.validate(manifest, MANIFEST_SCHEMA)
-    except jsonschema.ValidationError as exc:
-        loc = "/".join(str(p) for p in exc.absolute_path) or "(top)"
-        raise BundleError(f"{where}: does not follow the manifest schema at {loc}: {exc.message}") from None
+    return strict_validator(MANIFEST_SCHEMA)
+
+
+def _schema_check(manifest: dict[str, Any], where: str) -> None:
+    """The schema, with integers that are ints and finite numbers (the checkpoint's rules)."""
+    from ..train.meta_schema import first_problem
+
+    problem = first_problem(_validator(), manifest)
+    if problem is not None:
+        raise BundleError(f"{where}: does not follow the manifest schema {problem}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[str, Any], str]:
@@ -151,8 +162,8 @@ def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[st
         raise BundleError(f"{where}: {st.st_size} bytes, larger than any manifest ({MAX_MANIFEST_BYTES})")
     try:
         raw = mpath.read_bytes()
-        manifest = json.loads(raw)
-    except (OSError, ValueError) as exc:
+        manifest = json.loads(raw, parse_constant=_no_constant)  # strict JSON, as the C++ reader
+    except (OSError, ValueError, RecursionError) as exc:
         raise BundleError(f"{where}: unreadable ({exc})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where}: not an xpr bundle manifest (format is not {FORMAT!r})")
@@ -267,6 +278,11 @@ class BundleView:
             if len(shape) != 4 or list(shape[2:]) != size:
                 raise BundleError(
                     f"{where}: input {io[role]!r} shape {shape} disagrees with model_config.img_size {size}"
+                )
+            if shape[1] != m["model_config"]["in_chans"]:
+                raise BundleError(
+                    f"{where}: input {io[role]!r} shape {shape} disagrees with model_config.in_chans "
+                    f"{m['model_config']['in_chans']}"
                 )
         pre = m["preprocessing"].get("img_size")
         if pre is not None and list(pre) != size:

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..train.meta_schema import MODEL_CONFIG_SCHEMA
+
 FORMAT = "xpr-bundle"
 #: 2: the manifest seals itself (`manifest_sha256`), names its I/O roles (`io`), and every path is
 #: a plain relative path inside the bundle. Bundles of format 1 are refused with "re-export".
@@ -113,7 +115,7 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         },
         "inputs": {"type": "array", "items": _TENSOR, "minItems": 2, "maxItems": 2},
         "outputs": {"type": "array", "items": _TENSOR, "minItems": 2},
-        "model_config": {"type": "object", "required": ["name", "img_size", "prune_rates"]},
+        "model_config": MODEL_CONFIG_SCHEMA,
         "preprocessing": {"type": "object", "required": ["version"], "properties": {"version": {"type": "string"}}},
         "label_rule": {"type": ["string", "null"]},
         "class_names": {"type": "array", "items": {"type": "string"}, "minItems": 2},

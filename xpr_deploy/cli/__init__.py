@@ -14,6 +14,7 @@ import typer
 from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
+from ..version import __version__
 from . import data, deploy, info, serve, training
 from .common import err_console
 
@@ -28,12 +29,49 @@ for _sub in (info.app, data.app, training.app, deploy.app, serve.app):
     app.add_typer(_sub)  # no name: the sub-app's commands (and `data`) become top-level commands
 
 
+def _version(value: bool) -> None:
+    if value:
+        print(f"xpr {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the toolkit version and exit"
+    ),
+) -> None:
+    """X-Pruning: dual-view mammography classifier, from DICOM to TensorRT engine."""
+
+
+def _show_usage_error(exc: click_exceptions.UsageError, args: list[str]) -> None:
+    """typer's usual `Usage:` + `Try ... --help` + `Error:` lines; click raises some usage errors
+    (an option missing its value) without a context, so the command is found again from `args`."""
+    if exc.ctx is None:
+        from typer._click.shell_completion import _resolve_context
+
+        try:
+            exc.ctx = _resolve_context(typer.main.get_command(app), {}, _prog_name(), args)
+        except Exception:  # the usage line is a courtesy: the error line alone still says it all
+            exc.ctx = None
+    exc.show()
+
+
+def _prog_name() -> str:
+    from typer._click.utils import _detect_program_name
+
+    return _detect_program_name()
+
+
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
     try:
         rc = app(standalone_mode=False)
     except XprError as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click_exceptions.UsageError as exc:
+        _show_usage_error(exc, sys.argv[1:])
         sys.exit(exc.exit_code)
     except click_exceptions.ClickException as exc:
         exc.show()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -12,7 +12,9 @@ from rich.console import Console
 console = Console()
 err_console = Console(stderr=True)
 
-ConfigOpt = Annotated[str, typer.Option("--config", "-c", help="model preset: paper (2688x896) or tiny (448x224)")]
+#: the model presets (`config.PRESETS`; a test keeps the two equal): a choice, so a wrong one is a usage error
+Preset = Literal["paper", "tiny"]
+ConfigOpt = Annotated[Preset, typer.Option("--config", "-c", help="model preset: paper (2688x896) or tiny (448x224)")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")]
 
 

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..runners.factory import BACKENDS
-from .common import JsonFlag, _keep_sweep, _print_json, console, err_console
+from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console
 
 app = typer.Typer()
 
@@ -65,7 +65,7 @@ def export(
         Path | None, typer.Argument(help="checkpoint folder (omit with --config for random weights)")
     ] = None,
     config: Annotated[
-        str | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
+        Preset | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="strongly typed FP16 graph (FP32 islands) served")] = False,
@@ -171,7 +171,7 @@ def bench(
     eager: Annotated[Path | None, typer.Option("--eager", help="checkpoint to time in PyTorch")] = None,
     onnx: Annotated[Path | None, typer.Option("--onnx", help="export bundle (or its .onnx): ONNX Runtime")] = None,
     engine: Annotated[Path | None, typer.Option("--engine", help="engine file or bundle (needs a GPU)")] = None,
-    config: Annotated[str | None, typer.Option("--config", "-c", help="paper | tiny: random weights")] = None,
+    config: Annotated[Preset | None, typer.Option("--config", "-c", help="paper | tiny: random weights")] = None,
     dense: Annotated[bool, typer.Option("--dense", help="also time the same weights at keep 1.0")] = False,
     keep_sweep: Annotated[str | None, typer.Option("--keep-sweep", help="e.g. 1.0,0.75,0.5,0.25")] = None,
     runs: Annotated[int, typer.Option("--runs", help="timed runs per variant")] = 5,

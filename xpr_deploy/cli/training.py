@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..train.config import TrainConfig  # torch-free: the help texts show its defaults
-from .common import JsonFlag, _print_json, _rates, console
+from .common import JsonFlag, Preset, _print_json, _rates, console
 
 app = typer.Typer()
 
@@ -40,7 +40,7 @@ def _default(name: str) -> str:
 # options shared by `xpr train` and `xpr cv`: None means "not given", so TrainConfig's default applies
 TrainOut = Annotated[Path, typer.Option("--out", "-o", help="run folder (best/, last/, metrics.jsonl, split.json)")]
 TrainPreset = Annotated[
-    str | None, typer.Option("--config", "-c", help=f"model preset: paper or tiny {_default('config')}")
+    Preset | None, typer.Option("--config", "-c", help=f"model preset: paper or tiny {_default('config')}")
 ]
 Epochs = Annotated[int | None, typer.Option(help=f"epochs {_default('epochs')}")]
 BatchSize = Annotated[int | None, typer.Option(help=f"breasts per step and process {_default('batch_size')}")]

@@ -16,7 +16,7 @@ from typing import Any
 
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
-from ..bundle import BlockKey, IoNames
+from ..bundle import BlockKey, BundleError, IoNames
 from ..errors import BackendUnavailable, XprError
 from .base import DEFAULT_IO, XprRunnerMixin
 
@@ -25,6 +25,11 @@ PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 class OnnxLoadError(XprError):
     """ONNX Runtime refused a graph."""
+
+
+class GraphMismatch(BundleError, OnnxLoadError):
+    """The bundle's manifest and its graph disagree (names, shapes): the bundle is refused (exit 3)
+    when the session is made, before anything runs."""
 
 
 def available_providers() -> list[str]:
@@ -131,16 +136,16 @@ def check_graph_io(sess: Any, inputs: list[dict[str, Any]], outputs: list[dict[s
     got_in = {i.name: list(i.shape) for i in sess.get_inputs()}
     got_out = {o.name: list(o.shape) for o in sess.get_outputs()}
     if set(got_in) != {t["name"] for t in inputs}:
-        raise OnnxLoadError(
+        raise GraphMismatch(
             f"{where}: graph inputs {sorted(got_in)} are not the manifest's {[t['name'] for t in inputs]}"
         )
     for kind, want, got in (("input", inputs, got_in), ("output", outputs, got_out)):
         for t in want:
             if t["name"] not in got:
-                raise OnnxLoadError(f"{where}: the manifest's {kind} {t['name']!r} is not in the graph")
+                raise GraphMismatch(f"{where}: the manifest's {kind} {t['name']!r} is not in the graph")
             shape = got[t["name"]]
             if not _dims_agree(shape, list(t["shape"])):
-                raise OnnxLoadError(
+                raise GraphMismatch(
                     f"{where}: {kind} {t['name']!r} is {shape} in the graph, {t['shape']} in the manifest"
                 )
 
@@ -201,5 +206,6 @@ def with_settings(settings: OrtSettings | None, **changes: Any) -> OrtSettings:
 
 
 __all__: Sequence[str] = [
-    "OnnxLoadError", "OnnxRuntimeRunner", "OrtSettings", "create_session", "default_providers", "selection_tensors",
+    "GraphMismatch", "OnnxLoadError", "OnnxRuntimeRunner", "OrtSettings", "create_session", "default_providers",
+    "selection_tensors",
 ]  # fmt: skip

@@ -21,20 +21,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..config import NUM_STAGES, ModelConfig
-from ..errors import XprError
+from ..errors import WeightsError
 from ..io import atomic_dir, sha256_file
+from .meta_schema import FORMAT, FORMAT_VERSION, schema_problem
 
 if TYPE_CHECKING:
     from ..model.xpruning import XPruning
 
-FORMAT = "xpr-checkpoint"
-FORMAT_VERSION = 1
 WEIGHTS = "model.safetensors"
 META = "meta.json"
 TRAIN_STATE = "train_state.pt"
 
 
-class CheckpointError(XprError):
+class CheckpointError(WeightsError):
     """A checkpoint is missing, corrupt, or does not match the model it describes."""
 
 
@@ -106,21 +105,22 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
-    """Metadata of a checkpoint, checked for format; adds `checkpoint_dir`."""
+    """Metadata of a checkpoint, checked against `meta_schema` (types, bounds, agreeing facts) in this
+    one place, so every reader can trust it; adds `checkpoint_dir`."""
     ckpt = resolve_checkpoint(path)
     meta_path = ckpt / META
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({exc})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not an xpr checkpoint (format is not {FORMAT!r})")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{meta_path}: checkpoint format {meta['format_version']} is newer than this toolkit ({FORMAT_VERSION})"
-        )
-    if "model_config" not in meta:
-        raise CheckpointError(f"{meta_path}: no model_config")
+    version = meta.get("format_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise CheckpointError(f"{meta_path}: checkpoint format {version} is newer than this toolkit ({FORMAT_VERSION})")
+    problem = schema_problem(meta)
+    if problem is not None:
+        raise CheckpointError(f"{meta_path}: {problem}")
     meta["checkpoint_dir"] = str(ckpt)
     return meta
 
@@ -146,6 +146,32 @@ def load_state_dict(ckpt: Path, meta: dict[str, Any], verify: bool = True) -> di
         raise CheckpointError(f"{wpath}: corrupt weights ({type(exc).__name__}: {exc})") from None
 
 
+def check_weights_fit(cfg: ModelConfig, state: dict[str, torch.Tensor], where: Path) -> None:
+    """The weights are the model's, tensor for tensor, checked on a model without memory (torch's
+    meta device) before the real one is built: weights for another config cost nothing to refuse,
+    and a model is never larger than the weights file that fills it."""
+    from ..model.xpruning import build_model
+
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    except (ValueError, TypeError, RuntimeError, AssertionError, ZeroDivisionError) as exc:
+        first = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{where.parent / META}: model_config describes no buildable model ({first})") from None
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    missing, unexpected = sorted(set(shapes) - set(got)), sorted(set(got) - set(shapes))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{where}: does not match the model in {META} ({len(missing)} missing, {len(unexpected)} unexpected "
+            f"tensors, e.g. {(missing or unexpected)[0]})"
+        )
+    for k, want in shapes.items():
+        if got[k] != want:
+            raise CheckpointError(
+                f"{where}: does not match the model in {META} (tensor {k} is {list(got[k])}, the model's {list(want)})"
+            )
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[XPruning, dict[str, Any]]:
     """(model in eval mode at the config's target keep ratio, metadata) of a checkpoint written by `xpr train`."""
     from ..model.xpruning import build_model
@@ -154,6 +180,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
     ckpt = Path(meta["checkpoint_dir"])
     cfg = model_config_of(meta)
     state = load_state_dict(ckpt, meta)
+    check_weights_fit(cfg, state, ckpt / WEIGHTS)
     model = build_model(cfg)
     try:
         result = model.load_state_dict(state, strict=False)
