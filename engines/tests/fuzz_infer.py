@@ -189,8 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     jobs = [j for j in jobs[:: args.stride] if args.only in j.name]
     runner = Runner(args.xpr_infer.resolve(), args.fixtures.resolve(), args.work.resolve(), args.timeout)
     t0 = time.monotonic()
+    problems: list[str | None] = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        problems = list(pool.map(runner.run, jobs))
+        for problem in pool.map(runner.run, jobs):
+            problems.append(problem)
+            if len(problems) % 200 == 0:
+                bad = sum(p is not None for p in problems)
+                print(f"  {len(problems)}/{len(jobs)} cases, {bad} failed, {time.monotonic() - t0:.0f} s", flush=True)
     elapsed = time.monotonic() - t0
 
     tried, passed, failures = Counter(), Counter(), []
