@@ -230,7 +230,6 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
     if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
       throw Error(std::string("cannot decode transfer syntax ") + xfer.getXferName() + " (" + xfer.getXferID() +
                   "): " + st.text());
-    out.pixels.resize(n);
     if (bits_alloc == 16) {
       const Uint16* p = nullptr;
       unsigned long count = 0;
@@ -238,7 +237,7 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
         throw Error("cannot read decoded 16-bit Pixel Data");
       if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " values, Rows x Columns = " +
                                  std::to_string(n));
-      std::copy_n(p, n, out.pixels.data());
+      out.pixels.assign(p, p + n);  // sized only once the data is known to be there
     } else {
       const Uint8* p = nullptr;
       unsigned long count = 0;
@@ -246,7 +245,7 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
         throw Error("cannot read decoded 8-bit Pixel Data");
       if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " bytes, Rows x Columns = " +
                                  std::to_string(n));
-      for (size_t i = 0; i < n; ++i) out.pixels[i] = p[i];
+      out.pixels.assign(p, p + n);
     }
   }
 

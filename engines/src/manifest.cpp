@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -384,6 +385,17 @@ Manifest parse_manifest(const std::string& raw, const std::string& path) {
       m.preprocessing.mask_threshold = r.num(*v, "preprocessing.mask_threshold");
     if (const json* v = r.find(pre, "profile_threshold"))
       m.preprocessing.profile_fraction = r.num(*v, "preprocessing.profile_threshold");
+    // values the preprocessing divides by or compares with: out of range, every image would be
+    // refused (or normalised to nonsense) under the image's name, not the bundle's
+    {
+      const PreprocSettings& p = m.preprocessing;
+      if (!std::isfinite(p.mean)) r.fail("preprocessing.mean " + shown(json(p.mean)) + " is not finite");
+      if (!(std::isfinite(p.std) && p.std > 0.0)) r.fail("preprocessing.std " + shown(json(p.std)) + " must be > 0");
+      if (!(p.mask_threshold >= 0.0 && p.mask_threshold < 1.0))
+        r.fail("preprocessing.mask_threshold " + shown(json(p.mask_threshold)) + " not in [0, 1)");
+      if (!(p.profile_fraction >= 0.0 && p.profile_fraction <= 1.0))
+        r.fail("preprocessing.profile_threshold " + shown(json(p.profile_fraction)) + " not in [0, 1]");
+    }
     if (const json* sz = r.find(pre, "img_size")) {
       if (!sz->is_array() || sz->size() != 2 || r.integer((*sz)[0], "preprocessing.img_size[0]") != img_rows ||
           r.integer((*sz)[1], "preprocessing.img_size[1]") != img_cols)
