@@ -55,7 +55,7 @@ fast: $(STAMP) sysdeps
 CPP_JOBS ?= 2
 cpp: $(STAMP)
 	scripts/system_deps.sh cpp
-	engines/scripts/fetch_onnxruntime.sh
+	XPR_PYTHON=$(abspath $(PY)) engines/scripts/fetch_onnxruntime.sh
 	cmake -S engines -B engines/build -DCMAKE_BUILD_TYPE=Release -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build engines/build -j$(CPP_JOBS)
 	cd engines/build && ctest --output-on-failure
@@ -78,7 +78,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_BUILD := engines/build/fuzz
 cpp-fuzz: $(STAMP)
 	scripts/system_deps.sh cpp fuzz
-	engines/scripts/fetch_onnxruntime.sh
+	XPR_PYTHON=$(abspath $(PY)) engines/scripts/fetch_onnxruntime.sh
 	CC=clang CXX=clang++ cmake -S engines -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DXPR_FUZZ=ON \
 	  -DXPR_SANITIZE=address,undefined -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build $(FUZZ_BUILD) -j$(CPP_JOBS) --target fuzz_manifest fuzz_preprocess
