@@ -1,4 +1,6 @@
 # `make demo` and `make test` bootstrap .venv from nothing; everything else assumes it.
+# `make test`, `make cpp` and `make cpp-fuzz` install the Debian packages they need (as root) through
+# scripts/system_deps.sh; .ci/run calls the same targets.
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +12,7 @@ PYTEST_ARGS ?=
 # with --no-deps: its metadata pins numpy<2 (see pyproject.toml's serve extra)
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv demo test lint typecheck unit fast cpp clean
+.PHONY: venv demo test lint typecheck unit fast sysdeps cpp cpp-trt-check cpp-fuzz clean
 
 venv: $(STAMP)
 
@@ -31,23 +33,29 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-unit: $(STAMP)
+# the Debian packages of the whole suite: C++ toolchain + libraries (tests/test_engines_cpp.py builds
+# engines/), dicom3tools, orthanc + orthanc-dicomweb; installs only what is missing
+sysdeps:
+	scripts/system_deps.sh test
+
+unit: $(STAMP) sysdeps
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # everything CI runs: lint, types, the whole suite (slow paper-size smoke tests included)
 test: lint typecheck unit
 
 # the suite without the paper-size smoke tests
-fast: $(STAMP)
+fast: $(STAMP) sysdeps
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # C/C++ runtime (engines/): Debian packages, ONNX Runtime headers + library into
 # engines/third_party/, Release build (engines/build/xpr_infer), ctest, then the unit and
-# bad-input tests again under AddressSanitizer + UBSan (engines/build/asan). 2 cores: -j2.
+# bad-input tests again under AddressSanitizer + UBSan (engines/build/asan), there with the hostile-input
+# corpus through xpr_infer (ctest fuzz_infer: engines/tests/fuzz_infer.py; its tally is printed). 2 cores: -j2.
 CPP_JOBS ?= 2
 cpp: $(STAMP)
-	engines/scripts/install_deps.sh
-	engines/scripts/fetch_onnxruntime.sh
+	scripts/system_deps.sh cpp
+	XPR_PYTHON=$(abspath $(PY)) engines/scripts/fetch_onnxruntime.sh
 	cmake -S engines -B engines/build -DCMAKE_BUILD_TYPE=Release -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build engines/build -j$(CPP_JOBS)
 	cd engines/build && ctest --output-on-failure
@@ -55,6 +63,27 @@ cpp: $(STAMP)
 	  -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build engines/build/asan -j$(CPP_JOBS)
 	cd engines/build/asan && ctest --output-on-failure
+	@cat engines/build/asan/tests/fuzz_infer/tally.txt
+
+# the TensorRT backend (never linked here: no TensorRT library installs) compiled against TensorRT 11.1's
+# headers (../shared/third_party/tensorrt-11.1, or TRT_ROOT) + CUDA headers from pinned PyPI wheels, -Werror
+cpp-trt-check: $(STAMP)
+	XPR_PYTHON=$(abspath $(PY)) engines/scripts/trt_check.sh
+
+# libFuzzer (clang from Debian): fuzz_manifest (manifest parser + seal) and fuzz_preprocess (DICOM decode +
+# preprocessing) with -fsanitize=fuzzer,address,undefined, seeded from the hostile-input corpus, each for
+# FUZZ_SECONDS; a crash fails the target (its input: engines/build/fuzz/artifacts/, to keep as a
+# regression seed in engines/fuzz/regressions/, which ctest replays in every build)
+FUZZ_SECONDS ?= 60
+FUZZ_BUILD := engines/build/fuzz
+cpp-fuzz: $(STAMP)
+	scripts/system_deps.sh cpp fuzz
+	XPR_PYTHON=$(abspath $(PY)) engines/scripts/fetch_onnxruntime.sh
+	CC=clang CXX=clang++ cmake -S engines -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DXPR_FUZZ=ON \
+	  -DXPR_SANITIZE=address,undefined -DXPR_PYTHON=$(abspath $(PY))
+	cmake --build $(FUZZ_BUILD) -j$(CPP_JOBS) --target fuzz_manifest fuzz_preprocess
+	$(PY) engines/fuzz/make_seeds.py $(FUZZ_BUILD)/seeds
+	engines/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(DEMO_OUT) engines/build .pytest_cache .mypy_cache .ruff_cache

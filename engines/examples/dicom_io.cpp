@@ -15,6 +15,7 @@
 #include <openjpeg.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <stdexcept>
@@ -105,6 +106,11 @@ void decode_j2k(const std::vector<uint8_t>& bytes, int rows, int cols, bool is_s
   opj_set_default_decoder_parameters(&params);
   if (!opj_setup_decoder(codec, &params)) throw Error("OpenJPEG: setup failed: " + err);
   if (!opj_read_header(stream, codec, &img) || !img) throw Error("JPEG 2000 header unreadable: " + err);
+  // the codestream's own size before anything is decoded (a damaged header must not size buffers)
+  if (img->numcomps != 1) throw Error("JPEG 2000 stream has " + std::to_string(img->numcomps) + " components, need 1");
+  if (img->comps[0].w != static_cast<OPJ_UINT32>(cols) || img->comps[0].h != static_cast<OPJ_UINT32>(rows))
+    throw Error("JPEG 2000 image is " + std::to_string(img->comps[0].w) + "x" + std::to_string(img->comps[0].h) +
+                ", the header says " + std::to_string(cols) + "x" + std::to_string(rows));
   if (!opj_decode(codec, stream, img) || !opj_end_decompress(codec, stream))
     throw Error("JPEG 2000 decode failed: " + err);
   if (img->numcomps != 1) throw Error("JPEG 2000 stream has " + std::to_string(img->numcomps) + " components, need 1");
@@ -192,7 +198,7 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
   if (bits_alloc != 16 && bits_alloc != 8) throw Error("BitsAllocated " + std::to_string(bits_alloc) + " not supported");
   if (bits_stored == 0 || bits_stored > bits_alloc) throw Error("BitsStored " + std::to_string(bits_stored) + " invalid");
   OFString frames;
-  if (ds->findAndGetOFString(DCM_NumberOfFrames, frames).good() && !frames.empty() && std::atoi(frames.c_str()) > 1)
+  if (ds->findAndGetOFString(DCM_NumberOfFrames, frames).good() && !frames.empty() && std::strtol(frames.c_str(), nullptr, 10) > 1)
     throw Error("multi-frame image (" + std::string(frames.c_str()) + " frames): need one 2-D mammogram");
 
   DcmXfer xfer(ds->getOriginalXfer());
@@ -224,7 +230,6 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
     if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
       throw Error(std::string("cannot decode transfer syntax ") + xfer.getXferName() + " (" + xfer.getXferID() +
                   "): " + st.text());
-    out.pixels.resize(n);
     if (bits_alloc == 16) {
       const Uint16* p = nullptr;
       unsigned long count = 0;
@@ -232,7 +237,7 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
         throw Error("cannot read decoded 16-bit Pixel Data");
       if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " values, Rows x Columns = " +
                                  std::to_string(n));
-      std::copy_n(p, n, out.pixels.data());
+      out.pixels.assign(p, p + n);  // sized only once the data is known to be there
     } else {
       const Uint8* p = nullptr;
       unsigned long count = 0;
@@ -240,7 +245,7 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
         throw Error("cannot read decoded 8-bit Pixel Data");
       if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " bytes, Rows x Columns = " +
                                  std::to_string(n));
-      for (size_t i = 0; i < n; ++i) out.pixels[i] = p[i];
+      out.pixels.assign(p, p + n);
     }
   }
 

@@ -45,7 +45,16 @@ std::string num(double v) {
   return b;
 }
 
-int fail(const std::string& msg, const char* status = "error") {
+// One line whatever the message holds (a decoder's or ONNX Runtime's text may have line breaks).
+std::string one_line(std::string s) {
+  for (char& c : s)
+    if (c == '\n' || c == '\r') c = ' ';
+  while (!s.empty() && s.back() == ' ') s.pop_back();
+  return s;
+}
+
+int fail(const std::string& text, const char* status = "error") {
+  const std::string msg = one_line(text);
   std::fprintf(stderr, "xpr_infer: %s\n", msg.c_str());
   std::printf("{\"error\": \"%s\", \"status\": \"%s\"}\n", json_escape(msg).c_str(), status);
   return 2;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -98,6 +99,7 @@ struct Reader {
 
   int32_t integer(const json& v, const std::string& what) const {
     if (!v.is_number_integer()) fail(what + " must be an integer");
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(INT32_MAX)) fail(what + " out of range");
     const int64_t x = v.get<int64_t>();
     if (x < INT32_MIN || x > INT32_MAX) fail(what + " out of range");
     return static_cast<int32_t>(x);
@@ -212,9 +214,16 @@ std::string reseal(const std::string& raw) {
 }
 
 Manifest read_manifest(const std::string& bundle_dir) {
+  const std::string path = join_path(bundle_dir, kManifestName);
+  return parse_manifest(read_manifest_bytes(path, bundle_dir), path);
+}
+
+Manifest parse_manifest(const std::string& raw, const std::string& path) {
   Manifest m;
-  m.path = join_path(bundle_dir, kManifestName);
-  const std::string raw = read_manifest_bytes(m.path, bundle_dir);
+  m.path = path;
+  if (raw.size() > kMaxManifestBytes)
+    throw Failure(XPR_ERR_MANIFEST, path + ": more than " + std::to_string(kMaxManifestBytes) +
+                                        " bytes, larger than any manifest");
   json root;
   try {
     root = json::parse(raw);
@@ -315,14 +324,22 @@ Manifest read_manifest(const std::string& bundle_dir) {
     const int32_t img_rows = r.integer(isz[0], "model_config.img_size[0]");
     const int32_t img_cols = r.integer(isz[1], "model_config.img_size[1]");
     if (img_rows < 1 || img_cols < 1) r.fail("model_config.img_size must be positive");
+    if (int64_t(img_rows) * img_cols > kMaxInputPixels)
+      r.fail("model_config.img_size " + shown(isz) + " is larger than any model input (" +
+             std::to_string(kMaxInputPixels) + " pixels)");
     int32_t window = 7, patch = 4;
     if (const json* v = r.find(mc, "window_size")) window = r.integer(*v, "model_config.window_size");
     if (const json* v = r.find(mc, "patch_size")) patch = r.integer(*v, "model_config.patch_size");
     if (window < 1 || patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
+    // bounds the token strides (patch << 3 at stage 4) and the grids below
+    if (window > std::max(img_rows, img_cols) || patch > std::max(img_rows, img_cols))
+      r.fail("model_config.window_size " + std::to_string(window) + " / patch_size " + std::to_string(patch) +
+             " do not fit model_config.img_size");
 
     // ---- rule 5: tensors and their roles ------------------------------------------------------
     m.batch = r.integer(root["batch"], "batch");
-    if (m.batch < 1) r.fail("batch must be >= 1");
+    if (m.batch < 1 || m.batch > kMaxBatch)
+      r.fail("batch " + std::to_string(m.batch) + " not in 1.." + std::to_string(kMaxBatch));
     m.inputs = r.tensors(root, "inputs");
     m.outputs = r.tensors(root, "outputs");
     if (m.inputs.size() != 2) r.fail("'inputs' must list exactly 2 tensors (the CC and MLO views)");
@@ -368,6 +385,17 @@ Manifest read_manifest(const std::string& bundle_dir) {
       m.preprocessing.mask_threshold = r.num(*v, "preprocessing.mask_threshold");
     if (const json* v = r.find(pre, "profile_threshold"))
       m.preprocessing.profile_fraction = r.num(*v, "preprocessing.profile_threshold");
+    // values the preprocessing divides by or compares with: out of range, every image would be
+    // refused (or normalised to nonsense) under the image's name, not the bundle's
+    {
+      const PreprocSettings& p = m.preprocessing;
+      if (!std::isfinite(p.mean)) r.fail("preprocessing.mean " + shown(json(p.mean)) + " is not finite");
+      if (!(std::isfinite(p.std) && p.std > 0.0)) r.fail("preprocessing.std " + shown(json(p.std)) + " must be > 0");
+      if (!(p.mask_threshold >= 0.0 && p.mask_threshold < 1.0))
+        r.fail("preprocessing.mask_threshold " + shown(json(p.mask_threshold)) + " not in [0, 1)");
+      if (!(p.profile_fraction >= 0.0 && p.profile_fraction <= 1.0))
+        r.fail("preprocessing.profile_threshold " + shown(json(p.profile_fraction)) + " not in [0, 1]");
+    }
     if (const json* sz = r.find(pre, "img_size")) {
       if (!sz->is_array() || sz->size() != 2 || r.integer((*sz)[0], "preprocessing.img_size[0]") != img_rows ||
           r.integer((*sz)[1], "preprocessing.img_size[1]") != img_cols)
@@ -448,15 +476,17 @@ Manifest read_manifest(const std::string& bundle_dir) {
           r.fail(where + ": selection_output '" + s.output + "' is the logits/prob output");
       }
       if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
-      if (s.k < 1 || s.k > s.grid_rows * s.grid_cols)
-        r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(s.grid_rows * s.grid_cols));
-      if (s.shift_rows < 0 || s.shift_cols < 0 || s.shift_rows >= s.grid_rows * window ||
-          s.shift_cols >= s.grid_cols * window)
-        r.fail(where + ": shift outside the token grid");
-      const int64_t tokens_r = int64_t(s.grid_rows) * window * s.token_stride;
-      const int64_t tokens_c = int64_t(s.grid_cols) * window * s.token_stride;
-      if (tokens_r > m.preprocessing.out_rows || tokens_c > m.preprocessing.out_cols)
+      // grid * window * stride > input size, without overflow (window, stride <= img size <= 2^26)
+      const int64_t pixels_per_window = int64_t(window) * s.token_stride;
+      if (s.grid_rows > m.preprocessing.out_rows / pixels_per_window ||
+          s.grid_cols > m.preprocessing.out_cols / pixels_per_window)
         r.fail(where + ": window grid larger than the model input");
+      const int64_t windows = int64_t(s.grid_rows) * s.grid_cols;
+      if (s.k < 1 || s.k > windows)
+        r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(windows));
+      if (s.shift_rows < 0 || s.shift_cols < 0 || s.shift_rows >= int64_t(s.grid_rows) * window ||
+          s.shift_cols >= int64_t(s.grid_cols) * window)
+        r.fail(where + ": shift outside the token grid");
       m.blocks.push_back(std::move(s));
     }
 

@@ -79,6 +79,10 @@ struct Manifest {
 // MANIFEST, VERSION, HASH for a broken seal).
 Manifest read_manifest(const std::string& bundle_dir);
 
+// Rules 1 (from the JSON on), 2, 3 and 5 on the bytes of a manifest.json; `path` names it in messages.
+// read_manifest = the file checks of rule 1 + parse_manifest. Throws Failure.
+Manifest parse_manifest(const std::string& raw, const std::string& path);
+
 // Rule 4: the folder holds exactly the listed files (plus manifest.json), no links, each with its
 // SHA-256 (hashes only when check_hashes). Throws Failure (IO, BUNDLE, HASH).
 void verify_files(const std::string& bundle_dir, const Manifest& m, bool check_hashes);
@@ -86,6 +90,10 @@ void verify_files(const std::string& bundle_dir, const Manifest& m, bool check_h
 // The manifest format this build reads (and nothing else).
 constexpr int kManifestFormat = 2;
 constexpr size_t kMaxManifestBytes = size_t(16) << 20;
+// Bounds no real bundle comes near (the paper model: 2688 x 896, batch 1); past them a manifest is refused
+// before any buffer is sized from it.
+constexpr int64_t kMaxInputPixels = int64_t(1) << 26;
+constexpr int32_t kMaxBatch = 64;
 
 // The seal (rule 2): raw must hold exactly one `"manifest_sha256": "<64 lowercase hex>"`; recorded
 // is that hex, computed the SHA-256 of raw with those 64 digits replaced by '0'. False (why set)

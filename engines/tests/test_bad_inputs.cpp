@@ -189,6 +189,25 @@ int main(int argc, char** argv) {
   expect_bundle(with_manifest(good, work, "op-threshold-out-of-range",
                               replaced(manifest, "\"threshold\": 0.75", "\"threshold\": 7.5")),
                 XPR_ERR_MANIFEST, {"manifest.json", "operating_points.spec=0.90.threshold"});
+  // values the preprocessing uses: refused at load, naming the manifest (not every image as "empty breast")
+  expect_bundle(with_manifest(good, work, "pre-mask-threshold-huge",
+                              replaced(manifest, "\"mask_threshold\": 0.05", "\"mask_threshold\": 1e308")),
+                XPR_ERR_MANIFEST, {"manifest.json", "preprocessing.mask_threshold", "not in [0, 1)"});
+  expect_bundle(with_manifest(good, work, "pre-profile-threshold-negative",
+                              replaced(manifest, "\"profile_threshold\": 0.02", "\"profile_threshold\": -1")),
+                XPR_ERR_MANIFEST, {"manifest.json", "preprocessing.profile_threshold"});
+  expect_bundle(with_manifest(good, work, "pre-std-negative", replaced(manifest, "\"std\": 0.226", "\"std\": -1")),
+                XPR_ERR_MANIFEST, {"manifest.json", "preprocessing.std", "must be > 0"});
+  // sizes past any real bundle, refused before anything is computed from them (int overflow before)
+  expect_bundle(with_manifest(good, work, "batch-uint64", replaced(manifest, "\"batch\": 1", "\"batch\": 18446744073709551615")),
+                XPR_ERR_MANIFEST, {"manifest.json", "batch out of range"});
+  expect_bundle(with_manifest(good, work, "window-grid-overflow",
+                              replaced(manifest, "\"window_grid\": [\n        16,\n        8\n      ]",
+                                       "\"window_grid\": [1073741824, 1073741824]")),
+                XPR_ERR_MANIFEST, {"manifest.json", "window grid larger than the model input"});
+  expect_bundle(with_manifest(good, work, "patch-size-huge",
+                              replaced(manifest, "\"patch_size\": 4", "\"patch_size\": 1073741824")),
+                XPR_ERR_MANIFEST, {"manifest.json", "do not fit model_config.img_size"});
   expect_bundle(with_manifest(good, work, "edited-io", replaced(manifest, "\"prob\": \"prob\"", "\"prob\": \"logits\""),
                               false),
                 XPR_ERR_HASH, {"manifest.json", "differs from its seal"});
