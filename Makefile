@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # with --no-deps: its metadata pins numpy<2 (see pyproject.toml's serve extra)
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv demo test lint typecheck unit fast cpp clean
+.PHONY: venv demo test lint typecheck unit fast cpp clean gpu-wheels
 
 venv: $(STAMP)
 
@@ -55,6 +55,14 @@ cpp: $(STAMP)
 	  -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build engines/build/asan -j$(CPP_JOBS)
 	cd engines/build/asan && ctest --output-on-failure
+
+# the pure-Python wheels that bench/gpu_run.sh installs on the lent GPU machine (no network there);
+# carried by the device call as bench/.gpu-wheels (ignored). bench/README.md#gpu
+gpu-wheels:
+	rm -rf bench/.gpu-wheels && mkdir -p bench/.gpu-wheels
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation py \
+	  --abi none --platform any -d bench/.gpu-wheels -r bench/gpu-wheels.txt
+	du -sh bench/.gpu-wheels
 
 clean:
 	rm -rf $(DEMO_OUT) engines/build .pytest_cache .mypy_cache .ruff_cache
