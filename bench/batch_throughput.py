@@ -9,7 +9,7 @@ its graph exported again at each other batch from the same weights, one session 
 exported first when missing. `--reference` (another bundle, e.g. the static batch-1 export beside a
 dynamic one) is timed in the same interleaved rounds. Writes bench/results/batch-throughput.json.
 
-Why static by default: at paper size, `xpr export --config paper --max-batch 4` (commit 5f0fb53)
+Why static by default: at paper size, `xpr export --config paper --max-batch 4` (main at b8ee95d)
 writes a graph whose batch is fixed at 2 (the exporter's example batch) under a manifest that says
 -1; the runner refuses it (`check_graph_io`), so there is no usable dynamic paper bundle yet (the
 tiny config exports a real dynamic axis).
@@ -45,6 +45,7 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, default=ROOT / "export" / "bench-paper-r05", help="exported if missing")
     ap.add_argument("--max-batch", type=int, default=None, help="export the missing bundle with a dynamic batch")
     ap.add_argument("--reference", type=Path, default=None, help="another bundle timed in the same rounds")
+    ap.add_argument("--graphs", type=Path, default=None, help="batch<N>.onnx graphs reused / exports kept here")
     ap.add_argument("--batches", default="1,2,4")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
@@ -62,7 +63,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "xpr_deploy.cli", *cmd[1:]], check=True, cwd=ROOT)
     reference = args.reference
     rep = B.bench_batches(args.bundle, sizes, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                          reference=reference, progress=log)  # fmt: skip
+                          reference=reference, graphs_dir=args.graphs, progress=log)  # fmt: skip
     how = "one dynamic-batch session" if rep["dynamic_batch"] else "static graphs of the same weights, one per size"
     rep["what"] = (
         f"paper config 2688x896, CPU, FP32, ONNX Runtime, random weights (seed {args.seed}), keep 0.5; {how}; "

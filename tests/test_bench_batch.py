@@ -56,12 +56,16 @@ def test_batch_over_max_batch_and_bad_sizes(dynamic_bundle: Path) -> None:
 @pytest.mark.slow  # a second tiny export, and a third graph exported on the fly
 def test_static_bundle_exports_the_other_sizes(tmp_path: Path) -> None:
     static = _bundle(tmp_path, None)
-    rep = B.bench_batches(static, [1, 2], runs=1, warmup=0, threads=2, reference=static)
+    kept = tmp_path / "graphs"
+    rep = B.bench_batches(static, [1, 2], runs=1, warmup=0, threads=2, reference=static, graphs_dir=kept)
     assert not rep["dynamic_batch"]
     graphs = rep["settings"]["graphs"]
     assert graphs["batch=1"] == graphs["reference"] == str(static / "model.onnx")
-    assert graphs["batch=2"].endswith("batch2.onnx")  # exported on the fly from the same weights
+    assert graphs["batch=2"] == str(kept / "batch2.onnx")  # exported from the same weights, kept
     assert rep["variants"]["reference"]["batch"] == 1
+    stamp = (kept / "batch2.onnx").stat().st_mtime_ns
+    B.bench_batches(static, [1, 2], runs=1, warmup=0, threads=2, graphs_dir=kept)
+    assert (kept / "batch2.onnx").stat().st_mtime_ns == stamp  # reused, not exported again
 
 
 def test_cli_bench_batch(dynamic_bundle: Path, tmp_path: Path) -> None:

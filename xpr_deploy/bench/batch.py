@@ -48,10 +48,13 @@ def bench_batches(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     reference: str | Path | None = None,
+    graphs_dir: str | Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Per-breast latency and throughput per batch size; `reference` (another bundle, e.g. the static
-    batch-1 export) is timed in the same rounds at its own batch, to show what a dynamic axis costs."""
+    batch-1 export) is timed in the same rounds at its own batch, to show what a dynamic axis costs.
+    `graphs_dir` (static bundles): `batch<N>.onnx` there is used as the batch-N graph, and a graph
+    exported here is kept there (paper-size exports take minutes)."""
     sizes = sorted({int(b) for b in batches})
     if not sizes or sizes[0] < 1:
         raise BenchError(f"batch sizes {list(batches)}: need positive integers")
@@ -71,14 +74,18 @@ def bench_batches(
             runners = {f"batch={b}": r for b in sizes}
             graphs = {f"batch={b}": str(r.graph) for b in sizes}
         else:
-            tmp: Path | None = None
+            keep = Path(graphs_dir) if graphs_dir is not None else None
+            tmp: Path | None = keep
             for b in sizes:
                 if b == view.batch:
                     graph = view.graph()
+                elif keep is not None and (keep / f"batch{b}.onnx").is_file():
+                    graph = keep / f"batch{b}.onnx"
                 else:
                     from ..export.onnx import export_onnx
 
                     tmp = tmp or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xpr-batch-")))
+                    tmp.mkdir(parents=True, exist_ok=True)
                     if progress:
                         progress(f"exporting the graph at batch {b} (same weights)")
                     graph = tmp / f"batch{b}.onnx"
