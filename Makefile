@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # with --no-deps: its metadata pins numpy<2 (see pyproject.toml's serve extra)
 PYTRITON ?= nvidia-pytriton==0.7.0
 
-.PHONY: venv demo test lint typecheck unit fast sysdeps cpp cpp-trt-check cpp-fuzz clean
+.PHONY: venv demo test lint typecheck unit fast sysdeps cpp cpp-trt-check cpp-fuzz clean gpu-wheels
 
 venv: $(STAMP)
 
@@ -84,6 +84,14 @@ cpp-fuzz: $(STAMP)
 	cmake --build $(FUZZ_BUILD) -j$(CPP_JOBS) --target fuzz_manifest fuzz_preprocess
 	$(PY) engines/fuzz/make_seeds.py $(FUZZ_BUILD)/seeds
 	engines/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
+# the pure-Python wheels that bench/gpu_run.sh installs on the lent GPU machine (no network there);
+# carried by the device call as bench/.gpu-wheels (ignored). bench/README.md#gpu
+gpu-wheels:
+	rm -rf bench/.gpu-wheels && mkdir -p bench/.gpu-wheels
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation py \
+	  --abi none --platform any -d bench/.gpu-wheels -r bench/gpu-wheels.txt
+	du -sh bench/.gpu-wheels
 
 clean:
 	rm -rf $(DEMO_OUT) engines/build .pytest_cache .mypy_cache .ruff_cache

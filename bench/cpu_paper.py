@@ -41,6 +41,14 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def display_path(p: Path) -> str:
+    """A path for the record: relative to the repository when inside it, else as given (`--bundle` may lie anywhere)."""
+    try:
+        return str(p.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(p)
+
+
 def sh(cmd: list[str]) -> str:
     """Run a command (echoed), fail loudly; returns it shell-quoted for the record."""
     log("$ " + shlex.join(cmd))
@@ -103,7 +111,7 @@ def main_comparison(model: Any, bundle: Path, dense_onnx: Path, runs: int, warmu
             "pruned_over_dense_onnx": B.ratio_stats(times["onnx_pruned"].cpu_ms, times["onnx_dense"].cpu_ms),
             "onnx_over_eager": B.ratio_stats(times["onnx_pruned"].cpu_ms, times["eager_pruned"].cpu_ms),
         },
-        "files": {"onnx_pruned": str(graph.relative_to(ROOT)), "onnx_dense": str(dense_onnx)},
+        "files": {"onnx_pruned": display_path(graph), "onnx_dense": display_path(dense_onnx)},
     }
 
 

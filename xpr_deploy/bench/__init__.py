@@ -8,6 +8,7 @@ One concern per module; why each is built the way it is sits in its own docstrin
 - `report`: the report structure, the terminal summary, the keep-sweep plot, ORT profiles;
 - `machine`: what the numbers were measured on and the command that produced them;
 - `inputs`: synthetic input views;
+- `batch`: per-breast time at several batch sizes (ONNX Runtime), for a server's batch choice;
 - `eager`, `onnx`, `engine`: thin adapters over the runner layer (`xpr_deploy.runners`), so a
   benchmark times exactly the configuration predict serves and validate certifies;
 - `isolated`: one bench in a fresh process (clean peak memory).
@@ -17,6 +18,7 @@ The names below are the public API (`from xpr_deploy import bench as B`).
 
 from __future__ import annotations
 
+from .batch import bench_batches, parse_batches, print_batches
 from .eager import bench_eager
 from .engine import bench_engine
 from .errors import BenchError
@@ -44,6 +46,7 @@ __all__ = [
     "PeakRSS",
     "VariantTimes",
     "assemble_report",
+    "bench_batches",
     "bench_eager",
     "bench_engine",
     "bench_onnx",
@@ -54,8 +57,10 @@ __all__ = [
     "latency_stats",
     "machine_info",
     "open_bundle",
+    "parse_batches",
     "percentile",
     "plot_keep_sweep",
+    "print_batches",
     "print_summary",
     "ratio_stats",
     "rss_hooks",

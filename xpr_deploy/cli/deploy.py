@@ -184,8 +184,12 @@ def bench(
     profile: Annotated[Path | None, typer.Option("--profile", help="ONNX Runtime profiles go here")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --json)")] = None,
+    batch: Annotated[
+        str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
+    ] = None,
 ) -> None:
-    """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep."""
+    """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep;
+    per-breast time by batch size."""
     from .. import bench as B
     from ..io import write_json
 
@@ -197,6 +201,17 @@ def bench(
     def progress(msg: str) -> None:
         err_console.print(f"[dim]{msg}[/]", highlight=False)
 
+    if batch is not None:
+        if onnx is None:
+            raise B.BenchError("--batch goes with --onnx BUNDLE (ONNX Runtime, per-breast time by batch size)")
+        rep = B.bench_batches(
+            onnx, B.parse_batches(batch), runs=runs, warmup=warmup, threads=threads, progress=progress
+        )
+        B.print_batches(rep, lambda s: console.print(s, highlight=False))
+        if json_out is not None:
+            write_json(json_out, rep)
+            console.print(f"report: {json_out}")
+        return
     if engine is not None:
         rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
     elif onnx is not None:
