@@ -311,7 +311,10 @@ int main(int argc, char** argv) {
     fs::create_symlink("/nonexistent/x", b / "dangling");
     expect_bundle(b, XPR_ERR_BUNDLE, {"dangling", "symbolic link"});
     b = copy_bundle(good, work, "symlink-folder");
-    fs::create_directory_symlink("/tmp", b / "engines");
+    // a link to an empty folder beside the bundle, never to an ancestor: tools that walk the build tree
+    // following links (setuptools' package finder in `pip install -e`) would loop through it
+    fs::create_directories(work / "symlink-folder-target");
+    fs::create_directory_symlink(work / "symlink-folder-target", b / "engines");
     expect_bundle(b, XPR_ERR_BUNDLE, {"engines", "symbolic link"});
     b = copy_bundle(good, work, "special-file");
     CHECK(mkfifo((b / "fifo").c_str(), 0600) == 0);
