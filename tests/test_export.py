@@ -91,6 +91,14 @@ def test_graphs_are_static_k_and_lint_clean(fp16_bundle) -> None:  # noqa: F811
                 idx = inits.get(n.input[1])
                 if idx is not None:
                     assert np.prod(idx.dims) <= 2 * 448 * 224 // 16
+        # attention masks are tables of distinct masks (<= 4 per shifted block), not [N, 49, 49] per window
+        masks = [list(i.dims) for i in proto.graph.initializer if len(i.dims) == 3 and i.dims[1:] == [49, 49]]
+        assert masks and all(m[0] <= 4 for m in masks), masks
+        # windows are scored from token norms on the [1, H, W, C] map: no [1, N, 49, C] copy before TopK
+        shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+                  for v in onnx.shape_inference.infer_shapes(proto).graph.value_info}  # fmt: skip
+        l2_in = [shapes.get(n.input[0]) for n in proto.graph.node if n.op_type == "ReduceL2"]
+        assert len(l2_in) == 16 and all(s is not None and s[2] != 49 and s[1] * s[2] % 49 == 0 for s in l2_in), l2_in
 
 
 def test_fp16_graph_is_strongly_typed_with_fp32_islands(fp16_bundle) -> None:  # noqa: F811
@@ -138,7 +146,9 @@ def test_plugin_graph_has_one_custom_node_per_block_and_runs_in_ort(plugin_bundl
     nodes = [n for n in proto.graph.node if n.op_type == "XprWindowSelect"]
     assert len(nodes) == 16 and all(n.domain == "xpr" for n in nodes)
     attrs = {a.name: helper.get_attribute_value(a) for a in nodes[0].attribute}
-    assert attrs == {"k": 64, "window": 7, "plugin_version": b"1", "plugin_namespace": b"xpr"}
+    assert attrs == {"k": 64, "window": 7, "plugin_version": b"2", "plugin_namespace": b"xpr"}
+    inits = {i.name: i for i in proto.graph.initializer}
+    assert list(inits[nodes[0].input[1]].dims) == [128, 49]  # token index [N, T] of stage 1 (tiny)
     assert [f.name for f in proto.functions] == ["XprWindowSelect"] and "TopK" not in {
         n.op_type for n in proto.graph.node
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -235,3 +236,81 @@ def test_block_table_matches_the_model(tiny_model: XPruning) -> None:
         assert row.windows == blk.num_windows and row.k == blk.k
         assert row.shift == tuple(blk.shift_size) and row.shifted == any(blk.shift_size)
     assert next(r for r in rows if (r.stage, r.block) == (4, 1)).shift == (3, 0)  # 14x7 map: rows only
+
+
+# ---- the mask table and the token-norm window scores (issue 16) ----------------------------------
+@pytest.mark.parametrize(
+    ("hw", "shift", "n_masks"),
+    [((112, 56), (3, 3), 4), ((14, 7), (3, 0), 2), ((672, 224), (3, 3), 4), ((28, 28), (3, 3), 4)],
+    ids=["tiny-s1", "tiny-s4-rows-only", "paper-s1", "square"],
+)
+def test_mask_table_reproduces_timms_dense_masks(hw, shift, n_masks) -> None:
+    from timm.models.swin_transformer import SwinTransformerBlock
+
+    from xpr_deploy.model.ptb import window_mask_table
+
+    blk = SwinTransformerBlock(8, hw, num_heads=1, window_size=7, shift_size=max(shift))
+    if shift[1] == 0:  # timm drops the shift along an axis the window covers (the 7-wide map)
+        assert tuple(blk.shift_size) == shift
+    dense = blk.attn_mask
+    assert dense is not None and dense.shape == ((hw[0] // 7) * (hw[1] // 7), 49, 49)
+    table, index = window_mask_table(*hw, (7, 7), tuple(blk.shift_size))
+    assert table.shape == (n_masks, 49, 49) and table.dtype == np.float32
+    assert index.shape == (dense.shape[0],) and index.dtype == np.int64
+    assert torch.equal(torch.from_numpy(table[index]), dense)  # bit for bit timm's masks
+
+
+def _scores_of_gathered_windows(x: torch.Tensor, blk: PrunedSwinBlock) -> torch.Tensor:
+    """The score as scored before issue 16: roll, partition, norm over channels, mean over the window."""
+    sh, sw = blk.shift_size
+    xs = torch.roll(x, (-sh, -sw), (1, 2))
+    return torch.linalg.vector_norm(_windows(xs, blk.window_size[0]).float(), dim=-1).mean(dim=-1)
+
+
+def _tied_inputs(blk: PrunedSwinBlock) -> dict[str, torch.Tensor]:
+    """Inputs where many windows score exactly the same (the all-background case), plus random ones."""
+    g = torch.Generator().manual_seed(5)
+    h, w = blk.input_resolution
+    c = blk.dim
+    ln = torch.nn.functional.layer_norm(torch.randn(2, h, w, c, generator=g), (c,))  # norms ~ sqrt(C), near ties
+    const = torch.zeros(2, h, w, c)
+    const[1] = 1.0
+    half = torch.randn(2, h, w, c, generator=g)
+    half[:, h // 2 :] = 0.25  # the lower half: identical windows
+    return {"random": _block_input(blk, seed=3), "layernormed": ln, "constant": const, "half-tied": half}
+
+
+@pytest.mark.parametrize("block_index", [0, 1], ids=["regular", "shifted"])
+def test_token_norm_scores_and_selection_equal_the_window_gather_path(tiny_model: XPruning, block_index) -> None:
+    from xpr_deploy.model.ptb import select_windows, token_index_tensor, window_scores
+
+    for stage in range(4):
+        blk = tiny_model.cc.layers[stage].blocks[block_index]
+        h, w = blk.input_resolution
+        tok = token_index_tensor(h, w, tuple(blk.window_size), tuple(blk.shift_size), torch.device("cpu"))
+        for name, x in _tied_inputs(blk).items():
+            new, old = window_scores(x, tok), _scores_of_gathered_windows(x, blk)
+            assert torch.equal(new, old), (stage, name)  # same FP32 bits, so ties stay ties
+            assert torch.equal(select_windows(new, blk.k), select_windows(old, blk.k)), (stage, name)
+            if name == "constant":
+                assert (new[0] == new[0, 0]).all()  # really tied: the order comes from the tie rule
+
+
+def test_pruned_block_equals_the_dense_mask_window_gather_form(tiny_model: XPruning) -> None:
+    """Block outputs bit for bit those of the pre-issue-16 form (dense timm mask, all windows gathered)."""
+    for stage in range(3):
+        blk = tiny_model.cc.layers[stage].blocks[1]  # shifted: the mask is used
+        x = _tied_inputs(blk)["random"]
+        b, h, w, c = x.shape
+        ws, (sh, sw), k = blk.window_size[0], blk.shift_size, blk.k
+        with torch.no_grad():
+            out = blk(x)
+            win = _windows(torch.roll(x, (-sh, -sw), (1, 2)), ws)  # [B, N, 49, C]
+            idx = torch.sort(_scores_of_gathered_windows(x, blk), dim=1, descending=True, stable=True).indices[:, :k]
+            kept = win[torch.arange(b)[:, None], idx].reshape(b * k, ws * ws, c)
+            kept = kept + blk.attn(blk.norm1(kept), mask=blk.attn_mask[idx.reshape(-1)])
+            kept = kept + blk.mlp(blk.norm2(kept))
+            win[torch.arange(b)[:, None], idx] = kept.reshape(b, k, ws * ws, c)
+            grid = win.reshape(b, h // ws, w // ws, ws, ws, c).transpose(2, 3).reshape(b, h, w, c)
+            ref = torch.roll(grid, (sh, sw), (1, 2))
+        assert torch.equal(out, ref), stage

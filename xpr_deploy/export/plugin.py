@@ -1,8 +1,13 @@
 """`--plugin` mode: each block's window selection becomes one custom node with an ONNX function body.
 
-    XprWindowSelect(windows [B, N, 49, C], any float) -> indices [B, K] int64
+    XprWindowSelect(x [B, H, W, C] any float, token_index [N, T] int64) -> indices [B, K] int64
         attributes: k (int), window (int), plugin_version (str), plugin_namespace (str)
-        body:       Cast(FP32) -> ReduceL2(axis -1) -> ReduceMean(axis -1) -> TopK(K = k, sorted)
+        body:       Cast(FP32) -> ReduceL2(axis -1) -> Flatten(1) -> Gather(axis 1, token_index)
+                    -> ReduceMean(axis -1) -> TopK(K = k, sorted)
+
+x is the block input (NHWC token map), token_index the block's window -> token table
+(`ptb.window_token_index`, shift included): token norms are taken on the map and only they are
+gathered into windows (version 2; version 1 took the gathered windows [B, N, T, C]).
 
 ONNX Runtime runs the function body. TensorRT's ONNX parser looks a plugin up by op type
 (+ `plugin_version`, `plugin_namespace`); when none is registered the TensorRT-RTX 1.7 parser
@@ -21,7 +26,7 @@ from .onnx import BLOCK_KEY
 
 PLUGIN_OP = "XprWindowSelect"
 PLUGIN_DOMAIN = "xpr"
-PLUGIN_VERSION = "1"
+PLUGIN_VERSION = "2"
 PLUGIN_NAMESPACE = "xpr"
 
 
@@ -34,16 +39,18 @@ def window_select_function() -> onnx.FunctionProto:
         helper.make_node("Constant", [], ["axes_last"], value_ints=[-1]),
         helper.make_node("Constant", [], ["axes_zero"], value_ints=[0]),
         helper.make_node("Unsqueeze", ["k_scalar", "axes_zero"], ["k_vec"]),
-        helper.make_node("Cast", ["windows"], ["windows_f32"], to=onnx.TensorProto.FLOAT),
-        helper.make_node("ReduceL2", ["windows_f32", "axes_last"], ["token_norm"], keepdims=0),
-        helper.make_node("ReduceMean", ["token_norm", "axes_last"], ["scores"], keepdims=0),
+        helper.make_node("Cast", ["x"], ["x_f32"], to=onnx.TensorProto.FLOAT),
+        helper.make_node("ReduceL2", ["x_f32", "axes_last"], ["token_norm_map"], keepdims=0),
+        helper.make_node("Flatten", ["token_norm_map"], ["token_norm"], axis=1),
+        helper.make_node("Gather", ["token_norm", "token_index"], ["window_norms"], axis=1),
+        helper.make_node("ReduceMean", ["window_norms", "axes_last"], ["scores"], keepdims=0),
         helper.make_node("TopK", ["scores", "k_vec"], ["values", "indices"], axis=-1, largest=1, sorted=1),
     ]
     nodes[0].attribute.append(k_attr)
     return helper.make_function(
         PLUGIN_DOMAIN,
         PLUGIN_OP,
-        inputs=["windows"],
+        inputs=["x", "token_index"],
         outputs=["indices"],
         nodes=nodes,
         opset_imports=[helper.make_opsetid("", 18)],
@@ -51,8 +58,12 @@ def window_select_function() -> onnx.FunctionProto:
     )
 
 
+_SCORE_CHAIN = "ReduceL2 -> Reshape -> Gather -> Reshape -> ReduceMean"
+
+
 def fuse_window_select(proto: onnx.ModelProto, window: int) -> int:
-    """Replace every scoring chain (Cast?) -> ReduceL2 -> ReduceMean -> TopK by one XprWindowSelect.
+    """Replace every scoring chain (Cast?) -> ReduceL2 -> Reshape -> Gather -> Reshape -> ReduceMean -> TopK
+    (`ptb.window_scores` as exported) by one XprWindowSelect.
 
     Returns the number of nodes fused; the model gets the function and the `xpr` opset import.
     """
@@ -63,32 +74,41 @@ def fuse_window_select(proto: onnx.ModelProto, window: int) -> int:
     inits = {i.name: i for i in g.initializer}
     drop: set[int] = set()
     replace: dict[int, onnx.NodeProto] = {}
+    new_inits: dict[str, onnx.TensorProto] = {}
     fused = 0
+
+    def single(name: str, op: str) -> onnx.NodeProto | None:
+        node = producer.get(name)
+        return node if node is not None and node.op_type == op and uses[node.output[0]] == 1 else None
+
     for n in g.node:
         if n.op_type != "TopK":
             continue
-        mean = producer.get(n.input[0])
-        l2 = producer.get(mean.input[0]) if mean is not None and mean.op_type == "ReduceMean" else None
-        if (
-            mean is None
-            or l2 is None
-            or l2.op_type != "ReduceL2"
-            or uses[mean.output[0]] != 1
-            or uses[l2.output[0]] != 1
-        ):
-            raise ValueError(f"TopK {n.name}: not fed by the window-score chain ReduceL2 -> ReduceMean")
+        mean = single(n.input[0], "ReduceMean")
+        shape_w = single(mean.input[0], "Reshape") if mean is not None else None
+        gather = single(shape_w.input[0], "Gather") if shape_w is not None else None
+        shape_t = single(gather.input[0], "Reshape") if gather is not None else None
+        l2 = single(shape_t.input[0], "ReduceL2") if shape_t is not None else None
+        if mean is None or shape_w is None or gather is None or shape_t is None or l2 is None:
+            raise ValueError(f"TopK {n.name}: not fed by the window-score chain {_SCORE_CHAIN}")
+        if gather.input[1] not in inits or helper.get_node_attr_value(gather, "axis") != 1:
+            raise ValueError(f"TopK {n.name}: the window-score Gather is not over tokens with a constant index")
         if len(n.output) > 1 and n.output[0] and uses[n.output[0]]:
             raise ValueError(f"TopK {n.name}: its values are used; the plugin returns indices only")
         src = l2.input[0]
-        chain = [mean, l2]
+        chain = [mean, shape_w, gather, shape_t, l2]
         cast = producer.get(src)
         if cast is not None and cast.op_type == "Cast" and uses[cast.output[0]] == 1:
             src = cast.input[0]
             chain.append(cast)
+        flat = onnx.numpy_helper.to_array(inits[gather.input[1]])
+        index_name = f"{gather.input[1]}_windows"
+        if index_name not in new_inits:
+            new_inits[index_name] = onnx.numpy_helper.from_array(flat.reshape(-1, window * window), index_name)
         k = int(onnx.numpy_helper.to_array(inits[n.input[1]]).reshape(-1)[0])
         node = helper.make_node(
             PLUGIN_OP,
-            [src],
+            [src, index_name],
             [n.output[1]],
             name=f"{n.name}_{PLUGIN_OP}",
             domain=PLUGIN_DOMAIN,
@@ -104,6 +124,7 @@ def fuse_window_select(proto: onnx.ModelProto, window: int) -> int:
     nodes = [replace.get(id(n), n) for n in g.node if id(n) not in drop]
     del g.node[:]
     g.node.extend(nodes)
+    g.initializer.extend(new_inits.values())
     used = {i for n in g.node for i in n.input}
     for init in [i for i in g.initializer if i.name not in used]:
         g.initializer.remove(init)
@@ -126,9 +147,9 @@ def plugin_manifest_entry(count: int) -> dict[str, object]:
         "required_at_runtime": False,
         "note": (
             "Each node carries an ONNX local-function body. ONNX Runtime runs the body; TensorRT-RTX 1.7 "
-            "inlines the body when no plugin named XprWindowSelect (version 1, namespace xpr) is registered, "
-            "so the engine in this bundle needs no plugin library. Register an IPluginV3 creator of that "
-            "name/version/namespace before parsing to get the custom kernel instead; an engine built that way "
+            f"inlines the body when no plugin named XprWindowSelect (version {PLUGIN_VERSION}, namespace xpr) "
+            "is registered, so the engine in this bundle needs no plugin library. Register an IPluginV3 creator "
+            "of that name/version/namespace before parsing to get the custom kernel instead; an engine built that way "
             "needs the same plugin library loaded (IPluginRegistry::loadLibrary) before deserialising."
         ),
     }

@@ -17,9 +17,17 @@ from ..config import static_k
 from .export_ops import is_exporting, use_export_gelu
 
 
-def window_scores(windows: torch.Tensor) -> torch.Tensor:
-    """Window importance [B, N]: mean over the window's tokens of each token's L2 norm, in FP32."""
-    return torch.linalg.vector_norm(windows.float(), dim=-1).mean(dim=-1)
+def window_scores(x: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+    """Window importance [B, N]: mean over the window's tokens of each token's L2 norm, in FP32.
+
+    x is the block input [B, H, W, C], tok the [N, T] token index of `window_token_index`. Why
+    norms first: the norm over channels is taken once per token on the map and only the [B, H*W]
+    norms (1/C of the activation) are gathered into windows, so no [B, N, T, C] copy of every
+    window is made before TopK. Same values, same order, same FP32 mean as scoring gathered windows.
+    """
+    b = x.shape[0]
+    norms = torch.linalg.vector_norm(x.float(), dim=-1).reshape(b, -1)  # [B, H*W]
+    return norms.index_select(1, tok.reshape(-1)).reshape(b, *tok.shape).mean(dim=-1)
 
 
 def select_windows(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -52,26 +60,67 @@ def window_token_index(h: int, w: int, window: tuple[int, int], shift: tuple[int
     return idx
 
 
-_DEVICE_INDEX: dict[tuple[int, int, tuple[int, int], tuple[int, int], str], torch.Tensor] = {}
+@functools.lru_cache(maxsize=64)
+def window_mask_table(h: int, w: int, window: tuple[int, int], shift: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(table [M, T, T] float32, index [N] int64): timm's shifted-window mask of window i is table[index[i]].
+
+    Why: timm keeps a dense [N, T, T] mask per shifted block (3072 x 49 x 49 floats in stage 1 at
+    paper size, 86 MB of the FP32 graph), but a shifted grid has only a handful of distinct masks
+    (interior, last row, last column, corner). Built the way timm's `get_attn_mask` builds it
+    (region ids, -100 where two tokens of a window come from different regions); read-only.
+    """
+    wh, ww = window
+    regions = np.zeros((h, w), dtype=np.int64)
+    cnt = 0
+    for rs in (slice(0, -wh), slice(-wh, -shift[0]), slice(-shift[0], None)):
+        for cs in (slice(0, -ww), slice(-ww, -shift[1]), slice(-shift[1], None)):
+            regions[rs, cs] = cnt
+            cnt += 1
+    win = regions.reshape(h // wh, wh, w // ww, ww).transpose(0, 2, 1, 3).reshape(-1, wh * ww)
+    patterns, pattern_of = np.unique(win, axis=0, return_inverse=True)  # few distinct region layouts
+    masks = np.where(patterns[:, None, :] - patterns[:, :, None] != 0, -100.0, 0.0).astype(np.float32)
+    table, mask_of = np.unique(masks, axis=0, return_inverse=True)
+    index = np.ascontiguousarray(mask_of.reshape(-1)[pattern_of.reshape(-1)], dtype=np.int64)
+    table = np.ascontiguousarray(table)
+    table.flags.writeable = False
+    index.flags.writeable = False
+    return table, index
 
 
-def token_index_tensor(
-    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
-) -> torch.Tensor:
-    """`window_token_index` as a tensor on `device`.
+_DEVICE_CONST: dict[tuple[object, ...], torch.Tensor] = {}
+
+
+def _const_tensor(key: tuple[object, ...], arr: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A geometry constant as a tensor on `device`.
 
     On accelerators it is cached per device: a host-to-device copy in every block would stall the
     stream and break CUDA-graph capture. While tracing/exporting it is created fresh, so the
     graph gets it as a constant.
     """
-    arr = window_token_index(h, w, window, shift)
     if device.type == "cpu" or is_exporting() or torch.compiler.is_compiling():
-        return torch.tensor(arr, device=device)
-    key = (h, w, window, shift, str(device))
-    t = _DEVICE_INDEX.get(key)
+        return torch.tensor(arr, device=device, dtype=dtype)
+    full = (*key, str(device), dtype)
+    t = _DEVICE_CONST.get(full)
     if t is None:
-        t = _DEVICE_INDEX[key] = torch.tensor(arr, device=device)
+        t = _DEVICE_CONST[full] = torch.tensor(arr, device=device, dtype=dtype)
     return t
+
+
+def token_index_tensor(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device
+) -> torch.Tensor:
+    """`window_token_index` as an int64 tensor on `device`."""
+    arr = window_token_index(h, w, window, shift)
+    return _const_tensor(("tok", h, w, window, shift), arr, device, torch.int64)
+
+
+def mask_table_tensors(
+    h: int, w: int, window: tuple[int, int], shift: tuple[int, int], device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`window_mask_table` as tensors on `device`: the table in `dtype` (0 and -100 are exact in FP16)."""
+    table, index = window_mask_table(h, w, window, shift)
+    key = ("mask", h, w, window, shift)
+    return _const_tensor(key, table, device, dtype), _const_tensor(key, index, device, torch.int64)
 
 
 class PrunedSwinBlock(SwinTransformerBlock):
@@ -106,35 +155,37 @@ class PrunedSwinBlock(SwinTransformerBlock):
 
     def _forward_pruned(self, x: torch.Tensor, k: int) -> torch.Tensor:
         # Why token indices instead of roll -> window_partition -> ... -> window_reverse -> roll:
-        # roll + partition is one fixed permutation of the tokens, so the windows are gathered
-        # straight from the block input and the kept windows are scattered straight back into it.
-        # That drops four full-size copies per block (ONNX Runtime even emits roll as Slice+Concat
-        # pairs) and leaves pruned tokens untouched; the math is bit for bit the same.
+        # roll + partition is one fixed permutation of the tokens, so the kept windows are gathered
+        # straight from the block input and scattered straight back into it (ONNX Runtime emits roll
+        # as Slice+Concat pairs and partition/reverse as 6-D Transposes). The windows are scored from
+        # per-token norms and only the K kept windows are ever copied; their masks come from a
+        # small table. Pruned tokens keep their input bits; the math is bit for bit the same.
         b, h, w, c = x.shape
         wh, ww = self.window_size
         if h % wh or w % ww:
             raise ValueError(f"feature map {h}x{w} is not a multiple of the window {wh}x{ww}")
-        n, t = (h // wh) * (w // ww), wh * ww
-        tok = token_index_tensor(h, w, self.window_size, self.shift_size, x.device)
-        if b > 1:  # [N, 49] -> [B, N, 49] into the flattened [B*H*W, C] input
-            tok = tok.unsqueeze(0) + (torch.arange(b, device=x.device) * (h * w)).view(b, 1, 1)
-        tok = tok.reshape(b * n, t)
-        x_flat = x.reshape(b * h * w, c)
-        windows = x_flat.index_select(0, tok.reshape(-1)).reshape(b * n, t, c)  # = partition(roll(x))
-
-        scores = window_scores(windows.reshape(b, n, t, c))
-        idx = select_windows(scores, k)  # [B, K]
+        t = wh * ww
+        shift = cast(tuple[int, int], tuple(self.shift_size))
+        tok = token_index_tensor(h, w, self.window_size, shift, x.device)  # [N, T]
+        idx = select_windows(window_scores(x, tok), k)  # [B, K]
         if self.record_selection:
             self.last_selection = idx
-        # indices over the window axis of the flattened [B*N, 49, C] tensor: Gather / ScatterND
-        flat = (idx + torch.arange(b, device=x.device).unsqueeze(1) * n).reshape(-1)
+        # the kept windows' tokens as rows of the flattened [B*H*W, C] input: Gather / ScatterND
+        rows = tok.index_select(0, idx.reshape(-1))  # [B*K, T]
+        if b > 1:
+            rows = (rows.view(b, k, t) + (torch.arange(b, device=x.device) * (h * w)).view(b, 1, 1)).view(b * k, t)
+        rows = rows.reshape(-1)
+        x_flat = x.reshape(b * h * w, c)
+        kept = x_flat.index_select(0, rows).reshape(b * k, t, c)  # = partition(roll(x))[kept]
 
-        kept = windows.index_select(0, flat)  # [B*K, 49, C]
-        attn_mask = cast(torch.Tensor | None, self.attn_mask)
-        mask = attn_mask.index_select(0, idx.reshape(-1)) if attn_mask is not None else None
+        mask = None
+        dense_mask = cast(torch.Tensor | None, self.attn_mask)
+        if dense_mask is not None:  # timm's decision: shifted blocks only (the dense buffer itself is unused)
+            table, mask_index = mask_table_tensors(h, w, self.window_size, shift, x.device, dense_mask.dtype)
+            mask = table.index_select(0, mask_index.index_select(0, idx.reshape(-1)))  # [B*K, T, T]
         kept = kept + self.drop_path1(self.attn(self.norm1(kept), mask=mask))
         kept = kept + self.drop_path2(self.mlp(self.norm2(kept)))
 
         # kept tokens go back to where they came from; pruned tokens keep their input bits
-        out = x_flat.index_put((tok.index_select(0, flat).reshape(-1),), kept.reshape(-1, c))
+        out = x_flat.index_put((rows,), kept.reshape(-1, c))
         return out.view(b, h, w, c)

@@ -35,17 +35,12 @@ def score_name(key: BlockKey) -> str:
 
 
 def block_scores(blk: Any, x: Any) -> Any:
-    """The scores a pruned block ranks its windows by: the same roll, partition and FP32 score as its forward."""
-    import torch
-    from timm.models.swin_transformer import window_partition
+    """The scores a pruned block ranks its windows by: the same token index and FP32 score as its forward."""
+    from ..model.ptb import token_index_tensor, window_scores
 
-    from ..model.ptb import window_scores
-
-    b, _, _, c = x.shape
-    sh, sw = blk.shift_size
-    xs = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2)) if any(blk.shift_size) else x
-    wh, ww = blk.window_size
-    return window_scores(window_partition(xs, blk.window_size).reshape(b, -1, wh * ww, c))
+    _, h, w, _ = x.shape
+    tok = token_index_tensor(h, w, tuple(blk.window_size), tuple(blk.shift_size), x.device)
+    return window_scores(x, tok)
 
 
 class EagerRunner(XprRunner):

@@ -4,7 +4,8 @@ Provider order and session options are decided here and nowhere else, so `xpr va
 the configuration `xpr predict`, `xpr bench` and the Triton model run: CUDA first when this
 onnxruntime has it, else CPU; full graph optimisation; ONNX Runtime's memory-pattern planner off
 (at 2688x896 it reserves one block for the whole plan on the second run and the peak RSS nearly
-doubles, for no speed-up measured here).
+doubles, for no speed-up measured here). The other options (optimisation level, arena, spinning)
+exist so `bench/graph_before_after.py` can measure them; their defaults are ONNX Runtime's.
 """
 
 from __future__ import annotations
@@ -55,6 +56,10 @@ class OrtSettings:
     low_memory: bool = True
     profile_prefix: str | None = None
     log_severity: int = 3
+    #: graph optimisation level: "all" (layout + contrib fusions), "extended", "basic", "disabled"
+    optimization: str = "all"
+    cpu_arena: bool = True  # ONNX Runtime's CPU memory arena
+    spinning: bool | None = None  # intra-op threads spin while waiting; None: ONNX Runtime's default
 
     def resolved(self) -> OrtSettings:
         if self.providers:
@@ -66,6 +71,14 @@ class OrtSettings:
         return replace(self, providers=tuple(default_providers()))
 
 
+_OPT_LEVELS = {
+    "all": "ORT_ENABLE_ALL",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "basic": "ORT_ENABLE_BASIC",
+    "disabled": "ORT_DISABLE_ALL",
+}
+
+
 def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
     """The one place xpr creates an ONNX Runtime session; a graph it refuses is one line naming it."""
     import onnxruntime as ort
@@ -73,12 +86,18 @@ def create_session(model: str | Path | bytes, settings: OrtSettings, where: str 
     s = settings.resolved()
     so = ort.SessionOptions()
     so.log_severity_level = s.log_severity
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if s.optimization not in _OPT_LEVELS:
+        raise XprError(f"ONNX Runtime optimization must be one of {sorted(_OPT_LEVELS)}, not {s.optimization!r}")
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _OPT_LEVELS[s.optimization])
     if s.threads:
         so.intra_op_num_threads = int(s.threads)
         so.inter_op_num_threads = 1
     if s.low_memory:
         so.enable_mem_pattern = False
+    if not s.cpu_arena:
+        so.enable_cpu_mem_arena = False
+    if s.spinning is not None:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if s.spinning else "0")
     if s.profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = s.profile_prefix
