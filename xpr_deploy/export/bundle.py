@@ -12,6 +12,7 @@ BUNDLE/
 from __future__ import annotations
 
 import datetime as _dt
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +96,17 @@ def preprocessing_entry(model: XPruning, meta: dict[str, Any]) -> dict[str, Any]
     }
 
 
+def check_bundle_target(out: str | Path) -> None:
+    """`--out` may be new, empty or an earlier bundle (replaced whole); a file or another folder is refused."""
+    from ..io import OutputError
+
+    out = Path(out)
+    if os.path.lexists(out) and not out.is_dir():
+        raise OutputError(f"{out}: exists and is not a folder (refusing to replace a file with a bundle)")
+    if out.is_dir() and not (out / "manifest.json").is_file() and any(out.iterdir()):
+        raise OutputError(f"{out}: a folder that is not an export bundle (no manifest.json); refusing to replace it")
+
+
 def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
     """(backend to build with, or None; why no engine). Explicit requests fail early and loudly."""
     if options.engine is False:
@@ -128,6 +140,7 @@ def export_bundle(
     lints: dict[str, LintReport] = {}
     engine: EngineInfo | None = None
     plugin_count = 0
+    check_bundle_target(out)
     with atomic_dir(out) as tmp:
         for prec in precisions:
             t0 = time.perf_counter()
