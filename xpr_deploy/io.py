@@ -329,6 +329,16 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def check_folder_target(dest: str | Path, marker: str, what: str) -> None:
+    """`dest` may be new, empty or an earlier `what` (holding `marker`), which `atomic_dir` replaces
+    whole; a file, or a folder of something else, is refused: never swap away what is not ours."""
+    dest = Path(dest)
+    if os.path.lexists(dest) and not dest.is_dir():
+        raise OutputError(f"{dest}: exists and is not a folder (refusing to replace a file with {what})")
+    if dest.is_dir() and not (dest / marker).is_file() and any(dest.iterdir()):
+        raise OutputError(f"{dest}: a folder that is not {what} (no {marker}); refusing to replace it")
+
+
 # ---- locks ------------------------------------------------------------------------------------
 
 

@@ -12,13 +12,13 @@ BUNDLE/
 from __future__ import annotations
 
 import datetime as _dt
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..bundle.reader import check_bundle_target
 from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
 from ..bundle.seal import write_sealed
 from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
@@ -94,17 +94,6 @@ def preprocessing_entry(model: XPruning, meta: dict[str, Any]) -> dict[str, Any]
         "normalisation": f"(x - {settings.mean}) / {settings.std}, float32",
         "contract": "export/README.md#preprocessing-contract",
     }
-
-
-def check_bundle_target(out: str | Path) -> None:
-    """`--out` may be new, empty or an earlier bundle (replaced whole); a file or another folder is refused."""
-    from ..io import OutputError
-
-    out = Path(out)
-    if os.path.lexists(out) and not out.is_dir():
-        raise OutputError(f"{out}: exists and is not a folder (refusing to replace a file with a bundle)")
-    if out.is_dir() and not (out / "manifest.json").is_file() and any(out.iterdir()):
-        raise OutputError(f"{out}: a folder that is not an export bundle (no manifest.json); refusing to replace it")
 
 
 def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
