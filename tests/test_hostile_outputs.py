@@ -40,7 +40,7 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", **extra}
 
 
-def _xpr(*args: object, timeout: float = 300, **kw: object) -> subprocess.CompletedProcess[str]:
+def _xpr(*args: object, timeout: float = 600, **kw: object) -> subprocess.CompletedProcess[str]:
     kw.setdefault("env", _env())
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [*XPR, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw
@@ -134,16 +134,17 @@ def run(work: dict[str, Path]) -> dict[str, object]:
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     lock = out / ".xpr.lock"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 900  # a shared CI machine can take minutes to import torch
     while not (lock.is_file() and lock.read_text().strip()) and a.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    assert lock.is_file() and lock.read_text().strip() == str(a.pid), "the first run never took the lock"
     # the first is paused while the second runs, so it still holds the lock however slow the machine is
     a.send_signal(signal.SIGSTOP)
     try:
         b = _xpr("train", work["data"], "--out", out, *TRAIN, "--epochs", "1", "--cache", work["cache"])
     finally:
         a.send_signal(signal.SIGCONT)
-    a_out, a_err = a.communicate(timeout=300)
+    a_out, a_err = a.communicate(timeout=900)
     assert a.returncode == 0, a_err[-3000:]
     return {"out": out, "a_pid": a.pid, "a_summary": json.loads(a_out), "b": b}
 
@@ -210,11 +211,15 @@ def test_full_disk_during_train(work: dict[str, Path]) -> None:
 
 
 def test_full_disk_during_data_prepare(work: dict[str, Path]) -> None:
-    """Class 4: a cache entry (400 KB) on a disk with 100 KB left per file: one line, nothing half-written."""
+    """Class 4: cache entries (400 KB) on a disk with 100 KB left per file: each file fails with one line
+    naming its entry (a failure costs only that file: exit 1), no traceback, no half-written array."""
     cache = work["root"] / "full-cache"
-    p = _xpr("data", "prepare", work["data"], "--cache", cache, "--config", "tiny", preexec_fn=_fsize_limit(100_000))
-    line = _one_line_error(p, 2, cache)
-    assert line.rstrip().endswith(".npy: cannot write (File too large)")
+    p = _xpr("data", "prepare", work["data"], "--cache", cache, "--config", "tiny", "--workers", "1",
+             preexec_fn=_fsize_limit(100_000))  # fmt: skip
+    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
+    failed = [ln for ln in p.stdout.splitlines() if ln.startswith("failed ")]
+    assert len(failed) == 16, p.stdout
+    assert all(str(cache) in ln and ln.endswith(".npy: cannot write (File too large)") for ln in failed), failed
     assert _leftovers(cache) == [] and list(cache.rglob("*.npy")) == []
 
 
@@ -247,7 +252,7 @@ def test_unwritable_folder(tmp_path: Path) -> None:
     ro.chmod(0o555)
     try:
         p = subprocess.run([*prefix, *XPR, "synth", str(ro / "out"), "--breasts", "2", "--size", "128x64"],
-                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+                           cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
     finally:
         ro.chmod(0o755)
     line = _one_line_error(p, 2, ro / "out")
@@ -263,7 +268,7 @@ def test_unreadable_weights_of_another_user(run: dict[str, object], tmp_path: Pa
     shutil.copytree(out / "best", ckpt)
     (ckpt / "model.safetensors").chmod(0)
     p = subprocess.run([*prefix, *XPR, "export", str(ckpt), "--out", str(tmp_path / "b"), "--no-engine"],
-                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)  # fmt: skip
+                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600)  # fmt: skip
     line = _one_line_error(p, 2, ckpt / "model.safetensors")
     assert "cannot read (Permission denied)" in line and not (tmp_path / "b").exists()
 
@@ -275,9 +280,9 @@ def test_export_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "a.jpg").write_bytes(b"\xff\xd8")
-    p = _xpr("export", "--config", "tiny", "--out", f, "--no-engine", "--parity-samples", "0", timeout=120)
+    p = _xpr("export", "--config", "tiny", "--out", f, "--no-engine", "--parity-samples", "0")
     assert "not a folder" in _one_line_error(p, 2, f)
-    p = _xpr("export", "--config", "tiny", "--out", foreign, "--no-engine", "--parity-samples", "0", timeout=120)
+    p = _xpr("export", "--config", "tiny", "--out", foreign, "--no-engine", "--parity-samples", "0")
     assert "not an export bundle" in _one_line_error(p, 2, foreign)
     assert f.read_text() == "my notes\n" and sorted(x.name for x in tmp_path.iterdir()) == ["F", "photos"]
     assert [x.name for x in foreign.iterdir()] == ["a.jpg"]
@@ -290,12 +295,12 @@ def test_sigterm_during_export_removes_its_temporary(tmp_path: Path) -> None:
         [*XPR, "export", "--config", "tiny", "--out", str(dest), "--no-engine", "--parity-samples", "0"],
         cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 600
     while not list(tmp_path.glob(".bundle.xpr-*.tmp")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert proc.poll() is None, "export ended before its temporary folder was seen"
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=600)
     p = subprocess.CompletedProcess(proc.args, proc.returncode, "", err)
     assert "terminated (SIGTERM)" in _one_line_error(p, 128 + signal.SIGTERM)
     assert list(tmp_path.iterdir()) == []
@@ -310,7 +315,7 @@ def test_stale_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> None:
         "import os, signal, sys; from xpr_deploy.io import atomic_path\n"
         "with atomic_path(sys.argv[1]) as t:\n    t.write_text('half'); os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    k = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], env=_env(), cwd=REPO, timeout=60)
+    k = subprocess.run([sys.executable, "-c", code, str(tmp_path / "a.json")], env=_env(), cwd=REPO, timeout=600)
     assert k.returncode == -signal.SIGKILL
     (stale,) = tmp_path.glob(".a.json.xpr-*.tmp")
     live = tmp_path / f".b.json.xpr-{os.getppid()}-{_HOST}-abcdefgh.tmp"
