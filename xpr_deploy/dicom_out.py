@@ -285,26 +285,21 @@ def study_objects(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> lis
     return objs
 
 
-def object_name(ds: Dataset) -> str:
+def object_name(ds: Dataset, tag: str = "") -> str:
     kind = {"SR": "sr", "SEG": "seg"}.get(str(ds.Modality), "obj")
-    return f"{kind}_{ds.SOPInstanceUID}.dcm"
+    return f"{kind}_{ds.SOPInstanceUID}{'_' + tag if tag else ''}.dcm"
 
 
-def write_objects(out_dir: str | Path, objs: Sequence[Dataset]) -> list[Path]:
-    """Each object to OUT/<StudyInstanceUID>/<sr|seg>_<SOPInstanceUID>.dcm, atomically."""
-    from io import BytesIO
+def write_objects(out_dir: str | Path, objs: Sequence[Dataset], tag: str = "") -> list[Path]:
+    """Each object to OUT/<StudyInstanceUID>/<sr|seg>_<SOPInstanceUID>_<tag>.dcm, atomically.
 
-    from .io import write_bytes
+    `tag` names the input (`io.input_tag`): the same study in two input folders gives two sets of files."""
+    from .io import write_buffer
 
     paths = []
     for ds in objs:
-        buf = BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        dest = Path(out_dir) / str(ds.StudyInstanceUID) / object_name(ds)
-        try:
-            write_bytes(dest, buf.getvalue())
-        except OSError as exc:
-            raise DicomOutError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+        dest = Path(out_dir) / str(ds.StudyInstanceUID) / object_name(ds, tag)
+        write_buffer(dest, lambda f, ds=ds: ds.save_as(f, enforce_file_format=True))  # OutputError names dest
         paths.append(dest)
     return paths
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import XprError
+from .io import write_buffer
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -100,7 +101,7 @@ class Pacs:
             ds = self._call(f"WADO-RS retrieve of instance {sop}", self.client.retrieve_instance,
                             study_instance_uid=study, series_instance_uid=series, sop_instance_uid=sop)  # fmt: skip
             p = dest / f"{sop}.dcm"
-            ds.save_as(p, enforce_file_format=True)
+            write_buffer(p, lambda f, ds=ds: ds.save_as(f, enforce_file_format=True))
             paths.append(p)
         return paths
 
@@ -171,8 +172,8 @@ def predict_dicomweb(
         inbox.mkdir()
         fetched = pacs.fetch_mg(study, inbox)
         out = Path(dicom_out) if dicom_out is not None else Path(tmp) / "results"
-        rep = predict(model, [inbox], backend=backend, heatmaps_dir=heatmaps_dir,
-                      operating_point=operating_point, dicom_out=out)  # fmt: skip
+        rep = predict(model, [inbox], backend=backend, heatmaps_dir=heatmaps_dir, operating_point=operating_point,
+                      dicom_out=out, input_ids=[f"{url}#{study}"])  # fmt: skip
         for b in rep.breasts:  # name the PACS, not the temporary folder
             b.cc, b.mlo = f"{url}#{Path(b.cc).stem}", f"{url}#{Path(b.mlo).stem}"
         res = DicomWebResult(rep, url, study, len(fetched))

@@ -17,6 +17,7 @@ import numpy as np
 
 from .config import NUM_STAGES, ModelConfig
 from .errors import PredictError, XprError
+from .io import input_tag
 from .runners import BACKENDS, ModelSource, check_backend, kept_windows, make_runner, open_source, probabilities
 
 if TYPE_CHECKING:
@@ -107,8 +108,9 @@ def heatmap_png(
     sel: SelectionArrays,
     cfg: ModelConfig,
     geos: dict[str, Geometry],
+    tag: str = "",
 ) -> Path:
-    """The per-breast selection-map figure (both views, every stage)."""
+    """The per-breast selection-map figure (both views, every stage); `tag` names the input."""
     from .heatmap import ViewImage, count_maps, render
 
     maps = count_maps(sel, cfg)
@@ -123,7 +125,15 @@ def heatmap_png(
     )
     keep = ", ".join(f"s{s} {1 - cfg.prune_rates[s - 1]:.0%}" for s in range(1, NUM_STAGES + 1))
     subtitle = f"window selection per stage: how many blocks kept each 7x7 window (keep ratio {keep})"
-    return render(out_dir / f"{_safe(pair.study_id)}_{lat}.png", views, maps, cfg, title, subtitle)
+    name = f"{_safe(pair.study_id)}_{lat}{'_' + tag if tag else ''}.png"
+    return render(out_dir / name, views, maps, cfg, title, subtitle)
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
 
 
 def predict(
@@ -134,11 +144,14 @@ def predict(
     *,
     operating_point: str | None = None,
     dicom_out: str | Path | None = None,
+    input_ids: Sequence[str] | None = None,
 ) -> PredictReport:
     """Predict every breast (one CC + one MLO) found under `studies`; bad files become rejects.
 
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
-    the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`)."""
+    the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`).
+    Output names carry a short hash of the input (`input_ids`, default: each folder's resolved path),
+    so the same study in two folders never overwrites the other's heatmap or DICOM objects."""
     from .data.dicom import preprocess_with_geometry
     from .data.folder import load_folder
 
@@ -149,10 +162,11 @@ def predict(
     runner = make_runner(source, backend, selection=selection)
     report = PredictReport(str(model_path), runner.backend, point.threshold, bundle_sha256=source.digest,
                            operating_point=point.name)  # fmt: skip
-    pairs = []
+    pairs: list[tuple[str, Path, Any]] = []  # (input id, input folder, pair)
     seen: set[Path] = set()
-    for study in studies:
+    for i, study in enumerate(studies):
         sp = Path(study)
+        ident = input_ids[i] if input_ids is not None else str(sp.resolve())
         if not sp.exists():
             report.rejects.append({"path": str(sp), "reason": "no such file or folder"})
             continue
@@ -162,7 +176,7 @@ def predict(
         for p in idx.pairs:
             if p.cc.resolve() not in seen:  # the same file given twice (nested arguments) is predicted once
                 seen.add(p.cc.resolve())
-                pairs.append(p)
+                pairs.append((ident, sp, p))
     out_dir = Path(heatmaps_dir) if heatmaps_dir is not None else None
     h, w = source.cfg.img_size
     with runner:  # type: ignore[attr-defined]
@@ -177,8 +191,8 @@ def predict(
                 f"{source.path}: the {runner.backend} model has no kept-window outputs: SR only, no heatmap objects "
                 "(export with --with-selection)"
             )
-        results: dict[str, list[Any]] = {}  # study -> BreastDicom (--dicom-out)
-        for pair in pairs:
+        results: dict[tuple[str, str], list[Any]] = {}  # (input tag, study) -> BreastDicom (--dicom-out)
+        for ident, sp, pair in pairs:
             arrays, geos = {}, {}
             try:
                 for view, path in (("cc", pair.cc), ("mlo", pair.mlo)):
@@ -194,10 +208,12 @@ def predict(
             res = BreastResult(pair.study_id, pair.laterality, prob, decision, str(pair.cc), str(pair.mlo))
             sel = kept_windows(outputs, runner.selection, source.cfg) if selection and runner.selection else None
             if out_dir is not None and sel is not None:
-                png = heatmap_png(out_dir, pair, prob, decision, point, sel, source.cfg, geos)
+                tag = input_tag(ident, _rel(pair.cc, sp), _rel(pair.mlo, sp))
+                png = heatmap_png(out_dir, pair, prob, decision, point, sel, source.cfg, geos, tag)
                 res.heatmap = str(png)
             if dicom_out is not None:
-                results.setdefault(pair.study_id, []).append(_breast_dicom(pair, prob, decision, sel, source, geos))
+                key = (input_tag(ident, pair.study_id), pair.study_id)
+                results.setdefault(key, []).append(_breast_dicom(pair, prob, decision, sel, source, geos))
             report.breasts.append(res)
     if dicom_out is not None:
         report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point)]
@@ -227,13 +243,13 @@ def device_identity(source: ModelSource, point: OperatingPoint) -> Any:
 
 
 def write_dicom_results(
-    out_dir: str | Path, results: dict[str, list[Any]], source: ModelSource, point: OperatingPoint
+    out_dir: str | Path, results: dict[tuple[str, str], list[Any]], source: ModelSource, point: OperatingPoint
 ) -> list[Path]:
-    """Per study: the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/."""
+    """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/."""
     from .dicom_out import study_objects, write_objects
 
     device = device_identity(source, point)
     paths: list[Path] = []
-    for study in sorted(results):
-        paths += write_objects(out_dir, study_objects(results[study], device))
+    for tag, study in sorted(results):
+        paths += write_objects(out_dir, study_objects(results[tag, study], device), tag)
     return paths

@@ -479,6 +479,13 @@ def _bundle_root(p: Path) -> Path:
     raise BundleError(f"{p}: not inside an export bundle (no {MANIFEST} beside it or one folder up)")
 
 
+def check_bundle_target(out: str | Path) -> None:
+    """`xpr export --out`: new, empty or an earlier bundle (replaced whole); a file or other folder is refused."""
+    from ..io import check_folder_target
+
+    check_folder_target(out, MANIFEST, "an export bundle")
+
+
 def verify_bundle(path: str | Path) -> BundleView:
     """`xpr verify`: every check, or a BundleError naming the file and what differs."""
     return BundleView.open(path)

@@ -15,7 +15,7 @@ from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
 from ..version import __version__
-from . import data, deploy, info, serve, training
+from . import data, deploy, info, serve, signals, training
 from .common import err_console
 
 app = typer.Typer(
@@ -65,6 +65,7 @@ def _prog_name() -> str:
 
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
+    signals.install()
     try:
         rc = app(standalone_mode=False)
     except XprError as exc:
@@ -80,7 +81,15 @@ def main() -> None:
         err_console.print("aborted")
         sys.exit(130)
     except KeyboardInterrupt:
-        sys.exit(130)
+        rc = 130
+    except OSError as exc:  # a file the library did not expect to fail (e.g. another user's): name it
+        if exc.filename is None:
+            raise
+        err_console.print(f"[red]error:[/] {exc.filename}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    if signals.caught is not None and rc == 130:  # typer makes the interrupt a silent 130
+        line, rc = signals.message(signals.caught)
+        err_console.print(f"[red]error:[/] {line}", highlight=False)
     sys.exit(rc if isinstance(rc, int) else 0)
 
 

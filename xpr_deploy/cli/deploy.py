@@ -91,6 +91,10 @@ def export(
     seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
 ) -> None:
     """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
+    from ..bundle.reader import check_bundle_target
+
+    if out is not None:  # before loading anything: an existing file or foreign folder is refused (exit 2)
+        check_bundle_target(out)
     from ..export.bundle import ExportOptions, default_name, load_source
     from ..validate import export_and_validate
 

@@ -21,13 +21,15 @@ def _train_config(
 
     With --resume on a run folder, options that would change the run are refused.
     """
+    from ..io import recover_dir
     from ..train.checkpoint import read_meta
     from ..train.loop import check_resume_overrides
 
     given.update(prune_rates=_rates(prune_rate, prune_rates), data_format=format)
     set_opts = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    if set_opts.get("resume") and (out / "last" / "meta.json").is_file():
-        saved = TrainConfig.from_dict(read_meta(out / "last").get("train_config", {}))
+    last = recover_dir(out / "last") if set_opts.get("resume") else out / "last"  # .last.old after a crash
+    if set_opts.get("resume") and (last / "meta.json").is_file():
+        saved = TrainConfig.from_dict(read_meta(last).get("train_config", {}))
         check_resume_overrides(saved, set_opts)
     return TrainConfig(data=str(data), out=str(out), **set_opts)  # type: ignore[arg-type]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..io import atomic_path, sha256_file, write_json
+from ..io import sha256_file, write_buffer, write_json
 from .dicom import Geometry, PreprocessSettings, preprocess_with_geometry
 from .errors import CacheError
 
@@ -59,8 +59,8 @@ class PreparedCache:
         self.write_settings(settings)
         # geometry first, array last: a run killed in between leaves no entry that `contains` accepts
         write_json(entry.with_suffix(".json"), geo.to_dict())
-        with atomic_path(entry, suffix=".npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, arr)
+        # np.save reports a full disk as an OSError without errno ("N requested and M written"): buffer it
+        write_buffer(entry, lambda f: np.save(f, arr))
 
     def ensure(self, path: str | Path, settings: PreprocessSettings) -> bool:
         """Make sure `path` has an entry; True if it was computed now, False if it was there."""

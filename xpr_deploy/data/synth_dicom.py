@@ -151,7 +151,7 @@ def mg_dataset(
 
 def save_mg(ds: Dataset, path: str | Path, transfer_syntax: str = ExplicitVRLittleEndian) -> None:
     """Encode (RLE / JPEG 2000 lossless via pydicom's encoders) and write atomically."""
-    from ..io import atomic_path
+    from ..io import write_buffer
 
     if transfer_syntax == RLELossless:  # pydicom's own RLE encoder is pure Python and slow
         arr = np.frombuffer(ds.PixelData, dtype="<u2").reshape(ds.Rows, ds.Columns)
@@ -160,8 +160,8 @@ def save_mg(ds: Dataset, path: str | Path, transfer_syntax: str = ExplicitVRLitt
         ds.file_meta.TransferSyntaxUID = RLELossless
     elif transfer_syntax != ExplicitVRLittleEndian:
         ds.compress(transfer_syntax, encoding_plugin="pylibjpeg", generate_instance_uid=False)
-    with atomic_path(path, suffix=".dcm") as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+    # in memory first: pydicom reports a full disk as an OSError without errno, with a traceback in its text
+    write_buffer(path, lambda f: ds.save_as(f, enforce_file_format=True))
 
 
 def render_stored(

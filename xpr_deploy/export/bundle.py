@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..bundle.reader import check_bundle_target
 from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
 from ..bundle.seal import write_sealed
 from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
@@ -128,6 +129,7 @@ def export_bundle(
     lints: dict[str, LintReport] = {}
     engine: EngineInfo | None = None
     plugin_count = 0
+    check_bundle_target(out)
     with atomic_dir(out) as tmp:
         for prec in precisions:
             t0 = time.perf_counter()

@@ -216,8 +216,10 @@ def clean_graph(proto: onnx.ModelProto) -> None:
 
 
 def save_proto(proto: onnx.ModelProto, path: str | Path) -> None:
-    """One self-contained file (graphs up to 2 GB: the paper model is ~280 MB in FP32)."""
-    onnx.save_model(proto, str(path), save_as_external_data=False)
+    """One self-contained file (graphs up to 2 GB: the paper model is ~280 MB in FP32), atomically."""
+    from ..io import write_buffer
+
+    write_buffer(path, lambda f: onnx.save_model(proto, f, save_as_external_data=False))
 
 
 def export_onnx(

@@ -10,7 +10,7 @@ import torch
 from timm.models.swin_transformer import SwinTransformer, checkpoint_filter_fn
 
 from ..config import ModelConfig
-from ..errors import WeightsError
+from ..errors import WeightsError, XprError
 
 
 class DualStream(Protocol):
@@ -32,20 +32,42 @@ class DualStream(Protocol):
 _IGNORED = ("relative_position_index", "attn_mask")
 
 
+def torch_load_weights_only(p: Path, error: type[XprError] = WeightsError) -> object:
+    """`torch.load(weights_only=True)`, its refusal and other failures as one line naming the file."""
+    import pickle
+    import warnings
+
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol 4 ...": a second stderr line
+            warnings.simplefilter("ignore")
+            return torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's 6-line advice ends in weights_only=False: never here
+        why = "torch.load weights_only refused it"
+        raise error(f"{p}: not a safetensors/weights-only file ({why}); refusing to unpickle") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read ({exc.strerror or exc})") from None
+    except Exception as exc:  # truncated zip, not a tensor file
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise error(f"{p}: not a readable weights file ({type(exc).__name__}: {first})") from None
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a .safetensors / .pth / .pt / .bin file; unwraps {'model': ...} and {'state_dict': ...}."""
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"{p}: no such file")
-    try:
-        if p.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    sd: object
+    if p.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
-            sd: object = load_file(str(p))
-        else:
-            sd = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt, truncated, pickle with code, not a tensor file
-        raise WeightsError(f"{p}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+        try:
+            sd = load_file(str(p))
+        except OSError as exc:
+            raise WeightsError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        except Exception as exc:  # corrupt, truncated, not a safetensors file
+            raise WeightsError(f"{p}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+    else:
+        sd = torch_load_weights_only(p)
     for key in ("model", "state_dict"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]

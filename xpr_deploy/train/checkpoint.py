@@ -6,7 +6,9 @@ Layout of a training run folder (`xpr train --out RUN`):
     RUN/last/        latest epoch, resumable        (model.safetensors, meta.json, train_state.pt)
     RUN/split.json   the split the run used         RUN/metrics.jsonl  one line per epoch
 
-Every folder is written with `atomic_dir`, so a run killed mid-save leaves the previous one intact.
+Every folder is written with `atomic_dir`, so a run killed mid-save leaves the previous one intact
+(killed between the swap's two renames: `.last.old`, which readers and `--resume` put back).
+Every file goes through `io.write_bytes`: one error mapping for a full disk, the umask's modes.
 `load_checkpoint` accepts a checkpoint folder, its `meta.json`, or a run folder (-> `best/`).
 """
 
@@ -22,7 +24,7 @@ import torch
 
 from ..config import NUM_STAGES, ModelConfig
 from ..errors import WeightsError
-from ..io import atomic_dir, sha256_file
+from ..io import atomic_dir, recover_dir, sha256_file, write_buffer, write_bytes
 from .meta_schema import FORMAT, FORMAT_VERSION, schema_problem
 
 if TYPE_CHECKING:
@@ -67,12 +69,13 @@ def save_checkpoint(
     extra_files: dict[str, bytes] | None = None,
 ) -> Path:
     """Write weights + meta (+ resumable train state, + small files such as the split) atomically into `dest`."""
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     dest = Path(dest)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_dir(dest) as tmp:
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": FORMAT})
+        # in memory first: safetensors' own writer reports a full disk as SafetensorError, with mode 0600
+        write_bytes(tmp / WEIGHTS, save(state, metadata={"format": FORMAT}))
         full = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -80,17 +83,20 @@ def save_checkpoint(
             "model_config": model.cfg.to_dict(),
             "weights_sha256": sha256_file(tmp / WEIGHTS),
         }
-        (tmp / META).write_text(json.dumps(full, indent=2, default=str) + "\n")
-        if train_state is not None:
-            torch.save(train_state, tmp / TRAIN_STATE)
+        write_bytes(tmp / META, (json.dumps(full, indent=2, default=str) + "\n").encode())
+        if train_state is not None:  # torch.save reports a full disk as a RuntimeError: buffer it
+            write_buffer(tmp / TRAIN_STATE, lambda f: torch.save(train_state, f))
         for name, blob in (extra_files or {}).items():
-            (tmp / name).write_bytes(blob)
+            write_bytes(tmp / name, blob)
     return dest
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder for a checkpoint folder, its meta.json / weights file, or a run folder."""
     p = Path(path)
+    if p.name in (META, WEIGHTS) and not p.parent.exists():
+        recover_dir(p.parent)
+    p = recover_dir(p)
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint")
     if p.is_file():
@@ -99,8 +105,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
         raise CheckpointError(f"{p}: not a checkpoint (give the checkpoint folder or the run folder)")
     if (p / META).is_file():
         return p
-    if (p / "best" / META).is_file():
-        return p / "best"
+    if (recover_dir(p / "best") / META).is_file():
+        return recover_dir(p / "best")
     raise CheckpointError(f"{p}: not a checkpoint (no {META} and no best/{META})")
 
 
@@ -111,7 +117,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     meta_path = ckpt / META
     try:
         meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"{meta_path}: cannot read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise CheckpointError(f"{meta_path}: corrupt checkpoint metadata ({type(exc).__name__}: {exc})") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise CheckpointError(f"{meta_path}: not an xpr checkpoint (format is not {FORMAT!r})")
@@ -138,10 +146,14 @@ def load_state_dict(ckpt: Path, meta: dict[str, Any], verify: bool = True) -> di
     wpath = ckpt / WEIGHTS
     if not wpath.is_file():
         raise CheckpointError(f"{wpath}: weights file missing")
-    if verify and meta.get("weights_sha256") and sha256_file(wpath) != meta["weights_sha256"]:
-        raise CheckpointError(f"{wpath}: SHA-256 does not match {META} (file changed or corrupt)")
     try:
+        if verify and meta.get("weights_sha256") and sha256_file(wpath) != meta["weights_sha256"]:
+            raise CheckpointError(f"{wpath}: SHA-256 does not match {META} (file changed or corrupt)")
         return load_file(str(wpath))
+    except OSError as exc:  # e.g. another user's 0600 file
+        raise CheckpointError(f"{wpath}: cannot read ({exc.strerror or exc})") from None
+    except CheckpointError:
+        raise
     except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
         raise CheckpointError(f"{wpath}: corrupt weights ({type(exc).__name__}: {exc})") from None
 
@@ -202,8 +214,9 @@ def load_train_state(ckpt: str | Path) -> dict[str, Any]:
     p = Path(ckpt) / TRAIN_STATE
     if not p.is_file():
         raise CheckpointError(f"{p}: no training state to resume from")
-    try:
-        state: dict[str, Any] = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{p}: corrupt training state ({type(exc).__name__}: {exc})") from None
+    from ..model.weights import torch_load_weights_only
+
+    state = torch_load_weights_only(p, CheckpointError)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{p}: not a training state (a {type(state).__name__}, not a dict)")
     return state

@@ -111,10 +111,7 @@ def prepare(cfg: TrainConfig, mcfg: ModelConfig, run_dir: Path, write: bool = Tr
     if val_split is not None:
         files[VAL_SPLIT] = split_bytes(val_split)
     if write:
-        from ..io import write_bytes
-
-        for name, blob in files.items():
-            write_bytes(run_dir / name, blob)
+        write_split_files(run_dir, files)
     settings = PreprocessSettings.for_config(mcfg)
     cache = PreparedCache(cfg.cache) if cfg.cache else None
     return PreparedData(
@@ -132,6 +129,14 @@ def prepare(cfg: TrainConfig, mcfg: ModelConfig, run_dir: Path, write: bool = Tr
         split_files=files,
         rejects=len(index.rejects),
     )
+
+
+def write_split_files(run_dir: Path, files: dict[str, bytes]) -> None:
+    """RUN/split.json (+ val_split.json): what the run trains and validates on."""
+    from ..io import write_bytes
+
+    for name, blob in files.items():
+        write_bytes(run_dir / name, blob)
 
 
 def pairs_for_split(meta: dict[str, Any], pairs: list[Any], part: str) -> list[Any]:

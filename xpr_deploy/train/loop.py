@@ -9,6 +9,7 @@ settings, `check_resume_overrides`); their names are re-exported here.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -24,7 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from ..errors import ConfigError
-from ..io import write_text
+from ..io import folder_lock, recover_dir, write_text
 from ..model.xpruning import XPruning, build_model
 from ..version import __version__
 from . import distributed as D
@@ -371,63 +372,72 @@ def _labels(pairs: Sequence[Any]) -> list[int]:
 
 def train(cfg: TrainConfig) -> TrainResult:
     """Train X-Pruning on a dataset folder (VinDr / CBIS layout) into `cfg.out` (see checkpoint.py)."""
-    from . import datasplit
-
     cfg.validate()
     run_dir = Path(cfg.out)
     info = D.init_distributed(cfg.device)
     try:
-        train_state: dict[str, Any] | None = None
-        if cfg.resume:
-            cfg, train_state = resume_config(cfg, run_dir)
-        elif (run_dir / "last" / META).exists():
-            raise ConfigError(f"{run_dir}: already holds a training run (use --resume, or another --out)")
-        mcfg = cfg.model_config()
-        seed_everything(cfg.seed)
-
-        data = datasplit.prepare(cfg, mcfg, run_dir, write=info.is_main)
-        D.barrier()
-        model = build_model(mcfg, pretrained=cfg.pretrained)
-        state: FitState | None = None
-        if train_state is not None:
-            last = run_dir / "last"
-            meta = read_meta(last)
-            model.load_state_dict(load_state_dict(last, meta))
-            fs = train_state["fit"]
-            state = FitState(
-                epoch=int(fs["epoch"]),
-                best_score=float(fs["best_score"]),
-                best_loss=float(fs.get("best_loss", math.inf)),
-                best_epoch=int(fs["best_epoch"]),
-                history=[EpochRecord(**r) for r in fs["history"]],
-            )
-        meta_base = {
-            "label_rule": data.label_rule,
-            "preprocess": data.preprocess,
-            "split": data.split_meta,
-            "data": {"root": str(cfg.data), "format": data.format, "n_train": len(data.train), "n_val": len(data.val)},
-            "git_commit": git_commit(),
-            "world_size": info.world_size,
-            "class_weights": class_weights(_labels(data.train), mcfg.num_classes).tolist(),
-        }
-        if info.is_main and cfg.progress:
-            print(
-                f"training {mcfg.name} on {len(data.train)} breasts (validation {len(data.val)}, "
-                f"test {len(data.test)}) on {info.device} x{info.world_size}",
-                flush=True,
-            )
-        return fit(
-            model,
-            data.train_set,
-            _labels(data.train),
-            data.val_set if len(data.val) else None,
-            cfg,
-            run_dir,
-            meta_base,
-            info=info,
-            state=state,
-            train_state=train_state,
-            extra_files=data.split_files,
-        )
+        # rank 0 holds the run folder: a second `xpr train --out RUN` is refused at once (exit 2)
+        with folder_lock(run_dir, "another xpr train") if info.is_main else contextlib.nullcontext():
+            return _train_locked(cfg, run_dir, info)
     finally:
         D.cleanup()
+
+
+def _train_locked(cfg: TrainConfig, run_dir: Path, info: D.DistInfo) -> TrainResult:
+    from . import datasplit
+
+    train_state: dict[str, Any] | None = None
+    if cfg.resume:
+        cfg, train_state = resume_config(cfg, run_dir)
+    elif (recover_dir(run_dir / "last") / META).exists():
+        raise ConfigError(f"{run_dir}: already holds a training run (use --resume, or another --out)")
+    mcfg = cfg.model_config()
+    seed_everything(cfg.seed)
+
+    data = datasplit.prepare(cfg, mcfg, run_dir, write=False)
+    # the model (and a --pretrained file) before the first file is written: a refused file leaves no run
+    model = build_model(mcfg, pretrained=cfg.pretrained)
+    if info.is_main:
+        datasplit.write_split_files(run_dir, data.split_files)
+    D.barrier()
+    state: FitState | None = None
+    if train_state is not None:
+        last = run_dir / "last"
+        meta = read_meta(last)
+        model.load_state_dict(load_state_dict(last, meta))
+        fs = train_state["fit"]
+        state = FitState(
+            epoch=int(fs["epoch"]),
+            best_score=float(fs["best_score"]),
+            best_loss=float(fs.get("best_loss", math.inf)),
+            best_epoch=int(fs["best_epoch"]),
+            history=[EpochRecord(**r) for r in fs["history"]],
+        )
+    meta_base = {
+        "label_rule": data.label_rule,
+        "preprocess": data.preprocess,
+        "split": data.split_meta,
+        "data": {"root": str(cfg.data), "format": data.format, "n_train": len(data.train), "n_val": len(data.val)},
+        "git_commit": git_commit(),
+        "world_size": info.world_size,
+        "class_weights": class_weights(_labels(data.train), mcfg.num_classes).tolist(),
+    }
+    if info.is_main and cfg.progress:
+        print(
+            f"training {mcfg.name} on {len(data.train)} breasts (validation {len(data.val)}, "
+            f"test {len(data.test)}) on {info.device} x{info.world_size}",
+            flush=True,
+        )
+    return fit(
+        model,
+        data.train_set,
+        _labels(data.train),
+        data.val_set if len(data.val) else None,
+        cfg,
+        run_dir,
+        meta_base,
+        info=info,
+        state=state,
+        train_state=train_state,
+        extra_files=data.split_files,
+    )

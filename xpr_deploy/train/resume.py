@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..io import recover_dir
 from .checkpoint import META, CheckpointError, load_train_state, read_meta
 from .config import RUN_SHAPING, TrainConfig
 
 
 def resume_config(cfg: TrainConfig, run_dir: Path) -> tuple[TrainConfig, dict[str, Any]]:
     """The interrupted run's own settings (runtime options may change) and its optimizer/RNG state."""
-    last = run_dir / "last"
+    last = recover_dir(run_dir / "last")  # killed between the swap's renames: the state is in .last.old
     if not (last / META).is_file():
         raise CheckpointError(f"{last}: nothing to resume (no {META}); start without --resume")
     saved = TrainConfig.from_dict(read_meta(last).get("train_config", {}))
