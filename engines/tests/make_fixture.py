@@ -123,8 +123,11 @@ def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "
             {"name": sel["mlo"], "dtype": "int64", "shape": [1, K]},
         ],
         "io": dict(io),
-        "model_config": {"name": "toy", "img_size": [H, W], "prune_rates": [0.5, 0.0, 0.0, 0.0],
-                         "patch_size": STRIDE, "window_size": WIN},
+        # every ModelConfig field (the Python reader requires them all); C++ reads patch and window size
+        "model_config": {"name": "toy", "img_size": [H, W], "in_chans": 1, "patch_size": STRIDE, "embed_dim": 96,
+                         "depths": [2, 2, 6, 2], "num_heads": [3, 6, 12, 24], "window_size": WIN, "mlp_ratio": 4.0,
+                         "prune_rates": [0.5, 0.0, 0.0, 0.0], "ctb_heads": 24, "head_hidden": 384, "num_classes": 2,
+                         "frozen_stages": 2, "drop_path_rate": 0.0, "class_names": ["benign", "malignant"]},
         "preprocessing": {"version": "xpr-preproc-1", "img_size": [H, W], "mask_threshold": 0.05,
                           "profile_threshold": 0.02, "mean": 0.449, "std": 0.226},
         "label_rule": None,
