@@ -10,6 +10,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from xpr_deploy.config import get_config
 from xpr_deploy.triton import TritonError, write_repository
 
 text_format = pytest.importorskip("google.protobuf.text_format")
@@ -78,7 +79,7 @@ def _manifest(batch: int | str, engines: list[dict] | None = None, with_selectio
         ],
         "outputs": outputs,
         "io": {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"},
-        "model_config": {"name": "tiny", "img_size": [H, W], "prune_rates": [0.5] * 4},
+        "model_config": {**get_config("tiny").to_dict(), "img_size": [H, W], "prune_rates": [0.5] * 4},
         "preprocessing": {"version": "xpr-preproc-1"},
         "label_rule": "birads-4-5",
         "class_names": ["benign", "malignant"],
