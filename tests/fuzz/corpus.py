@@ -22,41 +22,13 @@ from typing import Any
 
 import pydicom
 
+from xpr_deploy.data.header import READ_KEYWORDS
+
 # explicit-VR element headers: these VRs have 2 reserved bytes and a 4-byte length
 _LONG_VRS = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
 
-#: attributes the pipeline reads (xpr_deploy/data/dicom.py, preproc.py, predict, dicom_out)
-READ_ATTRIBUTES = (
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "PatientID",
-    "Modality",
-    "PresentationIntentType",
-    "ImageLaterality",
-    "Laterality",
-    "ViewPosition",
-    "ViewCodeSequence",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "Rows",
-    "Columns",
-    "NumberOfFrames",
-    "BitsAllocated",
-    "BitsStored",
-    "HighBit",
-    "PixelRepresentation",
-    "PixelPaddingValue",
-    "PixelPaddingRangeLimit",
-    "ModalityLUTSequence",
-    "WindowCenter",
-    "WindowWidth",
-    "VOILUTFunction",
-    "RescaleSlope",
-    "RescaleIntercept",
-    "PixelData",
-)
+#: attributes the pipeline reads: the reader's own list (so the two cannot drift apart), and the pixels
+READ_ATTRIBUTES = (*sorted(READ_KEYWORDS), "PixelData")
 
 #: invalid (or hostile but well-formed) values per VR; binary VRs get raw bytes
 _BAD_VALUES: dict[str, tuple[bytes, ...]] = {
