@@ -4,12 +4,16 @@ Provider order and session options are decided here and nowhere else, so `xpr va
 the configuration `xpr predict`, `xpr bench` and the Triton model run: CUDA first when this
 onnxruntime has it, else CPU; full graph optimisation; ONNX Runtime's memory-pattern planner off
 (at 2688x896 it reserves one block for the whole plan on the second run and the peak RSS nearly
-doubles, for no speed-up measured here). The other options (optimisation level, arena, spinning)
+doubles, for no speed-up measured here) and so is its same-size buffer reuse (the planner hands a
+freed buffer only to a later tensor of exactly its size and holds it until then: the paper graph
+peaked at 2.5 GB with it and at 0.96 GB without, at the same speed; bench/README.md). The other options (optimisation level, arena, spinning)
 exist so `bench/graph_before_after.py` can measure them; their defaults are ONNX Runtime's.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -53,6 +57,7 @@ class OrtSettings:
 
     providers: tuple[str, ...] = ()  # empty: default_providers()
     threads: int | None = None  # intra-op threads; None: ONNX Runtime's default (all cores)
+    #: memory-pattern planner and same-size buffer reuse off (the peak-memory settings above)
     low_memory: bool = True
     profile_prefix: str | None = None
     log_severity: int = 3
@@ -94,6 +99,7 @@ def create_session(model: str | Path | bytes, settings: OrtSettings, where: str 
         so.inter_op_num_threads = 1
     if s.low_memory:
         so.enable_mem_pattern = False
+        so.enable_mem_reuse = False
     if not s.cpu_arena:
         so.enable_cpu_mem_arena = False
     if s.spinning is not None:
@@ -205,6 +211,14 @@ class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
         first = sess.get_inputs()[0].shape[0]
         self.batch = int(first) if isinstance(first, int) else None
         return sess
+
+    def infer_impl(self, feed_dict: dict[str, Any]) -> OrderedDict[str, Any]:
+        """polygraphy's, minus its torch-tensor check: that check imports torch (about 480 MB resident)
+        into a process that only runs ONNX Runtime on NumPy arrays."""
+        start = time.perf_counter()
+        outputs = self.sess.run(None, dict(feed_dict))
+        self.inference_time = time.perf_counter() - start
+        return OrderedDict(zip(self.output_names(), outputs, strict=True))
 
     def output_names(self) -> list[str]:
         return [o.name for o in self.sess.get_outputs()]
