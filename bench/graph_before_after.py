@@ -131,7 +131,7 @@ def patch_variant(variant: str) -> None:
     blk = cast(Any, ptb.PrunedSwinBlock)
     if variant == "issue6":
         blk._forward_pruned = issue6_forward_pruned
-        ctb._export_query_chunk = lambda b, h, nq, nk: nq  # type: ignore[assignment]
+        ctb._export_query_chunk = lambda h, nq, nk: nq  # type: ignore[assignment]
         export_ops.ExportGELU.forward = nn.GELU.forward  # type: ignore[method-assign, assignment]
         ptb.use_export_gelu = lambda m: 0  # type: ignore[assignment]
     elif variant == "main":

@@ -305,6 +305,30 @@ def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
 
 
 # ---- dynamic batch (--max-batch) ------------------------------------------------------------------
+def test_dynamic_batch_survives_chunked_cross_attention(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The paper graph chunks its cross-attention queries (the score tensor would be 507 MiB); the
+    chunk count once came from the batch size, so `--max-batch` exported a graph fixed at the example
+    batch 2. Tiny with a small score budget takes the chunked path too: the batch must stay `batch`,
+    and batch 3 must give each sample's batch-1 logits."""
+    import onnxruntime as ort
+
+    from xpr_deploy.model import ctb
+    from xpr_deploy.export.onnx import to_proto
+    from xpr_deploy.model.xpruning import random_model
+
+    monkeypatch.setattr(ctb, "EXPORT_SCORE_BYTES", 100_000)  # tiny: 98 queries x 3136 B -> 7 chunks
+    model = random_model("tiny", 0)
+    proto = to_proto(model, max_batch=4)
+    assert sum(n.op_type == "Softmax" and "fusion" in str(n.metadata_props) for n in proto.graph.node) > 2
+    assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(1).standard_normal((3, 1, *model.cfg.img_size)).astype(np.float32)
+    y = np.random.default_rng(2).standard_normal((3, 1, *model.cfg.img_size)).astype(np.float32)
+    together = sess.run(["logits"], {"cc": x, "mlo": y})[0]
+    alone = np.concatenate([sess.run(["logits"], {"cc": x[i : i + 1], "mlo": y[i : i + 1]})[0] for i in range(3)])
+    np.testing.assert_allclose(together, alone, atol=1e-4)
+
+
 def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> None:
     """--max-batch 4: batch axis -1 in the manifest and `batch` in the graph, K still constants, the
     TensorRT-RTX engine gets a 1/opt/4 profile, and validate's batch invariance (each sample in a batch

@@ -9,20 +9,22 @@ from torch import nn
 
 from .export_ops import ExportGELU, is_exporting
 
-#: most bytes one exported attention score tensor [B, heads, queries, keys] (FP32) may take
+#: most bytes one exported attention score tensor [heads, queries, keys] (FP32) may take per sample
 EXPORT_SCORE_BYTES = 160 * 2**20
 
 
-def _export_query_chunk(b: int, heads: int, nq: int, nk: int) -> int:
+def _export_query_chunk(heads: int, nq: int, nk: int) -> int:
     """Query rows per attention chunk in an exported graph; nq (no chunking) in eager.
 
     Why: eager SDPA on CPU/GPU is a fused kernel that never holds the scores, but the ONNX graph
     spells attention as MatMul -> Softmax -> MatMul, and at 2352 tokens x 24 heads each of those
-    FP32 tensors is 507 MiB (x2 directions). Query chunks bound that at EXPORT_SCORE_BYTES.
+    FP32 tensors is 507 MiB per sample (x2 directions). Query chunks bound that at EXPORT_SCORE_BYTES.
+    The bound is per sample, never from the batch size: a chunk count computed from a dynamic batch
+    would make the exporter specialise the batch to its example (a `--max-batch` graph fixed at 2).
     """
     if not is_exporting():
         return nq
-    per_row = b * heads * nk * 4
+    per_row = heads * nk * 4
     n = max(1, -(-nq * per_row // EXPORT_SCORE_BYTES))
     while nq % n:  # equal chunks: one repeated pattern in the graph
         n += 1
@@ -48,7 +50,7 @@ class CrossAttention(nn.Module):
         q = self.q(query).reshape(b, nq, h, c // h).transpose(1, 2)
         kv = self.kv(context).reshape(b, nk, 2, h, c // h).permute(2, 0, 3, 1, 4)
         k, v = kv[0], kv[1]
-        chunk = _export_query_chunk(b, h, nq, nk)
+        chunk = _export_query_chunk(h, nq, nk)
         if chunk >= nq:
             out = F.scaled_dot_product_attention(q, k, v)
         else:  # each query row's softmax is independent: same math, 1/n of the score memory
