@@ -40,3 +40,35 @@ def test_unknown_optimization_level_is_one_line(tmp_path: Path) -> None:
     path = _graph(tmp_path / "g.onnx")
     with pytest.raises(XprError, match="optimization must be one of"):
         create_session(path, OrtSettings(providers=("CPUExecutionProvider",), optimization="max"), path)
+
+
+def test_default_session_keeps_peak_memory_low(tmp_path: Path) -> None:
+    """Memory pattern and same-size buffer reuse off by default: at paper size the reuse alone held
+    the peak at 2.5 GB instead of 0.96 GB (bench/README.md)."""
+    path = _graph(tmp_path / "g.onnx")
+    so = create_session(path, OrtSettings(providers=("CPUExecutionProvider",)), path).get_session_options()
+    assert not so.enable_mem_pattern and not so.enable_mem_reuse
+    so = create_session(path, OrtSettings(providers=("CPUExecutionProvider",), low_memory=False), path)
+    assert so.get_session_options().enable_mem_reuse
+
+
+def test_onnx_runner_does_not_import_torch(tmp_path: Path) -> None:
+    """A process that only serves the graph must not carry PyTorch (~480 MB resident): polygraphy's
+    own infer imports it to check for torch tensors, the runner's does not."""
+    import subprocess
+    import sys
+
+    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
+
+    model, meta = load_source(None, "tiny", 0)
+    export_bundle(model, meta, tmp_path / "b", ExportOptions(engine=False, parity_samples=0))
+    code = (
+        "import sys, numpy as np\n"
+        "from xpr_deploy.runners import make_runner\n"
+        f"with make_runner({str(tmp_path / 'b')!r}, 'onnx') as r:\n"
+        "    x = np.zeros((1, 1, 448, 224), np.float32)\n"
+        "    assert r.infer({'cc': x, 'mlo': x})['prob'].shape == (1,)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
