@@ -4,7 +4,7 @@ server should form (Triton's dynamic batcher, `xpr triton --max-batch`).
     .venv/bin/python bench/batch_throughput.py [--bundle DIR] [--max-batch 4] [--reference DIR] [--runs 3]
 
 A dynamic-batch bundle (`--max-batch N`: `xpr export --max-batch N`) runs every size through one
-session, as the server runs it; a static one (the default, the batch-1 export of cpu_paper.py) has
+session, as the server runs it; a static one (`--max-batch 0`, e.g. the batch-1 export of cpu_paper.py) has
 its graph exported again at each other batch from the same weights, one session per size. Either is
 exported first when missing. `--reference` (another bundle, e.g. the static batch-1 export beside a
 dynamic one) is timed in the same interleaved rounds. Writes bench/results/batch-throughput.json.

@@ -312,8 +312,8 @@ def test_dynamic_batch_survives_chunked_cross_attention(monkeypatch: pytest.Monk
     and batch 3 must give each sample's batch-1 logits."""
     import onnxruntime as ort
 
-    from xpr_deploy.model import ctb
     from xpr_deploy.export.onnx import to_proto
+    from xpr_deploy.model import ctb
     from xpr_deploy.model.xpruning import random_model
 
     monkeypatch.setattr(ctb, "EXPORT_SCORE_BYTES", 100_000)  # tiny: 98 queries x 3136 B -> 7 chunks

@@ -6,8 +6,9 @@ onnxruntime has it, else CPU; full graph optimisation; ONNX Runtime's memory-pat
 (at 2688x896 it reserves one block for the whole plan on the second run and the peak RSS nearly
 doubles, for no speed-up measured here) and so is its same-size buffer reuse (the planner hands a
 freed buffer only to a later tensor of exactly its size and holds it until then: the paper graph
-peaked at 2.5 GB with it and at 0.96 GB without, at the same speed; bench/README.md). The other options (optimisation level, arena, spinning)
-exist so `bench/graph_before_after.py` can measure them; their defaults are ONNX Runtime's.
+peaked at 2.5 GB with it and at 0.96 GB without, at the same speed; bench/README.md). The other
+options (optimisation level, arena, spinning) exist so `bench/graph_before_after.py` can measure
+them; their defaults are ONNX Runtime's.
 """
 
 from __future__ import annotations
