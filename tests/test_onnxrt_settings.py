@@ -26,8 +26,15 @@ def _graph(path: Path) -> Path:
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"optimization": "extended"}, {"optimization": "disabled"}, {"cpu_arena": False}, {"spinning": False}],
-    ids=["default", "extended", "disabled", "no-arena", "no-spin"],
+    [
+        {},
+        {"optimization": "extended"},
+        {"optimization": "disabled"},
+        {"cpu_arena": False},
+        {"spinning": False},
+        {"buffer_reuse": True, "low_memory": False},
+    ],
+    ids=["default", "extended", "disabled", "no-arena", "no-spin", "ort-memory-defaults"],
 )
 def test_every_setting_makes_a_working_session(tmp_path: Path, changes: dict) -> None:
     path = _graph(tmp_path / "g.onnx")
@@ -48,7 +55,7 @@ def test_default_session_keeps_peak_memory_low(tmp_path: Path) -> None:
     path = _graph(tmp_path / "g.onnx")
     so = create_session(path, OrtSettings(providers=("CPUExecutionProvider",)), path).get_session_options()
     assert not so.enable_mem_pattern and not so.enable_mem_reuse
-    so = create_session(path, OrtSettings(providers=("CPUExecutionProvider",), low_memory=False), path)
+    so = create_session(path, OrtSettings(providers=("CPUExecutionProvider",), buffer_reuse=True), path)
     assert so.get_session_options().enable_mem_reuse
 
 

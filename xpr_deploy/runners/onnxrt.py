@@ -58,8 +58,8 @@ class OrtSettings:
 
     providers: tuple[str, ...] = ()  # empty: default_providers()
     threads: int | None = None  # intra-op threads; None: ONNX Runtime's default (all cores)
-    #: memory-pattern planner and same-size buffer reuse off (the peak-memory settings above)
-    low_memory: bool = True
+    low_memory: bool = True  # memory-pattern planner off (see above)
+    buffer_reuse: bool = False  # ONNX Runtime's same-size buffer reuse (off: see above)
     profile_prefix: str | None = None
     log_severity: int = 3
     #: graph optimisation level: "all" (layout + contrib fusions), "extended", "basic", "disabled"
@@ -85,11 +85,11 @@ _OPT_LEVELS = {
 }
 
 
-def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
-    """The one place xpr creates an ONNX Runtime session; a graph it refuses is one line naming it."""
+def session_options(settings: OrtSettings) -> Any:
+    """The `onnxruntime.SessionOptions` for `settings`: the one place they are decided."""
     import onnxruntime as ort
 
-    s = settings.resolved()
+    s = settings
     so = ort.SessionOptions()
     so.log_severity_level = s.log_severity
     if s.optimization not in _OPT_LEVELS:
@@ -100,7 +100,7 @@ def create_session(model: str | Path | bytes, settings: OrtSettings, where: str 
         so.inter_op_num_threads = 1
     if s.low_memory:
         so.enable_mem_pattern = False
-        so.enable_mem_reuse = False
+    so.enable_mem_reuse = s.buffer_reuse
     if not s.cpu_arena:
         so.enable_cpu_mem_arena = False
     if s.spinning is not None:
@@ -108,6 +108,15 @@ def create_session(model: str | Path | bytes, settings: OrtSettings, where: str 
     if s.profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = s.profile_prefix
+    return so
+
+
+def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
+    """The one place xpr creates an ONNX Runtime session; a graph it refuses is one line naming it."""
+    import onnxruntime as ort
+
+    s = settings.resolved()
+    so = session_options(s)
     src = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(src, so, providers=list(s.providers))
@@ -241,5 +250,5 @@ def with_settings(settings: OrtSettings | None, **changes: Any) -> OrtSettings:
 
 __all__: Sequence[str] = [
     "GraphMismatch", "OnnxLoadError", "OnnxRuntimeRunner", "OrtSettings", "create_session", "default_providers",
-    "selection_tensors",
+    "selection_tensors", "session_options",
 ]  # fmt: skip
