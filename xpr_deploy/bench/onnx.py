@@ -140,6 +140,7 @@ def bench_onnx(
         "providers": provs,
         "precision": description["precision"],
         "low_memory": low_memory,
+        "buffer_reuse": first.settings.buffer_reuse,
         "graph_optimization_level": "ORT_ENABLE_ALL",
         "runner": description,
         "files": files,
