@@ -20,6 +20,9 @@ class OrtBackend final : public Backend {
       : path_(model_path), io_(m.io) {
     Ort::SessionOptions so;
     so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+    // as the Python runner: the memory-pattern planner nearly doubles the peak at paper size; the
+    // planner's same-size buffer reuse (off in Python, 2.5 -> 1 GB) has no switch in the C API
+    so.DisableMemPattern();
     if (opts.intra_op_threads > 0) so.SetIntraOpNumThreads(opts.intra_op_threads);
     name_ = "onnxruntime-cpu";
     if (opts.device == XPR_DEVICE_CUDA || opts.device == XPR_DEVICE_AUTO) {
