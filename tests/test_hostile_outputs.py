@@ -210,16 +210,19 @@ def test_full_disk_during_train(work: dict[str, Path]) -> None:
     assert _leftovers(out) == [] and not (out / "best").exists() and not (out / "last").exists()
 
 
-def test_full_disk_during_data_prepare(work: dict[str, Path]) -> None:
-    """Class 4: cache entries (400 KB) on a disk with 100 KB left per file: each file fails with one line
-    naming its entry (a failure costs only that file: exit 1), no traceback, no half-written array."""
-    cache = work["root"] / "full-cache"
-    p = _xpr("data", "prepare", work["data"], "--cache", cache, "--config", "tiny", "--workers", "1",
+@pytest.mark.parametrize("workers", [1, 2])
+def test_full_disk_during_data_prepare(work: dict[str, Path], workers: int) -> None:
+    """Class 4: cache entries (400 KB) on a disk with 100 KB left per file: the first entry that cannot
+    be written stops the run (every other file would fail the same way) with one line naming it,
+    exit 2, no traceback, no half-written array, in the pool as in one process."""
+    cache = work["root"] / f"full-cache-{workers}"
+    p = _xpr("data", "prepare", work["data"], "--cache", cache, "--config", "tiny", "--workers", workers,
              preexec_fn=_fsize_limit(100_000))  # fmt: skip
-    assert p.returncode == 1 and "Traceback" not in p.stdout + p.stderr, p.stdout[-2000:] + p.stderr[-2000:]
-    failed = [ln for ln in p.stdout.splitlines() if ln.startswith("failed ")]
-    assert len(failed) == 16, p.stdout
-    assert all(str(cache) in ln and ln.endswith(".npy: cannot write (File too large)") for ln in failed), failed
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    errors = [ln for ln in p.stderr.splitlines() if not ln.startswith("prepare: ")]  # progress log lines
+    assert len(errors) == 1, p.stderr
+    for needle in (cache, ".npy: cannot write (File too large)", "stopped after 0 of 16 files", "to resume"):
+        assert str(needle) in errors[0], (needle, errors[0])
     assert _leftovers(cache) == [] and list(cache.rglob("*.npy")) == []
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, XprError
+from ..io import OutputError
 from .cache import PreparedCache
 from .dicom import PreprocessSettings
 from .errors import DataError, DicomError
@@ -133,6 +134,8 @@ def prepare_one(cache: PreparedCache, path: Path, settings: PreprocessSettings) 
     """(status, reason) of one file; every failure becomes one line, nothing escapes."""
     try:
         return ("prepared" if cache.ensure(path, settings) else "reused"), ""
+    except OutputError as exc:  # the cache, not the file: the whole run stops (see prepare_files)
+        return "unwritable", str(exc)
     except DicomError as exc:
         return "rejected", str(exc)
     except XprError as exc:
@@ -350,8 +353,9 @@ def prepare_files(
     """Fill the cache for `paths` with `workers` processes (default: the cores available).
 
     Bad files cost only themselves (`rejected`, with the reason); a dead worker costs only its
-    file (`failed`). SIGINT/SIGTERM stop the workers, leave the finished entries and raise
-    PrepareInterrupted.
+    file (`failed`). A cache entry that cannot be written (disk full, quota, read-only, no
+    permission) stops the run with OutputError: every other file would fail the same way.
+    SIGINT/SIGTERM stop the workers, leave the finished entries and raise PrepareInterrupted.
     """
     n = default_workers() if workers is None else workers
     if n < 1:
@@ -366,6 +370,11 @@ def prepare_files(
     t0 = time.perf_counter()
 
     def record(index: int, what: str, reason: str, cpu: float) -> None:
+        if what == "unwritable":
+            done = rep.prepared + rep.reused + len(rep.rejected) + len(rep.failed)
+            raise OutputError(
+                f"{reason}; stopped after {done} of {len(files)} files (run the same command again to resume)"
+            )
         status[index] = (what, reason)
         rep.cpu_seconds += cpu
         if what in ("prepared", "reused"):
