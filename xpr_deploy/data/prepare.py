@@ -79,6 +79,11 @@ class PrepareReport:
     index_seconds: float | None = None
 
     @property
+    def done(self) -> int:
+        """Files answered so far, whatever the answer."""
+        return self.prepared + self.reused + len(self.rejected) + len(self.failed)
+
+    @property
     def images_per_s(self) -> float:
         """Prepared images per second of pool time (reused entries cost almost nothing)."""
         return self.prepared / self.seconds if self.seconds > 0 else 0.0
@@ -365,17 +370,14 @@ def prepare_files(
     pc.write_settings(settings)
     n = max(1, min(n, len(files)))
     rep = PrepareReport(str(cache), settings.to_dict(), settings.hash(), workers=n, total=len(files))
-    status: list[tuple[str, str] | None] = [None] * len(files)
     runner: _Pool | _Inline = _Pool(n, pc.root, settings) if n > 1 else _Inline(pc, settings)
     t0 = time.perf_counter()
 
     def record(index: int, what: str, reason: str, cpu: float) -> None:
         if what == "unwritable":
-            done = rep.prepared + rep.reused + len(rep.rejected) + len(rep.failed)
             raise OutputError(
-                f"{reason}; stopped after {done} of {len(files)} files (run the same command again to resume)"
+                f"{reason}; stopped after {rep.done} of {len(files)} files (run the same command again to resume)"
             )
-        status[index] = (what, reason)
         rep.cpu_seconds += cpu
         if what in ("prepared", "reused"):
             setattr(rep, what, getattr(rep, what) + 1)
@@ -386,8 +388,7 @@ def prepare_files(
         rep.seconds = time.perf_counter() - t0
         if progress is not None:
             bad = (len(rep.rejected), len(rep.failed))
-            done = rep.prepared + rep.reused + sum(bad)
-            ev = PrepareProgress(done, rep.total, rep.prepared, rep.reused, *bad, rep.seconds, runner.in_flight())
+            ev = PrepareProgress(rep.done, rep.total, rep.prepared, rep.reused, *bad, rep.seconds, runner.in_flight())
             progress(ev)
 
     graceful = False
@@ -397,9 +398,8 @@ def prepare_files(
             graceful = True
     except (KeyboardInterrupt, _Stop) as exc:
         signum = exc.signum if isinstance(exc, _Stop) else signal.SIGINT
-        done = sum(1 for s in status if s is not None)
         raise PrepareInterrupted(
-            f"{cache}: interrupted by {signal.Signals(signum).name} after {done}/{len(files)} files "
+            f"{cache}: interrupted by {signal.Signals(signum).name} after {rep.done}/{len(files)} files "
             f"({rep.prepared} prepared, {rep.reused} reused); run the same command again to resume",
             int(signum),
         ) from None
