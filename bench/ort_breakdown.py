@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from xpr_deploy import bench as B  # noqa: E402
 from xpr_deploy.bench.machine import machine_info  # noqa: E402
-from xpr_deploy.io import write_json  # noqa: E402
+from xpr_deploy.io import write_figure, write_json  # noqa: E402
 
 _BLOCK = re.compile(r"layers\.(\d+)\.blocks\.\d+")
 ORT_CREATED = "created by ONNX Runtime (fused GELU, layout)"
@@ -57,14 +57,10 @@ def scopes(graph: Path) -> dict[str, str]:
 def kernel_ms_by_part(profile: Path, graph: Path) -> tuple[dict[str, float], int]:
     """Kernel ms per call for each part, averaged over every profiled call (warm-up included)."""
     names = scopes(graph)
-    events = json.loads(profile.read_text())
-    calls = sum(1 for e in events if e.get("name") == "model_run") or 1
+    calls, kernels = B.ort_kernel_times(profile)
     ms: Counter[str] = Counter()
-    for e in events:
-        name = str(e.get("name", ""))
-        if e.get("cat") == "Node" and name.endswith("_kernel_time"):
-            node = name[: -len("_kernel_time")].split("/")[0]  # "<node>/<fusion>" keeps the original name
-            ms[part_of(names.get(node))] += float(e.get("dur", 0)) / 1000.0
+    for k in kernels:
+        ms[part_of(names.get(k.node))] += k.ms
     return {k: v / calls for k, v in ms.items()}, calls
 
 
@@ -87,8 +83,7 @@ def plot(parts: list[str], pruned: dict[str, float], dense: dict[str, float], ou
     ax.set_title(title, fontsize=9)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
+    write_figure(fig, out, dpi=110)
 
 
 def main() -> None:

@@ -36,27 +36,24 @@ SETTINGS: dict[str, dict[str, bool]] = {
 CHILD = r"""
 import json, sys, time
 import numpy as np
+from xpr_deploy.bench.memory import PeakRSS
 from xpr_deploy.runners.onnxrt import OrtSettings, create_session
 
-def status(key):
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) / 1024 for line in f if line.startswith(key + ":"))
-
 graph, changes, runs, threads = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rss = PeakRSS()
 settings = OrtSettings(providers=("CPUExecutionProvider",), threads=threads, **changes)
 t = time.perf_counter()
 sess = create_session(graph, settings, graph)
-out = {"load_s": round(time.perf_counter() - t, 2), "rss_after_load_mb": round(status("VmRSS"))}
+out = {"load_s": round(time.perf_counter() - t, 2), "rss_after_load_mb": round(rss.current_mb())}
 rng = np.random.default_rng(0)
 feed = {i.name: rng.standard_normal([d if isinstance(d, int) else 1 for d in i.shape]).astype(np.float32)
         for i in sess.get_inputs()}
 calls = []
 for _ in range(runs):
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+    rss.reset()
     t = time.perf_counter()
     sess.run(None, feed)
-    calls.append({"s": round(time.perf_counter() - t, 2), "peak_mb": round(status("VmHWM"))})
+    calls.append({"s": round(time.perf_counter() - t, 2), "peak_mb": round(rss.peak_mb())})
 out["calls"] = calls
 out["peak_mb"] = max([c["peak_mb"] for c in calls] + [out["rss_after_load_mb"]])
 out["torch_loaded"] = "torch" in sys.modules

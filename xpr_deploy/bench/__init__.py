@@ -29,7 +29,9 @@ from .memory import MemoryHooks, PeakRSS, rss_hooks
 from .onnx import bench_onnx, export_variant_graphs, open_bundle
 from .report import (
     REPORT_KEYS,
+    KernelTime,
     assemble_report,
+    ort_kernel_times,
     plot_keep_sweep,
     print_summary,
     summarize_ort_profile,
@@ -42,6 +44,7 @@ from .timer import VariantTimes, time_interleaved
 __all__ = [
     "REPORT_KEYS",
     "BenchError",
+    "KernelTime",
     "MemoryHooks",
     "PeakRSS",
     "VariantTimes",
@@ -57,6 +60,7 @@ __all__ = [
     "latency_stats",
     "machine_info",
     "open_bundle",
+    "ort_kernel_times",
     "parse_batches",
     "percentile",
     "plot_keep_sweep",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import statistics
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -140,17 +141,40 @@ def plot_keep_sweep(report: dict[str, Any], png: str | Path, title: str | None =
     return write_figure(fig, png)
 
 
+@dataclass(frozen=True)
+class KernelTime:
+    """One node's kernel time in an ONNX Runtime profile; `node` is the graph node it came from
+    (a fused node "<node>/<Fusion>" keeps its original name)."""
+
+    node: str
+    op: str
+    ms: float
+
+
+def ort_kernel_times(profile_json: str | Path) -> tuple[int, list[KernelTime]]:
+    """(profiled calls, every kernel event) of an ONNX Runtime profile (`SessionOptions.enable_profiling`)."""
+    events = json.loads(Path(profile_json).read_text())
+    calls = sum(1 for e in events if e.get("name") == "model_run") or 1
+    kernels = [
+        KernelTime(
+            str(e["name"])[: -len("_kernel_time")].split("/")[0],
+            str(e.get("args", {}).get("op_name", "?")),
+            float(e.get("dur", 0)) / 1000.0,
+        )
+        for e in events
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time")
+    ]
+    return calls, kernels
+
+
 def summarize_ort_profile(profile_json: str | Path, top: int = 12) -> dict[str, Any]:
     """Kernel time per op type (ms per run, share) from an ONNX Runtime profile, biggest first."""
-    events = json.loads(Path(profile_json).read_text())
-    runs = sum(1 for e in events if e.get("name") == "model_run") or 1
+    runs, kernels = ort_kernel_times(profile_json)
     per_op: dict[str, float] = {}
     count: dict[str, int] = {}
-    for e in events:
-        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
-            op = str(e.get("args", {}).get("op_name", "?"))
-            per_op[op] = per_op.get(op, 0.0) + float(e.get("dur", 0)) / 1000.0
-            count[op] = count.get(op, 0) + 1
+    for k in kernels:
+        per_op[k.op] = per_op.get(k.op, 0.0) + k.ms
+        count[k.op] = count.get(k.op, 0) + 1
     total = sum(per_op.values()) or 1.0
     rows = sorted(per_op.items(), key=lambda kv: -kv[1])
     return {
