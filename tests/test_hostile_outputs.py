@@ -309,6 +309,24 @@ def test_sigterm_during_export_removes_its_temporary(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_landing_in_a_finalizer_still_stops_the_command(signum: int) -> None:
+    """Class 5: a signal that arrives while Python runs a `__del__` or weakref callback (CI once hit
+    importlib's module-lock callback) used to be dropped with "Exception ignored in" and a traceback,
+    and the command ran on. It is sent again and raised in the main flow, without a word printed."""
+    code = (
+        "import signal, sys, time\nfrom xpr_deploy.cli import signals\nsignals.install()\n"
+        "class Dropper:\n    def __del__(self):\n        signal.raise_signal(int(sys.argv[1]))\n"
+        "try:\n    Dropper()\n    time.sleep(30)\n    print('ran on')\n"
+        "except KeyboardInterrupt as exc:\n    print(type(exc).__name__, signals.caught)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code, str(int(signum))], env=_env(), cwd=REPO,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert p.returncode == 0 and p.stderr == "", p.stderr[-3000:]
+    kind = "Terminated" if signum == signal.SIGTERM else "KeyboardInterrupt"
+    assert p.stdout.split() == [kind, str(int(signum))]
+
+
 def test_stale_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> None:
     """Class 5: a writer SIGKILLed mid-write leaves `.NAME.xpr-<pid>-...tmp`; the next write into that
     folder removes it. A temporary of a live process is left alone."""
