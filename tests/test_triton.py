@@ -173,6 +173,23 @@ def test_dynamic_batch_bundle_gives_max_batch_and_the_batcher(tmp_path: Path) ->
     assert _parse(res.models[1].config).max_batch_size == 2
 
 
+def test_onnx_model_is_planned_like_the_validated_session(tmp_path: Path) -> None:
+    """The onnxruntime_onnx model asks Triton's backend for the session options xpr validates with
+    (memory-pattern planner off, sequential); the python model and the engine model get none of them."""
+    from xpr_deploy.runners.onnxrt import OrtSettings, session_options, triton_parameters
+
+    res = write_repository(_bundle(tmp_path), tmp_path / "repo")
+    onnx_model, py = res.models
+    params = {k: v.string_value for k, v in _parse(onnx_model.config).parameters.items()}
+    assert params["enable_mem_pattern"] == "0" and params["execution_mode"] == "0" and params["enable_mem_arena"] == "1"
+    assert "intra_op_thread_count" not in params  # xpr's default: ONNX Runtime picks the thread count
+    assert not {"enable_mem_pattern", "execution_mode"} & set(_parse(py.config).parameters)
+    two = triton_parameters(OrtSettings(threads=2, low_memory=False, cpu_arena=False))
+    assert two == {"enable_mem_pattern": "1", "enable_mem_arena": "0", "execution_mode": "0",
+                   "intra_op_thread_count": "2", "inter_op_thread_count": "1"}  # fmt: skip
+    assert session_options(OrtSettings()).enable_mem_pattern is False
+
+
 def test_python_model_copies_the_bundle_and_names_its_environment(tmp_path: Path) -> None:
     from xpr_deploy.bundle import BundleView
     from xpr_deploy.triton import PythonModelOptions

@@ -26,6 +26,7 @@ from typing import Any
 from .bundle import BundleView
 from .errors import TritonError
 from .io import atomic_path, sha256_file, write_text
+from .runners.onnxrt import OrtSettings, triton_parameters
 
 __all__ = ["PythonModelOptions", "TritonError", "TritonResult", "write_repository"]
 
@@ -416,7 +417,7 @@ def write_repository(
         instances,
         "KIND_AUTO",
         "model.onnx",
-        params,
+        {**params, **triton_parameters(OrtSettings())},
         source,
         "labels.txt",
     )

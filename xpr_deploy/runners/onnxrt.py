@@ -111,6 +111,24 @@ def session_options(settings: OrtSettings) -> Any:
     return so
 
 
+def triton_parameters(settings: OrtSettings) -> dict[str, str]:
+    """`session_options(settings)` as the model-config parameters of Triton's `onnxruntime_onnx`
+    backend, so the served session is planned like the validated one. That backend has no key for
+    buffer reuse, and it takes the optimisation level elsewhere (the default there is "all")."""
+    import onnxruntime as ort
+
+    so = session_options(settings)
+    params = {
+        "enable_mem_pattern": "1" if so.enable_mem_pattern else "0",
+        "enable_mem_arena": "1" if so.enable_cpu_mem_arena else "0",
+        "execution_mode": "0" if so.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL else "1",
+    }
+    if settings.threads:
+        params["intra_op_thread_count"] = str(so.intra_op_num_threads)
+        params["inter_op_thread_count"] = str(so.inter_op_num_threads)
+    return params
+
+
 def create_session(model: str | Path | bytes, settings: OrtSettings, where: str | Path) -> Any:
     """The one place xpr creates an ONNX Runtime session; a graph it refuses is one line naming it."""
     import onnxruntime as ort
