@@ -17,10 +17,12 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import XprError
+from ..io import OutputError, atomic_dir
 
 #: numpy for the stub's path (numpy 2 makes every Python-backend response fail: see the notes)
 NUMPY1 = "numpy==1.26.4"
@@ -103,6 +105,20 @@ def find_server() -> ServerInstall:
     raise ServeError(f"no Triton server found: {PYTRITON_HINT}")
 
 
+def _publish(dest: Path, build: Callable[[Path], None]) -> Path:
+    """`dest`, a cache folder that `build` fills in a temporary beside it, renamed into place
+    (`io.atomic_dir`: what a killed run left is swept by the next). When another process publishes
+    it first, theirs stays and this copy is dropped: a running server may be using the first."""
+    if not dest.is_dir():
+        try:
+            with atomic_dir(dest, overwrite=False) as tmp:
+                build(tmp)
+        except OutputError as exc:
+            if exc.reason != "already exists":
+                raise
+    return dest
+
+
 def backends_dir(install: ServerInstall) -> Path:
     """The folder to pass as --backend-directory: for pytriton, its Python backend with this
     interpreter's stub beside it, assembled in the cache (the wheel is left as it is)."""
@@ -119,10 +135,9 @@ def backends_dir(install: ServerInstall) -> Path:
         "|".join([str(np1), *(f"{p}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)]).encode()
     )
     dest = cache_dir() / "triton" / f"backends-{key.hexdigest()[:12]}"
-    if not (dest / "python" / stub.name).is_file():
-        tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "python").mkdir(parents=True)
+
+    def build(tmp: Path) -> None:
+        (tmp / "python").mkdir()
         for f in files:
             shutil.copy2(f, tmp / "python" / f.name)
         # the stub ignores PYTHONPATH and imports triton_python_backend_utils (numpy) from this folder
@@ -130,11 +145,8 @@ def backends_dir(install: ServerInstall) -> Path:
         for entry in np1.iterdir():
             if entry.name.startswith("numpy"):
                 os.symlink(entry, tmp / "python" / entry.name)
-        try:
-            os.replace(tmp, dest)
-        except OSError:  # another process made it first
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+    return _publish(dest, build)
 
 
 def numpy1_dir(create: bool = True) -> Path:
@@ -154,22 +166,18 @@ def numpy1_dir(create: bool = True) -> Path:
         raise ServeError(
             f"XPR_TRITON_NUMPY1={given}: no numpy in that folder (pip install --target {given} '{NUMPY1}')"
         )
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp), NUMPY1]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ServeError(f"cannot install {NUMPY1} for Triton's Python stub into {dest} ({exc})") from None
-    if proc.returncode != 0:
-        last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
-        raise ServeError(f"cannot install {NUMPY1} for Triton's Python stub into {dest}: {last}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.replace(tmp, dest)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+
+    def build(tmp: Path) -> None:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(tmp), NUMPY1]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ServeError(f"cannot install {NUMPY1} for Triton's Python stub into {dest} ({exc})") from None
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]
+            raise ServeError(f"cannot install {NUMPY1} for Triton's Python stub into {dest}: {last}")
+
+    return _publish(dest, build)
 
 
 def model_sys_path(create: bool = True) -> list[str]:
