@@ -30,3 +30,34 @@ def synth_cbis(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth") / "cbis"
     write_synthetic(root, 8, "cbis", size=(320, 160), seed=2)
     return root
+
+
+# --- a tiny checkpoint whose windows do not tie ------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def untied_tiny_checkpoint(tmp_path_factory):
+    """`make(meta, name)`: a checkpoint of the tiny model with its LayerNorms off their init, and
+    `meta` merged over tiny's preprocessing. At init every window score ties exactly, so which
+    windows are kept would be decided by ties, not by the model."""
+    from torch import nn
+
+    from xpr_deploy import build_model
+    from xpr_deploy.config import get_config
+    from xpr_deploy.data.dicom import PreprocessSettings
+    from xpr_deploy.train.checkpoint import save_checkpoint
+
+    cfg = get_config("tiny")
+
+    def make(meta: dict, name: str = "ckpt"):
+        torch.manual_seed(0)
+        model = build_model(cfg).eval()
+        g = torch.Generator().manual_seed(1)
+        for m in model.modules():
+            if isinstance(m, nn.LayerNorm):
+                m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
+                m.bias.data = 0.1 * torch.randn(m.bias.shape, generator=g)
+        full = {"preprocess": PreprocessSettings.for_config(cfg).to_dict(), "label_rule": "vindr:birads>=4", **meta}
+        return save_checkpoint(tmp_path_factory.mktemp(name) / "best", model, full)
+
+    return make

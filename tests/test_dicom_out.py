@@ -17,15 +17,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import torch
-from torch import nn
 from typer.testing import CliRunner
 
-from xpr_deploy import build_model
 from xpr_deploy.cli import app
 from xpr_deploy.config import NUM_STAGES, get_config
 from xpr_deploy.data.dicom import PreprocessSettings
-from xpr_deploy.train.checkpoint import save_checkpoint
 from xpr_deploy.train.operating_points import (
     DEFAULT_TARGETS,
     OperatingPointError,
@@ -129,25 +125,16 @@ VAL_P = [0.1, 0.2, 0.3, 0.6, 0.4, 0.5, 0.7, 0.8, 0.9, 0.95]
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model (LayerNorms off their init, so windows do not tie) with operating points in its meta."""
-    torch.manual_seed(0)
-    model = build_model(CFG).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
-            m.bias.data = 0.1 * torch.randn(m.bias.shape, generator=g)
+def ckpt(untied_tiny_checkpoint) -> Path:
+    """The tiny model with operating points in its meta."""
     pts = choose_all(VAL_Y, VAL_P)
     meta = {
         "threshold": pts["youden"].threshold,
         "threshold_method": "youden-validation",
         "operating_point": "youden",
         "operating_points": {k: p.to_dict() for k, p in pts.items()},
-        "preprocess": PreprocessSettings.for_config(CFG).to_dict(),
-        "label_rule": "vindr:birads>=4",
     }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt-op") / "best", model, meta)
+    return untied_tiny_checkpoint(meta, "ckpt-op")
 
 
 @pytest.fixture(scope="module")

@@ -6,35 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from torch import nn
 from typer.testing import CliRunner
 
-from xpr_deploy import build_model
 from xpr_deploy.cli import app
 from xpr_deploy.config import get_config
-from xpr_deploy.data.dicom import PreprocessSettings
-from xpr_deploy.train.checkpoint import save_checkpoint
 
 CFG = get_config("tiny")
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny model whose LayerNorms are not at their init: at init every window score ties exactly."""
-    torch.manual_seed(0)
-    model = build_model(CFG).eval()
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.LayerNorm):
-            m.weight.data = torch.rand(m.weight.shape, generator=g) + 0.5
-            m.bias.data = 0.1 * torch.randn(m.bias.shape, generator=g)
-    meta = {
-        "threshold": 0.5,
-        "preprocess": PreprocessSettings.for_config(CFG).to_dict(),
-        "label_rule": "vindr:birads>=4",
-    }
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "best", model, meta)
+def ckpt(untied_tiny_checkpoint) -> Path:
+    return untied_tiny_checkpoint({"threshold": 0.5})
 
 
 def _run(*args: str) -> dict:

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from xpr_deploy.io import _HOST
-from xpr_deploy.serve import ServeError
-from xpr_deploy.serve import env
+from xpr_deploy.serve import ServeError, env
 
 
 def _dead_pid() -> int:
