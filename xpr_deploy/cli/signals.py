@@ -13,6 +13,7 @@ flow, where the cleanup runs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -46,7 +47,8 @@ def _redeliver_swallowed(unraisable: Any) -> None:
         return
     timer = threading.Timer(REDELIVER_AFTER_S, os.kill, (os.getpid(), caught))
     timer.daemon = True
-    timer.start()
+    with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown: it is ending anyway
+        timer.start()
 
 
 def install() -> None:
