@@ -103,11 +103,11 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"root": root, "synth": root / "synth", "ckpt": ckpt, "bundle": bundle}
 
 
-def _export(ckpt: Path, bundle: Path) -> None:
+def _export(ckpt: Path, bundle: Path, *extra: str) -> None:
     """`xpr export CKPT --with-selection`: the real bundle (ONNX + TensorRT-RTX engine entry when
     tensorrt-rtx is installed + manifest); parity samples off, `xpr validate` covers those."""
     xpr = Path(sys.executable).parent / "xpr"
-    res = _run([xpr, "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle])
+    res = _run([xpr, "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle, *extra])
     assert res.returncode == 0, f"xpr export failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
@@ -427,6 +427,32 @@ def test_cpp_runs_a_bundle_with_renamed_io(
     assert a["_exit"] == 0 and b["_exit"] == 0, (a, b)
     assert abs(a["prob"] - b["prob"]) <= 1e-6
     assert [s["kept"] for s in a["selection"]] == [s["kept"] for s in b["selection"]] and a["selection"]
+
+
+def test_cpp_runs_a_dynamic_batch_bundle(
+    xpr_infer: Path, work: dict[str, Path], breast: tuple[str, str], tmp_path: Path
+) -> None:
+    """A bundle exported with `--max-batch 2` (for Triton) runs in the C++ runtime one breast at a
+    time, with the static bundle's probability and kept windows; a dynamic manifest whose shapes do
+    not start with -1 is refused naming the tensor."""
+    dyn = tmp_path / "dynamic"
+    _export(work["ckpt"], dyn, "--max-batch", "2", "--no-engine")
+    m = json.loads((dyn / "manifest.json").read_bytes())
+    assert m["max_batch"] == 2 and all(t["shape"][0] == -1 for t in m["inputs"] + m["outputs"])
+    a = _cpp(xpr_infer, work["bundle"], *breast, "--threads", "1")
+    b = _cpp(xpr_infer, dyn, *breast, "--threads", "1")
+    assert a["_exit"] == 0 and b["_exit"] == 0, (a, b)
+    assert abs(a["prob"] - b["prob"]) <= PROB_TOL
+    assert [s["kept"] for s in a["selection"]] == [s["kept"] for s in b["selection"]] and b["selection"]
+
+    def static_first_dim(man: dict[str, Any]) -> None:
+        man["inputs"][0]["shape"][0] = 1
+
+    _edit_manifest(dyn, static_first_dim)
+    res = _run([xpr_infer, dyn, *breast, "--device", "cpu"], timeout=300)
+    c = json.loads(res.stdout.splitlines()[-1])
+    assert res.returncode == 2 and c["status"] == "bad manifest", res
+    assert str(dyn / "manifest.json") in c["error"] and "must start with -1" in c["error"], c
 
 
 def test_cpp_runtime_version_follows_the_toolkit() -> None:

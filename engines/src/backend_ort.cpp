@@ -61,6 +61,7 @@ class OrtBackend final : public Backend {
         throw Failure(XPR_ERR_BACKEND, path_ + ": model has no output '" + t.name + "' (listed in the manifest)");
     for (const auto& t : m.inputs)
       if (t.name == io_.cc) shape_ = t.shape;
+    if (shape_[0] < 0) shape_[0] = 1;  // dynamic batch axis (--max-batch): one breast per run
     batch_ = static_cast<size_t>(shape_[0]);
   }
 

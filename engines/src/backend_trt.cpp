@@ -109,12 +109,24 @@ class TrtBackend final : public Backend {
     cuda_check(cudaStreamCreate(&stream), path_);
     stream_.reset(stream);
     const int n = engine_->getNbIOTensors();
+    // a dynamic batch axis (--max-batch, optimisation profile 1..N): one breast per run, so every
+    // input is fixed at batch 1 first; the outputs' shapes then follow from the context
+    for (int i = 0; i < n; ++i) {
+      const char* name = engine_->getIOTensorName(i);
+      if (engine_->getTensorIOMode(name) != nvinfer1::TensorIOMode::kINPUT) continue;
+      nvinfer1::Dims d = engine_->getTensorShape(name);
+      if (d.nbDims < 1 || d.d[0] >= 0) continue;
+      d.d[0] = 1;
+      if (!context_->setInputShape(name, d))
+        throw Failure(XPR_ERR_BACKEND, path_ + ": the engine does not take batch 1 for input '" + name + "' (" +
+                                           logger_.last_error + ")");
+    }
     for (int i = 0; i < n; ++i) {
       Io io;
       io.name = engine_->getIOTensorName(i);
       io.input = engine_->getTensorIOMode(io.name.c_str()) == nvinfer1::TensorIOMode::kINPUT;
       io.type = engine_->getTensorDataType(io.name.c_str());
-      const nvinfer1::Dims d = engine_->getTensorShape(io.name.c_str());
+      const nvinfer1::Dims d = context_->getTensorShape(io.name.c_str());
       io.count = 1;
       for (int k = 0; k < d.nbDims; ++k) {
         if (d.d[k] < 0) throw Failure(XPR_ERR_BACKEND, path_ + ": tensor '" + io.name + "' has a dynamic shape");

@@ -112,7 +112,8 @@ struct Reader {
     return rel;
   }
 
-  std::vector<TensorSpec> tensors(const json& root, const char* key) const {
+  // `dynamic_batch`: the first dimension of every shape is -1 (a bundle exported with --max-batch)
+  std::vector<TensorSpec> tensors(const json& root, const char* key, bool dynamic_batch) const {
     const json& raw = need(root, key, "");
     if (!raw.is_array()) fail(std::string("'") + key + "' must be a list of {name, dtype, shape}");
     std::vector<TensorSpec> out;
@@ -125,7 +126,11 @@ struct Reader {
       if (!s.is_array() || s.empty()) fail(where + ": shape must be a non-empty list");
       for (const json& d : s) {
         const int32_t n = integer(d, where + " shape[]");
-        if (n < 1) fail(where + ": shape " + shown(s) + " has a dimension < 1 (format 2 shapes are static)");
+        if (dynamic_batch && t.shape.empty()) {
+          if (n != -1) fail(where + ": shape " + shown(s) + " must start with -1 (the manifest has max_batch)");
+        } else if (n < 1) {
+          fail(where + ": shape " + shown(s) + " has a dimension < 1 (only the batch axis, with max_batch, is -1)");
+        }
         t.shape.push_back(n);
       }
       out.push_back(std::move(t));
@@ -340,8 +345,15 @@ Manifest parse_manifest(const std::string& raw, const std::string& path) {
     m.batch = r.integer(root["batch"], "batch");
     if (m.batch < 1 || m.batch > kMaxBatch)
       r.fail("batch " + std::to_string(m.batch) + " not in 1.." + std::to_string(kMaxBatch));
-    m.inputs = r.tensors(root, "inputs");
-    m.outputs = r.tensors(root, "outputs");
+    if (const json* v = r.find(root, "max_batch")) {
+      m.max_batch = r.integer(*v, "max_batch");
+      if (m.max_batch < m.batch || m.max_batch > kMaxBatch)
+        r.fail("max_batch " + std::to_string(m.max_batch) + " not in " + std::to_string(m.batch) + ".." +
+               std::to_string(kMaxBatch) + " (batch.." + std::to_string(kMaxBatch) + ")");
+    }
+    const bool dynamic = m.max_batch > 0;
+    m.inputs = r.tensors(root, "inputs", dynamic);
+    m.outputs = r.tensors(root, "outputs", dynamic);
     if (m.inputs.size() != 2) r.fail("'inputs' must list exactly 2 tensors (the CC and MLO views)");
     if (m.outputs.size() < 2) r.fail("'outputs' must list at least 2 tensors (logits, prob)");
     const json& io = root["io"];
@@ -365,8 +377,10 @@ Manifest parse_manifest(const std::string& raw, const std::string& path) {
     const TensorSpec* mlo = by_name(m.inputs, m.io.mlo);
     for (const TensorSpec* t : {cc, mlo}) {
       const std::string w = "input '" + t->name + "'";
-      if (t->shape.size() != 4 || t->shape[0] != m.batch || t->shape[2] != img_rows || t->shape[3] != img_cols)
-        r.fail(w + " shape " + shown(json(t->shape)) + " disagrees with batch " + std::to_string(m.batch) +
+      if (t->shape.size() != 4 || t->shape[0] != (dynamic ? -1 : m.batch) || t->shape[2] != img_rows ||
+          t->shape[3] != img_cols)
+        r.fail(w + " shape " + shown(json(t->shape)) + " disagrees with batch " +
+               (dynamic ? std::string("-1 (max_batch)") : std::to_string(m.batch)) +
                " and model_config.img_size [" + std::to_string(img_rows) + ", " + std::to_string(img_cols) + "]");
       if (t->shape[1] != 1) r.fail(w + " must have one channel [B, 1, H, W]");
       if (t->dtype != "float32") r.fail(w + " must be float32");

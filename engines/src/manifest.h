@@ -61,6 +61,7 @@ struct Manifest {
   std::string model_file;           // the served graph
   std::map<std::string, std::string> graphs;  // precision -> file
   int32_t batch = 1;
+  int32_t max_batch = 0;            // > 0: dynamic batch axis (-1 first in every shape); the runtime runs batch 1
   IoNames io;
   std::vector<TensorSpec> inputs, outputs;
   PreprocSettings preprocessing;

@@ -201,6 +201,12 @@ int main(int argc, char** argv) {
   // sizes past any real bundle, refused before anything is computed from them (int overflow before)
   expect_bundle(with_manifest(good, work, "batch-uint64", replaced(manifest, "\"batch\": 1", "\"batch\": 18446744073709551615")),
                 XPR_ERR_MANIFEST, {"manifest.json", "batch out of range"});
+  // a dynamic batch axis (--max-batch): max_batch within batch..kMaxBatch, and -1 first in every shape
+  expect_bundle(with_manifest(good, work, "max-batch-huge", replaced(manifest, "\"batch\": 1", "\"batch\": 1, \"max_batch\": 65")),
+                XPR_ERR_MANIFEST, {"manifest.json", "max_batch 65 not in 1..64"});
+  expect_bundle(with_manifest(good, work, "max-batch-static-shapes",
+                              replaced(manifest, "\"batch\": 1", "\"batch\": 1, \"max_batch\": 4")),
+                XPR_ERR_MANIFEST, {"manifest.json", "must start with -1 (the manifest has max_batch)"});
   expect_bundle(with_manifest(good, work, "window-grid-overflow",
                               replaced(manifest, "\"window_grid\": [\n        16,\n        8\n      ]",
                                        "\"window_grid\": [1073741824, 1073741824]")),
