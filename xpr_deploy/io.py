@@ -57,6 +57,10 @@ class OutputError(XprError):
         self.path, self.reason = path, reason
 
 
+#: `OutputError.reason` when `atomic_dir(..., overwrite=False)` finds its destination taken
+ALREADY_EXISTS = "already exists"
+
+
 class FolderLocked(XprError):
     """Another process writes this folder (e.g. a second `xpr train --out RUN`)."""
 
@@ -283,7 +287,7 @@ def _swap(tmp: Path, dest: Path, overwrite: bool) -> None:
                 os.replace(tmp, dest)
                 return
             if not overwrite:
-                raise OutputError(f"{dest}: already exists", dest, "already exists")
+                raise OutputError(f"{dest}: {ALREADY_EXISTS}", dest, ALREADY_EXISTS)
             os.replace(dest, old)
             _fault(f"swap:{dest.name}")
             try:
@@ -308,7 +312,7 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         raise OutputError(f"{dest}: exists and is not a folder (refusing to replace a file)", dest, "not a folder")
     recover_dir(dest)
     if dest.exists() and not overwrite:
-        raise OutputError(f"{dest}: already exists", dest, "already exists")
+        raise OutputError(f"{dest}: {ALREADY_EXISTS}", dest, ALREADY_EXISTS)
     _prepare_parent(dest)
     try:
         tmp = Path(tempfile.mkdtemp(prefix=_tmp_prefix(dest), suffix=".tmp", dir=dest.parent))

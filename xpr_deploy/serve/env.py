@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import XprError
-from ..io import OutputError, atomic_dir
+from ..io import ALREADY_EXISTS, OutputError, atomic_dir
 
 #: numpy for the stub's path (numpy 2 makes every Python-backend response fail: see the notes)
 NUMPY1 = "numpy==1.26.4"
@@ -114,7 +114,7 @@ def _publish(dest: Path, build: Callable[[Path], None]) -> Path:
             with atomic_dir(dest, overwrite=False) as tmp:
                 build(tmp)
         except OutputError as exc:
-            if exc.reason != "already exists":
+            if exc.reason != ALREADY_EXISTS:
                 raise
     return dest
 
