@@ -396,6 +396,38 @@ def folder_lock(folder: str | Path, what: str = "another xpr process") -> Iterat
                 folder.rmdir()
 
 
+#: PS3.5 9.1: a UID is digits in dot-separated components, no leading zero in a component, at most 64 chars
+_UID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def is_uid(value: object) -> bool:
+    """True when `value` is a valid DICOM UID (the only header text ever used as a name as it is)."""
+    return isinstance(value, str) and len(value) <= 64 and _UID_RE.match(value) is not None
+
+
+def uid_name(value: object) -> str:
+    """A file or folder name for a UID read from untrusted input: the UID itself when it is valid,
+    else `x` + 32 hex digits of its SHA-256 (stable, so reruns still land on the same name)."""
+    if is_uid(value):
+        return str(value)
+    return "x" + hashlib.sha256(str(value).encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def child_path(root: str | Path, *parts: str) -> Path:
+    """`root/parts...`, proven to stay inside `root` (no absolute part, no `..`, no separator in a
+    part, no link that leads out); else an OutputError naming root and the offending part."""
+    base = Path(os.path.abspath(root))
+    for part in parts:
+        if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+            raise OutputError(f"{base}: refused output name {part!r} (not a plain name)", base, "unsafe name")
+    dest = base.joinpath(*parts)
+    real_root = Path(os.path.realpath(base))
+    real = Path(os.path.realpath(dest))
+    if real != real_root and real_root not in real.parents:
+        raise OutputError(f"{dest}: refused, it resolves outside {base}", dest, "outside the output folder")
+    return dest
+
+
 def input_tag(*parts: str | Path) -> str:
     """8 hex digits naming an input in output names: two inputs holding the same study never share a file."""
     return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()[:8]
