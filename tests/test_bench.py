@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -215,8 +216,14 @@ def test_cli_bench_writes_report(tmp_path: Path) -> None:
     rep = json.loads(out.read_text())
     for k in ("median_ms", "p90_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense", "command"):
         assert k in rep, k
-    res = CliRunner().invoke(app, ["bench", "--keep-sweep", "1,0.5"])
-    assert res.exit_code != 0
+    # no model named, or a sweep that is not numbers: the real entry point's one line and exit 2
+    usage = "error: give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)"
+    xpr = [sys.executable, "-m", "xpr_deploy.cli", "bench"]
+    p = subprocess.run([*xpr, "--keep-sweep", "1,0.5"], capture_output=True, text=True, timeout=300)
+    assert (p.returncode, p.stderr.strip(), p.stdout) == (2, usage, ""), p.stderr
+    p = subprocess.run([*xpr, "--config", "tiny", "--keep-sweep", "1,x"], capture_output=True, text=True, timeout=300)
+    lines = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and len(lines) == 1 and "keep" in lines[0].lower() and "1,x" in lines[0], p.stderr
 
 
 def test_demo_step_writes_reports(tiny_model, tmp_path: Path) -> None:

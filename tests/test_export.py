@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import time
@@ -348,10 +349,11 @@ def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> No
     rep = lint_model(proto, dynamic_batch=True)
     assert rep.ok and rep.topk_k, rep.errors
     assert not lint_model(proto).ok  # the static lint still refuses a dynamic graph
-    if view.engines:
+    if importlib.util.find_spec("tensorrt_rtx") is not None:  # installed (the `trt` extra, CI): the engine is built
+        assert view.engines, res.manifest.get("engine_skipped")
         assert view.engines[0].entry["profile"] == {"min": 1, "opt": 1, "max": 4}
     else:
-        assert res.manifest["engine_skipped"]
+        assert res.manifest["engine_skipped"] and not view.engines
     assert res.parity is not None and res.parity.ok
     [inv] = res.parity.batch_invariance
     assert inv["batch"] == 4 and inv["ok"] and inv["max_abs_logits"] <= 1e-4 and not inv["kept_sets_differ"]
