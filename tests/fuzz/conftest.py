@@ -8,10 +8,19 @@ folder are the fast subset that every `make test` runs.
 
 from __future__ import annotations
 
+import os
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
+
+#: `.ci/run`'s time-boxed slice of the long campaign: XPR_FUZZ_SEED varies the generated cases (0, the
+#: default, is the fixed campaign; the seed is printed at the end so a failure replays), XPR_FUZZ_BUDGET
+#: (seconds, whole session) stops generating cases once spent; the cases run up to then are all judged.
+FUZZ_SEED = int(os.environ.get("XPR_FUZZ_SEED", "0") or 0)
+FUZZ_BUDGET = float(os.environ.get("XPR_FUZZ_BUDGET", "0") or 0)
+_START = time.monotonic()
 
 
 @dataclass
@@ -21,6 +30,7 @@ class Tally:
     tried: Counter[str] = field(default_factory=Counter)
     passed: Counter[str] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    budget_spent: bool = False  # XPR_FUZZ_BUDGET ran out before every case was generated
 
     def record(self, campaign: str, case: str, problem: str | None) -> None:
         self.tried[campaign] += 1
@@ -38,6 +48,20 @@ def fuzz_tally() -> Tally:
     return _TALLY
 
 
+@pytest.fixture(scope="session")
+def fuzz_seed() -> int:
+    return FUZZ_SEED
+
+
+def budget_left(tally: Tally) -> bool:
+    """False once XPR_FUZZ_BUDGET seconds have passed since the session started (never without one);
+    `tally` (the `fuzz_tally` fixture) records it for the summary."""
+    if FUZZ_BUDGET and time.monotonic() - _START > FUZZ_BUDGET:
+        tally.budget_spent = True
+        return False
+    return True
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if "fuzz" in (config.option.markexpr or ""):
         return
@@ -53,6 +77,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
         return
     tr = terminalreporter
     tr.section("fuzz campaign")
+    replay = f"XPR_FUZZ_SEED={FUZZ_SEED}" + (f" XPR_FUZZ_BUDGET={FUZZ_BUDGET:g}" if FUZZ_BUDGET else "")
+    tr.write_line(f"seed {FUZZ_SEED} (replay: {replay} pytest -m fuzz tests/fuzz)")
+    if _TALLY.budget_spent:
+        tr.write_line(f"time budget of {FUZZ_BUDGET:g} s spent: the cases generated until then were all run")
     for campaign in sorted(_TALLY.tried):
         tr.write_line(f"{campaign}: {_TALLY.tried[campaign]} cases tried, {_TALLY.passed[campaign]} passed")
     total, ok = sum(_TALLY.tried.values()), sum(_TALLY.passed.values())

@@ -24,7 +24,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from tests.fuzz.conftest import Tally
+from tests.fuzz.conftest import Tally, budget_left
 from tests.fuzz.corpus import Case, dicom_cases, elements
 from xpr_deploy.data import PreprocessSettings, check_dataset, preprocess_with_geometry
 from xpr_deploy.data.dicom import verify_image
@@ -124,10 +124,14 @@ def judge(case: Case, path: Path, compressed: bool) -> Outcome:
     return outcome
 
 
-def run_cases(cases: list[Case], folder: Path, compressed: bool, campaign: str, tally: Tally) -> list[Outcome]:
+def run_cases(
+    cases: list[Case], folder: Path, compressed: bool, campaign: str, tally: Tally, *, budgeted: bool = False
+) -> list[Outcome]:
     folder.mkdir(parents=True, exist_ok=True)
     outcomes = []
     for n, case in enumerate(cases):
+        if budgeted and not budget_left(tally):
+            break
         path = folder / f"case-{n:04d}-{case.digest}.dcm"
         path.write_bytes(case.data)
         o = judge(case, path, compressed)
@@ -287,12 +291,12 @@ def bases(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[bytes, bo
 @pytest.mark.fuzz
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_long_corpus_every_base(
-    seed: int, bases: dict[str, tuple[bytes, bool]], tmp_path: Path, fuzz_tally: Tally
+    seed: int, bases: dict[str, tuple[bytes, bool]], tmp_path: Path, fuzz_tally: Tally, fuzz_seed: int
 ) -> None:
     outcomes: list[Outcome] = []
     for n, (name, (data, compressed)) in enumerate(sorted(bases.items())):
-        cases = dicom_cases(data, seed=seed * 100 + n, flips=48, truncations=32)
-        outcomes += run_cases(cases, tmp_path / f"base{n}", compressed, f"dicom/long:{name}", fuzz_tally)
+        cases = dicom_cases(data, seed=fuzz_seed * 1000 + seed * 100 + n, flips=48, truncations=32)
+        outcomes += run_cases(cases, tmp_path / f"base{n}", compressed, f"dicom/long:{name}", fuzz_tally, budgeted=True)
     assert not any(o.problem for o in outcomes), _failures(outcomes)
 
 
@@ -311,9 +315,11 @@ def _edit(data: bytes, ops: list[tuple[str, int, object]]) -> bytes:
 
 @pytest.mark.fuzz
 def test_hypothesis_header_bytes(bases: dict[str, tuple[bytes, bool]], tmp_path_factory: pytest.TempPathFactory,
-                                 fuzz_tally: Tally) -> None:  # fmt: skip
-    """Random byte edits (set, delete, insert) in the header region of a native file."""
+                                 fuzz_tally: Tally, fuzz_seed: int) -> None:  # fmt: skip
+    """Random byte edits (set, delete, insert) in the header region of a native file (derandomized
+    unless XPR_FUZZ_SEED names a seed)."""
     from hypothesis import HealthCheck, given, settings
+    from hypothesis import seed as hypothesis_seed
     from hypothesis import strategies as st
 
     data = next(d for k, (d, c) in sorted(bases.items()) if not c)
@@ -325,10 +331,13 @@ def test_hypothesis_header_bytes(bases: dict[str, tuple[bytes, bool]], tmp_path_
         st.tuples(st.just("ins"), st.integers(132, end), st.binary(min_size=1, max_size=16)),
     )
 
-    @settings(max_examples=400, deadline=None, database=None, derandomize=True,
+    @hypothesis_seed(fuzz_seed)
+    @settings(max_examples=400, deadline=None, database=None, derandomize=not fuzz_seed,
               suppress_health_check=list(HealthCheck))  # fmt: skip
     @given(st.lists(op, min_size=1, max_size=6))
     def one(ops: list[tuple[str, int, object]]) -> None:
+        if not budget_left(fuzz_tally):
+            return
         mutated = _edit(data, ops)
         case = Case(f"hypothesis:{ops!r}"[:200], "hypothesis", mutated)
         path = folder / f"hyp-{case.digest}.dcm"
