@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "failure.h"
 #include "dicom_io.h"
 #include "manifest.h"
 #include "sha256.h"
@@ -347,8 +348,35 @@ int main(int argc, char** argv) {
     std::string m = manifest;
     m.replace(h + 15, 64, want);
     fs::path b = with_manifest(good, work, "garbage-model", m);
-    spit(b / "model.onnx", junk);
-    expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "ONNX Runtime"});
+    spit(b / "model.onnx", junk);  // the reader parses every graph (external data): refused there
+    expect_bundle(b, XPR_ERR_BUNDLE, {"model.onnx", "not a readable ONNX graph"});
+  }
+  // ---- a manifest nested deeper than any (issue 21): refused before nlohmann builds it, as in Python
+  {
+    auto nested = [](int depth) {  // depth levels, the top-level object counting 1
+      return "{\"lint\": " + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+    };
+    for (int depth : {100000, xpr::detail::kMaxJsonDepth + 1}) {
+      std::string why;
+      try {
+        xpr::detail::parse_manifest(nested(depth), "deep/manifest.json");
+      } catch (const xpr::detail::Failure& f) {
+        why = f.what();
+      }
+      CHECK_MSG(why == "deep/manifest.json: values nested deeper than 64 levels; no manifest is", why);
+    }
+    std::string why;  // at the bound: refused later, for what it lacks, not for its depth
+    try {
+      xpr::detail::parse_manifest(nested(xpr::detail::kMaxJsonDepth), "deep/manifest.json");
+    } catch (const xpr::detail::Failure& f) {
+      why = f.what();
+    }
+    CHECK_MSG(!why.empty() && !contains(why, "nested"), why);
+    // through the C API: one line naming manifest.json
+    const fs::path b = with_manifest(good, work, "deep-manifest",
+                                     replaced(manifest, "\"io\": {", "\"deep\": " + std::string(100000, '[') +
+                                                                          std::string(100000, ']') + ", \"io\": {"));
+    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "nested deeper than 64 levels"});
   }
 
   // rule 5: the I/O roles name real tensors; selection outputs are outputs
@@ -439,6 +467,46 @@ int main(int argc, char** argv) {
     CHECK(xpr_num_selections(engine.get()) == 0);
   }
   CHECK(bad_files >= 8);
+
+  // ---- special files (issue 21): named and refused without being read, never a hang ----------------
+  {
+    const fs::path dir = work / "special";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    CHECK(::mkfifo((dir / "fifo.dcm").c_str(), 0600) == 0);
+    fs::create_symlink(dir / "nowhere.dcm", dir / "dangling.dcm");
+    fs::create_symlink("/dev/zero", dir / "zero.dcm");
+    fs::create_symlink(fs::absolute(dicom / "good_m2.dcm"), dir / "link.dcm");  // a link to a file is fine
+    const std::pair<const char*, const char*> cases[] = {
+        {"fifo.dcm", "is a FIFO, not a regular file"},
+        {"dangling.dcm", "is a dangling symbolic link"},
+        {"zero.dcm", "is a character device, not a regular file"},
+        {"", "is a folder, not a regular file"},
+    };
+    for (const auto& [name, says] : cases) {
+      xpr_example::DicomImage im;
+      std::string msg;
+      const std::string path = (dir / name).string();
+      CHECK_MSG(!xpr_example::read_dicom(path, im, msg), path);
+      CHECK_MSG(msg == path + ": " + says, msg);
+    }
+    xpr_example::DicomImage im;
+    std::string msg;
+    CHECK_MSG(xpr_example::read_dicom((dir / "link.dcm").string(), im, msg), msg);
+    // a bundle file turned into a FIFO: named by the listing, never opened
+    const fs::path b = copy_bundle(good, work, "fifo-parity");
+    fs::remove(b / "parity.json");
+    CHECK(::mkfifo((b / "parity.json").c_str(), 0600) == 0);
+    expect_bundle(b, XPR_ERR_BUNDLE, {"parity.json", "special file"});
+    // the file reader itself, as used for manifest.json, hashing and graphs: no open of a FIFO
+    std::string why;
+    try {
+      xpr::detail::sha256_file((b / "parity.json").string());
+    } catch (const xpr::detail::Failure& f) {
+      why = f.what();
+    }
+    CHECK_MSG(why == (b / "parity.json").string() + ": is a FIFO, not a regular file", why);
+  }
 
   // ---- API misuse ------------------------------------------------------------------------------
   {
