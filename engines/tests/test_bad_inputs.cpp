@@ -468,6 +468,41 @@ int main(int argc, char** argv) {
   }
   CHECK(bad_files >= 8);
 
+  // ---- ONNX external data (issue 21): read from listed files of the bundle only ---------------------
+  {
+    const fs::path ext = fix / "bundle_external";
+    const auto [p_inline, sel_inline] = run_bundle(good, cc, mlo);
+    const auto [p_ext, sel_ext] = run_bundle(ext, cc, mlo);  // ONNX Runtime resolves model.onnx.data
+    CHECK(p_ext == p_inline && sel_ext.size() == sel_inline.size());
+    const std::string graph = slurp(ext / "model.onnx"), ext_manifest = slurp(ext / "manifest.json");
+    CHECK(contains(graph, "model.onnx.data"));
+    // every location rewritten to one of the same length (so the protobuf stays well-formed), the
+    // graph's hash updated and the manifest sealed again: what is refused is the location itself
+    const char* const locations[] = {"../../../x.data", "/tmp/xpr-x.data", "/dev/./././zero", "unlisted.x.data",
+                                     "*/_ORT_MEM_/*.x", "parity.json/../"};
+    for (size_t k = 0; k < std::size(locations); ++k) {
+      const std::string loc = locations[k];
+      CHECK(loc.size() == std::string("model.onnx.data").size());
+      std::string g = graph;
+      for (size_t i = g.find("model.onnx.data"); i != std::string::npos; i = g.find("model.onnx.data", i + 1))
+        g.replace(i, loc.size(), loc);
+      const std::string digest = xpr::detail::sha256_hex(g.data(), g.size());
+      std::string m = ext_manifest;
+      const size_t h = m.find("\"model.onnx\": \"", m.find("\"files\""));
+      CHECK(h != std::string::npos);
+      m.replace(h + 15, 64, digest);
+      const fs::path b = with_manifest(ext, work, "external-" + std::to_string(k), m);
+      spit(b / "model.onnx", g);
+      expect_bundle(b, XPR_ERR_BUNDLE, {(b / "model.onnx").string(), "keeps its data in '" + loc + "'"});
+    }
+    // the listed data file edited after export: its hash
+    const fs::path b = copy_bundle(ext, work, "external-data-edited");
+    std::string d = slurp(b / "model.onnx.data");
+    d[d.size() / 2] = static_cast<char>(d[d.size() / 2] ^ 0x01);
+    spit(b / "model.onnx.data", d);
+    expect_bundle(b, XPR_ERR_HASH, {"model.onnx.data", "SHA-256 mismatch"});
+  }
+
   // ---- special files (issue 21): named and refused without being read, never a hang ----------------
   {
     const fs::path dir = work / "special";
