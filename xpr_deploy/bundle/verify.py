@@ -1,5 +1,6 @@
 """Steps 1-5 of reading a bundle (see `reader.py`): the manifest file, its seal, its schema, the
-paths it names, and the folder's files against their hashes. Nothing here knows what the fields
+paths it names, the folder's files against their hashes, and the files each graph reads as ONNX
+external data (`external.py`). Nothing here knows what the fields
 mean; `BundleView` checks that they agree (step 6) and answers questions about them.
 """
 
