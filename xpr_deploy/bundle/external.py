@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from .verify import BundleError
+
+class ExternalDataError(ValueError):
+    """A graph reads a file it may not (the verified reader turns it into its BundleError)."""
+
 
 #: protobuf's limit on one message: larger weights must be external data, so no graph file is bigger
 MAX_GRAPH_BYTES = (2 << 30) - 1
@@ -82,7 +85,7 @@ def external_files(
     graph: str, where: str, raw: bytes, files: dict[str, str], size_of: Callable[[str], int]
 ) -> list[str]:
     """The bundle files (manifest paths) the graph `graph` (bytes `raw`, named `where` in messages)
-    reads as external data; BundleError unless every one is confined as the module docstring says."""
+    reads as external data; ExternalDataError unless every one is confined as the module docstring says."""
     import onnx
     from google.protobuf.message import DecodeError
 
@@ -91,7 +94,7 @@ def external_files(
         model.ParseFromString(raw)
     except (DecodeError, RuntimeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise BundleError(f"{where}: not a readable ONNX graph ({first})") from None
+        raise ExternalDataError(f"{where}: not a readable ONNX graph ({first})") from None
     folder = PurePosixPath(graph).parent
     found: set[str] = set()
     for what, t in _tensors(model):
@@ -100,22 +103,22 @@ def external_files(
         entries = [(e.key, e.value) for e in t.external_data]
         locations = [v for k, v in entries if k == "location"]
         if not locations:
-            raise BundleError(f"{where}: {what} is stored externally without a location")
+            raise ExternalDataError(f"{where}: {what} is stored externally without a location")
         for loc in locations:
             why = _why_not_plain(loc)
             rel = (folder / loc).as_posix() if why is None else ""
             if why is None and rel not in files:
                 why = f"not a file listed in the manifest ({rel!r})"
             if why is not None:
-                raise BundleError(
+                raise ExternalDataError(
                     f"{where}: {what} keeps its data in {loc!r}: {why}; a graph reads only files of its bundle"
                 )
             values = {k: _int_entry(v) for k, v in entries if k in ("offset", "length")}
             if any(v is None for v in values.values()):
-                raise BundleError(f"{where}: {what} has a malformed external data offset/length {entries!r}")
+                raise ExternalDataError(f"{where}: {what} has a malformed external data offset/length {entries!r}")
             offset, length, size = values.get("offset") or 0, values.get("length"), size_of(rel)
             if offset > size or (length is not None and offset + length > size):
-                raise BundleError(
+                raise ExternalDataError(
                     f"{where}: {what} reads bytes {offset}..{offset + (length or 0)} of {loc!r}, which has {size} bytes"
                 )
             found.add(rel)

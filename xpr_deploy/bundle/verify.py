@@ -16,6 +16,7 @@ from typing import Any
 
 from ..errors import XprError
 from ..io import sha256_file
+from .external import MAX_GRAPH_BYTES, ExternalDataError, external_files, graph_files
 from .schema import FORMAT, FORMAT_VERSION, MANIFEST_SCHEMA
 from .seal import SealError, digest_of
 
@@ -159,28 +160,27 @@ def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[st
     extra = sorted(present - set(files))
     if extra:
         raise BundleError(f"{root / extra[0]}: not listed in {where}; a bundle holds only the files it hashes")
-    from .external import external_files, graph_files  # (it raises this module's BundleError)
-
     graphs = set(graph_files(manifest))
     for rel, want in files.items():
         path = _no_link_inside(root, PurePosixPath(rel), where)
-        raw = _read_graph(path) if rel in graphs else None  # read once: hashed, then parsed
+        graph = _read_graph(path) if rel in graphs else None  # read once: hashed, then parsed
         if hash_files:
-            got = sha256_file(path) if raw is None else hashlib.sha256(raw).hexdigest()
+            got = sha256_file(path) if graph is None else hashlib.sha256(graph).hexdigest()
             if got != want:
                 raise BundleError(
                     f"{path}: SHA-256 {got[:12]}… differs from the manifest's {want[:12]}…: "
                     "the file changed after export"
                 )
-        if raw is not None:
-            external_files(rel, str(path), raw, files, lambda r: os.lstat(root / r).st_size)
-            del raw
+        if graph is not None:
+            try:
+                external_files(rel, str(path), graph, files, lambda r: os.lstat(root / r).st_size)
+            except ExternalDataError as exc:
+                raise BundleError(str(exc)) from None
+            del graph
     return manifest, recorded
 
 
 def _read_graph(path: Path) -> bytes:
-    from .external import MAX_GRAPH_BYTES
-
     size = os.lstat(path).st_size
     if size > MAX_GRAPH_BYTES:
         raise BundleError(f"{path}: {size} bytes, more than an ONNX graph can be (such weights are external data)")
