@@ -260,3 +260,77 @@ def test_resealed_manifest_disagreeing_with_its_graph_fails_in_one_line(small_bu
     with pytest.raises(OnnxLoadError) as exc, make_runner(b, "onnx"):
         pass
     assert "model.onnx: input 'cc' is [1, 1, 448, 224] in the graph, [1, 1, 672, 224] in the manifest" in str(exc.value)
+
+
+# ---- ONNX external data (issue 21): written confined and hashed, read only from inside ---------
+@pytest.fixture(scope="module")
+def external_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small bundle's model (same seed) exported with `--external-data`: weights in model.onnx.data."""
+    from xpr_deploy.export.bundle import ExportOptions, load_source
+    from xpr_deploy.validate import export_and_validate
+
+    model, meta = load_source(None, "tiny", 0)
+    out = tmp_path_factory.mktemp("bundle") / "tiny-external"
+    opts = ExportOptions(with_selection=True, engine=False, parity_samples=2, external_data=True)
+    assert export_and_validate(model, meta, out, opts).ok  # parity ran ONNX Runtime on it
+    return out
+
+
+def test_export_writes_external_data_listed_hashed_and_served(
+    external_bundle: Path, small_bundle: Path, tmp_path: Path
+) -> None:
+    """`xpr export --external-data`: the weights go to model.onnx.data (a bare name beside the graph),
+    listed with its SHA-256; `xpr verify` accepts it and `xpr predict` gives the self-contained
+    bundle's probabilities (same seed, same weights)."""
+    import onnx
+
+    from xpr_deploy.data.synth import write_synthetic
+    from xpr_deploy.predict import predict
+
+    m = _manifest(external_bundle)
+    data = external_bundle / "model.onnx.data"
+    assert m["files"]["model.onnx.data"] == hashlib.sha256(data.read_bytes()).hexdigest()
+    proto = onnx.load(str(external_bundle / "model.onnx"), load_external_data=False)
+    locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
+    assert locations == {"model.onnx.data"}
+    assert (external_bundle / "model.onnx").stat().st_size < data.stat().st_size / 10
+    res = _run("verify", str(external_bundle), cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
+    res = _run("predict", str(external_bundle), str(tmp_path / "studies"), "--backend", "onnx", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    a = predict(external_bundle, [tmp_path / "studies"], backend="onnx").breasts
+    b = predict(small_bundle, [tmp_path / "studies"], backend="onnx").breasts
+    assert a and [x.prob for x in a] == pytest.approx([x.prob for x in b], abs=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(__import__("external_data_cases").CASES))
+def test_verify_refuses_external_data_outside_the_bundle(external_bundle: Path, tmp_path: Path, case: str) -> None:
+    """A graph reading `../x.bin`, an absolute path, `/dev/zero`, ONNX Runtime's memory tag, an unlisted
+    file, bytes past a file's end, or from a tensor inside a subgraph's attribute; or a listed data file
+    edited after export: `xpr verify` exits 3 with one line naming the graph (or file) and the location."""
+    from external_data_cases import CASES
+
+    b = _copy(external_bundle, tmp_path)
+    named, part = CASES[case](b)
+    res = _run("verify", str(b), cwd=tmp_path)
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr
+    assert str(b / named) in lines[0].replace("\\\\", "\\") or named in lines[0], lines
+    assert part in lines[0], lines
+
+
+def test_reader_refuses_deep_nesting_in_one_line(small_bundle: Path, tmp_path: Path) -> None:
+    """A manifest value nested 100,000 (or just 65) levels deep: one line, as the C++ reader says it."""
+    from xpr_deploy.bundle.verify import MAX_JSON_DEPTH
+
+    for depth in (100_000, MAX_JSON_DEPTH):
+        b = _copy(small_bundle, tmp_path / str(depth))
+        m = _manifest(b)
+        m["lint"] = "DEEP"  # replaced by `depth` arrays inside the top-level object: depth + 1 levels
+        deep = b"[" * depth + b"]" * depth
+        (b / "manifest.json").write_bytes(seal(m).replace(b'"DEEP"', deep))
+        with pytest.raises(BundleError) as exc:
+            BundleView.open(b)
+        assert f"nested deeper than {MAX_JSON_DEPTH} levels" in str(exc.value) and "\n" not in str(exc.value)

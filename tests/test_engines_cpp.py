@@ -466,3 +466,69 @@ def test_cpp_runtime_version_follows_the_toolkit() -> None:
     assert m and m.group(1) == __version__
     cmake = (ENGINES / "CMakeLists.txt").read_text()
     assert f"project(xpr VERSION {__version__} " in cmake
+
+
+# ---- issue 21: external data confined to the bundle, special files never opened -----------------
+@pytest.fixture(scope="module")
+def external_bundle(work: dict[str, Path]) -> Path:
+    """The fixture checkpoint exported with `--external-data` (weights in model.onnx.data)."""
+    b = work["root"] / "external"
+    _export(work["ckpt"], b, "--external-data", "--no-engine")
+    assert "model.onnx.data" in json.loads((b / "manifest.json").read_bytes())["files"]
+    return b
+
+
+def test_cpp_runs_an_external_data_bundle(
+    xpr_infer: Path, work: dict[str, Path], external_bundle: Path, breast: tuple[str, str]
+) -> None:
+    """ONNX Runtime (C++) loads the graph from the bundle folder, so model.onnx.data resolves there:
+    the same probability and kept windows as the self-contained bundle."""
+    a = _cpp(xpr_infer, work["bundle"], *breast, "--threads", "1")
+    b = _cpp(xpr_infer, external_bundle, *breast, "--threads", "1")
+    assert a["_exit"] == 0 and b["_exit"] == 0, (a, b)
+    assert abs(a["prob"] - b["prob"]) <= 1e-6
+    assert [s["kept"] for s in a["selection"]] == [s["kept"] for s in b["selection"]] and b["selection"]
+
+
+@pytest.mark.parametrize("case", sorted(__import__("external_data_cases").CASES))
+def test_cpp_refuses_external_data_outside_the_bundle_like_python(
+    case: str, xpr_infer: Path, external_bundle: Path, breast: tuple[str, str], tmp_path: Path
+) -> None:
+    """The bundles `xpr verify` refuses (tests/external_data_cases.py) are refused by `xpr_infer` too,
+    before ONNX Runtime sees the graph: one line naming the same file and the location."""
+    from external_data_cases import CASES
+
+    from xpr_deploy.bundle import BundleError, BundleView
+
+    bad = _copy_bundle(external_bundle, tmp_path / case)
+    named, part = CASES[case](bad)
+    with pytest.raises(BundleError) as exc:
+        BundleView.open(bad)
+    assert str(bad / named) in str(exc.value) and part in str(exc.value), exc.value
+    res = _run([xpr_infer, bad, *breast, "--device", "cpu"], timeout=300)
+    out, err = res.stdout.splitlines(), res.stderr.splitlines()
+    assert res.returncode == 2 and len(out) == 1 and len(err) == 1, (res.returncode, out, err)
+    c = json.loads(out[0])
+    assert c["status"] in ("bad bundle layout", "hash mismatch"), c
+    assert str(bad / named) in c["error"] and part in c["error"], c
+
+
+def test_cpp_names_special_files_without_reading_them(
+    xpr_infer: Path, work: dict[str, Path], breast: tuple[str, str], tmp_path: Path
+) -> None:
+    """A FIFO named x.dcm used to hang `xpr_infer` (the open waits for a writer); it, a link to
+    /dev/zero and a dangling link now exit 2 at once with one line naming the file."""
+    fifo = tmp_path / "x.dcm"
+    os.mkfifo(fifo)
+    (tmp_path / "zero.dcm").symlink_to("/dev/zero")
+    (tmp_path / "dangling.dcm").symlink_to(tmp_path / "nowhere.dcm")
+    cases = {
+        fifo: "is a FIFO, not a regular file",
+        tmp_path / "zero.dcm": "is a character device, not a regular file",
+        tmp_path / "dangling.dcm": "is a dangling symbolic link",
+    }
+    for path, says in cases.items():
+        res = _run([xpr_infer, work["bundle"], path, breast[1], "--device", "cpu"], timeout=20)
+        assert res.returncode == 2, res
+        assert res.stderr.splitlines() == [f"xpr_infer: {path}: {says}"], res.stderr
+        assert json.loads(res.stdout)["status"] == "bad DICOM"

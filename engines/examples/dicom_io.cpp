@@ -14,7 +14,12 @@
 #include <dcmtk/oflog/oflog.h>
 #include <openjpeg.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
@@ -284,13 +289,54 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
     im.has_modality_lut_sequence = 1;
 }
 
+// The file, opened only when it is a regular file (links followed): a FIFO would block the open or
+// the read forever and a device (/dev/zero) never ends, so those, sockets, folders and dangling
+// links are named and refused before anything is read. The type is checked on the path, then on
+// the descriptor opened with O_NONBLOCK (a FIFO swapped in between cannot block); DCMTK then reads
+// that descriptor's file through /proc/self/fd when there is one (it reopens by name to load
+// pixel data later). Returns the descriptor, or -1 with `why` set.
+int open_regular(const std::string& path, std::string& why) {
+  const auto kind = [](mode_t m) {
+    return S_ISFIFO(m) ? "a FIFO" : S_ISSOCK(m) ? "a socket" : S_ISCHR(m) ? "a character device"
+         : S_ISBLK(m) ? "a block device" : S_ISDIR(m) ? "a folder" : "a special file";
+  };
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    const int err = errno;
+    struct stat lst {};
+    why = err == ENOENT && ::lstat(path.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)
+              ? "is a dangling symbolic link" : std::string("cannot open: ") + std::strerror(err);
+    return -1;
+  }
+  if (!S_ISREG(st.st_mode)) return why = std::string("is ") + kind(st.st_mode) + ", not a regular file", -1;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return why = std::string("cannot open: ") + std::strerror(errno), -1;
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return why = std::string("is ") + kind(st.st_mode) + ", not a regular file", -1;
+  }
+  return fd;
+}
+
 }  // namespace
 
 bool read_dicom(const std::string& path, DicomImage& out, std::string& error, bool require_mg) {
   out = DicomImage{};
   out.path = path;
+  std::string why;
+  const int fd = open_regular(path, why);
+  if (fd < 0) {
+    error = path + ": " + why;
+    return false;
+  }
+  struct Close {
+    int fd;
+    ~Close() { ::close(fd); }
+  } close_it{fd};
+  const std::string by_fd = "/proc/self/fd/" + std::to_string(fd);
+  const std::string load = ::access(by_fd.c_str(), R_OK) == 0 ? by_fd : path;
   try {
-    read_impl(path, out, require_mg);
+    read_impl(load, out, require_mg);
   } catch (const std::exception& e) {
     error = path + ": " + e.what();
     return false;

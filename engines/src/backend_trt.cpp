@@ -4,6 +4,9 @@
 #include <NvInfer.h>
 #include <cuda_runtime_api.h>
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -13,6 +16,7 @@
 
 #include "backend.h"
 #include "failure.h"
+#include "files.h"
 #include "sha256.h"
 
 #ifndef XPR_TRT_IS_RTX
@@ -93,12 +97,22 @@ class TrtBackend final : public Backend {
     runtime_.reset(nvinfer1::createInferRuntime(logger_));
     if (!runtime_) throw Failure(XPR_ERR_BACKEND, path_ + ": createInferRuntime failed");
     if (!plugin_path.empty()) {
+      RegularFile(plugin_path, /*follow_links=*/true, XPR_ERR_ARGUMENT);  // dlopen of a FIFO would hang
       if (!runtime_->getPluginRegistry().loadLibrary(plugin_path.c_str()))
         throw Failure(XPR_ERR_BACKEND, plugin_path + ": TensorRT cannot load the plugin library: " + logger_.last_error);
     }
-    std::ifstream f(path_, std::ios::binary);
-    if (!f) throw Failure(XPR_ERR_IO, path_ + ": cannot open the engine file");
-    const std::vector<char> blob((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    std::vector<char> blob;
+    {  // the hashed engine file, opened only as a regular file (files.h)
+      const RegularFile f(path_, /*follow_links=*/false, XPR_ERR_BUNDLE);
+      blob.resize(static_cast<size_t>(f.size()));
+      size_t got = 0;
+      while (got < blob.size()) {
+        const ssize_t n = ::read(f.fd(), blob.data() + got, blob.size() - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) throw Failure(XPR_ERR_IO, path_ + ": cannot read the engine file");
+        got += static_cast<size_t>(n);
+      }
+    }
     engine_.reset(runtime_->deserializeCudaEngine(blob.data(), blob.size()));
     if (!engine_)
       throw Failure(XPR_ERR_BACKEND, path_ + ": deserializeCudaEngine failed (" + logger_.last_error +

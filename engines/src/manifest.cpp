@@ -12,7 +12,12 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "failure.h"
+#include "files.h"
+#include "onnx_refs.h"
 #include "sha256.h"
 
 namespace xpr::detail {
@@ -168,19 +173,70 @@ std::string read_manifest_bytes(const std::string& path, const std::string& bund
   if (fs::is_symlink(st))
     throw Failure(XPR_ERR_BUNDLE, path + ": is a symbolic link; a bundle holds plain files only");
   if (!fs::is_regular_file(st)) throw Failure(XPR_ERR_BUNDLE, path + ": not a regular file");
-  std::ifstream f(path, std::ios::binary);
-  if (!f) throw Failure(XPR_ERR_IO, path + ": cannot open: " + std::strerror(errno));
+  const RegularFile f(path, /*follow_links=*/false, XPR_ERR_BUNDLE);  // a FIFO swapped in: refused, not read
   std::string raw;
   char buf[1 << 16];
-  while (f && raw.size() <= kMaxManifestBytes) {
-    f.read(buf, sizeof buf);
-    raw.append(buf, static_cast<size_t>(f.gcount()));
+  while (raw.size() <= kMaxManifestBytes) {
+    const ssize_t n = ::read(f.fd(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Failure(XPR_ERR_IO, path + ": read error: " + std::strerror(errno));
+    if (n == 0) break;
+    raw.append(buf, static_cast<size_t>(n));
   }
-  if (f.bad()) throw Failure(XPR_ERR_IO, path + ": read error");
   if (raw.size() > kMaxManifestBytes)
     throw Failure(XPR_ERR_MANIFEST, path + ": more than " + std::to_string(kMaxManifestBytes) +
                                         " bytes, larger than any manifest");
   return raw;
+}
+
+// How deeply arrays/objects nest in JSON text (brackets outside strings), stopping past `limit`:
+// nlohmann's parser takes any depth, and a value 100,000 levels deep is no manifest.
+int json_depth(const std::string& raw, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const char c = raw[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) break;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
+// Why an external data location is not a plain relative path of safe parts ("" when it is).
+std::string why_not_plain(const std::string& loc) {
+  if (loc.empty()) return "an empty location";
+  if (loc[0] == '/' || loc[0] == '\\' || (loc.size() > 1 && std::isalpha(static_cast<unsigned char>(loc[0])) && loc[1] == ':'))
+    return "an absolute path";
+  bool dotdot = false, plain = true;
+  size_t start = 0;
+  for (;;) {
+    const size_t end = loc.find('/', start);
+    const std::string part = loc.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (part == "..") dotdot = true;
+    const auto safe = [](char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'; };
+    if (part.empty() || part[0] == '.' || part[0] == '-' || !std::all_of(part.begin(), part.end(), safe)) plain = false;
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  if (dotdot) return "a path with '..'";
+  if (!plain) return "not a plain relative path (letters, digits, '.', '_', '-' between '/')";
+  return "";
+}
+
+bool decimal(const std::string& s, unsigned long long& v) {
+  if (s.empty() || s.size() > 19 || !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return false;
+  v = std::stoull(s);
+  return true;
 }
 
 }  // namespace
@@ -229,6 +285,9 @@ Manifest parse_manifest(const std::string& raw, const std::string& path) {
   if (raw.size() > kMaxManifestBytes)
     throw Failure(XPR_ERR_MANIFEST, path + ": more than " + std::to_string(kMaxManifestBytes) +
                                         " bytes, larger than any manifest");
+  if (json_depth(raw, kMaxJsonDepth) > kMaxJsonDepth)
+    throw Failure(XPR_ERR_MANIFEST, path + ": values nested deeper than " + std::to_string(kMaxJsonDepth) +
+                                        " levels; no manifest is");
   json root;
   try {
     root = json::parse(raw);
@@ -549,6 +608,49 @@ void verify_files(const std::string& bundle_dir, const Manifest& m, bool check_h
     if (got != want)
       throw Failure(XPR_ERR_HASH, p + ": SHA-256 mismatch (manifest " + want + ", file " + got +
                                       "): the file changed after export");
+  }
+}
+
+void verify_graphs(const std::string& bundle_dir, const Manifest& m) {
+  std::set<std::string> graphs{m.model_file};
+  for (const auto& [prec, rel] : m.graphs) graphs.insert(rel);
+  for (const auto& e : m.engines) graphs.insert(e.onnx);
+  for (const auto& [rel, digest] : m.sha256)
+    if (rel.size() > 5 && rel.compare(rel.size() - 5, 5, ".onnx") == 0) graphs.insert(rel);
+  for (const std::string& graph : graphs) {
+    const std::string where = join_path(bundle_dir, graph);
+    const size_t slash = graph.rfind('/');
+    const std::string folder = slash == std::string::npos ? "" : graph.substr(0, slash + 1);
+    for (const ExternalRef& ref : external_refs(where)) {
+      bool located = false;
+      unsigned long long offset = 0, length = 0;
+      bool has_length = false;
+      for (const auto& [key, value] : ref.entries) {
+        if (key == "offset" && !decimal(value, offset))
+          throw Failure(XPR_ERR_BUNDLE, where + ": " + ref.what + " has a malformed external data offset '" + value + "'");
+        if (key == "length" && !(has_length = decimal(value, length)))
+          throw Failure(XPR_ERR_BUNDLE, where + ": " + ref.what + " has a malformed external data length '" + value + "'");
+      }
+      for (const auto& [key, loc] : ref.entries) {
+        if (key != "location") continue;
+        located = true;
+        std::string why = why_not_plain(loc);
+        const std::string rel = folder + loc;
+        if (why.empty() && !m.sha256.count(rel)) why = "not a file listed in the manifest ('" + rel + "')";
+        if (!why.empty())
+          throw Failure(XPR_ERR_BUNDLE, where + ": " + ref.what + " keeps its data in '" + loc + "': " + why +
+                                            "; a graph reads only files of its bundle");
+        struct stat st {};
+        const std::string data = join_path(bundle_dir, rel);
+        if (::lstat(data.c_str(), &st) != 0) throw Failure(XPR_ERR_IO, data + ": missing (listed in " + m.path + ")");
+        const unsigned long long size = static_cast<unsigned long long>(st.st_size);
+        if (offset > size || (has_length && length > size - offset))
+          throw Failure(XPR_ERR_BUNDLE, where + ": " + ref.what + " reads bytes " + std::to_string(offset) + ".." +
+                                            std::to_string(offset + length) + " of '" + loc + "', which has " +
+                                            std::to_string(size) + " bytes");
+      }
+      if (!located) throw Failure(XPR_ERR_BUNDLE, where + ": " + ref.what + " is stored externally without a location");
+    }
   }
 }
 

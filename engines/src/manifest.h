@@ -9,6 +9,7 @@
 //      `files` is a key of `files`;
 //   4. the folder holds exactly the files of `files` plus manifest.json: no symbolic link or special
 //      file anywhere, nothing unlisted, nothing missing, every SHA-256 as listed (verify_files);
+//      every graph reads external data only from those files (verify_graphs);
 //   5. the I/O roles (`io`) name real inputs/outputs; blocks' selection outputs are outputs.
 #pragma once
 
@@ -88,9 +89,18 @@ Manifest parse_manifest(const std::string& raw, const std::string& path);
 // SHA-256 (hashes only when check_hashes). Throws Failure (IO, BUNDLE, HASH).
 void verify_files(const std::string& bundle_dir, const Manifest& m, bool check_hashes);
 
+// Rule 4b: every graph a reader may load (`model`, `graphs.*`, `engines[].onnx`, any listed .onnx)
+// reads external data only from files of `files`: each `location` a plain relative path of
+// [A-Za-z0-9._-] parts (no absolute path, no "..", no device, no ONNX Runtime memory tag), resolved
+// against the graph's folder, listed (so hashed by verify_files), offset + length inside the file.
+// Throws Failure (BUNDLE) naming the graph and the location. Call after verify_files.
+void verify_graphs(const std::string& bundle_dir, const Manifest& m);
+
 // The manifest format this build reads (and nothing else).
 constexpr int kManifestFormat = 2;
 constexpr size_t kMaxManifestBytes = size_t(16) << 20;
+// Arrays/objects inside each other, the top-level object counting 1 (Python: MAX_JSON_DEPTH).
+constexpr int kMaxJsonDepth = 64;
 // Bounds no real bundle comes near (the paper model: 2688 x 896, batch 1); past them a manifest is refused
 // before any buffer is sized from it.
 constexpr int64_t kMaxInputPixels = int64_t(1) << 26;

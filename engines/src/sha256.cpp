@@ -1,10 +1,14 @@
 #include "sha256.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <vector>
 
 #include "failure.h"
+#include "files.h"
 
 namespace xpr::detail {
 namespace {
@@ -91,15 +95,16 @@ std::string sha256_hex(const void* data, size_t size) {
 }
 
 std::string sha256_file(const std::string& path) {
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  if (!f) throw Failure(XPR_ERR_IO, path + ": cannot open: " + std::strerror(errno));
+  const RegularFile f(path, /*follow_links=*/false, XPR_ERR_BUNDLE);  // never a FIFO or a device
   Sha256 s;
   std::vector<uint8_t> buf(1 << 20);
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) s.update(buf.data(), n);
-  const bool err = std::ferror(f) != 0;
-  std::fclose(f);
-  if (err) throw Failure(XPR_ERR_IO, path + ": read error");
+  for (;;) {
+    const ssize_t n = ::read(f.fd(), buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw Failure(XPR_ERR_IO, path + ": read error: " + std::strerror(errno));
+    if (n == 0) break;
+    s.update(buf.data(), static_cast<size_t>(n));
+  }
   return s.hex_digest();
 }
 

@@ -22,7 +22,8 @@ class Sha256 {
 };
 
 std::string sha256_hex(const void* data, size_t size);
-// Throws Failure(XPR_ERR_IO) naming the file when it cannot be read.
+// Throws Failure(XPR_ERR_IO) naming the file when it cannot be read, XPR_ERR_BUNDLE when it is a
+// symbolic link or not a regular file (a FIFO or a device is never opened for reading: files.h).
 std::string sha256_file(const std::string& path);
 
 }  // namespace xpr::detail

@@ -180,6 +180,7 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
     e->point_name = e->manifest.operating_point;
     e->point_threshold = e->manifest.threshold;
     xpr::detail::verify_files(e->bundle_dir, e->manifest, opts.verify_hashes != 0);
+    xpr::detail::verify_graphs(e->bundle_dir, e->manifest);  // external data: listed files only
 
     std::string why;
     if (opts.backend == XPR_BACKEND_TENSORRT || opts.backend == XPR_BACKEND_AUTO) {

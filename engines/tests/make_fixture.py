@@ -5,6 +5,7 @@
 OUT/bundle/       model.onnx (cc, mlo [1,1,448,224] -> logits, prob, kept windows of one
                   TopK-pruned block per view) + manifest.json (bundle format 2: `io` roles,
                   SHA-256 of every file, sealed with xpr_deploy.bundle.seal when importable)
+OUT/bundle_external/  the same as bundle/ with its weights in model.onnx.data (ONNX external data)
 OUT/bundle_renamed/  the same model with other tensor names (view_a, view_b -> scores, p_malignant,
                   kept_*): the runtime must take every name from the manifest's `io`
 OUT/dicom/        good_m2.dcm (MONOCHROME2, explicit LE), good_m1_rle.dcm (MONOCHROME1, RLE),
@@ -83,7 +84,7 @@ def _seal(manifest: dict) -> bytes:
     return seal(manifest)
 
 
-def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "sel") -> None:
+def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "sel", external: bool = False) -> None:
     out.mkdir(parents=True, exist_ok=True)
     model = ToyPruned().eval()
     x = torch.zeros(1, 1, H, W)
@@ -96,7 +97,11 @@ def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "
 
     m = onnx.load(str(out / "model.onnx"))
     m.ir_version = min(m.ir_version, 10)
-    onnx.save(m, str(out / "model.onnx"))
+    if external:  # weights in model.onnx.data, as `xpr export --external-data` writes them
+        onnx.save(m, str(out / "model.onnx"), save_as_external_data=True, location="model.onnx.data",
+                  size_threshold=0)  # fmt: skip (its tensors are all small)
+    else:
+        onnx.save(m, str(out / "model.onnx"))
     try:
         from xpr_deploy import __version__ as toolkit_version
     except ImportError:
@@ -149,7 +154,7 @@ def write_bundle(out: Path, io: dict[str, str] = DEFAULT_IO, sel_prefix: str = "
         "source_checkpoint": {"path": None, "weights_sha256": None, "random_seed": 0},
         "engines": [],
         "parity": "parity.json",
-        "files": {f: sha256(out / f) for f in ("model.onnx", "parity.json")},
+        "files": {p.name: sha256(p) for p in sorted(out.iterdir()) if p.name != "manifest.json"},
     }
     (out / "manifest.json").write_bytes(_seal(manifest))
     try:  # the Python verified reader must accept what the C++ tests start from
@@ -283,6 +288,7 @@ def main() -> None:
         shutil.rmtree(out)
     write_bundle(out / "bundle")
     write_bundle(out / "bundle_renamed", RENAMED_IO, sel_prefix="kept")
+    write_bundle(out / "bundle_external", external=True)
     write_dicoms(out / "dicom")
     print(f"fixtures in {out}")
 

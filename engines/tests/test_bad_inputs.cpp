@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "check.h"
+#include "failure.h"
 #include "dicom_io.h"
 #include "manifest.h"
 #include "sha256.h"
@@ -347,8 +348,35 @@ int main(int argc, char** argv) {
     std::string m = manifest;
     m.replace(h + 15, 64, want);
     fs::path b = with_manifest(good, work, "garbage-model", m);
-    spit(b / "model.onnx", junk);
-    expect_bundle(b, XPR_ERR_BACKEND, {"model.onnx", "ONNX Runtime"});
+    spit(b / "model.onnx", junk);  // the reader parses every graph (external data): refused there
+    expect_bundle(b, XPR_ERR_BUNDLE, {"model.onnx", "not a readable ONNX graph"});
+  }
+  // ---- a manifest nested deeper than any (issue 21): refused before nlohmann builds it, as in Python
+  {
+    auto nested = [](int depth) {  // depth levels, the top-level object counting 1
+      return "{\"lint\": " + std::string(depth - 1, '[') + std::string(depth - 1, ']') + "}";
+    };
+    for (int depth : {100000, xpr::detail::kMaxJsonDepth + 1}) {
+      std::string why;
+      try {
+        xpr::detail::parse_manifest(nested(depth), "deep/manifest.json");
+      } catch (const xpr::detail::Failure& f) {
+        why = f.what();
+      }
+      CHECK_MSG(why == "deep/manifest.json: values nested deeper than 64 levels; no manifest is", why);
+    }
+    std::string why;  // at the bound: refused later, for what it lacks, not for its depth
+    try {
+      xpr::detail::parse_manifest(nested(xpr::detail::kMaxJsonDepth), "deep/manifest.json");
+    } catch (const xpr::detail::Failure& f) {
+      why = f.what();
+    }
+    CHECK_MSG(!why.empty() && !contains(why, "nested"), why);
+    // through the C API: one line naming manifest.json
+    const fs::path b = with_manifest(good, work, "deep-manifest",
+                                     replaced(manifest, "\"io\": {", "\"deep\": " + std::string(100000, '[') +
+                                                                          std::string(100000, ']') + ", \"io\": {"));
+    expect_bundle(b, XPR_ERR_MANIFEST, {"manifest.json", "nested deeper than 64 levels"});
   }
 
   // rule 5: the I/O roles name real tensors; selection outputs are outputs
@@ -439,6 +467,81 @@ int main(int argc, char** argv) {
     CHECK(xpr_num_selections(engine.get()) == 0);
   }
   CHECK(bad_files >= 8);
+
+  // ---- ONNX external data (issue 21): read from listed files of the bundle only ---------------------
+  {
+    const fs::path ext = fix / "bundle_external";
+    const auto [p_inline, sel_inline] = run_bundle(good, cc, mlo);
+    const auto [p_ext, sel_ext] = run_bundle(ext, cc, mlo);  // ONNX Runtime resolves model.onnx.data
+    CHECK(p_ext == p_inline && sel_ext.size() == sel_inline.size());
+    const std::string graph = slurp(ext / "model.onnx"), ext_manifest = slurp(ext / "manifest.json");
+    CHECK(contains(graph, "model.onnx.data"));
+    // every location rewritten to one of the same length (so the protobuf stays well-formed), the
+    // graph's hash updated and the manifest sealed again: what is refused is the location itself
+    const char* const locations[] = {"../../../x.data", "/tmp/xpr-x.data", "/dev/./././zero", "unlisted.x.data",
+                                     "*/_ORT_MEM_/*.x", "parity.json/../"};
+    for (size_t k = 0; k < std::size(locations); ++k) {
+      const std::string loc = locations[k];
+      CHECK(loc.size() == std::string("model.onnx.data").size());
+      std::string g = graph;
+      for (size_t i = g.find("model.onnx.data"); i != std::string::npos; i = g.find("model.onnx.data", i + 1))
+        g.replace(i, loc.size(), loc);
+      const std::string digest = xpr::detail::sha256_hex(g.data(), g.size());
+      std::string m = ext_manifest;
+      const size_t h = m.find("\"model.onnx\": \"", m.find("\"files\""));
+      CHECK(h != std::string::npos);
+      m.replace(h + 15, 64, digest);
+      const fs::path b = with_manifest(ext, work, "external-" + std::to_string(k), m);
+      spit(b / "model.onnx", g);
+      expect_bundle(b, XPR_ERR_BUNDLE, {(b / "model.onnx").string(), "keeps its data in '" + loc + "'"});
+    }
+    // the listed data file edited after export: its hash
+    const fs::path b = copy_bundle(ext, work, "external-data-edited");
+    std::string d = slurp(b / "model.onnx.data");
+    d[d.size() / 2] = static_cast<char>(d[d.size() / 2] ^ 0x01);
+    spit(b / "model.onnx.data", d);
+    expect_bundle(b, XPR_ERR_HASH, {"model.onnx.data", "SHA-256 mismatch"});
+  }
+
+  // ---- special files (issue 21): named and refused without being read, never a hang ----------------
+  {
+    const fs::path dir = work / "special";
+    fs::remove_all(dir);
+    fs::create_directories(dir);
+    CHECK(::mkfifo((dir / "fifo.dcm").c_str(), 0600) == 0);
+    fs::create_symlink(dir / "nowhere.dcm", dir / "dangling.dcm");
+    fs::create_symlink("/dev/zero", dir / "zero.dcm");
+    fs::create_symlink(fs::absolute(dicom / "good_m2.dcm"), dir / "link.dcm");  // a link to a file is fine
+    const std::pair<const char*, const char*> cases[] = {
+        {"fifo.dcm", "is a FIFO, not a regular file"},
+        {"dangling.dcm", "is a dangling symbolic link"},
+        {"zero.dcm", "is a character device, not a regular file"},
+        {"", "is a folder, not a regular file"},
+    };
+    for (const auto& [name, says] : cases) {
+      xpr_example::DicomImage im;
+      std::string msg;
+      const std::string path = (dir / name).string();
+      CHECK_MSG(!xpr_example::read_dicom(path, im, msg), path);
+      CHECK_MSG(msg == path + ": " + says, msg);
+    }
+    xpr_example::DicomImage im;
+    std::string msg;
+    CHECK_MSG(xpr_example::read_dicom((dir / "link.dcm").string(), im, msg), msg);
+    // a bundle file turned into a FIFO: named by the listing, never opened
+    const fs::path b = copy_bundle(good, work, "fifo-parity");
+    fs::remove(b / "parity.json");
+    CHECK(::mkfifo((b / "parity.json").c_str(), 0600) == 0);
+    expect_bundle(b, XPR_ERR_BUNDLE, {"parity.json", "special file"});
+    // the file reader itself, as used for manifest.json, hashing and graphs: no open of a FIFO
+    std::string why;
+    try {
+      xpr::detail::sha256_file((b / "parity.json").string());
+    } catch (const xpr::detail::Failure& f) {
+      why = f.what();
+    }
+    CHECK_MSG(why == (b / "parity.json").string() + ": is a FIFO, not a regular file", why);
+  }
 
   // ---- API misuse ------------------------------------------------------------------------------
   {

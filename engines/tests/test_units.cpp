@@ -6,6 +6,7 @@
 #include "check.h"
 #include "failure.h"
 #include "manifest.h"
+#include "onnx_refs.h"
 #include "preprocess.h"
 #include "sha256.h"
 
@@ -32,7 +33,57 @@ static xpr_status status_of(const xpr_image& im, const PreprocSettings& s, std::
   return XPR_OK;
 }
 
+// protobuf wire format by hand: a length-delimited field, and the external-data walk on bytes
+static std::string field(int number, const std::string& body) {
+  std::string out(1, static_cast<char>((number << 3) | 2));
+  if (number > 15) out = std::string{static_cast<char>(((number << 3) | 2) | 0x80), static_cast<char>(number >> 4)};
+  size_t n = body.size();
+  do {
+    out += static_cast<char>((n & 0x7f) | (n > 0x7f ? 0x80 : 0));
+    n >>= 7;
+  } while (n);
+  return out + body;
+}
+static std::string walk_error(const std::string& bytes) {
+  try {
+    xpr::detail::external_refs_of(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "g.onnx");
+  } catch (const xpr::detail::Failure& f) {
+    return f.what();
+  }
+  return "";
+}
+static void onnx_walk_tests() {
+  using xpr::detail::external_refs_of;
+  auto refs = [](const std::string& b) {
+    return external_refs_of(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "g.onnx");
+  };
+  CHECK(refs("").empty());
+  // Model.graph(7) { initializer(5) { name(8) "w", external_data(13) {location, ../x}, data_location(14) 1 } }
+  const std::string entry = field(13, field(1, "location") + field(2, "../x.bin"));
+  const std::string tensor = field(8, "w") + entry + std::string{0x70, 0x01};
+  auto r = refs(field(7, field(5, tensor)));
+  CHECK(r.size() == 1 && r[0].what == "tensor 'w'" && r[0].entries.size() == 1 &&
+        r[0].entries[0] == std::make_pair(std::string("location"), std::string("../x.bin")));
+  // inside a function's node's attribute (Model.functions 25 > Function.node 7 > Node.attribute 5 > t 5)
+  r = refs(field(25, field(7, field(5, field(5, tensor)))));
+  CHECK(r.size() == 1);
+  // data_location EXTERNAL without entries is reported too (the check then wants a location)
+  r = refs(field(7, field(5, field(8, "v") + std::string{0x70, 0x01})));
+  CHECK(r.size() == 1 && r[0].entries.empty());
+  // an inline tensor is not
+  CHECK(refs(field(7, field(5, field(8, "i") + field(9, std::string(64, 'x'))))).empty());
+  CHECK(contains(walk_error(std::string{0x3a, 0x05}), "a field longer than its message"));
+  CHECK(contains(walk_error(std::string{0x08, static_cast<char>(0x80)}), "truncated varint"));
+  CHECK(contains(walk_error(std::string{0x0b}), "wire type 3"));
+  CHECK(contains(walk_error(std::string{0x02, 0x00}), "field number 0"));
+  std::string deep = tensor;  // Graph > Node > Attribute > Graph ... past protobuf's 100 levels
+  for (int i = 0; i < 40; ++i) deep = field(1, field(5, field(6, deep)));
+  CHECK_MSG(contains(walk_error(field(7, deep)), "nested deeper than 100"), walk_error(field(7, deep)));
+  CHECK(walk_error(field(7, field(5, tensor))).empty());
+}
+
 int main() {
+  onnx_walk_tests();
   // SHA-256 (FIPS 180-4 examples)
   CHECK(sha256_hex("", 0) == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
   CHECK(sha256_hex("abc", 3) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");

@@ -1,12 +1,13 @@
 """The one verified reader of an export bundle: nothing in a bundle is used before all of it is checked.
 
 `BundleView.open(path)` refuses (one `BundleError` line naming the file and what differs) unless:
-1. `manifest.json` is a plain file, readable JSON, of this toolkit's bundle format;
+1. `manifest.json` is a plain file, readable JSON nested at most 64 deep, of this toolkit's bundle format;
 2. its seal (`manifest_sha256`, see `seal.py`) matches its bytes: no field was edited;
 3. it follows `export/manifest.schema.json`;
 4. every path it names is relative, free of `..`, and resolves inside the folder (no symlink out);
 5. the folder holds exactly the files the manifest lists (plain files, no links, nothing extra),
-   and each one's SHA-256 equals the manifest's;
+   and each one's SHA-256 equals the manifest's; every graph reads external data only from those
+   files (`external.py`: no absolute path, `..`, device or unlisted file);
 6. the facts agree with each other: the I/O roles name real inputs/outputs, the input shape is the
    model's image size, the served graph and engines are listed files.
 

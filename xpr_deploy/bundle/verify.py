@@ -1,11 +1,13 @@
 """Steps 1-5 of reading a bundle (see `reader.py`): the manifest file, its seal, its schema, the
-paths it names, and the folder's files against their hashes. Nothing here knows what the fields
+paths it names, the folder's files against their hashes, and the files each graph reads as ONNX
+external data (`external.py`). Nothing here knows what the fields
 mean; `BundleView` checks that they agree (step 6) and answers questions about them.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import stat
@@ -14,11 +16,15 @@ from typing import Any
 
 from ..errors import XprError
 from ..io import sha256_file
+from .external import MAX_GRAPH_BYTES, ExternalDataError, external_files, graph_files
 from .schema import FORMAT, FORMAT_VERSION, MANIFEST_SCHEMA
 from .seal import SealError, digest_of
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
+#: arrays/objects inside each other, the top-level object counting 1; no manifest comes near it (the
+#: C++ reader has the same bound: engines/src/manifest.h kMaxJsonDepth)
+MAX_JSON_DEPTH = 64
 
 
 class BundleError(XprError):
@@ -110,11 +116,16 @@ def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[st
         raise BundleError(f"{where}: not a regular file")
     if st.st_size > MAX_MANIFEST_BYTES:
         raise BundleError(f"{where}: {st.st_size} bytes, larger than any manifest ({MAX_MANIFEST_BYTES})")
+    deep = f"{where}: values nested deeper than {MAX_JSON_DEPTH} levels; no manifest is"
     try:
         raw = mpath.read_bytes()
         manifest = json.loads(raw, parse_constant=_no_constant)  # strict JSON, as the C++ reader
-    except (OSError, ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise BundleError(deep) from None
+    except (OSError, ValueError) as exc:
         raise BundleError(f"{where}: unreadable ({exc})") from None
+    if _depth(manifest) > MAX_JSON_DEPTH:
+        raise BundleError(deep)
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise BundleError(f"{where}: not an xpr bundle manifest (format is not {FORMAT!r})")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -149,16 +160,46 @@ def read_verified_manifest(root: Path, hash_files: bool = True) -> tuple[dict[st
     extra = sorted(present - set(files))
     if extra:
         raise BundleError(f"{root / extra[0]}: not listed in {where}; a bundle holds only the files it hashes")
+    graphs = set(graph_files(manifest))
     for rel, want in files.items():
         path = _no_link_inside(root, PurePosixPath(rel), where)
+        graph = _read_graph(path) if rel in graphs else None  # read once: hashed, then parsed
         if hash_files:
-            got = sha256_file(path)
+            got = sha256_file(path) if graph is None else hashlib.sha256(graph).hexdigest()
             if got != want:
                 raise BundleError(
                     f"{path}: SHA-256 {got[:12]}… differs from the manifest's {want[:12]}…: "
                     "the file changed after export"
                 )
+        if graph is not None:
+            try:
+                external_files(rel, str(path), graph, files, lambda r: os.lstat(root / r).st_size)
+            except ExternalDataError as exc:
+                raise BundleError(str(exc)) from None
+            del graph
     return manifest, recorded
+
+
+def _read_graph(path: Path) -> bytes:
+    size = os.lstat(path).st_size
+    if size > MAX_GRAPH_BYTES:
+        raise BundleError(f"{path}: {size} bytes, more than an ONNX graph can be (such weights are external data)")
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays/objects nest in a parsed JSON value (iteratively: the value may be deep)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (dict, list)):
+            deepest = max(deepest, d)
+            if d <= MAX_JSON_DEPTH:
+                stack.extend((c, d + 1) for c in (v.values() if isinstance(v, dict) else v))
+    return deepest
 
 
 def _named_paths(manifest: dict[str, Any]) -> list[tuple[str, str]]:

@@ -89,6 +89,9 @@ def export(
         int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
     ] = 8,
     seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
+    external_data: Annotated[
+        bool, typer.Option("--external-data", help="weights in <graph>.data beside each graph (always past 2 GB)")
+    ] = False,
 ) -> None:
     """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
     from ..bundle.reader import check_bundle_target
@@ -109,6 +112,7 @@ def export(
         hw_compat=hw_compat,
         batch=batch,
         max_batch=max_batch,
+        external_data=external_data,
         parity_samples=parity_samples,
     )
     opts.check()

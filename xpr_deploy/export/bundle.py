@@ -3,6 +3,7 @@
 BUNDLE/
   model.onnx              FP32 graph (always, unless --fp16 --no-fp32)
   model.fp16.onnx         strongly typed FP16 graph (--fp16); the served graph when present
+  model[.fp16].onnx.data  its weights, when kept outside (--external-data, or a graph over 2 GB)
   engines/model.sm86.engine   TensorRT-RTX / TensorRT engine of the served graph (when built)
   engines/timing.cache    TensorRT 11 only (TensorRT-RTX has no timing cache)
   parity.json             validation right after export (as optimum does)
@@ -48,6 +49,8 @@ class ExportOptions:
     batch: int = 1
     #: dynamic batch axis 1..max_batch (K per sample stays static); `batch` is then the profile's opt
     max_batch: int | None = None
+    #: weights in `<graph>.data` beside each graph (ONNX external data); always past 2 GB
+    external_data: bool = False
     parity_samples: int = 8  # 0: skip validation (parity.json says so)
     parity_seed: int = 0
     name: str | None = None
@@ -144,7 +147,7 @@ def export_bundle(
             )
             rep.raise_for_errors(GRAPH_FILES[prec])
             lints[prec] = rep
-            save_proto(proto, tmp / GRAPH_FILES[prec])
+            save_proto(proto, tmp / GRAPH_FILES[prec], external_data=opts.external_data)
             del proto
             timings[f"export_{prec}_s"] = round(time.perf_counter() - t0, 2)
         if backend is not None:

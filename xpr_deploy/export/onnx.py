@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
-from onnx import numpy_helper
+from onnx import external_data_helper, numpy_helper
 from torch import nn
 
 from ..errors import XprError
@@ -215,11 +215,39 @@ def clean_graph(proto: onnx.ModelProto) -> None:
         g.initializer.remove(i)
 
 
-def save_proto(proto: onnx.ModelProto, path: str | Path) -> None:
-    """One self-contained file (graphs up to 2 GB: the paper model is ~280 MB in FP32), atomically."""
-    from ..io import write_buffer
+#: a graph this large cannot be one protobuf message (2 GiB limit, some margin for the graph itself):
+#: its weights go to `<graph file>.data` beside it, as ONNX external data
+EXTERNAL_DATA_OVER = (2 << 30) - (64 << 20)
+#: tensors smaller than this stay inside the graph (onnx's own size_threshold)
+EXTERNAL_MIN_BYTES = 1024
+#: offsets of tensors of 1 MiB or more are aligned to 64 KiB, so ONNX Runtime can map them
+_ALIGN, _ALIGN_FROM = 64 << 10, 1 << 20
 
+
+def save_proto(proto: onnx.ModelProto, path: str | Path, external_data: bool = False) -> list[Path]:
+    """The graph, atomically: one self-contained file up to 2 GB (the paper model is ~280 MB in FP32);
+    with `external_data` (or past `EXTERNAL_DATA_OVER`) the initializers of 1 KiB or more go to
+    `<name>.data` beside it (location = that bare name, so it resolves only inside the graph's
+    folder). Returns the files written. `proto` is changed in place when data goes outside."""
+    from ..io import atomic_path, write_buffer
+
+    path = Path(path)
+    written = [path]
+    if external_data or proto.ByteSize() > EXTERNAL_DATA_OVER:
+        data = path.with_name(path.name + ".data")
+        tensors = [t for t in proto.graph.initializer if len(t.raw_data) >= EXTERNAL_MIN_BYTES]
+        with atomic_path(data) as tmp, open(tmp, "wb") as f:
+            for t in tensors:
+                if len(t.raw_data) >= _ALIGN_FROM and f.tell() % _ALIGN:
+                    f.write(b"\0" * (_ALIGN - f.tell() % _ALIGN))
+                offset = f.tell()
+                f.write(t.raw_data)
+                external_data_helper.set_external_data(t, data.name, offset, len(t.raw_data))
+                t.ClearField("raw_data")
+                t.data_location = onnx.TensorProto.EXTERNAL
+        written.append(data)
     write_buffer(path, lambda f: onnx.save_model(proto, f, save_as_external_data=False))
+    return written
 
 
 def export_onnx(
