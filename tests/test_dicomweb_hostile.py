@@ -1,0 +1,570 @@
+"""Hostile and broken DICOMweb servers (issue 21, class 4): every one is a single line, exit 4, no
+traceback, within the total deadline and with bounded memory.
+
+Each server is a real HTTP server on 127.0.0.1 (stdlib `http.server` in a thread, free port, stopped
+by the test) playing one role: drip-feeding, streaming forever, a gzip bomb, a huge Content-Length,
+a part that is not DICOM, QIDO-RS JSON of the wrong shape, an HTTP 500 whose reason is rich markup,
+UIDs that are paths, a reset connection, a STOW-RS rejection. `xpr` runs in a subprocess, so the exit
+code, stderr, wall time and peak memory (`ru_maxrss` from `wait4`) are the real ones.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pydicom
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+STUDY = "1.2.826.0.1.3680043.8.498.1"
+SERIES = "1.2.826.0.1.3680043.8.498.2"
+SOP = "1.2.826.0.1.3680043.8.498.3"
+MG = "1.2.840.10008.5.1.4.1.1.1.2"
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+
+class Peer:
+    """A DICOMweb server on a free loopback port; `route(method, regex, handler)` gives it a role.
+    Unrouted requests get 404; every request is recorded as (method, path)."""
+
+    def __init__(self) -> None:
+        self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        self.seen: list[tuple[str, str]] = []
+        self.stop = threading.Event()
+        peer = self
+
+        class H(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:
+                pass
+
+            def _any(self) -> None:
+                peer.seen.append((self.command, self.path))
+                for method, rx, fn in peer.routes:
+                    if method == self.command and rx.search(self.path):
+                        try:
+                            fn(self)
+                        except OSError:  # the client went away (as it should from a hostile peer)
+                            self.close_connection = True
+                        return
+                self.send_error(404)
+
+            do_GET = do_POST = _any
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def route(self, method: str, pattern: str, fn: Handler) -> Peer:
+        self.routes.append((method, re.compile(pattern), fn))
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def peer() -> Iterator[Peer]:
+    p = Peer()
+    yield p
+    p.close()
+
+
+# ---- the roles ----------------------------------------------------------------------------------
+
+
+def answer(h: BaseHTTPRequestHandler, body: bytes, ctype: str, status: int = 200, reason: str | None = None) -> None:
+    h.send_response(status, reason)
+    h.send_header("Content-Type", ctype)
+    h.send_header("Content-Length", str(len(body)))
+    h.end_headers()
+    h.wfile.write(body)
+
+
+def json_answer(obj: object, status: int = 200) -> Handler:
+    return lambda h: answer(h, json.dumps(obj).encode(), "application/dicom+json", status)
+
+
+def multipart(*parts: bytes) -> tuple[bytes, str]:
+    b = uuid.uuid4().hex
+    body = b"".join(b"--" + b.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + p + b"\r\n" for p in parts)
+    return body + b"--" + b.encode() + b"--\r\n", f'multipart/related; type="application/dicom"; boundary={b}'
+
+
+def wado(*parts: bytes) -> Handler:
+    body, ctype = multipart(*parts)
+    return lambda h: answer(h, body, ctype)
+
+
+def mg_item(sop: object = SOP, series: object = SERIES, sop_class: object = MG) -> dict[str, object]:
+    return {
+        "0020000D": {"vr": "UI", "Value": [STUDY]},
+        "0020000E": {"vr": "UI", "Value": [series]},
+        "00080018": {"vr": "UI", "Value": [sop]},
+        "00080016": {"vr": "UI", "Value": [sop_class]},
+        "00080060": {"vr": "CS", "Value": ["MG"]},
+    }
+
+
+def study_found(p: Peer) -> Peer:
+    return p.route("GET", r"/studies\?", json_answer([{"0020000D": {"vr": "UI", "Value": [STUDY]}}]))
+
+
+def one_mg_instance(p: Peer) -> Peer:
+    return study_found(p).route("GET", rf"/studies/{STUDY}/instances(\?|$)", json_answer([mg_item()]))
+
+
+def drip_body(p: Peer) -> Handler:
+    """Headers at once, then one byte every 0.2 s, forever (each read gets its byte in time)."""
+
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/dicom+json")
+        h.send_header("Content-Length", "1000000")
+        h.end_headers()
+        while not p.stop.is_set():
+            h.wfile.write(b" ")
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    return fn
+
+
+def drip_headers(p: Peer) -> Handler:
+    """The status line, then a header that never ends, one byte every 0.2 s."""
+
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+        while not p.stop.is_set():
+            h.wfile.write(b"a")
+            h.wfile.flush()
+            time.sleep(0.2)
+
+    return fn
+
+
+def endless(p: Peer) -> Handler:
+    """A multipart answer that never ends, as fast as the client reads."""
+
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=b')
+        h.end_headers()
+        h.wfile.write(b"--b\r\nContent-Type: application/dicom\r\n\r\n")
+        block = b"\0" * (1 << 16)
+        while not p.stop.is_set():
+            h.wfile.write(block)
+
+    return fn
+
+
+#: 16 MiB of zeros as one gzip member (~16 KB); 640 members concatenated are a 10 GiB answer
+_MEMBER = gzip.compress(b"\0" * (16 << 20), compresslevel=9)
+
+
+def gzip_bomb(h: BaseHTTPRequestHandler) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "application/dicom+json")
+    h.send_header("Content-Encoding", "gzip")
+    h.send_header("Content-Length", str(len(_MEMBER) * 640))
+    h.end_headers()
+    for _ in range(640):
+        h.wfile.write(_MEMBER)
+
+
+def huge_length(p: Peer) -> Handler:
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/dicom+json")
+        h.send_header("Content-Length", str(10**12))
+        h.end_headers()
+        p.stop.wait(30)
+
+    return fn
+
+
+def reset(h: BaseHTTPRequestHandler) -> None:
+    """Read the request, then close with a TCP RST (SO_LINGER 0) instead of answering."""
+    h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    h.connection.close()
+    h.close_connection = True
+
+
+def reset_mid_body(h: BaseHTTPRequestHandler) -> None:
+    h.send_response(200)
+    h.send_header("Content-Type", "application/dicom+json")
+    h.send_header("Content-Length", "100000")
+    h.end_headers()
+    h.wfile.write(b'[{"0020000D": ')
+    h.wfile.flush()
+    time.sleep(0.1)
+    reset(h)
+
+
+# ---- running xpr ------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+    seconds: float
+    maxrss_mb: float
+
+    @property
+    def line(self) -> str:
+        """The one stderr line; fails unless there is exactly one and no traceback."""
+        lines = self.err.strip().splitlines()
+        assert "Traceback" not in self.err and len(lines) == 1, self.err
+        return lines[0]
+
+
+#: runs ARGV as a grandchild and writes its peak RSS (KiB) to the fd in argv[1]. Measured from a direct child of
+#: pytest, ru_maxrss would start at pytest's own peak (Linux keeps it across vfork + exec).
+_PEAK = """import os, resource, sys
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.executable, [sys.executable, *sys.argv[2:]])
+_, status = os.waitpid(pid, 0)
+os.write(int(sys.argv[1]), str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss).encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def xpr(*args: str, limit: float = 60.0) -> Run:
+    """`python -m xpr_deploy.cli ARGS` in a subprocess, with its peak RSS (killed after `limit` s)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
+    r_peak, w_peak = os.pipe()
+    cmd = [sys.executable, "-c", _PEAK, str(w_peak), "-m", "xpr_deploy.cli", *args]
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pass_fds=(w_peak,),
+                                start_new_session=True)  # fmt: skip
+        os.close(w_peak)
+        try:
+            out, err = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.communicate()
+            pytest.fail(f"xpr {' '.join(args)} still running after {limit:g} s")
+        peak = os.read(r_peak, 64)
+    finally:
+        os.close(r_peak)
+    return Run(proc.returncode, out.decode(), err.decode(), time.monotonic() - t0, int(peak or 0) / 1024)
+
+
+def fails(peer_url: str, *extra: str, limit: float = 60.0, study: str = STUDY) -> Run:
+    """`xpr predict` against the peer: exit 4, one line naming the server, no traceback."""
+    r = xpr("predict", str(ROOT / "no-model-needed"), "--dicomweb", peer_url, "--study", study, *extra, limit=limit)
+    assert r.code == 4, (r.code, r.err)
+    assert peer_url in r.line
+    return r
+
+
+# ---- deadline ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", [drip_body, drip_headers], ids=["body", "headers"])
+def test_a_server_that_drips_forever_is_cut_at_the_total_deadline(peer: Peer, role: Callable[[Peer], Handler]) -> None:
+    peer.route("GET", r"/studies\?", role(peer))
+    r = fails(peer.url, "--timeout", "2", limit=40)
+    assert "QIDO-RS search for the study failed: no complete answer within 2 s" in r.line
+    assert r.seconds < 2 + 12  # the deadline, plus Python's start on a busy machine
+
+
+def test_the_deadline_covers_a_wado_retrieve_too(peer: Peer) -> None:
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", drip_body(peer))
+    r = fails(peer.url, "--timeout", "2", limit=40)
+    assert f"WADO-RS retrieve of instance {SOP} failed: no complete answer within 2 s" in r.line
+    assert r.seconds < 2 + 12
+
+
+# ---- size caps --------------------------------------------------------------------------------
+
+
+def test_an_endless_stream_stops_at_the_cap(peer: Peer) -> None:
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", endless(peer))
+    r = fails(peer.url, "--max-response-mb", "16", limit=60)
+    assert "over the 16 MiB cap" in r.line
+    assert r.maxrss_mb < 600, r.maxrss_mb
+
+
+def test_a_gzip_bomb_stops_at_the_cap_after_decompression(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", gzip_bomb)
+    r = fails(peer.url, "--max-response-mb", "16", limit=60)
+    assert "over the 16 MiB cap (counted after decompression)" in r.line
+    assert r.maxrss_mb < 600, r.maxrss_mb
+
+
+def test_a_gzip_bomb_under_the_default_cap_stays_bounded(peer: Peer) -> None:
+    """10 GiB decompressed against the default 256 MiB cap: refused, peak memory well under 2.5 GB."""
+    peer.route("GET", r"/studies\?", gzip_bomb)
+    r = fails(peer.url, limit=90)
+    assert "over the 256 MiB cap" in r.line
+    assert r.maxrss_mb < 1200, r.maxrss_mb
+
+
+def test_a_huge_content_length_is_refused_before_reading(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", huge_length(peer))
+    r = fails(peer.url, limit=40)
+    assert "declares 1000000000000 bytes, over the 256 MiB cap" in r.line
+    assert r.seconds < 30  # not the 60 s deadline: refused from the header
+
+
+# ---- malformed answers -------------------------------------------------------------------------
+
+NOT_DICOM = b"this is not a DICOM file"
+BROKEN_DICOM = b"\0" * 128 + b"DICM" + b"\x02\x00\x10\x00UI\xff\xff" + b"garbage"
+
+
+@pytest.mark.parametrize(
+    ("part", "expect"),
+    [(NOT_DICOM, "the answer is not a DICOM file"), (BROKEN_DICOM, "malformed answer")],
+    ids=["not-dicom", "broken-meta"],
+)
+def test_a_wado_part_that_is_not_dicom(peer: Peer, part: bytes, expect: str) -> None:
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", wado(part))
+    assert f"WADO-RS retrieve of instance {SOP} failed: {expect}" in fails(peer.url).line
+
+
+@pytest.mark.parametrize(
+    ("ctype", "body", "expect"),
+    [
+        ("text/html", b"<html>login</html>", 'malformed answer (Unexpected media type: "text/html"'),
+        (None, b"x", "malformed answer (no content-type)"),
+    ],
+    ids=["html", "no-content-type"],
+)
+def test_a_wado_answer_of_the_wrong_content_type(peer: Peer, ctype: str | None, body: bytes, expect: str) -> None:
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.send_response(200)
+        if ctype:
+            h.send_header("Content-Type", ctype)
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", fn)
+    assert expect.lower() in fails(peer.url).line.lower()
+
+
+@pytest.mark.parametrize(
+    ("studies", "expect"),
+    [
+        ("a string", "malformed answer (a str, not a list of DICOM JSON objects)"),
+        ([1, 2], "malformed answer (a list with non-objects, not a list of DICOM JSON objects)"),
+        (42, "malformed answer (a int, not a list"),
+        ([["nested"]], "malformed answer (a list with non-objects"),
+    ],
+    ids=["string", "numbers", "number", "list-of-lists"],
+)
+def test_qido_study_answers_of_the_wrong_shape(peer: Peer, studies: object, expect: str) -> None:
+    peer.route("GET", r"/studies\?", json_answer(studies))
+    assert f"QIDO-RS search for the study: {expect}" in fails(peer.url).line
+
+
+@pytest.mark.parametrize(
+    ("instances", "expect"),
+    [
+        ({**mg_item(), "00080018": "x"}, "SOPInstanceUID missing"),  # an object, not a list: the client wraps it
+        ([mg_item(sop=12345)], "SOPInstanceUID 12345 is not a UID"),
+        ([mg_item(sop=["1.2"])], "SOPInstanceUID ['1.2'] is not a UID"),
+        ([mg_item(series=None)], "SeriesInstanceUID missing"),
+        ([{**mg_item(), "0020000E": "not an object"}], "SeriesInstanceUID missing"),
+        ([{**mg_item(), "00080018": {"vr": "UI", "Value": "1.2.3"}}], "SOPInstanceUID missing"),
+        ([mg_item(sop="1." * 40 + "1")], "is not a UID"),
+        ("[", None),
+        ([{"00080016": {"Value": [None]}, "00080060": {"Value": [{"a": 1}]}}], "no MG instances (1 other"),
+    ],
+    ids=["object", "number", "list", "missing", "not-object", "value-not-list", "too-long", "not-json", "no-mg"],
+)
+def test_qido_instance_answers_of_the_wrong_types(peer: Peer, instances: object, expect: str | None) -> None:
+    study_found(peer)
+    if instances == "[":
+        peer.route("GET", rf"/studies/{STUDY}/instances", lambda h: answer(h, b"[", "application/dicom+json"))
+        expect = "malformed answer (not JSON"
+    else:
+        peer.route("GET", rf"/studies/{STUDY}/instances", json_answer(instances))
+    line = fails(peer.url).line
+    assert expect in line
+    assert not any("/instances/" in path for _, path in peer.seen)  # nothing retrieved after a bad answer
+
+
+def test_deeply_nested_json_is_one_line(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", lambda h: answer(h, b"[" * 200_000 + b"]" * 200_000, "application/dicom+json"))
+    assert "QIDO-RS search for the study failed" in fails(peer.url).line
+
+
+def test_http_500_with_markup_in_the_reason_is_printed_as_it_is(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", lambda h: answer(h, b"oops", "text/plain", 500, "Boom [/red] [bold]x[/]"))
+    line = fails(peer.url).line
+    assert line.endswith("QIDO-RS search for the study failed: HTTP 500 Boom [/red] [bold]x[/] (oops)"), line
+
+
+# ---- UIDs that are paths ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", ["../../x", "/etc/passwd", "1.2/../../../x", "..", "1.2.3\n4"])
+def test_path_uids_from_qido_are_refused_before_anything_is_fetched(peer: Peer, tmp_path: Path, bad: str) -> None:
+    study_found(peer).route("GET", rf"/studies/{STUDY}/instances", json_answer([mg_item(sop=bad)]))
+    before = set(tmp_path.parent.iterdir())
+    line = fails(peer.url).line
+    assert "SOPInstanceUID" in line and "is not a UID" in line
+    assert not any("/instances/" in path for _, path in peer.seen)
+    assert set(tmp_path.parent.iterdir()) == before
+
+
+def test_a_path_given_as_the_study_is_bad_usage() -> None:
+    r = xpr("predict", "m", "--dicomweb", "http://127.0.0.1:9/dicom-web", "--study", "../../x")
+    assert r.code == 2 and "not a StudyInstanceUID" in r.line
+
+
+def test_fetched_files_are_named_by_safe_uids(peer: Peer, synth_vindr: Path, tmp_path: Path) -> None:
+    """A UID of digits and dots that is not canonical (leading zeros) is fetched, under a hashed name
+    inside the folder, and read by the project's reader."""
+    from xpr_deploy.data.dicom import read_image
+    from xpr_deploy.dicomweb import Pacs
+    from xpr_deploy.io import uid_name
+
+    odd = "1.02.0003"
+    f = sorted((synth_vindr / "images").rglob("*.dicom"))[0]
+    study_found(peer).route("GET", rf"/studies/{STUDY}/instances", json_answer([mg_item(sop=odd)]))
+    peer.route("GET", rf"/instances/{odd}$", wado(f.read_bytes()))
+    dest = tmp_path / "inbox"
+    dest.mkdir()
+    paths = Pacs(peer.url).fetch_mg(STUDY, dest)
+    assert paths == [dest / f"{uid_name(odd)}.dcm"] and uid_name(odd) != odd
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == [paths[0].name]
+    assert read_image(paths[0]).SOPInstanceUID == pydicom.dcmread(f).SOPInstanceUID
+
+
+# ---- connections ------------------------------------------------------------------------------
+
+
+def test_connection_reset_before_the_answer(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", reset)
+    line = fails(peer.url).line
+    assert "reset the connection" in line or "closed the connection without an answer" in line, line
+
+
+def test_connection_reset_in_the_middle_of_the_answer(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", reset_mid_body)
+    line = fails(peer.url).line
+    assert "QIDO-RS search for the study failed: the answer broke off" in line, line
+
+
+def test_tls_to_a_plain_http_server_is_a_tls_error(peer: Peer) -> None:
+    url = peer.url.replace("http://", "https://")
+    assert "failed: TLS error" in fails(url).line
+
+
+def test_server_down_is_one_line() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    assert "cannot connect (server down or wrong address)" in fails(f"http://127.0.0.1:{port}/dicom-web").line
+
+
+# ---- STOW-RS ----------------------------------------------------------------------------------
+
+
+def _sr_like() -> pydicom.Dataset:
+    ds = pydicom.Dataset()
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = STUDY, SERIES, SOP
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.88.22"
+    ds.file_meta = pydicom.dataset.FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, SOP
+    return ds
+
+
+FAILED = {"00081198": {"vr": "SQ", "Value": [{"00081197": {"vr": "US", "Value": [0xA700]},
+                                             "00081155": {"vr": "UI", "Value": [SOP]}}]}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("status", "ctype", "body", "expect"),
+    [
+        (409, "application/dicom+json", json.dumps(FAILED).encode(), "HTTP 409 Conflict (failure reason 0xA700)"),
+        (400, "text/plain", b"\n  bad [/red] multipart\nsecond line", "HTTP 400 Bad Request (bad [/red] multipart)"),
+        (500, "text/html", b"<h1>x</h1>", "HTTP 500 Internal Server Error"),
+        (409, "application/dicom+json", b"[", "HTTP 409 Conflict"),
+        (200, "application/dicom+json", json.dumps(FAILED).encode(), "rejected 1 of 1 objects (failure reason 0xA700)"),
+        (200, "application/dicom+json", b'{"00081198": "x"}', "STOW-RS failed: malformed answer"),
+    ],
+    ids=["409-json", "400-text", "500-html", "409-bad-json", "200-failed", "200-bad-json"],
+)
+def test_stow_rejections_are_one_line(peer: Peer, status: int, ctype: str, body: bytes, expect: str) -> None:
+    from xpr_deploy.dicomweb import DicomWebError, Pacs
+
+    peer.route("POST", r"/studies", lambda h: (drain(h), answer(h, body, ctype, status)))
+    with pytest.raises(DicomWebError) as e:
+        Pacs(peer.url).store([_sr_like()])
+    msg = str(e.value)
+    assert msg.startswith(f"{peer.url}: STOW-RS") and expect in msg and "\n" not in msg, msg
+    assert e.value.exit_code == 4
+
+
+def drain(h: BaseHTTPRequestHandler) -> None:
+    """Read a request body, chunked or not (dicomweb-client sends a large STOW-RS chunked)."""
+    if h.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        while size := int(h.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            h.rfile.read(size + 2)
+        h.rfile.readline()
+    else:
+        h.rfile.read(int(h.headers.get("Content-Length") or 0))
+
+
+def serve_study(p: Peer, folder: Path) -> str:
+    """QIDO-RS and WADO-RS for the real DICOM files of one study folder; its StudyInstanceUID."""
+    items, files = [], {}
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        files[str(ds.SOPInstanceUID)] = f.read_bytes()
+        items.append({k: {"vr": "UI", "Value": [str(ds[k].value)]}
+                      for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")})  # fmt: skip
+        items[-1] = {f"{pydicom.datadict.tag_for_keyword(k):08X}": v for k, v in items[-1].items()}
+    study = items[0]["0020000D"]["Value"][0]
+    p.route("GET", r"/studies\?", json_answer([{"0020000D": {"vr": "UI", "Value": [study]}}]))
+    p.route("GET", rf"/studies/{study}/instances(\?|$)", json_answer(items))
+    p.route("GET", rf"/studies/{study}/series/[0-9.]+/instances(\?|$)", json_answer([]))  # results stored: none
+    for sop, data in files.items():
+        p.route("GET", rf"/instances/{sop}$", wado(data))
+    return str(study)
+
+
+@pytest.fixture(scope="module")
+def model(untied_tiny_checkpoint: Callable[[dict, str], Path]) -> Path:
+    return untied_tiny_checkpoint({}, "ckpt-dicomweb")
+
+
+def test_a_stow_rejection_ends_the_cli_run_in_one_line(peer: Peer, model: Path, synth_vindr: Path) -> None:
+    """The whole path: a real study pulled, predicted by a real model, and its results refused (409)."""
+    study = serve_study(peer, sorted((synth_vindr / "images").iterdir())[0])
+    body = json.dumps(FAILED).encode()
+    peer.route("POST", rf"/studies/{study}$", lambda h: (drain(h), answer(h, body, "application/dicom+json", 409,
+                                                                          "Conflict [/red]")))  # fmt: skip
+    r = xpr("predict", str(model), "--dicomweb", peer.url, "--study", study, "--store", limit=300)
+    assert r.code == 4, r.err
+    assert r.line.endswith(f"{peer.url}: STOW-RS failed: HTTP 409 Conflict [/red] (failure reason 0xA700)"), r.line
+    assert [m for m, _ in peer.seen].count("POST") == 1
