@@ -42,7 +42,7 @@ TIMEOUT_S = 60.0
 CONNECT_S = 5.0
 #: bytes one answer may hold, before and after decompression (a 2D mammogram is at most ~60 MB)
 MAX_RESPONSE_BYTES = 256 << 20
-#: attempts per request (a busy server's 503 is retried once, 0.25 s later)
+#: attempts per request (a busy server's 503 or a refused connection: once more, within the same deadline)
 RETRIES = 2
 #: more MG instances than a mammography study holds: a broken or hostile answer
 MAX_INSTANCES = 64
@@ -172,7 +172,7 @@ class Pacs:
         self.session = CappedSession(timeout=timeout, max_bytes=max_bytes)
         self.client = DICOMwebClient(self.url, session=self.session, timeout=(CONNECT_S, timeout))
         # dicomweb-client retries 5 times with exponential back-off (about 30 s for a server that is
-        # down); two tries, 0.25 s apart, keep a busy server's 503 retried and a failure quick
+        # down); two tries, half a second apart, keep a busy server's 503 retried and a failure quick
         self.client.set_http_retry_params(retry=True, max_attempts=RETRIES, wait_exponential_multiplier=250)
 
     def _call(self, what: str, fn: Callable[..., T], *args: Any, **kw: Any) -> T:

@@ -12,11 +12,12 @@ put several requests (a transaction with its retries) under one deadline.
 
 from __future__ import annotations
 
+import io
 import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -53,6 +54,7 @@ class Deadline:
         self.seconds = seconds
         self.end = time.monotonic() + seconds
         self.expired = False
+        self.broken: LimitExceeded | None = None  # a limit broken here: retries under it fail at once
         self._lock = threading.Lock()
         self._conns: weakref.WeakSet[HTTPConnection] = weakref.WeakSet()
         self._timer = threading.Timer(seconds, self._expire)
@@ -62,6 +64,8 @@ class Deadline:
         return max(0.0, self.end - time.monotonic())
 
     def check(self) -> None:
+        if self.broken is not None:
+            raise type(self.broken)(str(self.broken))
         if self.expired or time.monotonic() >= self.end:
             raise DeadlineExceeded(f"no complete answer within {self.seconds:g} s")
 
@@ -178,7 +182,7 @@ class CappedAdapter(HTTPAdapter):
         timeout: float | tuple[float | None, float | None] | None = None,
         verify: bool | str = True,
         cert: str | tuple[str, str] | None = None,
-        proxies: Mapping[str, str] | None = None,
+        proxies: dict[str, str] | None = None,
     ) -> requests.Response:
         dl: Deadline | None = getattr(_local, "deadline", None)
         if dl is None:
@@ -194,6 +198,10 @@ class CappedAdapter(HTTPAdapter):
             raise
         try:
             resp._content = _read_body(resp, self.max_bytes, dl)
+        except LimitExceeded as exc:
+            resp.close()
+            dl.broken = exc
+            raise
         except BaseException:
             resp.close()
             raise
@@ -204,21 +212,20 @@ def _read_body(resp: requests.Response, cap: int, dl: Deadline) -> bytes:
     declared = resp.headers.get("Content-Length", "").strip()
     if declared.isdigit() and int(declared) > cap:
         raise ResponseTooLarge(f"the answer declares {int(declared)} bytes, over the {mib(cap)} cap")
-    chunks, size = [], 0
+    body = io.BytesIO()  # grows in place and hands its buffer over: about the body's size, not twice
     try:
         for chunk in resp.iter_content(CHUNK):
-            size += len(chunk)
-            if size > cap:
+            if body.tell() + len(chunk) > cap:
                 raise ResponseTooLarge(f"the answer is over the {mib(cap)} cap (counted after decompression)")
-            chunks.append(chunk)
+            body.write(chunk)
             dl.check()
-    except LimitExceeded:
-        raise
-    except requests.RequestException:
-        dl.check()
+    except requests.RequestException as exc:
+        body.close()  # the traceback keeps this frame: free the buffer now
+        if not isinstance(exc, LimitExceeded):
+            dl.check()
         raise
     dl.check()  # a body cut short by the watchdog can look complete (no length, connection closed)
-    return b"".join(chunks)
+    return body.getvalue()
 
 
 class CappedSession(requests.Session):
