@@ -177,17 +177,18 @@ def endless(p: Peer) -> Handler:
     return fn
 
 
-#: 16 MiB of zeros as one gzip member (~16 KB); 640 members concatenated are a 10 GiB answer
+#: 16 MiB of zeros as one gzip member (~16 KB); 200 members concatenated: 3.2 MB sent, 3.1 GiB decoded
 _MEMBER = gzip.compress(b"\0" * (16 << 20), compresslevel=9)
 
 
 def gzip_bomb(h: BaseHTTPRequestHandler) -> None:
     h.send_response(200)
-    h.send_header("Content-Type", "application/dicom+json")
+    wado = "/instances/" in h.path
+    h.send_header("Content-Type", 'multipart/related; type="application/dicom"' if wado else "application/dicom+json")
     h.send_header("Content-Encoding", "gzip")
-    h.send_header("Content-Length", str(len(_MEMBER) * 640))
+    h.send_header("Content-Length", str(len(_MEMBER) * 200))
     h.end_headers()
-    for _ in range(640):
+    for _ in range(200):
         h.wfile.write(_MEMBER)
 
 
@@ -281,12 +282,12 @@ def fails(peer_url: str, *extra: str, limit: float = 60.0, study: str = STUDY) -
     return r
 
 
-def refused(peer_url: str, call: Callable[[Any], object] = lambda pacs: pacs.mg_instances(STUDY)) -> str:
+def refused(peer_url: str, call: Callable[[Any], object] = lambda pacs: pacs.mg_instances(STUDY), **kw: Any) -> str:
     """The library's refusal in-process (faster than a CLI run): one line naming the server, exit 4."""
     from xpr_deploy.dicomweb import DicomWebError, Pacs
 
     with pytest.raises(DicomWebError) as e:
-        call(Pacs(peer_url))
+        call(Pacs(peer_url, **kw))
     msg = str(e.value)
     assert e.value.exit_code == 4 and msg.startswith(f"{peer_url}: ") and "\n" not in msg, msg
     return msg
@@ -324,17 +325,28 @@ def test_an_endless_stream_stops_at_the_cap(peer: Peer) -> None:
 
 
 def test_a_gzip_bomb_stops_at_the_cap_after_decompression(peer: Peer) -> None:
-    peer.route("GET", r"/studies\?", gzip_bomb)
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", gzip_bomb)
     r = fails(peer.url, "--max-response-mb", "16", limit=60)
     assert "over the 16 MiB cap (counted after decompression)" in r.line
     assert r.maxrss_mb < BASELINE_MB + 16 + 100, r.maxrss_mb
-    assert peer.seen == [("GET", peer.seen[0][1])]  # a broken limit is not retried
+    assert [p for _, p in peer.seen].count(f"/dicom-web/studies/{STUDY}/series/{SERIES}/instances/{SOP}") == 1
+
+
+def test_a_json_answer_has_a_smaller_cap(peer: Peer) -> None:
+    """A QIDO-RS answer becomes Python objects (~25 times its size): 4 MiB at most, bomb or not."""
+    peer.route("GET", r"/studies\?", gzip_bomb)
+    r = fails(peer.url, limit=60)
+    assert (
+        "QIDO-RS search for the study failed: the answer is over the 4 MiB cap (counted after decompression)" in r.line
+    )
+    assert r.maxrss_mb < BASELINE_MB + 4 + 100, r.maxrss_mb
+    assert len(peer.seen) == 1  # a broken limit is not retried
 
 
 def test_a_gzip_bomb_under_the_default_cap_stays_bounded(peer: Peer) -> None:
-    """10 GiB decompressed against the default 256 MiB cap: refused, peak memory the cap over the
+    """3 GiB decompressed against the default 256 MiB cap: refused, peak memory the cap over the
     baseline (~100 MB): not the 2.5 GB and more of old."""
-    peer.route("GET", r"/studies\?", gzip_bomb)
+    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", gzip_bomb)
     r = fails(peer.url, limit=90)
     assert "over the 256 MiB cap" in r.line
     assert r.maxrss_mb < BASELINE_MB + 256 + 150, r.maxrss_mb
@@ -343,7 +355,7 @@ def test_a_gzip_bomb_under_the_default_cap_stays_bounded(peer: Peer) -> None:
 def test_a_huge_content_length_is_refused_before_reading(peer: Peer) -> None:
     peer.route("GET", r"/studies\?", huge_length(peer))
     r = fails(peer.url, limit=40)
-    assert "declares 1000000000000 bytes, over the 256 MiB cap" in r.line
+    assert "declares 1000000000000 bytes, over the 4 MiB cap" in r.line
     assert r.seconds < 30  # not the 60 s deadline: refused from the header
 
 
@@ -366,7 +378,20 @@ def test_a_wado_part_that_is_not_dicom(peer: Peer, tmp_path: Path, part: bytes, 
 
 
 def test_a_wado_part_that_is_not_dicom_from_the_cli(peer: Peer) -> None:
-    one_mg_instance(peer).route("GET", rf"/instances/{SOP}$", wado(NOT_DICOM))
+    """Sent bare (not multipart, which dicomweb-client warns about) after a QIDO-RS answer with a
+    `Warning` header (which it logs): still one line, the library's warnings and logs stay quiet."""
+
+    def warned(h: BaseHTTPRequestHandler) -> None:
+        body = json.dumps([mg_item()]).encode()
+        h.send_response(200)
+        h.send_header("Content-Type", "application/dicom+json")
+        h.send_header("Warning", '299 pacs "[/red] results truncated"')
+        h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        h.wfile.write(body)
+
+    study_found(peer).route("GET", rf"/studies/{STUDY}/instances(\?|$)", warned)
+    peer.route("GET", rf"/instances/{SOP}$", lambda h: answer(h, NOT_DICOM, "application/dicom"))
     assert f"WADO-RS retrieve of instance {SOP} failed: the answer is not a DICOM file" in fails(peer.url).line
 
 
@@ -507,6 +532,23 @@ def test_connection_reset_in_the_middle_of_the_answer(peer: Peer) -> None:
     assert "QIDO-RS search for the study failed: the answer broke off" in line, line
 
 
+def test_an_answer_that_is_not_http(peer: Peer) -> None:
+    peer.route("GET", r"/studies\?", lambda h: (h.wfile.write(b"SSH-2.0-OpenSSH_9.2\r\n"), h.wfile.flush()))
+    assert "QIDO-RS search for the study failed: malformed HTTP answer" in refused(peer.url)
+
+
+def test_headers_without_end_are_cut(peer: Peer) -> None:
+    """More header bytes than http.client takes in a line: refused at once, not read forever."""
+
+    def fn(h: BaseHTTPRequestHandler) -> None:
+        h.wfile.write(b"HTTP/1.1 200 OK\r\nX-Long: ")
+        while not peer.stop.is_set():
+            h.wfile.write(b"a" * 65536)
+
+    peer.route("GET", r"/studies\?", fn)
+    assert "QIDO-RS search for the study failed: malformed HTTP answer" in refused(peer.url)
+
+
 def test_tls_to_a_plain_http_server_is_a_tls_error(peer: Peer) -> None:
     url = peer.url.replace("http://", "https://")
     assert "failed: TLS error" in refused(url)
@@ -552,6 +594,13 @@ def test_stow_rejections_are_one_line(peer: Peer, status: int, ctype: str, body:
     peer.route("POST", r"/studies", lambda h: (drain(h), answer(h, body, ctype, status)))
     msg = refused(peer.url, lambda pacs: pacs.store([_sr_like()]))
     assert msg.startswith(f"{peer.url}: STOW-RS") and expect in msg, msg
+
+
+def test_a_stow_never_answered_ends_at_the_deadline(peer: Peer) -> None:
+    peer.route("POST", r"/studies", lambda h: (drain(h), drip_body(peer)(h)))
+    t0 = time.monotonic()
+    msg = refused(peer.url, lambda pacs: pacs.store([_sr_like()]), timeout=1.5)
+    assert msg.endswith("STOW-RS failed: no complete answer within 1.5 s") and time.monotonic() - t0 < 5, msg
 
 
 def drain(h: BaseHTTPRequestHandler) -> None:

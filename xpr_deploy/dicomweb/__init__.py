@@ -99,6 +99,8 @@ def _failure_reasons(resp: requests.Response) -> str:
 
 
 def _cause(exc: BaseException, timeout: float) -> str:
+    import http.client
+
     import requests
     from pydicom.errors import InvalidDicomError
 
@@ -118,10 +120,11 @@ def _cause(exc: BaseException, timeout: float) -> str:
             return "cannot connect (server down or wrong address)"
         if isinstance(inner, ConnectionResetError):
             return "the server reset the connection"
-        text = _plain(inner)
-        if "RemoteDisconnected" in type(inner).__name__ or "without response" in text:
+        if isinstance(inner, http.client.RemoteDisconnected):
             return "the server closed the connection without an answer"
-        return f"cannot connect (server down or wrong address): {text}"
+        if isinstance(inner, http.client.HTTPException):  # a status line or headers http.client refuses
+            return f"malformed HTTP answer ({type(inner).__name__}: {_plain(inner, 80)})"
+        return f"cannot connect (server down or wrong address): {_plain(inner)}"
     if isinstance(exc, requests.exceptions.HTTPError) and exc.response is not None:
         r = exc.response
         status = f"HTTP {r.status_code} {_plain(r.reason or '', 80)}".strip()

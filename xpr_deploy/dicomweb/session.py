@@ -29,6 +29,9 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 #: bytes read (after decoding) per step: also the most one step can decompress
 CHUNK = 1 << 16
+#: an answer parsed into Python objects (JSON: a search result, a STOW-RS status) grows ~25 times in
+#: memory, so it gets a smaller cap than image data: a study's QIDO-RS answer is some 100 KB
+MAX_DOCUMENT_BYTES = 4 << 20
 
 
 class LimitExceeded(requests.exceptions.RequestException):
@@ -161,9 +164,15 @@ _POOLS: dict[str, type[HTTPConnectionPool]] = {"http": _HTTPPool, "https": _HTTP
 class CappedAdapter(HTTPAdapter):
     """Sends through watched connections and reads each answer's body under the cap and deadline."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, max_document_bytes: int = MAX_DOCUMENT_BYTES) -> None:
         self.max_bytes = max_bytes
+        self.max_document_bytes = min(max_bytes, max_document_bytes)
         super().__init__(max_retries=0)
+
+    def cap_for(self, request: requests.PreparedRequest) -> int:
+        """Image data comes to a GET that does not ask for JSON; anything else is a document."""
+        wants_json = "json" in str(request.headers.get("Accept", "")).lower()
+        return self.max_bytes if request.method == "GET" and not wants_json else self.max_document_bytes
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
@@ -197,7 +206,7 @@ class CappedAdapter(HTTPAdapter):
             dl.check()  # the watchdog's shutdown shows as a broken connection: say what it was
             raise
         try:
-            resp._content = _read_body(resp, self.max_bytes, dl)
+            resp._content = _read_body(resp, self.cap_for(request), dl)
         except LimitExceeded as exc:
             resp.close()
             dl.broken = exc
