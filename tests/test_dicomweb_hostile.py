@@ -14,7 +14,9 @@ import gzip
 import json
 import os
 import re
+import shutil
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -43,7 +45,7 @@ class Peer:
     """A DICOMweb server on a free loopback port; `route(method, regex, handler)` gives it a role.
     Unrouted requests get 404; every request is recorded as (method, path)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
         self.routes: list[tuple[str, re.Pattern[str], Handler]] = []
         self.seen: list[tuple[str, str]] = []
         self.stop = threading.Event()
@@ -68,7 +70,12 @@ class Peer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/dicom-web"
+        if tls is not None:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}/dicom-web"
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
@@ -498,6 +505,18 @@ def test_a_path_given_as_the_study_is_bad_usage() -> None:
     assert r.code == 2 and "not a StudyInstanceUID" in r.line
 
 
+@pytest.mark.parametrize(
+    ("opt", "value"), [("--timeout", "0"), ("--timeout", "nan"), ("--timeout", "1e9"), ("--max-response-mb", "0")]
+)
+def test_limits_out_of_range_are_bad_usage(opt: str, value: str) -> None:
+    from xpr_deploy.dicomweb import predict_dicomweb
+    from xpr_deploy.errors import ConfigError
+
+    kw = {"timeout": float(value)} if opt == "--timeout" else {"max_bytes": int(float(value) * (1 << 20))}
+    with pytest.raises(ConfigError, match=f"^{opt} "):
+        predict_dicomweb("m", "http://127.0.0.1:9/dicom-web", STUDY, **kw)  # type: ignore[arg-type]
+
+
 def test_fetched_files_are_named_by_safe_uids(peer: Peer, synth_vindr: Path, tmp_path: Path) -> None:
     """A UID of digits and dots that is not canonical (leading zeros) is fetched, under a hashed name
     inside the folder, and read by the project's reader."""
@@ -552,6 +571,45 @@ def test_headers_without_end_are_cut(peer: Peer) -> None:
 def test_tls_to_a_plain_http_server_is_a_tls_error(peer: Peer) -> None:
     url = peer.url.replace("http://", "https://")
     assert "failed: TLS error" in refused(url)
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), as (cert, key)."""
+    if shutil.which("openssl") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("openssl is not installed")
+    d = tmp_path_factory.mktemp("tls")
+    args = ["-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1"]
+    args += ["-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"), "-out", str(d / "cert.pem")]
+    subprocess.run(["openssl", "req", *args], check=True, capture_output=True, timeout=60)
+    return d / "cert.pem", d / "key.pem"
+
+
+def test_an_untrusted_certificate_is_a_tls_error(cert: tuple[Path, Path]) -> None:
+    p = Peer(tls=cert)
+    try:
+        assert "failed: TLS error" in refused(p.url) and "CERTIFICATE_VERIFY_FAILED" in refused(p.url)
+    finally:
+        p.close()
+
+
+def test_the_deadline_holds_over_tls(cert: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The watchdog shuts a TLS socket down too: a trusted server dripping over TLS is cut."""
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(cert[0]))
+    p = Peer(tls=cert)
+    try:
+        p.route("GET", r"/studies\?", drip_body(p))
+        t0 = time.monotonic()
+        assert refused(p.url, timeout=1.5).endswith(
+            "QIDO-RS search for the study failed: no complete answer within 1.5 s"
+        )
+        assert time.monotonic() - t0 < 5
+        p.routes.clear()
+        from xpr_deploy.dicomweb import Pacs
+
+        assert Pacs(one_mg_instance(p).url).mg_instances(STUDY) == [(SERIES, SOP)]  # and a good answer is read
+    finally:
+        p.close()
 
 
 def test_server_down_is_one_line() -> None:

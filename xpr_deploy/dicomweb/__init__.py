@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 #: seconds a whole transaction (request, answer, retries) may take; seconds to connect
 TIMEOUT_S = 60.0
 CONNECT_S = 5.0
+MAX_TIMEOUT_S = 86400.0
 #: bytes one answer may hold, before and after decompression (a 2D mammogram is at most ~60 MB)
 MAX_RESPONSE_BYTES = 256 << 20
 #: attempts per request (a busy server's 503 or a refused connection: once more, within the same deadline)
@@ -168,8 +169,10 @@ class Pacs:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise DicomWebError(f"{_plain(url)}: not an http(s) DICOMweb URL")
-        if not timeout > 0 or not max_bytes > 0:
-            raise DicomWebError(f"{self.url}: the timeout and the answer cap must be positive")
+        if not 0 < timeout <= MAX_TIMEOUT_S:
+            raise ConfigError(f"--timeout {timeout:g}: give seconds in (0, {MAX_TIMEOUT_S:g}]")
+        if not max_bytes >= 1 << 20:
+            raise ConfigError(f"--max-response-mb {max_bytes / (1 << 20):g}: give at least 1 (MiB)")
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.session = CappedSession(timeout=timeout, max_bytes=max_bytes)
