@@ -612,6 +612,40 @@ def test_the_deadline_holds_over_tls(cert: tuple[Path, Path], monkeypatch: pytes
         p.close()
 
 
+def test_a_tls_handshake_dripped_forever_is_cut_at_the_deadline() -> None:
+    """A server that answers the ClientHello with a record header announcing 16 KB, then sends one
+    byte every 0.2 s: each read of the handshake is in time, the whole never ends. (Python bounds a
+    whole handshake by the socket's timeout, which the session keeps within the deadline.)"""
+    stop = threading.Event()
+
+    def serve(listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"\x16\x03\x03\x40\x00")
+            while not stop.is_set():
+                try:
+                    conn.sendall(b"\x00")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        t = threading.Thread(target=serve, args=(listener,), daemon=True)
+        t.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/dicom-web"
+        t0 = time.monotonic()
+        try:
+            msg = refused(url, timeout=1.5)
+        finally:
+            stop.set()
+        assert msg.endswith("QIDO-RS search for the study failed: no complete answer within 1.5 s"), msg
+        assert time.monotonic() - t0 < 5
+        t.join(5)
+
+
 def test_server_down_is_one_line() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -198,7 +198,7 @@ class CappedAdapter(HTTPAdapter):
             raise RuntimeError("CappedAdapter.send outside a deadline() block (use CappedSession)")
         dl.check()
         connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
-        left = dl.remaining()
+        left = max(dl.remaining(), 0.01)  # 0 would make the socket non-blocking
         bounded = (min(connect or left, left), min(read or left, left))
         try:
             resp = super().send(request, stream=True, timeout=bounded, verify=verify, cert=cert, proxies=proxies)
