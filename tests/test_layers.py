@@ -45,7 +45,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.doctor",
             "xpr_deploy.serve*",
             "xpr_deploy.dicom_out*",
-            "xpr_deploy.dicomweb",
+            "xpr_deploy.dicomweb.*",
         ),
     ),
     (8, ("xpr_deploy.demo",)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from rich.markup import escape
 
 # typer 0.29 ships its own click as typer._click: its exceptions are not the `click` package's
 from typer._click import exceptions as click_exceptions
@@ -69,7 +70,7 @@ def main() -> None:
     try:
         rc = app(standalone_mode=False)
     except XprError as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except click_exceptions.UsageError as exc:
         _show_usage_error(exc, sys.argv[1:])

@@ -289,6 +289,12 @@ def predict(
     ] = None,
     study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
     store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
+    timeout: Annotated[
+        float | None, typer.Option("--timeout", help="with --dicomweb: seconds per transaction, in all (default 60)")
+    ] = None,
+    max_response_mb: Annotated[
+        float | None, typer.Option("--max-response-mb", help="with --dicomweb: MiB one answer may hold (default 256)")
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
@@ -302,16 +308,18 @@ def predict(
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
             raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
-        from ..dicomweb import predict_dicomweb
+        from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
 
+        cap = MAX_RESPONSE_BYTES if max_response_mb is None else int(max_response_mb * (1 << 20))
         web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
-                               dicom_out=dicom_out, heatmaps_dir=heatmaps)  # fmt: skip
+                               dicom_out=dicom_out, heatmaps_dir=heatmaps,
+                               timeout=TIMEOUT_S if timeout is None else timeout, max_bytes=cap)  # fmt: skip
         rep = web.report
     else:
         if not studies:
             raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
-        if store:
-            raise ConfigError("--store sends results to a PACS: use it with --dicomweb")
+        if store or timeout is not None or max_response_mb is not None:
+            raise ConfigError("--store, --timeout and --max-response-mb are for a PACS: use them with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
                           dicom_out=dicom_out)  # fmt: skip
     if as_json:
@@ -329,7 +337,7 @@ def predict(
         if rep.dicom:
             console.print(f"DICOM results: {len(rep.dicom)} objects under {dicom_out}", highlight=False)
         if web is not None and store:
-            console.print(f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)",
+            console.print(f"stored {len(web.stored)} objects in {escape(web.url)} ({len(web.already)} already there)",
                           highlight=False, soft_wrap=True)  # fmt: skip
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
