@@ -130,12 +130,13 @@ def _hostile_values(tmp: Path) -> dict[str, str]:
         "nul": "1.2.3\x00/../../x",
         "newline": "1.2.3\n../../x",
         "dot": "..",
+        "mathtext": "1.2$\\frac{$",  # in the heatmap's title: text, not a matplotlib formula
     }
 
 
 #: the Study Instance UID names folders and heatmaps: every value; the others are only referenced
 HOSTILE_CASES = {
-    "StudyInstanceUID": ("dotdot", "abs", "slash", "empty", "long", "nul", "newline", "dot"),
+    "StudyInstanceUID": ("dotdot", "abs", "slash", "empty", "long", "nul", "newline", "dot", "mathtext"),
     "SOPInstanceUID": ("dotdot", "abs", "empty", "nul"),
     "SeriesInstanceUID": ("slash", "newline"),
 }

@@ -138,7 +138,7 @@ def _check_value(keyword: str, vr: str, value: object) -> tuple[str, str | None]
                 DA(text)
             elif vr == "TM":
                 TM(text)
-            elif vr == "PN" and any(not c.isprintable() for c in text):
+            if any(not c.isprintable() and c != "\x1b" for c in text):  # ESC: ISO 2022 code extensions
                 raise ValueError("control characters")
     except (ValueError, TypeError, OverflowError) as exc:
         msg = str(exc)

@@ -115,8 +115,9 @@ def heatmap_png(
         "cc": ViewImage(_display(pair.cc), geos["cc"], f"{lat} CC"),
         "mlo": ViewImage(_display(pair.mlo), geos["mlo"], f"{lat} MLO"),
     }
+    study = str(pair.study_id).replace("$", r"\$")  # header text, not matplotlib mathtext
     title = (
-        f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
+        f"{study} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
         f"(operating point {point.name}, threshold {point.threshold:.3f})"
     )
     keep = ", ".join(f"s{s} {1 - cfg.prune_rates[s - 1]:.0%}" for s in range(1, NUM_STAGES + 1))
