@@ -192,6 +192,23 @@ def test_predict_dicom_out_objects_pass_dciodvfy(predicted: tuple[dict, Path]) -
         assert _errors(p) == [], p
 
 
+def test_predict_dicom_out_objects_are_recognised_and_named_by_uid(predicted: tuple[dict, Path]) -> None:
+    """dciodvfy recognises each object as the IOD it claims (an unrecognised object is not verified),
+    and every name is the UID rule's: OUT/<StudyInstanceUID>/<sr|seg>_<SOPInstanceUID>_<tag>.dcm."""
+    from xpr_deploy.dicom_out import dciodvfy_errors
+
+    if DCIODVFY is None:
+        pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
+    rep, out = predicted
+    for p in _objects(out):
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        iod = "ComprehensiveSR" if ds.Modality == "SR" else "Segmentation"
+        assert dciodvfy_errors(p, iod=iod) == [], p
+        kind = "sr" if ds.Modality == "SR" else "seg"
+        assert p.parent == out / str(ds.StudyInstanceUID) and p.name.startswith(f"{kind}_{ds.SOPInstanceUID}_")
+    assert rep["notes"] == []  # clean synthetic headers: nothing left empty, nothing to say
+
+
 def test_sr_reads_back_what_predict_printed(predicted: tuple[dict, Path], ckpt: Path) -> None:
     import highdicom as hd
     from pydicom.sr.codedict import codes

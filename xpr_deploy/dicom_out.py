@@ -20,18 +20,29 @@ UIDs are derived (2.25 UIDs from a SHA-256, `derived_uid`) from the source SOP I
 the model digest and the operating point: new (never a source UID), unique per object, and the
 same when the same model reruns on the same study, so a rerun replaces nothing and a PACS never
 holds a result twice.
+
+Source headers are hostile input. The writers get a checked copy (`clean_source`): its Study, Series,
+SOP Instance and SOP Class UIDs must be valid UIDs (else that study gets no DICOM results, one line
+why); its patient and study attributes are only those listed in `PATIENT_STUDY`, each checked for
+its VR: absent, empty or invalid Type 2 values are written empty (the standard allows it), the
+invalid ones named in one warning line per study. File and folder names come from `io.uid_name`
+and every path from `io.child_path`, so no header value chooses where a result is written.
 """
 
 from __future__ import annotations
 
+import copy
+import re
+import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import XprError
+from .io import OutputError, child_path, is_uid, uid_name, write_error
 
 if TYPE_CHECKING:
     from pydicom import Dataset
@@ -52,6 +63,134 @@ _SCHEME = "99XPR"
 
 class DicomOutError(XprError):
     """The DICOM results could not be built or written."""
+
+
+# ---- the source header the writers see -----------------------------------------------------------
+
+#: Patient and study attributes the results carry (the Patient and General Study modules' Type 2
+#: ones, then Type 3 ones copied only when valid): keyword -> (VR, Type 2). Nothing else of the
+#: source's Patient, Clinical Trial and Study modules is copied.
+PATIENT_STUDY: dict[str, tuple[str, bool]] = {
+    "PatientName": ("PN", True),
+    "PatientID": ("LO", True),
+    "PatientBirthDate": ("DA", True),
+    "PatientSex": ("CS", True),
+    "StudyDate": ("DA", True),
+    "StudyTime": ("TM", True),
+    "ReferringPhysicianName": ("PN", True),
+    "StudyID": ("SH", True),
+    "AccessionNumber": ("SH", True),
+    "IssuerOfPatientID": ("LO", False),
+    "StudyDescription": ("LO", False),
+    "PatientAge": ("AS", False),
+    "PatientIdentityRemoved": ("CS", False),
+    "DeidentificationMethod": ("LO", False),
+}
+#: identifiers every result copies or references: must be valid UIDs (Type 1)
+SOURCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
+_ENUMS = {"PatientSex": ("M", "F", "O"), "PatientIdentityRemoved": ("YES", "NO")}
+#: groups of the Patient, Clinical Trial Subject/Study and Visit attributes, dropped from the copy
+_PATIENT_GROUPS = (0x0010, 0x0012, 0x0038)
+#: study-level attributes outside those groups (General Study, Patient Study), dropped from the copy
+_STUDY_KEYWORDS = (
+    "StudyDate", "StudyTime", "AccessionNumber", "IssuerOfAccessionNumberSequence", "ReferringPhysicianName",
+    "ReferringPhysicianIdentificationSequence", "ConsultingPhysicianName", "ConsultingPhysicianIdentificationSequence",
+    "StudyDescription", "ProcedureCodeSequence", "PhysiciansOfRecord", "PhysiciansOfRecordIdentificationSequence",
+    "NameOfPhysiciansReadingStudy", "PhysiciansReadingStudyIdentificationSequence", "ReferencedStudySequence",
+    "StudyID", "RequestingService", "RequestingServiceCodeSequence", "ReasonForPerformedProcedureCodeSequence",
+    "AdmittingDiagnosesDescription", "AdmittingDiagnosesCodeSequence",
+)  # fmt: skip
+#: highdicom's advice on a valid one-component Person Name ("ANONYMOUS"): not a problem of the source
+_PN_ADVICE = r".*is unlikely to represent the intended person name"
+#: an input tag as `io.input_tag` makes it (anything else is hashed too)
+_TAG_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
+
+
+def _shown(value: object, limit: int = 40) -> str:
+    from .data.header import printable
+
+    return repr(printable(value, limit))
+
+
+def _check_value(keyword: str, vr: str, value: object) -> tuple[str, str | None]:
+    """(the value to write, why it is invalid or None): "" for absent and empty values."""
+    from pydicom.config import RAISE
+    from pydicom.valuerep import DA, TM, validate_value
+
+    if value is None or value == "" or (isinstance(value, (list, tuple)) and not value):
+        return "", None
+    if isinstance(value, (bytes, bytearray)):
+        return "", f"{_shown(bytes(value))} is not text"
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "", f"{_shown(value)} holds several values"
+    text = str(value)
+    if vr != "PN":
+        text = text.strip()
+    if not text:
+        return "", None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            validate_value(vr, text, RAISE)
+            if "\\" in text:
+                raise ValueError("several values")
+            if vr == "DA":
+                DA(text)
+            elif vr == "TM":
+                TM(text)
+            if any(not c.isprintable() and c != "\x1b" for c in text):  # ESC: ISO 2022 code extensions
+                raise ValueError("control characters")
+    except (ValueError, TypeError, OverflowError) as exc:
+        msg = str(exc)
+        detail = "" if msg.startswith(("Invalid value for VR", "Unable to convert")) else f" ({_shown(msg, 60)[1:-1]})"
+        return "", f"{_shown(text)} is not a valid {vr}{detail}"
+    if keyword in _ENUMS and text not in _ENUMS[keyword]:
+        return "", f"{_shown(text)} is not {', '.join(_ENUMS[keyword][:-1])} or {_ENUMS[keyword][-1]}"
+    return text, None
+
+
+def clean_source(ds: Dataset) -> tuple[Dataset, list[str]]:
+    """A copy of a source header safe to hand to highdicom, and what was left empty and why.
+
+    The copy keeps the image attributes (geometry, references, equipment) and only the patient and
+    study attributes of `PATIENT_STUDY`, each checked for its VR (and the enumerated values of
+    Patient's Sex): absent or empty Type 2 ones are written empty, invalid ones too (named in the
+    returned lines), invalid Type 3 ones are left out. A source UID that is not a valid UID is a
+    `DicomOutError`: a result must sit in the source's study and reference its images."""
+    from pydicom.charset import python_encoding
+    from pydicom.datadict import tag_for_keyword
+
+    for kw in SOURCE_UIDS:
+        value = ds.get(kw)
+        if not is_uid(None if value is None else str(value)):
+            raise DicomOutError(f"{kw} {_shown('' if value is None else value, 70)} is not a valid UID")
+    out = copy.deepcopy(ds)
+    drop = {tag_for_keyword(kw) for kw in _STUDY_KEYWORDS}
+    for tag in list(out.keys()):
+        if tag.group in _PATIENT_GROUPS or tag in drop:
+            del out[tag]
+    problems: list[str] = []
+    charset = ds.get("SpecificCharacterSet")
+    names = [charset] if isinstance(charset, str) else list(charset or [])
+    if not all(isinstance(n, str) and n.strip() in python_encoding for n in names):
+        problems.append(f"SpecificCharacterSet {_shown(charset)} is not a known character set (ASCII values only)")
+        if "SpecificCharacterSet" in out:
+            del out.SpecificCharacterSet
+        names = []
+    ascii_only = all(str(n).strip() in ("", "ISO_IR 6", "ISO 2022 IR 6") for n in names)
+    for kw, (vr, type2) in PATIENT_STUDY.items():
+        value, why = _check_value(kw, vr, ds.get(kw))
+        if why is None and value and ascii_only and not value.isascii():
+            value, why = "", f"{_shown(value)} is not ASCII and the character set is not declared"
+        if why is not None:
+            problems.append(f"{kw} {why}")
+        if value or type2:
+            setattr(out, kw, value)
+    if out.get("PatientIdentityRemoved") != "YES" or not out.get("DeidentificationMethod"):
+        for kw in ("PatientIdentityRemoved", "DeidentificationMethod"):  # 1C: both or neither
+            if kw in out:
+                del out[kw]
+    return out, problems
 
 
 @dataclass(frozen=True)
@@ -274,20 +413,65 @@ def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, stu
     return seg
 
 
-def study_objects(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> list[Dataset]:
-    """The SR, then one Segmentation per source image that has a heatmap."""
-    key = _study_key(breasts)
-    objs = [build_sr(breasts, device)]
+@dataclass
+class StudyResults:
+    """One study's result objects (SR first) and the warning lines about its source headers."""
+
+    study: str  # the Study Instance UID
+    objects: list[Dataset]
+    warnings: list[str] = field(default_factory=list)
+
+
+def study_results(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> StudyResults:
+    """The SR, then one Segmentation per source image that has a heatmap, built from checked copies
+    of the source headers (`clean_source`). Values left empty are named in one warning line;
+    what highdicom or pydicom would warn about is caught here and named there too, never printed."""
+    from .data.header import printable
+
+    if not breasts:
+        raise DicomOutError("no breast to report")
+    study = str(next(iter(breasts[0].sources.values())).get("StudyInstanceUID", ""))
+    problems: list[str] = []
+    clean = []
     for b in sorted(breasts, key=lambda b: b.laterality):
-        for view in ("cc", "mlo"):
-            if view in b.heatmaps:
-                objs.append(build_heatmap(b.sources[view], b.heatmaps[view], device, key))
-    return objs
+        sources = {}
+        for view, ds in b.sources.items():
+            sources[view], found = clean_source(ds)
+            problems += [p for p in found if p not in problems]
+        clean.append(replace(b, sources=sources))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=_PN_ADVICE)
+        key = _study_key(clean)
+        objs = [build_sr(clean, device)]
+        for b in clean:
+            for view in ("cc", "mlo"):
+                if view in b.heatmaps:
+                    objs.append(build_heatmap(b.sources[view], b.heatmaps[view], device, key))
+    for w in caught:
+        line = printable(f"{w.category.__name__}: {str(w.message).splitlines()[0] if str(w.message) else ''}", 160)
+        if line not in problems:
+            problems.append(line)
+    notes = [f"{printable(study, 70)}: DICOM results written with empty or left-out values: " + "; ".join(problems)]
+    return StudyResults(study, objs, notes if problems else [])
+
+
+def study_objects(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> list[Dataset]:
+    """The study's result objects (`study_results` without its warning lines)."""
+    return study_results(breasts, device).objects
 
 
 def object_name(ds: Dataset, tag: str = "") -> str:
-    kind = {"SR": "sr", "SEG": "seg"}.get(str(ds.Modality), "obj")
-    return f"{kind}_{ds.SOPInstanceUID}{'_' + tag if tag else ''}.dcm"
+    """`<sr|seg>_<SOPInstanceUID>[_<tag>].dcm`: the UID as it is when valid, else a hash (`io.uid_name`)."""
+    kind = {"SR": "sr", "SEG": "seg"}.get(str(ds.get("Modality", "")), "obj")
+    if tag and not _TAG_RE.fullmatch(tag):
+        tag = uid_name(tag)
+    return f"{kind}_{uid_name(str(ds.get('SOPInstanceUID', '')))}{'_' + tag if tag else ''}.dcm"
+
+
+def object_path(out_dir: str | Path, ds: Dataset, tag: str = "") -> Path:
+    """OUT/<StudyInstanceUID>/<object_name>, proven inside OUT (`io.child_path`)."""
+    return child_path(out_dir, uid_name(str(ds.get("StudyInstanceUID", ""))), object_name(ds, tag))
 
 
 def write_objects(out_dir: str | Path, objs: Sequence[Dataset], tag: str = "") -> list[Path]:
@@ -298,10 +482,49 @@ def write_objects(out_dir: str | Path, objs: Sequence[Dataset], tag: str = "") -
 
     paths = []
     for ds in objs:
-        dest = Path(out_dir) / str(ds.StudyInstanceUID) / object_name(ds, tag)
+        dest = object_path(out_dir, ds, tag)
         write_buffer(dest, lambda f, ds=ds: ds.save_as(f, enforce_file_format=True))  # OutputError names dest
         paths.append(dest)
     return paths
+
+
+@dataclass
+class WrittenResults:
+    """What `write_study_results` did: files written, warning lines, and one line per study without results."""
+
+    paths: list[Path] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+def write_study_results(
+    out_dir: str | Path, results: Mapping[tuple[str, str], Sequence[BreastDicom]], device: DeviceIdentity
+) -> WrittenResults:
+    """Per (input tag, study): build and write the study's objects; a study whose objects cannot be
+    built or written is one line in `failures` and the other studies still get theirs.
+
+    An output folder that cannot be created is an OutputError (no study could get results)."""
+    from .data.header import one_line, printable
+
+    root = Path(out_dir)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_error(root, exc) from None
+    if not root.is_dir():
+        raise OutputError(f"{root}: not a folder", root, "not a folder")
+    done = WrittenResults()
+    for tag, study in sorted(results):
+        try:
+            built = study_results(results[tag, study], device)
+            done.warnings += built.warnings
+            done.paths += write_objects(root, built.objects, tag)
+        except XprError as exc:
+            done.failures.append(f"{printable(study, 70)}: no DICOM results: {printable(str(exc), 300)}")
+        except Exception as exc:  # highdicom and pydicom raise ValueError, AttributeError, ... on odd headers
+            why = f"{type(exc).__name__}: {one_line(exc)}"
+            done.failures.append(f"{printable(study, 70)}: no DICOM results: {why}")
+    return done
 
 
 def read_source(path: str | Path) -> Dataset:
@@ -329,8 +552,12 @@ def sr_probabilities(path: str | Path) -> tuple[str, dict[str, float]]:
     return str(sr.StudyInstanceUID), out
 
 
-def dciodvfy_errors(path: str | Path, timeout: float = 60.0) -> list[str] | None:
-    """The `Error` lines of `dciodvfy` (Debian dicom3tools) on one object; None when it is not installed."""
+def dciodvfy_errors(path: str | Path, timeout: float = 60.0, iod: str | None = None) -> list[str] | None:
+    """The `Error` lines of `dciodvfy` (Debian dicom3tools) on one object; None when it is not installed.
+
+    Also an error when dciodvfy exits non-zero without an Error line, and when it does not name the
+    IOD it checked against (`iod`, e.g. "ComprehensiveSR", "Segmentation"; else any): an object it
+    did not recognise was not verified at all."""
     import shutil
     import subprocess
 
@@ -338,4 +565,11 @@ def dciodvfy_errors(path: str | Path, timeout: float = 60.0) -> list[str] | None
     if exe is None:
         return None
     r = subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=timeout, check=False)
-    return [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith("Error")]
+    lines = (r.stdout + r.stderr).splitlines()
+    errors = [ln for ln in lines if ln.startswith("Error")]
+    if r.returncode != 0 and not errors:
+        errors.append(f"Error - dciodvfy exit status {r.returncode}")
+    named = [ln.strip() for ln in lines if re.fullmatch(r"[A-Z][A-Za-z0-9]+", ln.strip())]
+    if (iod is None and not named) or (iod is not None and iod not in named):
+        errors.append(f"Error - not recognised as {iod or 'a known IOD'} (dciodvfy named {named or 'none'})")
+    return errors

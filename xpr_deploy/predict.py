@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import NUM_STAGES, ModelConfig
 from .errors import PredictError, XprError
-from .io import input_tag
+from .io import child_path, input_tag, uid_name
 from .runners import BACKENDS, ModelSource, check_backend, kept_windows, make_runner, open_source, probabilities
 
 if TYPE_CHECKING:
@@ -86,10 +86,6 @@ def _decision(prob: float, threshold: float, names: Sequence[str]) -> str:
     return str(names[1] if prob >= threshold else names[0])
 
 
-def _safe(s: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:80]
-
-
 def _display(path: Path) -> np.ndarray:
     """The stored image as a viewer shows it (window, MONOCHROME1 inverted), in [0, 1]."""
     from .data.dicom import decode_stored, read_image, to_display
@@ -119,14 +115,15 @@ def heatmap_png(
         "cc": ViewImage(_display(pair.cc), geos["cc"], f"{lat} CC"),
         "mlo": ViewImage(_display(pair.mlo), geos["mlo"], f"{lat} MLO"),
     }
+    study = str(pair.study_id).replace("$", r"\$")  # header text, not matplotlib mathtext
     title = (
-        f"{pair.study_id} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
+        f"{study} · {lat} breast · P(malignant) = {prob:.3f} → {decision} "
         f"(operating point {point.name}, threshold {point.threshold:.3f})"
     )
     keep = ", ".join(f"s{s} {1 - cfg.prune_rates[s - 1]:.0%}" for s in range(1, NUM_STAGES + 1))
     subtitle = f"window selection per stage: how many blocks kept each 7x7 window (keep ratio {keep})"
-    name = f"{_safe(pair.study_id)}_{lat}{'_' + tag if tag else ''}.png"
-    return render(out_dir / name, views, maps, cfg, title, subtitle)
+    name = f"{uid_name(pair.study_id)}_{lat}{'_' + tag if tag else ''}.png"  # a hash unless a valid UID
+    return render(child_path(out_dir, name), views, maps, cfg, title, subtitle)
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -216,7 +213,7 @@ def predict(
                 results.setdefault(key, []).append(_breast_dicom(pair, prob, decision, sel, source, geos))
             report.breasts.append(res)
     if dicom_out is not None:
-        report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point)]
+        report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point, report.notes)]
     return report
 
 
@@ -243,13 +240,19 @@ def device_identity(source: ModelSource, point: OperatingPoint) -> Any:
 
 
 def write_dicom_results(
-    out_dir: str | Path, results: dict[tuple[str, str], list[Any]], source: ModelSource, point: OperatingPoint
+    out_dir: str | Path,
+    results: dict[tuple[str, str], list[Any]],
+    source: ModelSource,
+    point: OperatingPoint,
+    notes: list[str] | None = None,
 ) -> list[Path]:
-    """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/."""
-    from .dicom_out import study_objects, write_objects
+    """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/.
 
-    device = device_identity(source, point)
-    paths: list[Path] = []
-    for tag, study in sorted(results):
-        paths += write_objects(out_dir, study_objects(results[tag, study], device), tag)
-    return paths
+    A study whose results cannot be built or written, and values left empty in them, are one line
+    each in `notes` (the report's notes: its breasts were answered); the other studies get theirs."""
+    from .dicom_out import write_study_results
+
+    done = write_study_results(out_dir, results, device_identity(source, point))
+    if notes is not None:
+        notes.extend(done.warnings + done.failures)
+    return done.paths

@@ -46,6 +46,56 @@ _BAD_VALUES: dict[str, tuple[bytes, ...]] = {
 }
 
 
+#: header values that must never choose an output path nor break the DICOM result writers (issue 21
+#: classes 1 and 5): (keyword, value) with None = the element removed. The UIDs name result folders
+#: and files; the Type 2 patient and study attributes are copied into every result object.
+_UID_KEYWORDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
+_HOSTILE_UIDS = (b"../../x", b"/tmp/abs", b"a/b", b"..", b"1." * 99 + b"1", b"1.2.3\x00/../x", b"1.2.3\n../x",
+                 b"1.2.3\\1.2.4", b"1.2.03", b"\\\\server\\share", b"1.2$\\frac{$")  # fmt: skip
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate", "StudyTime", "StudyID",
+          "AccessionNumber", "ReferringPhysicianName")  # fmt: skip
+HEADER_VALUES: tuple[tuple[str, bytes | None], ...] = (
+    *((kw, v) for kw in _UID_KEYWORDS for v in _HOSTILE_UIDS),
+    *((kw, v) for kw in _TYPE2 for v in (None, b"")),
+    ("PatientSex", b"Q"),
+    ("PatientSex", b"male"),
+    ("PatientBirthDate", b"2024-13-45"),
+    ("PatientBirthDate", b"20240230"),
+    ("StudyDate", b"99999999"),
+    ("StudyTime", b"abc"),
+    ("StudyTime", b"256199"),
+    ("PatientName", b"A" * 100),
+    ("PatientName", b"Doe^John\\Roe^Richard"),
+    ("PatientName", b"\x1b[31mred\x1b[0m[/b]"),
+    ("PatientName", b"M\xfcller^Anna"),
+    ("PatientID", b"1" * 80),
+    ("PatientID", b"../../etc/passwd"),
+    ("ReferringPhysicianName", b"B" * 70),
+    ("AccessionNumber", b"A" * 40),
+    ("StudyID", b"S" * 20),
+    ("StudyID", b"a\nb"),
+)
+
+
+def header_mutation(data: bytes, keyword: str, value: bytes | None) -> bytes:
+    """`data` with `keyword` removed (None) or holding `value` (replaced, or inserted with its
+    dictionary VR): one of `HEADER_VALUES`, applied alike to every file of a study by the writer tests."""
+    els = elements(data)
+    if value is None:
+        el = els.get(keyword)
+        return data if el is None else data[: el.start] + data[el.end :]
+    return with_value(data, keyword, value)
+
+
+def header_cases(data: bytes) -> list[Case]:
+    """Every `HEADER_VALUES` mutation of one file (kind "header")."""
+    out = []
+    for j, (kw, value) in enumerate(HEADER_VALUES):
+        what = "missing" if value is None else repr(value[:16])
+        out.append(Case(f"header:{kw}#{j}={what}", "header", header_mutation(data, kw, value)))
+    return out
+
+
 @dataclass(frozen=True)
 class Case:
     """One mutated file: `name` is unique and says what was done (kind, attribute, offset, value)."""
@@ -263,7 +313,8 @@ def _stream_cases(data: bytes, pixel: Element, rng: random.Random) -> list[Case]
 def dicom_cases(data: bytes, *, seed: int = 0, flips: int = 24, truncations: int = 16) -> list[Case]:
     """Mutations of one valid explicit-VR LE file: truncations, byte flips, invalid values of every
     attribute the pipeline reads (inserted where the file lacks it), wrong and unknown VRs, lengths
-    beyond the file, missing elements, a wrong transfer syntax, damage inside compressed streams."""
+    beyond the file, missing elements, hostile UIDs and patient/study values (`header_cases`), a
+    wrong transfer syntax, damage inside compressed streams."""
     rng = random.Random(seed)
     els = elements(data)
     pixel = els.get("PixelData")
@@ -309,6 +360,7 @@ def dicom_cases(data: bytes, *, seed: int = 0, flips: int = 24, truncations: int
         vr = pydicom.datadict.dictionary_VR(pydicom.datadict.tag_for_keyword(kw)).split(" or ")[0]
         for j, bad in enumerate(_BAD_VALUES.get(vr, (b"", b"\xff\xfe"))):
             cases.append(Case(f"insert:{kw}#{j}={bad[:12]!r}", "insert", _insert(data, els, kw, bad, vr)))
+    cases += header_cases(data)
     cases += _meta_cases(data)
     if pixel is not None and pixel.length and data[pixel.value_start : pixel.value_start + 4] == b"\xfe\xff\x00\xe0":
         cases += _stream_cases(data, pixel, rng)
