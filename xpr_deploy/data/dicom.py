@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
-from .budget import Budget, default_budget
+from .budget import ENV, Budget, OverBudget, default_budget
 from .errors import (
     BadLaterality,
     BadView,
@@ -117,6 +118,8 @@ _DECODER_PACKAGES = DECODER_PACKAGES
 #: values longer than this are not loaded by a header-only read (pixel data: its length is still known)
 _DEFER_BYTES = 64 * 1024
 _PIXEL_DATA = 0x7FE00010
+#: the Deflated Explicit VR Little Endian transfer syntax (the whole dataset is zlib-compressed)
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
 #: what `--decode` checks run the contract at: only rejections matter, not the output size
 CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 
@@ -287,10 +290,50 @@ def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | 
             size = st.st_size
             budget.check_file_size(p, size)
             head = f.read(132)
+            if _DEFLATED in head + f.read(8192):
+                size = _check_inflated_size(f, p, budget) or size  # element offsets count inflated bytes
             f.seek(0)
         except OSError as exc:
             raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
         return _parse(f, p, size, head, header_only, budget)
+
+
+def _inflated_size(f: BinaryIO, limit: int) -> int | None:
+    """Bytes the deflated dataset after the file meta inflates to, counted up to `limit` + 1 in
+    bounded steps (None: the meta cannot be read, or the file is not deflated: dcmread says why)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        f.seek(0)
+        read_preamble(f, False)
+        if str(_read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED.decode():
+            return None
+    except Exception:  # not DICOM, a broken meta group: dcmread reports it
+        return None
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while total <= limit and (chunk := f.read(1 << 20)):
+            while chunk and total <= limit:
+                total += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+    except zlib.error:
+        return None
+    return total
+
+
+def _check_inflated_size(f: BinaryIO, p: Path, budget: Budget) -> int | None:
+    """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it
+    whole; the inflated size (pydicom's element offsets count from there), None when not deflated."""
+    total = _inflated_size(f, budget.max_file_bytes)
+    if total is None:
+        return None
+    if total > budget.max_file_bytes:
+        raise OverBudget(
+            f"{p}: the deflated dataset inflates to more than {budget.max_file_bytes} bytes, over the budget of "
+            f"{budget.max_file_bytes} bytes per file ({ENV['max_file_bytes']})"
+        )
+    return total
 
 
 def _parse(f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget) -> Dataset:

@@ -18,6 +18,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 
 from .budget import Budget, default_budget
+from .codestream import stream_size
 from .errors import InvalidValue, MissingDecoder, UnsupportedImage, UnsupportedTransferSyntax
 from .preproc import PixelMeta
 
@@ -374,6 +375,7 @@ def parse_header(ds: Dataset, path: str, *, budget: Budget | None = None) -> Ima
         check_decoder(uid, path)
         if not encapsulated:
             raise InvalidValue(f"{path}: PixelData (7FE0,0010) is not encapsulated, but {uid.name} is compressed")
+        _check_stream_size(ds, path, rows, cols)
     elif encapsulated:
         raise InvalidValue(f"{path}: PixelData (7FE0,0010) is encapsulated, but {uid.name} is not compressed")
     header = ImageHeader(rows, cols, spp, bits, stored, rep, frames, str(uid), bool(uid.is_compressed), have,
@@ -389,6 +391,36 @@ def parse_header(ds: Dataset, path: str, *, budget: Budget | None = None) -> Ima
                 "Rows, Columns or BitsAllocated is wrong"
             )
     return header
+
+
+def _first_fragment(ds: Dataset) -> bytes | None:
+    """The first fragment of encapsulated pixel data that is in memory (None: deferred or unreadable)."""
+    from pydicom.encaps import generate_fragments
+
+    value = _pixel_element(ds).value
+    if not isinstance(value, (bytes, bytearray)):
+        return None
+    try:
+        items = generate_fragments(bytes(value[: 1 << 20]))
+        next(items)  # the Basic Offset Table
+        return next(items, None)
+    except Exception:  # a broken item structure: the decoder names it
+        return None
+
+
+def _check_stream_size(ds: Dataset, path: str, rows: int, cols: int) -> None:
+    """A compressed stream that declares another size than Rows x Columns is refused before its
+    decoder allocates what the stream says (a size bomb), not after."""
+    frag = _first_fragment(ds)
+    found = stream_size(frag) if frag else None
+    if found is None:
+        return
+    kind, r, c = found
+    if (r and r != rows) or (c and c != cols):
+        raise InvalidValue(
+            f"{path}: PixelData (7FE0,0010): the {kind} stream declares {r}x{c} pixels, the header {rows}x{cols}: "
+            "not decoded"
+        )
 
 
 def pixel_meta(ds: Dataset, path: str = "<dataset>", *, photometric: str | None = None) -> PixelMeta:
