@@ -95,7 +95,8 @@ def data_check(
         for note in s["notes"]:
             console.print(f"[dim]note: {safe(note)}[/]", highlight=False, soft_wrap=True)
         for r in s["rejects"]:
-            say(console, f"{r['path']}: {r['reason']}", "[yellow]rejected[/]")
+            line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
+            say(console, line, "[yellow]rejected[/]")
     if strict and s["rejects"]:
         raise typer.Exit(1)
 
