@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from rich.markup import escape
 
 # typer 0.29 ships its own click as typer._click: its exceptions are not the `click` package's
 from typer._click import exceptions as click_exceptions
@@ -17,7 +16,7 @@ from typer._click import exceptions as click_exceptions
 from ..errors import XprError
 from ..version import __version__
 from . import data, deploy, info, serve, signals, training
-from .common import err_console
+from .common import StdoutError, err_console, say, stdout_failed
 
 app = typer.Typer(
     name="xpr",
@@ -64,13 +63,26 @@ def _prog_name() -> str:
     return _detect_program_name()
 
 
+def _stdout_broken() -> OSError | None:
+    """The error a flush of stdout gives now (None: it takes the output)."""
+    try:
+        sys.stdout.flush()
+    except OSError as exc:
+        return exc
+    except ValueError:  # closed
+        return None
+    return None
+
+
 def main() -> None:
     """Entry point: expected failures print one line and exit non-zero, without a traceback."""
     signals.install()
     try:
         rc = app(standalone_mode=False)
+        if (broken := _stdout_broken()) is not None:  # here, not in the interpreter's flush at exit
+            raise stdout_failed(broken)
     except XprError as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        say(err_console, exc, "[red]error:[/]")
         sys.exit(exc.exit_code)
     except click_exceptions.UsageError as exc:
         _show_usage_error(exc, sys.argv[1:])
@@ -85,8 +97,11 @@ def main() -> None:
         rc = 130
     except OSError as exc:  # a file the library did not expect to fail (e.g. another user's): name it
         if exc.filename is None:
-            raise
-        err_console.print(f"[red]error:[/] {exc.filename}: {exc.strerror or exc}", highlight=False, soft_wrap=True)
+            if _stdout_broken() is None:
+                raise
+            say(err_console, stdout_failed(exc), "[red]error:[/]")  # a rich print to a full stdout
+            sys.exit(StdoutError.exit_code)
+        say(err_console, f"{exc.filename}: {exc.strerror or exc}", "[red]error:[/]")
         sys.exit(2)
     if signals.caught is not None and rc == 130:  # typer makes the interrupt a silent 130
         line, rc = signals.message(signals.caught)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .common import ConfigOpt, JsonFlag, _parse_size, _print_json, console, err_console
+from .common import ConfigOpt, JsonFlag, _parse_size, _print_json, console, err_console, safe, say
 
 app = typer.Typer()
 
@@ -52,9 +52,10 @@ def synth(
     if as_json:
         _print_json(s.to_dict())
     else:
-        console.print(
+        say(
+            console,
             f"wrote {len(s.files)} files, {s.breasts} breasts ({s.positives} malignant), "
-            f"{s.format} layout, to {s.root} in {s.seconds:.1f} s"
+            f"{s.format} layout, to {s.root} in {s.seconds:.1f} s",
         )
 
 
@@ -80,8 +81,10 @@ def data_check(
         _print_json(s)
     else:
         console.print(
-            f"[bold]{s['root']}[/] ({s['format']}, label rule {s['label_rule']}): {s['studies']} studies, "
-            f"{s['breasts']} breasts, [bold]{s['pairs']} pairs[/], {s['positives']} positive"
+            f"[bold]{safe(s['root'])}[/] ({s['format']}, label rule {safe(s['label_rule'])}): {s['studies']} studies, "
+            f"{s['breasts']} breasts, [bold]{s['pairs']} pairs[/], {s['positives']} positive",
+            highlight=False,
+            soft_wrap=True,
         )
         ho = s["splits"].get("holdout")
         if ho and "error" not in ho:
@@ -90,9 +93,10 @@ def data_check(
                 f"test {ho['test']} ({ho['test_positives']} pos)"
             )
         for note in s["notes"]:
-            console.print(f"[dim]note: {note}[/]", highlight=False)
+            console.print(f"[dim]note: {safe(note)}[/]", highlight=False, soft_wrap=True)
         for r in s["rejects"]:
-            console.print(f"[yellow]rejected[/] {r['path']}: {r['reason']}", highlight=False, soft_wrap=True)
+            line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
+            say(console, line, "[yellow]rejected[/]")
     if strict and s["rejects"]:
         raise typer.Exit(1)
 
@@ -126,16 +130,15 @@ def data_prepare(
     if as_json:
         _print_json(rep.to_dict())
     else:
-        console.print(
+        say(
+            console,
             f"{rep.prepared} prepared, {rep.reused} reused, {len(rep.rejected)} rejected, {len(rep.failed)} failed "
             f"({rep.pairs_ready}/{rep.pairs} pairs ready; {rep.workers} workers, {rep.images_per_s:.2f} images/s) "
             f"-> {cache}/{rep.settings_hash}",
-            highlight=False,
-            soft_wrap=True,
         )
-        for kind, items in (("rejected", rep.rejected), ("failed", rep.failed)):
+        for kind, items in (("rejected", rep.index_rejects + rep.rejected), ("failed", rep.failed)):
             for f in items:
                 line = f["reason"] if f["reason"].startswith(f["path"]) else f"{f['path']}: {f['reason']}"
-                console.print(f"[yellow]{kind}[/] {line}", highlight=False, soft_wrap=True)
+                say(console, line, f"[yellow]{kind}[/]")
     if rep.failed or (strict and (rep.rejected or rep.index_rejects)):
         raise typer.Exit(1)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..runners.factory import BACKENDS
-from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console
+from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
 
 app = typer.Typer()
 
@@ -44,8 +44,8 @@ def _parity_table(report: object) -> Table:
 
         col = {"pass": "green", "fail": "red"}.get(c.status, "yellow")
         t.add_row(
-            c.name + (" *" if c.served else ""),
-            _runner_cell(c.runner),
+            safe(c.name) + (" *" if c.served else ""),
+            safe(_runner_cell(c.runner)),
             f"[{col}]{c.status}[/]",
             f(c.max_abs_logits_all),
             f(c.max_abs_prob_all),
@@ -54,7 +54,7 @@ def _parity_table(report: object) -> Table:
             f(c.selection_flips or None),
             f(c.decision_flips),
             f(c.delta_auc),
-            c.reason or c.gate,
+            safe(c.reason or c.gate),
         )
     return t
 
@@ -125,16 +125,18 @@ def export(
     b = export_and_validate(model, meta, dest, opts)
     m = b.manifest
     console.print(
-        f"[bold]{dest}[/]: {', '.join(m['graphs'].values())} (serves {m['model']}), "
-        f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + str(m['engine_skipped'])}"
+        f"[bold]{safe(dest)}[/]: {safe(', '.join(m['graphs'].values()))} (serves {safe(m['model'])}), "
+        f"{len(m['engines'])} engine(s){'' if m['engines'] else ' — ' + safe(m['engine_skipped'])}",
+        highlight=False,
+        soft_wrap=True,
     )
     console.print(f"manifest_sha256 {b.view.digest}", highlight=False)
-    console.print("timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
+    say(console, "timings: " + ", ".join(f"{k} {v}" for k, v in b.timings.items()))
     if b.parity is not None:
         console.print(_parity_table(b.parity))
         console.print("[dim]* the graph `xpr predict` serves from this bundle[/]")
         if not b.parity.ok:
-            err_console.print(f"[red]error:[/] {dest}: exported, but parity failed (see {dest / 'parity.json'})")
+            say(err_console, f"{dest}: exported, but parity failed (see {dest / 'parity.json'})", "[red]error:[/]")
             raise typer.Exit(1)
 
 
@@ -165,11 +167,11 @@ def validate(
     if as_json:
         _print_json(report.to_dict())
     else:
-        console.print(f"[bold]{bundle}[/]: {report.inputs}")
+        console.print(f"[bold]{safe(bundle)}[/]: {safe(report.inputs)}", highlight=False, soft_wrap=True)
         console.print(_parity_table(report))
-        console.print(f"[dim]* the graph `xpr predict` serves from this bundle; report: {dest}[/]", highlight=False)
+        say(console, f"* the graph `xpr predict` serves from this bundle; report: {dest}")
         if save_outputs is not None:
-            console.print(f"run results: {save_outputs} (polygraphy inspect data {save_outputs})", highlight=False)
+            say(console, f"run results: {save_outputs} (polygraphy inspect data {save_outputs})")
     if not report.ok:
         raise typer.Exit(1)
 
@@ -207,7 +209,7 @@ def bench(
     sweep = _keep_sweep(keep_sweep)
 
     def progress(msg: str) -> None:
-        err_console.print(f"[dim]{msg}[/]", highlight=False)
+        err_console.print(f"[dim]{safe(msg)}[/]", highlight=False, soft_wrap=True)
 
     if batch is not None:
         if onnx is None:
@@ -215,10 +217,10 @@ def bench(
         rep = B.bench_batches(
             onnx, B.parse_batches(batch), runs=runs, warmup=warmup, threads=threads, progress=progress
         )
-        B.print_batches(rep, lambda s: console.print(s, highlight=False))
+        B.print_batches(rep, lambda s: say(console, s))
         if json_out is not None:
             write_json(json_out, rep)
-            console.print(f"report: {json_out}")
+            say(console, f"report: {json_out}")
         return
     if engine is not None:
         rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
@@ -256,13 +258,13 @@ def bench(
             mode=mode,
             progress=progress,
         )
-    B.print_summary(rep, lambda s: console.print(s, highlight=False))
+    B.print_summary(rep, lambda s: say(console, s))
     if json_out is not None:
         write_json(json_out, rep)
-        console.print(f"report: {json_out}")
+        say(console, f"report: {json_out}")
     if rep.get("keep_sweep") and (plot is not None or json_out is not None):
         png = B.plot_keep_sweep(rep, plot if plot is not None else Path(str(json_out)).with_suffix(".png"))
-        console.print(f"plot: {png}")
+        say(console, f"plot: {png}")
 
 
 @app.command()
@@ -299,8 +301,6 @@ def predict(
 ) -> None:
     """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
     Fails only if no breast was read."""
-    from rich.markup import escape
-
     from ..errors import ConfigError
     from ..predict import predict as run_predict
 
@@ -327,23 +327,24 @@ def predict(
     else:
         t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
         for b in rep.breasts:
-            t.add_row(b.study, b.laterality, f"{b.prob:.4f}", b.decision, *([b.heatmap or ""] if heatmaps else []))
+            t.add_row(safe(b.study), safe(b.laterality), f"{b.prob:.4f}", safe(b.decision),
+                      *([safe(b.heatmap or "")] if heatmaps else []))  # fmt: skip
         console.print(
-            f"[bold]{rep.backend}[/] backend, operating point {rep.operating_point} (threshold {rep.threshold:.4f})",
+            f"[bold]{safe(rep.backend)}[/] backend, operating point {safe(rep.operating_point)} "
+            f"(threshold {rep.threshold:.4f})",
             highlight=False,
         )
         if rep.breasts:
             console.print(t)
         if rep.dicom:
-            console.print(f"DICOM results: {len(rep.dicom)} objects under {dicom_out}", highlight=False)
+            say(console, f"DICOM results: {len(rep.dicom)} objects under {dicom_out}")
         if web is not None and store:
-            console.print(f"stored {len(web.stored)} objects in {escape(web.url)} ({len(web.already)} already there)",
-                          highlight=False, soft_wrap=True)  # fmt: skip
+            say(console, f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)")
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
-            err_console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False, soft_wrap=True)
+            say(err_console, line, "[yellow]skipped[/]")
         for n in rep.notes:
-            err_console.print(f"[yellow]note[/] {escape(n)}", highlight=False, soft_wrap=True)
+            say(err_console, n, "[yellow]note[/]")
     if not rep.breasts:
         err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
         raise typer.Exit(1)
@@ -390,9 +391,9 @@ def triton(
         _print_json(res.to_dict())
         return
     for m in res.models:
-        console.print(f"{m.name} ({m.platform}) version {m.version}: {m.config}  max_batch_size {m.max_batch_size}")
+        say(console, f"{m.name} ({m.platform}) version {m.version}: {m.config}  max_batch_size {m.max_batch_size}")
     for line in res.skipped:
-        err_console.print(f"[yellow]skipped[/] {line}", highlight=False, soft_wrap=True)
+        say(err_console, line, "[yellow]skipped[/]")
 
 
 @app.command()
@@ -409,7 +410,6 @@ def verify(
     if as_json:
         _print_json(d)
         return
-    console.print(f"[green]verified[/] {d['bundle']} ({d['name']}): manifest_sha256 {d['manifest_sha256']}",
-                  highlight=False, soft_wrap=True)  # fmt: skip
+    say(console, f"{d['bundle']} ({d['name']}): manifest_sha256 {d['manifest_sha256']}", "[green]verified[/]")
     for rel, h in d["files"].items():
-        console.print(f"  {h[:16]}…  {rel}", highlight=False)
+        say(console, f"  {h[:16]}…  {rel}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from .common import ConfigOpt, JsonFlag, _print_json, console
+from .common import ConfigOpt, JsonFlag, _print_json, console, safe
 
 app = typer.Typer()
 
@@ -53,5 +53,5 @@ def doctor(as_json: JsonFlag = False) -> None:
         return
     t = Table("component", "", "version / reason")
     for c in checks:
-        t.add_row(c.name, "[green]ok[/]" if c.ok else "[yellow]--[/]", c.detail)
+        t.add_row(safe(c.name), "[green]ok[/]" if c.ok else "[yellow]--[/]", safe(c.detail))
     console.print(t)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-import signal
+import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import JsonFlag, _print_json, console, err_console
+from .common import JsonFlag, _print_json, console, err_console, say
+
+if TYPE_CHECKING:
+    from ..serve import ServerInstall, TritonServer
+    from ..triton import PythonModelOptions
 
 app = typer.Typer()
 
@@ -33,14 +37,53 @@ def serve(
 ) -> None:
     """Serve BUNDLE with Triton Inference Server on 127.0.0.1 until Ctrl-C (the python-backend model; the
     platform models are written too, for NVIDIA's containers, but only the backends this server has load)."""
-    from ..serve import TritonServer, find_server
-    from ..triton import PythonModelOptions, write_repository
+    from ..serve import find_server
+    from ..triton import PythonModelOptions
 
     install = find_server()  # no server: one line before anything is written
+    temporary = repo is None
     root = repo or Path(tempfile.mkdtemp(prefix="xpr-triton-repo-"))
-    py = PythonModelOptions(
-        backend=python_backend, kind=kind, instances=instances, dynamic_batching=dynamic_batching, threads=threads
-    )
+    server: TritonServer | None = None
+    clean = False  # stopped on request (Ctrl-C, SIGTERM): nothing of this run is needed afterwards
+    try:
+        server = _start(bundle, root, install, http_port, grpc_port, metrics_port, max_batch, timeout,
+                        PythonModelOptions(backend=python_backend, kind=kind, instances=instances,
+                                           dynamic_batching=dynamic_batching, threads=threads),
+                        as_json)  # fmt: skip
+        try:
+            while server.running:
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.signals raises it): main says which, exit 130/143
+            clean = True
+            raise
+        rc = server.stop()
+        say(err_console, f"tritonserver exited on its own (status {rc}; log {server.log_path})", "[red]error:[/]")
+        raise typer.Exit(1)
+    finally:
+        if server is not None:
+            server.stop()
+            if clean:
+                server.discard_log()
+        if temporary:  # the repository is a copy of the bundle (tens of MB): never left in /tmp
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _start(
+    bundle: Path,
+    root: Path,
+    install: ServerInstall,
+    http_port: int | None,
+    grpc_port: int | None,
+    metrics_port: int | None,
+    max_batch: int | None,
+    timeout: float,
+    py: PythonModelOptions,
+    as_json: bool,
+) -> TritonServer:
+    """Write the repository, start the server on its python models, say where it listens."""
+    from ..serve import TritonServer
+    from ..triton import write_repository
+
     res = write_repository(bundle, root, max_batch=max_batch, python=py)
     have = set(install.backends())
     served = [m.name for m in res.models if m.platform == "python" and "python" in have]
@@ -56,30 +99,10 @@ def serve(
     if as_json:
         _print_json(info)
     else:
-        console.print(f"[green]ready[/] {', '.join(served)} from {root} ({install.origin})", highlight=False)
+        say(console, f"{', '.join(served)} from {root} ({install.origin})", "[green]ready[/]")
         for k in ("http", "grpc", "metrics"):
-            console.print(f"  {k:8s}{info[k]}", highlight=False)
+            say(console, f"  {k:8s}{info[k]}")
         if skipped:
-            err_console.print(
-                f"[dim]written, not loaded (this server has no backend for them): {', '.join(skipped)}[/]"
-            )
-        console.print("Ctrl-C stops the server", highlight=False)
-    stop = {"now": False}
-
-    def _stop(signum: int, _frame: object) -> None:
-        stop["now"] = True
-
-    old = signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stop["now"] and server.running:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, old)
-        died = not server.running
-        rc = server.stop()
-    if died:
-        err_console.print(f"[red]error:[/] tritonserver exited on its own (status {rc}; log {server.log_path})")
-        raise typer.Exit(1)
-    err_console.print(f"stopped (tritonserver exit status {rc})")
+            say(err_console, f"written, not loaded (this server has no backend for them): {', '.join(skipped)}")
+        say(console, "Ctrl-C stops the server")
+    return server

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from ..train.config import TrainConfig  # torch-free: the help texts show its defaults
-from .common import JsonFlag, Preset, _print_json, _rates, console
+from .common import JsonFlag, Preset, _print_json, _rates, console, say
 
 app = typer.Typer()
 
@@ -151,7 +151,7 @@ def train(
     if as_json:
         _print_json(summary)
     elif res.history:
-        console.print(f"best epoch {res.best_epoch} -> {res.best_dir}  ({res.wall_seconds:.1f} s)")
+        say(console, f"best epoch {res.best_epoch} -> {res.best_dir}  ({res.wall_seconds:.1f} s)")
 
 
 @app.command()
@@ -258,9 +258,9 @@ def eval_cmd(
         _print_json(d)
         return
     for line in rep.summary_lines():
-        console.print(line, highlight=False)
+        say(console, line)
     if plots is not None:
-        console.print(f"plots: {', '.join(d['plots'])}")
+        say(console, f"plots: {', '.join(d['plots'])}")
 
 
 @app.command()

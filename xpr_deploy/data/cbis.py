@@ -19,6 +19,7 @@ from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
 from .views import is_view
 from .vindr import read_csv
+from .walk import walk_files
 
 CSV_GLOB = "*case_description*.csv"
 _SIDES = {"LEFT": "L", "RIGHT": "R", "L": "L", "R": "R"}
@@ -56,7 +57,7 @@ def _full_image(root: Path, rel: str, folders: dict[str, Path], cache: dict[str,
     if folder is None:
         result: Path | str = f"case folder {case or '?'} not found under {root}"
     else:
-        files = sorted(folder.rglob("*.dcm"))
+        files = [f for f in walk_files(folder)[0] if f.suffix == ".dcm"]  # iterative, bounded, no special files
         full = [f for f in files if "full mammogram" in str(f.relative_to(folder)).lower()]
         cands = full or files
         if not cands:

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 import tempfile
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
@@ -31,6 +34,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
 from pydicom.uid import UID
 
+from .budget import ENV, Budget, OverBudget, default_budget
 from .errors import (
     BadLaterality,
     BadView,
@@ -49,6 +53,7 @@ from .header import (
     READ_KEYWORDS,
     ImageHeader,
     add_warning,
+    declared_size,
     one_line,
     parse_header,
     printable,
@@ -69,6 +74,7 @@ from .preproc import (
     to_display,
 )
 from .views import is_view, view_of_code
+from .walk import kind_of
 
 __all__ = [
     "CHECK_SETTINGS",
@@ -112,6 +118,8 @@ _DECODER_PACKAGES = DECODER_PACKAGES
 #: values longer than this are not loaded by a header-only read (pixel data: its length is still known)
 _DEFER_BYTES = 64 * 1024
 _PIXEL_DATA = 0x7FE00010
+#: the Deflated Explicit VR Little Endian transfer syntax (the whole dataset is zlib-compressed)
+_DEFLATED = b"1.2.840.10008.1.2.1.99"
 #: what `--decode` checks run the contract at: only rejections matter, not the output size
 CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 
@@ -241,28 +249,98 @@ def _convert_all_strict(ds: Dataset) -> None:
                 _convert_all_strict(item)
 
 
-def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
+def _nonblocking(path: str, flags: int) -> int:
+    # a FIFO swapped in after the stat must not block the open
+    return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+
+
+def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | None = None) -> Dataset:
     """Parse a file; missing, non-DICOM, truncated and unreadable files become typed one-line errors.
 
     `header_only` does not load big values (pixel data), but still sees where they lie, so a short
     or missing PixelData is found without reading it. Every other value is converted here, with
     pydicom's warnings captured, so nothing later raises or prints on first access.
+    Before anything is read the file is stat'ed: a FIFO, a device, a socket or a dangling link is
+    refused without being opened, and a file over the `budget` (default: `default_budget()`,
+    the XPR_MAX_* variables) is refused before it is read, as is an image whose header declares
+    more pixels or frames than the budget, before anything decodes it.
     """
     p = Path(path)
-    if not p.exists():
-        raise MissingFile(f"{p}: file not found")
-    if not p.is_file():
-        raise NotDicom(f"{p}: not a file")
+    budget = budget or default_budget()
     try:
-        size = p.stat().st_size
-        with open(p, "rb") as f:
-            head = f.read(132)
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise MissingFile(f"{p}: dangling symbolic link (its target does not exist)") from None
+        raise MissingFile(f"{p}: file not found") from None
     except OSError as exc:
         raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotDicom(f"{p}: not a file ({kind_of(st.st_mode)}): not opened")
+    budget.check_file_size(p, st.st_size)
+    try:
+        f = open(p, "rb", opener=_nonblocking)  # noqa: SIM115 (closed below, after pydicom read it)
+    except OSError as exc:
+        raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    with f:
+        try:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise NotDicom(f"{p}: not a file ({kind_of(st.st_mode)}): not read")
+            size = st.st_size
+            budget.check_file_size(p, size)
+            head = f.read(132)
+            if _DEFLATED in head + f.read(8192):
+                size = _check_inflated_size(f, p, budget) or size  # element offsets count inflated bytes
+            f.seek(0)
+        except OSError as exc:
+            raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        return _parse(f, p, size, head, header_only, budget)
+
+
+def _inflated_size(f: BinaryIO, limit: int) -> int | None:
+    """Bytes the deflated dataset after the file meta inflates to, counted up to `limit` + 1 in
+    bounded steps (None: the meta cannot be read, or the file is not deflated: dcmread says why)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        f.seek(0)
+        read_preamble(f, False)
+        if str(_read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED.decode():
+            return None
+    except Exception:  # not DICOM, a broken meta group: dcmread reports it
+        return None
+    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while total <= limit and (chunk := f.read(1 << 20)):
+            while chunk and total <= limit:
+                total += len(inflate.decompress(chunk, 1 << 20))
+                chunk = inflate.unconsumed_tail
+    except zlib.error:
+        return None
+    return total
+
+
+def _check_inflated_size(f: BinaryIO, p: Path, budget: Budget) -> int | None:
+    """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it
+    whole; the inflated size (pydicom's element offsets count from there), None when not deflated."""
+    total = _inflated_size(f, budget.max_file_bytes)
+    if total is None:
+        return None
+    if total > budget.max_file_bytes:
+        raise OverBudget(
+            f"{p}: the deflated dataset inflates to more than {budget.max_file_bytes} bytes, over the budget of "
+            f"{budget.max_file_bytes} bytes per file ({ENV['max_file_bytes']})"
+        )
+    return total
+
+
+def _parse(f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget) -> Dataset:
     dicm = len(head) == 132 and head[128:132] == b"DICM"
     with _quiet() as noise:
         try:
-            ds = pydicom.dcmread(p, defer_size=_DEFER_BYTES if header_only else None)
+            ds = pydicom.dcmread(f, defer_size=_DEFER_BYTES if header_only else None)
         except InvalidDicomError:
             raise NotDicom(f"{p}: not a DICOM file") from None
         except EOFError as exc:
@@ -283,14 +361,24 @@ def open_dicom(path: str | Path, *, header_only: bool = False) -> Dataset:
         _check_structure(ds, p, size)
         _convert_meta(ds, str(p))
         _convert_all(ds, str(p))
+        _check_budget(ds, str(p), budget)
     if header_only:
         ds.__dict__["_xpr_header_only"] = True
     return ds
 
 
-def check_pixels(ds: Dataset, path: str) -> ImageHeader:
-    """Single-frame greyscale, every Image Pixel value valid, pixel data of the announced size."""
-    return parse_header(ds, path)
+def _check_budget(ds: Dataset, path: str, budget: Budget) -> None:
+    """The pixels and frames the header declares, against the budget (an unreadable value is left
+    to `parse_header`, which names it)."""
+    size = declared_size(ds, path)
+    if size is not None:
+        budget.check_image(path, *size)
+
+
+def check_pixels(ds: Dataset, path: str, *, budget: Budget | None = None) -> ImageHeader:
+    """Single-frame greyscale, every Image Pixel value valid, pixel data of the announced size,
+    within the budget (default: `default_budget()`)."""
+    return parse_header(ds, path, budget=budget)
 
 
 def header_only_marker(ds: Dataset) -> bool:
@@ -314,15 +402,19 @@ def check_mg(ds: Dataset, path: str) -> None:
         raise ForProcessing(f"{path}: FOR PROCESSING image; use the FOR PRESENTATION image")
 
 
-def read_image(path: str | Path, *, require_mg: bool = True, header_only: bool = False) -> Dataset:
+def read_image(
+    path: str | Path, *, require_mg: bool = True, header_only: bool = False, budget: Budget | None = None
+) -> Dataset:
     """Open and validate a mammogram: greyscale, single frame, MG, FOR PRESENTATION.
 
     `require_mg=False` skips the MG checks (used for other modalities in tests and by tools).
     `header_only=True` reads no pixel data (fast indexing of big datasets) but checks its length.
+    `budget` (default: `default_budget()`, the XPR_MAX_* variables) bounds the file and its pixels.
     """
     p = str(path)
-    ds = open_dicom(path, header_only=header_only)
-    check_pixels(ds, p)
+    budget = budget or default_budget()
+    ds = open_dicom(path, header_only=header_only, budget=budget)
+    check_pixels(ds, p, budget=budget)
     if require_mg:
         check_mg(ds, p)
     return ds

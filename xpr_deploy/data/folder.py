@@ -9,6 +9,7 @@ from .errors import DicomError
 from .header import printable, text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .walk import walk_files
 
 #: files that are obviously not DICOM are skipped without a reject
 SKIP_SUFFIXES = {
@@ -39,7 +40,8 @@ def load_folder(root: str | Path, label_rule: str | None = None, *, decode: bool
     rule = resolve_rule(label_rule, "folder")
     idx = DatasetIndex(root=root, format="folder", label_rule=rule.name)
     records: list[ImageRecord] = []
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files, skipped = walk_files(root)  # iterative and bounded; special files named, never opened
+    idx.rejects.extend(skipped)
     for path in files:
         if path.name.startswith(".") or path.suffix.lower() in SKIP_SUFFIXES or path.name == "DICOMDIR":
             continue

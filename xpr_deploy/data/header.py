@@ -17,6 +17,8 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 
+from .budget import Budget, default_budget
+from .codestream import stream_size
 from .errors import InvalidValue, MissingDecoder, UnsupportedImage, UnsupportedTransferSyntax
 from .preproc import PixelMeta
 
@@ -26,6 +28,7 @@ __all__ = [
     "ImageHeader",
     "add_warning",
     "check_decoder",
+    "declared_size",
     "float_value",
     "int_value",
     "one_line",
@@ -307,17 +310,38 @@ def check_decoder(uid: Any, path: str) -> None:
         raise MissingDecoder(f"{path}: {uid.name} needs a decoder: pip install {pkg}")
 
 
-def parse_header(ds: Dataset, path: str) -> ImageHeader:
+def declared_size(ds: Dataset, path: str) -> tuple[int, int, int, int] | None:
+    """(Rows, Columns, SamplesPerPixel, NumberOfFrames) as the header declares them, for the
+    resource budget before anything decodes; None when it has no pixel data or an unreadable value
+    (the checks that follow name that one)."""
+    if "PixelData" not in ds:
+        return None
+    try:
+        rows, cols, spp, frames = (
+            int_value(ds, k, path) for k in ("Rows", "Columns", "SamplesPerPixel", "NumberOfFrames")
+        )
+    except InvalidValue:
+        return None
+    return max(rows or 0, 0), max(cols or 0, 0), max(spp or 1, 1), max(frames or 1, 1)
+
+
+def parse_header(ds: Dataset, path: str, *, budget: Budget | None = None) -> ImageHeader:
     """Check the Image Pixel module and the pixel data length against it (no decoding).
 
     Greyscale, one frame, a known transfer syntax with a decoder, and native pixel data exactly as
     long as Rows x Columns x BitsAllocated / 8 (a shorter one is truncated, a longer one means a
     wrong header value): what `train` and `predict` would otherwise find only when decoding.
+    First of all, the pixels and frames it declares are within `budget` (default:
+    `default_budget()`), so no decoder is asked to allocate more, even for a dataset that came
+    from memory rather than a file.
     """
     from .errors import TruncatedFile
 
     if "PixelData" not in ds:
         raise UnsupportedImage(f"{path}: no pixel data (not an image)")
+    size = declared_size(ds, path)
+    if size is not None:
+        (budget or default_budget()).check_image(path, *size)
     spp = int_value(ds, "SamplesPerPixel", path, required=True, lo=1, hi=4)
     pi = text_value(ds, "PhotometricInterpretation", path)  # CS: upper case, as the decoders require
     assert spp is not None
@@ -351,6 +375,7 @@ def parse_header(ds: Dataset, path: str) -> ImageHeader:
         check_decoder(uid, path)
         if not encapsulated:
             raise InvalidValue(f"{path}: PixelData (7FE0,0010) is not encapsulated, but {uid.name} is compressed")
+        _check_stream_size(ds, path, rows, cols)
     elif encapsulated:
         raise InvalidValue(f"{path}: PixelData (7FE0,0010) is encapsulated, but {uid.name} is not compressed")
     header = ImageHeader(rows, cols, spp, bits, stored, rep, frames, str(uid), bool(uid.is_compressed), have,
@@ -366,6 +391,36 @@ def parse_header(ds: Dataset, path: str) -> ImageHeader:
                 "Rows, Columns or BitsAllocated is wrong"
             )
     return header
+
+
+def _first_fragment(ds: Dataset) -> bytes | None:
+    """The first fragment of encapsulated pixel data that is in memory (None: deferred or unreadable)."""
+    from pydicom.encaps import generate_fragments
+
+    value = _pixel_element(ds).value
+    if not isinstance(value, (bytes, bytearray)):
+        return None
+    try:
+        items = generate_fragments(bytes(value[: 1 << 20]))
+        next(items)  # the Basic Offset Table
+        return next(items, None)
+    except Exception:  # a broken item structure: the decoder names it
+        return None
+
+
+def _check_stream_size(ds: Dataset, path: str, rows: int, cols: int) -> None:
+    """A compressed stream that declares another size than Rows x Columns is refused before its
+    decoder allocates what the stream says (a size bomb), not after."""
+    frag = _first_fragment(ds)
+    found = stream_size(frag) if frag else None
+    if found is None:
+        return
+    kind, r, c = found
+    if (r and r != rows) or (c and c != cols):
+        raise InvalidValue(
+            f"{path}: PixelData (7FE0,0010): the {kind} stream declares {r}x{c} pixels, the header {rows}x{cols}: "
+            "not decoded"
+        )
 
 
 def pixel_meta(ds: Dataset, path: str = "<dataset>", *, photometric: str | None = None) -> PixelMeta:

@@ -90,7 +90,14 @@ class TritonServer:
         self.http_port = http_port or spare[0]
         self.grpc_port = grpc_port or spare[1]
         self.metrics_port = metrics_port or spare[2]
-        self.log_path = Path(log_path) if log_path else Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        #: a log this object made (a temporary file) is removed by `discard_log`; a given one is the caller's
+        self.owns_log = not log_path
+        if log_path:
+            self.log_path = Path(log_path)
+        else:
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
         self.extra_args = extra_args
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -137,9 +144,11 @@ class TritonServer:
     # ---- life cycle --------------------------------------------------------------------------
     def start(self, timeout: float = 120.0) -> TritonServer:
         if not self.repo.is_dir():
+            self.discard_log()  # the message does not point at it
             raise ServeError(f"{self.repo}: no such model repository")
         for what, port in (("HTTP", self.http_port), ("gRPC", self.grpc_port), ("metrics", self.metrics_port)):
             if port_in_use(port):
+                self.discard_log()
                 raise ServeError(f"{HOST}:{port} ({what} port) is in use: give another with --{what.lower()}-port")
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         try:
@@ -209,6 +218,13 @@ class TritonServer:
             self._log = None
         return rc
 
+    def discard_log(self) -> None:
+        """Remove the log if this object made it (after a clean stop: nothing in it is needed; after a
+        failure the log is kept, since the error line names it)."""
+        if self.owns_log and self._log is None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+
     def kill(self) -> None:
         """SIGKILL the server and its stubs at once (what a crash looks like to clients)."""
         if self.proc is not None:
@@ -222,3 +238,5 @@ class TritonServer:
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+        if et is None or issubclass(et, KeyboardInterrupt):
+            self.discard_log()
