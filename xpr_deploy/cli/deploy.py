@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..runners.factory import BACKENDS
 from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console
+from .data import PreferOpt, StrictSelectionOpt
 
 app = typer.Typer()
 
@@ -285,10 +286,12 @@ def predict(
     ] = None,
     study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
     store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
+    prefer: PreferOpt = "acquired",
+    strict: StrictSelectionOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
-    Fails only if no breast was read."""
+    """P(malignant) and the decision per breast at the operating point, from the screening CC and MLO
+    the image selection chooses; images not used and bad studies get a reason. Fails only if no breast was read."""
     from rich.markup import escape
 
     from ..errors import ConfigError
@@ -298,6 +301,8 @@ def predict(
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
             raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
+        if prefer != "acquired" or strict:
+            raise ConfigError("--prefer and --strict apply to STUDIES folders (not yet to --dicomweb)")
         from ..dicomweb import predict_dicomweb
 
         web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
@@ -309,7 +314,7 @@ def predict(
         if store:
             raise ConfigError("--store sends results to a PACS: use it with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out)  # fmt: skip
+                          dicom_out=dicom_out, prefer=prefer, strict=strict)  # fmt: skip
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
@@ -327,6 +332,13 @@ def predict(
         if web is not None and store:
             console.print(f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)",
                           highlight=False, soft_wrap=True)  # fmt: skip
+        for b in rep.breasts:
+            for note in b.notes:
+                err_console.print(f"[cyan]selection[/] {escape(f'{b.study}/{b.laterality} {note}')}",
+                                  highlight=False, soft_wrap=True)  # fmt: skip
+        for n in rep.not_used:
+            line = f"{n['path']}: {n['reason']}"
+            err_console.print(f"[dim]not used[/] {escape(line)}", highlight=False, soft_wrap=True)
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
             err_console.print(f"[yellow]skipped[/] {escape(line)}", highlight=False, soft_wrap=True)

@@ -13,7 +13,7 @@ from .errors import DicomError
 from .header import printable, text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
-from .selection import Instance, NotUsed, Policy, dedupe, exclusion, read_instance
+from .selection import Instance, NotUsed, Policy, exclusion, read_instance
 
 #: files that are obviously not DICOM are skipped without a reject
 SKIP_SUFFIXES = {
@@ -57,13 +57,8 @@ def load_folder(
             headers.append((read_instance(ds, path), ds))
         except DicomError as exc:
             idx.rejects.append(Reject(str(path), str(exc)))
-    unique, dupes = dedupe(inst for inst, _ in headers)
-    idx.not_used.extend(dupes)
-    kept = {id(inst) for inst in unique}
     records: list[ImageRecord] = []
     for inst, ds in headers:
-        if id(inst) not in kept:
-            continue
         if reason := exclusion(inst):
             idx.not_used.append(NotUsed(str(inst.path), inst.sop_uid, reason, inst.study, inst.laterality))
             continue
@@ -93,5 +88,7 @@ def load_folder(
                 instance=inst,
             )
         )
+    # one instance per SOP Instance UID among the usable ones (pair_images): a copy that is
+    # excluded or broken never displaces the good file of the same UID
     idx.pairs = pair_images(records, rule.label, idx.rejects, policy=policy, not_used=idx.not_used)
     return idx

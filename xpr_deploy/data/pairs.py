@@ -93,6 +93,17 @@ class DatasetIndex:
     def positives(self) -> int:
         return sum(1 for p in self.pairs if p.label == 1)
 
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        """The images used by every breast where the selection had something to decide (a choice was
+        made, or its study holds images not used): breast key -> CC / MLO path and SOP Instance UID, notes."""
+        studies = {n.study for n in self.not_used}
+        return {
+            p.key: {"cc": str(p.cc), "cc_sop_uid": p.cc_uid, "mlo": str(p.mlo), "mlo_sop_uid": p.mlo_uid,
+                    "notes": list(p.notes)}  # fmt: skip
+            for p in self.pairs
+            if p.notes or p.study_id in studies
+        }
+
     def summary(self) -> dict[str, Any]:
         studies = {p.study_id for p in self.pairs}
         patients = {p.patient_id for p in self.pairs}
@@ -109,7 +120,7 @@ class DatasetIndex:
             "unlabelled": sum(1 for p in self.pairs if p.label < 0),
             "rejects": [r.to_dict() for r in self.rejects],
             "not_used": [n.to_dict() for n in self.not_used],
-            "selection": {p.key: p.notes for p in self.pairs if p.notes},
+            "selection": self.decisions(),
             "notes": list(self.notes),
         }
 

@@ -6,12 +6,13 @@ secondary captures and other modalities sit beside the screening views. A clinic
 one screening CC and one screening MLO per breast; these rules say which (README "Image
 selection", with the DICOM attributes read), in this order:
 
-1. one instance per SOP Instance UID (`dedupe`): a second file with the same UID is a duplicate;
-2. what is not a screening mammogram is not used (`exclusion`): another modality, another SOP
+1. what is not a screening mammogram is not used (`exclusion`): another modality, another SOP
    class than Digital Mammography X-Ray Image Storage (tomosynthesis, breast projection,
    secondary capture, ...), FOR PROCESSING, multi-frame, tomosynthesis / stereotactic / contrast
    recombined Image Type values (PS3.3 C.8.11.7.1.4), a partial view, a view other than CC or
    MLO (CID 4014), a view with a modifier (ViewModifierCodeSequence, CID 4015);
+2. one instance per SOP Instance UID among the files left (`dedupe`, after the file checks): a
+   second file with the same UID is a duplicate export;
 3. per breast and view (`choose`): acquired 2D before synthesized 2D (Image Type value 4
    GENERATED_2D) unless `prefer="synthesized"`; the other kind is used when it is all there is,
    and the breast says so;
@@ -253,7 +254,9 @@ def exclusion(inst: Instance) -> str:
     if inst.frames > 1:
         return f"multi-frame object ({inst.frames} frames), not a 2D mammogram"
     it = inst.image_type
-    if len(it) > 2 and it[2] in IMAGE_TYPE_3_REASONS:
+    # a synthesized 2D image carries the tomosynthesis term in value 3 (biopsy would take its place)
+    tomo_2d = inst.synthesized and len(it) > 2 and it[2] in ("TOMOSYNTHESIS", "TOMO_PROJ")
+    if len(it) > 2 and it[2] in IMAGE_TYPE_3_REASONS and not tomo_2d:
         return f"{IMAGE_TYPE_3_REASONS[it[2]]} (Image Type value 3 {it[2]})"
     if len(it) > 3 and it[3] in IMAGE_TYPE_4_REASONS:
         return f"{IMAGE_TYPE_4_REASONS[it[3]]} (Image Type value 4 {it[3]})"
@@ -279,14 +282,20 @@ def _show(stamp: str) -> str:
 
 
 def _why_below(loser: Instance, winner: Instance, view: str) -> str:
-    used = f"{winner.sop_uid} ({winner.path.name}) is used"
+    other = f"{winner.sop_uid} ({winner.path.name}"
     if loser.original != winner.original:
-        return f"DERIVED {view}: the ORIGINAL {used}"
+        return f"DERIVED {view}: the ORIGINAL {other}) is used"
     if loser.acquired != winner.acquired:
-        return f"retake: {view} acquired {_show(loser.acquired)}, the later acquisition {used} ({_show(winner.acquired)})"
+        return (
+            f"retake: {view} acquired {_show(loser.acquired)}, earlier than {other}, acquired "
+            f"{_show(winner.acquired)}), which is used"
+        )
     if loser.content != winner.content:
-        return f"retake: {view} content {_show(loser.content)}, the later content {used} ({_show(winner.content)})"
-    return f"retake: {view} InstanceNumber {loser.number}, the higher InstanceNumber {used} ({winner.number})"
+        return (
+            f"retake: {view} content {_show(loser.content)}, earlier than {other}, content "
+            f"{_show(winner.content)}), which is used"
+        )
+    return f"retake: {view} InstanceNumber {loser.number}, lower than {other}, {winner.number}), which is used"
 
 
 def choose(cands: Sequence[Instance], view: str, policy: Policy) -> ViewChoice:
