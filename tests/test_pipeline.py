@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from test_selection import KINDS, clean_study, mixed_study  # noqa: F401  (clean_study: fixture)
+from test_selection import KINDS, mixed_study, write_clean_study
 from typer.testing import CliRunner
 
 from xpr_deploy.cli import app
@@ -21,6 +21,11 @@ from xpr_deploy.results import PredictReport
 @pytest.fixture(scope="module")
 def ckpt(untied_tiny_checkpoint) -> Path:
     return untied_tiny_checkpoint({"threshold": 0.5}, "pipeline")
+
+
+@pytest.fixture(scope="module")
+def clean_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clean_study(tmp_path_factory.mktemp("clean"))
 
 
 def answers(rep: PredictReport) -> dict[str, tuple[float, str, str]]:
@@ -62,7 +67,11 @@ def test_json_and_sr_name_the_images_used(ckpt: Path, clean_study: Path, tmp_pat
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout)
     used = {(b["cc_sop_instance_uid"], b["mlo_sop_instance_uid"]) for b in rep["breasts"]}
-    files = {pydicom.dcmread(Path(b[v]), stop_before_pixels=True).SOPInstanceUID for b in rep["breasts"] for v in ("cc", "mlo")}
+    files = {
+        pydicom.dcmread(Path(b[v]), stop_before_pixels=True).SOPInstanceUID
+        for b in rep["breasts"]
+        for v in ("cc", "mlo")
+    }
     assert {u for pair in used for u in pair} == files and len(files) == 4
     assert len(rep["not_used"]) == sum(len(v) for v in KINDS.values())
     assert all(n["sop_uid"] not in files or "duplicate" in n["reason"] for n in rep["not_used"])

@@ -76,7 +76,7 @@ def with_modifier(ds: Dataset, value: str, meaning: str) -> Dataset:
 
 
 def mixed_study(clean: Path, dest: Path, kind: str) -> Path:
-    """A copy of the clean study folder with the extra instances of `kind` (KINDS, or lateral / synthesized_only / mixed)."""
+    """The clean study folder copied, with the extra instances of `kind` (KINDS, lateral, synthesized_only, mixed)."""
     folder = dest / kind
     shutil.copytree(clean, folder)
     v = views_of(folder)
@@ -86,9 +86,8 @@ def mixed_study(clean: Path, dest: Path, kind: str) -> Path:
         if k == "duplicate":  # the same instance exported twice
             shutil.copy(v["R", "CC"], folder / "zz_R_CC_exported_again.dcm")
         elif k == "combo":  # synthesized 2D (later, so only the kind preference keeps it out) + a DBT object
-            derive(v["R", "CC"], ImageType=["DERIVED", "PRIMARY", "TOMOSYNTHESIS", "GENERATED_2D"], **later).save_as(
-                folder / "R_CC_synthesized.dcm"
-            )
+            generated = ["DERIVED", "PRIMARY", "TOMOSYNTHESIS", "GENERATED_2D"]
+            derive(v["R", "CC"], ImageType=generated, **later).save_as(folder / "R_CC_synthesized.dcm")
             bto = derive(v["R", "MLO"], sop_class=BTO, flip=False, NumberOfFrames=3, **later)
             bto.ImageType = ["ORIGINAL", "PRIMARY", "TOMOSYNTHESIS", "NONE"]
             bto.PixelData = bto.PixelData * 3
@@ -121,14 +120,17 @@ def mixed_study(clean: Path, dest: Path, kind: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="session")
-def clean_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def write_clean_study(root: Path) -> Path:
     """One synthetic study: L and R, CC and MLO, uncompressed, 320x160."""
-    root = tmp_path_factory.mktemp("selection")
     write_synthetic(root / "synth", 2, "vindr", size=(320, 160), seed=11, transfer_syntax="uncompressed")
     study = next((root / "synth" / "images").iterdir())
     assert len(views_of(study)) == 4
     return study
+
+
+@pytest.fixture(scope="module")
+def clean_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_clean_study(tmp_path_factory.mktemp("selection"))
 
 
 def used(idx: DatasetIndex) -> dict[str, tuple[str, str]]:
@@ -136,9 +138,7 @@ def used(idx: DatasetIndex) -> dict[str, tuple[str, str]]:
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
-def test_each_class_uses_the_clean_images_and_names_the_others(
-    clean_study: Path, tmp_path: Path, kind: str
-) -> None:
+def test_each_class_uses_the_clean_images_and_names_the_others(clean_study: Path, tmp_path: Path, kind: str) -> None:
     clean = load_folder(clean_study)
     assert len(clean.pairs) == 2 and not clean.not_used and not clean.rejects
     idx = load_folder(mixed_study(clean_study, tmp_path, kind))
@@ -237,7 +237,7 @@ def test_data_check_shows_the_decisions(clean_study: Path, tmp_path: Path) -> No
     res = runner.invoke(app, ["data", "check", str(folder)])
     assert res.exit_code == 0, res.output
     text = res.output
-    for lat, (cc, mlo) in clean.items():
+    for cc, mlo in clean.values():
         assert f"({cc}), MLO " in text and f"({mlo})" in text
     assert text.count("not used ") == sum(len(v) for v in KINDS.values())
     for items in KINDS.values():
@@ -280,3 +280,16 @@ def test_vindr_loader_drops_duplicate_and_secondary_capture(synth_vindr: Path, t
     assert "secondary capture" in n.reason
     strict = load_dataset(root, policy=Policy(strict=True))
     assert len(strict.pairs) == 7 and "--strict" in strict.rejects[0].reason
+
+
+def test_view_tables_are_the_standards() -> None:
+    """views.CID_4014 / CID_4015 hold exactly the SNOMED CT codes of PS3.16 (pydicom's copy of it)."""
+    from pydicom.sr._cid_dict import cid_concepts
+    from pydicom.sr._concepts_dict import concepts
+
+    from xpr_deploy.data.views import CID_4014, CID_4015
+
+    def codes(cid: int) -> set[str]:
+        return {code for name in cid_concepts[cid]["SCT"] for code in concepts["SCT"][name]}
+
+    assert set(CID_4014) == codes(4014) and set(CID_4015) == codes(4015)

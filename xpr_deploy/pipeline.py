@@ -95,9 +95,7 @@ class StudyPipeline:
             raise
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
     def close(self) -> None:
@@ -177,7 +175,9 @@ class StudyPipeline:
         decision = decision_of(prob, self.point.threshold, source.class_names)
         res = BreastResult(pair.study_id, pair.laterality, prob, decision, str(pair.cc), str(pair.mlo),
                            cc_uid=pair.cc_uid, mlo_uid=pair.mlo_uid, notes=list(pair.notes))  # fmt: skip
-        sel = kept_windows(outputs, self.runner.selection, source.cfg) if self._want_selection and self.runner.selection else None
+        sel = None
+        if self._want_selection and self.runner.selection:
+            sel = kept_windows(outputs, self.runner.selection, source.cfg)
         if self.heatmaps_dir is not None and sel is not None:
             tag = input_tag(ident, _rel(pair.cc, root), _rel(pair.mlo, root))
             png = heatmap_png(self.heatmaps_dir, pair, prob, decision, self.point, sel, source.cfg, geos, tag)

@@ -336,8 +336,8 @@ def predict(
             for note in b.notes:
                 err_console.print(f"[cyan]selection[/] {escape(f'{b.study}/{b.laterality} {note}')}",
                                   highlight=False, soft_wrap=True)  # fmt: skip
-        for n in rep.not_used:
-            line = f"{n['path']}: {n['reason']}"
+        for unused in rep.not_used:
+            line = f"{unused['path']}: {unused['reason']}"
             err_console.print(f"[dim]not used[/] {escape(line)}", highlight=False, soft_wrap=True)
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"

@@ -7,8 +7,16 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 
-from .dicom import CHECK_SETTINGS, check_mg, check_pixels, laterality_of, open_dicom, preprocess_with_geometry
-from .dicom import view_of, warnings_of
+from .dicom import (
+    CHECK_SETTINGS,
+    check_mg,
+    check_pixels,
+    laterality_of,
+    open_dicom,
+    preprocess_with_geometry,
+    view_of,
+    warnings_of,
+)
 from .errors import DicomError
 from .header import printable, text_value
 from .labels import label_rule as resolve_rule

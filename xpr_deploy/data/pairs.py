@@ -97,12 +97,12 @@ class DatasetIndex:
         """The images used by every breast where the selection had something to decide (a choice was
         made, or its study holds images not used): breast key -> CC / MLO path and SOP Instance UID, notes."""
         studies = {n.study for n in self.not_used}
-        return {
-            p.key: {"cc": str(p.cc), "cc_sop_uid": p.cc_uid, "mlo": str(p.mlo), "mlo_sop_uid": p.mlo_uid,
-                    "notes": list(p.notes)}  # fmt: skip
-            for p in self.pairs
-            if p.notes or p.study_id in studies
-        }
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.pairs:
+            if p.notes or p.study_id in studies:
+                out[p.key] = {"cc": str(p.cc), "cc_sop_uid": p.cc_uid, "mlo": str(p.mlo), "mlo_sop_uid": p.mlo_uid}
+                out[p.key]["notes"] = list(p.notes)
+        return out
 
     def summary(self) -> dict[str, Any]:
         studies = {p.study_id for p in self.pairs}

@@ -29,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID
@@ -341,4 +342,3 @@ def describe_not_used(items: Sequence[NotUsed], limit: int = 3) -> str:
     shown = "; ".join(f"{Path(n.path).name}: {n.reason}" for n in items[:limit])
     more = f"; and {len(items) - limit} more" if len(items) > limit else ""
     return shown + more
-

@@ -106,7 +106,8 @@ CID_4015: dict[str, str] = {
 def view_name(value: object, meaning: object = "") -> str:
     """The abbreviation (CC, MLO, ML, XCCL, ...) of a CID 4014 view code, else of its CodeMeaning; '' if unknown."""
     code = str(value or "").strip()
-    return view_of_code(code, meaning) or CID_4014.get(code) or CID_4014_MEANINGS.get(str(meaning or "").strip().lower(), "")
+    by_meaning = CID_4014_MEANINGS.get(str(meaning or "").strip().lower(), "")
+    return view_of_code(code, meaning) or CID_4014.get(code) or by_meaning
 
 
 def modifier_name(value: object, meaning: object = "") -> str:
