@@ -293,3 +293,19 @@ def test_view_tables_are_the_standards() -> None:
         return {code for name in cid_concepts[cid]["SCT"] for code in concepts["SCT"][name]}
 
     assert set(CID_4014) == codes(4014) and set(CID_4015) == codes(4015)
+
+
+def test_cbis_digitized_films_stored_as_secondary_capture_are_read(synth_cbis: Path, tmp_path: Path) -> None:
+    """CBIS-DDSM's films are Secondary Capture (Modality MG): its loader reads them; a PACS folder does not."""
+    from xpr_deploy.data import load_dataset
+
+    root = tmp_path / "cbis"
+    shutil.copytree(synth_cbis, root)
+    for f in root.rglob("*.dcm"):
+        ds = pydicom.dcmread(f)
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SC
+        ds.save_as(f)
+    ds = load_dataset(root)
+    assert len(ds.pairs) == 8 and not ds.not_used and not ds.rejects
+    folder = load_folder(root)
+    assert not folder.pairs and all("secondary capture" in n.reason for n in folder.not_used)

@@ -18,7 +18,7 @@ from .errors import DatasetError, DicomError
 from .header import text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
-from .selection import NotUsed, Policy, exclusion, read_instance
+from .selection import SECONDARY_CAPTURE, NotUsed, Policy, exclusion, read_instance
 from .views import is_view
 from .vindr import read_csv
 
@@ -80,7 +80,8 @@ def load_cbis(
     policy: Policy | None = None,
 ) -> DatasetIndex:
     """Index a CBIS-DDSM download (any subset of the four CSVs); with `verify`, the selection rules
-    (`policy`) apply to the headers as for a folder."""
+    (`policy`) apply to the headers as for a folder, except that CBIS-DDSM's digitized films are
+    Secondary Capture objects (Modality MG) and are read."""
     root = Path(root)
     rule = resolve_rule(label_rule, "cbis")
     csvs = find_csvs(root)
@@ -140,7 +141,7 @@ def load_cbis(
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
                 continue
-            if reason := exclusion(instance):
+            if reason := exclusion(instance, only_mammography_class=False, allow={SECONDARY_CAPTURE}):
                 idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, patient, side))
                 continue
             idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))

@@ -26,7 +26,7 @@ one clean MLO for it; every choice above becomes a rejection.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,8 @@ PREFER = ("acquired", "synthesized")
 #: Image Type value 4 of a synthesized (mathematically generated) 2D image, PS3.3 Table C.8-74d
 GENERATED_2D = "GENERATED_2D"
 
+#: Secondary Capture Image Storage
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 #: SOP classes that are never a screening mammogram, with the reason written
 SOP_CLASS_REASONS: dict[str, str] = {
     "1.2.840.10008.5.1.4.1.1.13.1.3": "tomosynthesis object (Breast Tomosynthesis Image Storage)",
@@ -242,15 +244,20 @@ def _sop_name(uid: str) -> str:
     return name if name and name != uid else f"SOP class {printable(uid, 64)}"
 
 
-def exclusion(inst: Instance) -> str:
-    """Why this instance is not a screening mammogram ('' if it may be one)."""
+def exclusion(inst: Instance, *, only_mammography_class: bool = True, allow: Collection[str] = ()) -> str:
+    """Why this instance is not a screening mammogram ('' if it may be one).
+
+    A study from a PACS (folders, DICOMweb, the node): only Digital Mammography X-Ray Image Storage.
+    A curated dataset's loader relaxes the SOP class rule: `only_mammography_class=False` accepts
+    any single-frame image class but still leaves out those of SOP_CLASS_REASONS, except the ones
+    in `allow` (CBIS-DDSM stores its digitized films as Secondary Capture)."""
     if inst.modality != "MG":
         return f"modality {inst.modality or 'missing'}, not MG (mammography)"
     if inst.sop_class in FOR_PROCESSING_CLASSES or inst.intent == "FOR PROCESSING":
         return "FOR PROCESSING image (raw detector data); the FOR PRESENTATION image is read"
-    if inst.sop_class in SOP_CLASS_REASONS:
+    if inst.sop_class in SOP_CLASS_REASONS and inst.sop_class not in allow:
         return SOP_CLASS_REASONS[inst.sop_class]
-    if inst.sop_class and inst.sop_class != MG_FOR_PRESENTATION:
+    if only_mammography_class and inst.sop_class and inst.sop_class != MG_FOR_PRESENTATION:
         return f"{_sop_name(inst.sop_class)}, not Digital Mammography X-Ray Image Storage"
     if inst.frames > 1:
         return f"multi-frame object ({inst.frames} frames), not a 2D mammogram"

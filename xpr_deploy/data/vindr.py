@@ -102,7 +102,7 @@ def load_vindr(
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
                 continue
-            if reason := exclusion(instance):
+            if reason := exclusion(instance, only_mammography_class=False):
                 idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, study, lat))
                 continue
             idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
