@@ -16,6 +16,7 @@ from xpr_deploy.cli import app
 from xpr_deploy.errors import PredictError
 from xpr_deploy.pipeline import StudyPipeline
 from xpr_deploy.results import PredictReport
+from xpr_deploy.runners import make_runner, open_source
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +110,12 @@ def test_pipeline_runs_only_inside_its_with_block(ckpt: Path, clean_study: Path)
     with pytest.raises(PredictError, match="outside its `with` block"):
         pipeline.run_study(clean_study)
     with pipeline as p:
-        assert len(p.run_study(clean_study, input_id="pacs#1").breasts) == 2
+        first = p.run_study(clean_study, input_id="pacs#1")
+        assert len(first.breasts) == 2
         assert len(p.run([clean_study, clean_study]).breasts) == 2  # the same files given twice: once
     with pytest.raises(PredictError):
         pipeline.run_study(clean_study)
+    # a runner built elsewhere (the node's remote inference) goes through the same pipeline
+    runner = make_runner(open_source(ckpt), "eager", selection=False)
+    with StudyPipeline(ckpt, runner=runner) as p:
+        assert p.runner is runner and answers(p.run_study(clean_study)) == answers(first)

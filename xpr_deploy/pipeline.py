@@ -28,7 +28,7 @@ from typing import Any
 
 from .data.selection import PREFER, Policy
 from .errors import PredictError, XprError
-from .io import input_tag
+from .io import OutputError, input_tag
 from .results import (
     BreastResult,
     PredictReport,
@@ -55,7 +55,8 @@ class StudyPipeline:
     `model`: checkpoint folder, bundle folder or engine file; `backend`: None = from the model;
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `heatmaps_dir`: a PNG
     per breast; `dicom_out`: an SR per study and a heatmap Segmentation per image; `prefer`:
-    "acquired" or "synthesized" 2D when a study holds both; `strict`: any choice rejects the breast.
+    "acquired" or "synthesized" 2D when a study holds both; `strict`: any choice rejects the breast;
+    `runner`: an inference runner built elsewhere (default: `runners.make_runner` for `backend`).
     """
 
     def __init__(
@@ -68,6 +69,7 @@ class StudyPipeline:
         dicom_out: str | Path | None = None,
         prefer: str = "acquired",
         strict: bool = False,
+        runner: Any = None,
     ) -> None:
         check_backend(backend)
         self.policy = Policy(prefer, strict)
@@ -77,7 +79,9 @@ class StudyPipeline:
         self.heatmaps_dir = Path(heatmaps_dir) if heatmaps_dir is not None else None
         self.dicom_out = Path(dicom_out) if dicom_out is not None else None
         self._want_selection = heatmaps_dir is not None or dicom_out is not None
-        self.runner: Any = make_runner(self.source, backend, selection=self._want_selection)
+        # `runner`: one built elsewhere on the runner contract (context manager, `infer(feed)`,
+        # `backend`, `selection`, `describe()`), e.g. a remote inference server; default: make_runner
+        self.runner: Any = runner or make_runner(self.source, backend, selection=self._want_selection)
         self._active = False
 
     # ---- the model's lifetime ----------------------------------------------------------------
@@ -150,9 +154,21 @@ class StudyPipeline:
                 seen.add(pair.cc.resolve())
                 self._breast(report, pair, ident, sp, results)
             if self.dicom_out is not None and results:
-                written = write_dicom_results(self.dicom_out, results, self.source, self.point)
-                report.dicom.extend(str(p) for p in written)
+                self._write_dicom(report, sp, results)
         return report
+
+    def _write_dicom(self, report: PredictReport, folder: Path, results: dict[tuple[str, str], list[Any]]) -> None:
+        """One input folder's DICOM results (SR, Segmentations); a failure of this study's objects is one
+        line and the next folder goes on."""
+        assert self.dicom_out is not None
+        try:
+            written = write_dicom_results(self.dicom_out, results, self.source, self.point)
+        except OutputError:  # the output folder itself (full disk, read-only): every study fails alike, exit 2
+            raise
+        except XprError as exc:
+            report.rejects.append({"path": str(folder), "reason": f"DICOM results not written: {exc}"})
+            return
+        report.dicom.extend(str(p) for p in written)
 
     def _breast(
         self, report: PredictReport, pair: Any, ident: str, root: Path, results: dict[tuple[str, str], list[Any]]
