@@ -30,6 +30,7 @@ from xpr_deploy.data.synth import write_synthetic
 BTO = "1.2.840.10008.5.1.4.1.1.13.1.3"  # Breast Tomosynthesis Image Storage
 SC = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
 MG_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+CT = "1.2.840.10008.5.1.4.1.1.2"  # CT Image Storage
 #: each kind of study -> (breast whose extra instance it holds, text its not-used reason must contain)
 KINDS: dict[str, list[tuple[str, str]]] = {
     "duplicate": [("R", "duplicate of")],
@@ -104,8 +105,8 @@ def mixed_study(clean: Path, dest: Path, kind: str) -> Path:
             derive(v["L", "MLO"], InstanceNumber=0).save_as(folder / "L_MLO_lower_number.dcm")
         elif k == "secondary_capture":
             derive(v["R", "CC"], sop_class=SC, **later).save_as(folder / "R_CC_capture.dcm")
-        elif k == "other_modality":
-            derive(v["L", "CC"], Modality="CT", **later).save_as(folder / "L_ct.dcm")
+        elif k == "other_modality":  # e.g. a CT localizer filed in the study
+            derive(v["L", "CC"], sop_class=CT, Modality="CT", **later).save_as(folder / "L_ct.dcm")
     if kind == "lateral":  # an ML where the MLO should be: that breast cannot be answered
         ds = pydicom.dcmread(v["R", "MLO"])
         ds.ViewPosition = "ML"
@@ -309,3 +310,20 @@ def test_cbis_digitized_films_stored_as_secondary_capture_are_read(synth_cbis: P
     assert len(ds.pairs) == 8 and not ds.not_used and not ds.rejects
     folder = load_folder(root)
     assert not folder.pairs and all("secondary capture" in n.reason for n in folder.not_used)
+
+
+def test_a_broken_mammogram_is_rejected_not_left_out(clean_study: Path, tmp_path: Path) -> None:
+    """An MG image object whose header contradicts its class (Modality CT, FOR PROCESSING intent,
+    several frames) is a broken file: rejected with the reader's reason, as `data check` always did."""
+    folder = tmp_path / "study"
+    shutil.copytree(clean_study, folder)
+    v = views_of(folder)
+    derive(v["R", "CC"], Modality="CT").save_as(folder / "a.dcm")
+    derive(v["R", "CC"], PresentationIntentType="FOR PROCESSING").save_as(folder / "b.dcm")
+    derive(v["R", "CC"], NumberOfFrames=2).save_as(folder / "c.dcm")
+    idx = load_folder(folder)
+    assert len(idx.pairs) == 2 and not idx.not_used
+    reasons = {Path(r.path).name: r.reason for r in idx.rejects}
+    assert reasons["a.dcm"].endswith("modality CT, not MG (mammography)")
+    assert reasons["b.dcm"].endswith("FOR PROCESSING image; use the FOR PRESENTATION image")
+    assert reasons["c.dcm"].endswith("multi-frame image (2 frames); need a single frame")

@@ -6,11 +6,11 @@ secondary captures and other modalities sit beside the screening views. A clinic
 one screening CC and one screening MLO per breast; these rules say which (README "Image
 selection", with the DICOM attributes read), in this order:
 
-1. what is not a screening mammogram is not used (`exclusion`): another modality, another SOP
-   class than Digital Mammography X-Ray Image Storage (tomosynthesis, breast projection,
-   secondary capture, ...), FOR PROCESSING, multi-frame, tomosynthesis / stereotactic / contrast
-   recombined Image Type values (PS3.3 C.8.11.7.1.4), a partial view, a view other than CC or
-   MLO (CID 4014), a view with a modifier (ViewModifierCodeSequence, CID 4015);
+1. what is not a screening mammogram is not used (`exclusion`): another SOP class than Digital
+   Mammography X-Ray Image Storage - For Presentation (another modality, FOR PROCESSING,
+   tomosynthesis, breast projection, secondary capture, ...), tomosynthesis / stereotactic /
+   contrast recombined Image Type values (PS3.3 C.8.11.7.1.4), a partial view, a view other than
+   CC or MLO (CID 4014), a view with a modifier (ViewModifierCodeSequence, CID 4015);
 2. one instance per SOP Instance UID among the files left (`dedupe`, after the file checks): a
    second file with the same UID is a duplicate export;
 3. per breast and view (`choose`): acquired 2D before synthesized 2D (Image Type value 4
@@ -107,7 +107,6 @@ class Instance:
     sop_class: str = ""
     intent: str = ""  # PresentationIntentType
     image_type: tuple[str, ...] = ()
-    frames: int = 1
     partial_view: bool = False
     modifiers: tuple[str, ...] = ()  # CID 4015 names from ViewCodeSequence > ViewModifierCodeSequence
     acquired: str = ""  # YYYYMMDDHHMMSS.ffffff, comparable as text; '' unknown
@@ -212,7 +211,6 @@ def read_instance(ds: Dataset, path: str | Path) -> Instance:
         sop_class=text_value(ds, "SOPClassUID", p),
         intent=text_value(ds, "PresentationIntentType", p).upper(),
         image_type=image_type if any(image_type) else (),
-        frames=_int(text_value(ds, "NumberOfFrames", p) or "1") or 1,
         partial_view=text_value(ds, "PartialView", p).upper() == "YES",
         modifiers=tuple(modifiers),
         acquired=_datetime(ds, p, "AcquisitionDateTime", "AcquisitionDate", "AcquisitionTime"),
@@ -250,17 +248,20 @@ def exclusion(inst: Instance, *, only_mammography_class: bool = True, allow: Col
     A study from a PACS (folders, DICOMweb, the node): only Digital Mammography X-Ray Image Storage.
     A curated dataset's loader relaxes the SOP class rule: `only_mammography_class=False` accepts
     any single-frame image class but still leaves out those of SOP_CLASS_REASONS, except the ones
-    in `allow` (CBIS-DDSM stores its digitized films as Secondary Capture)."""
-    if inst.modality != "MG":
-        return f"modality {inst.modality or 'missing'}, not MG (mammography)"
-    if inst.sop_class in FOR_PROCESSING_CLASSES or inst.intent == "FOR PROCESSING":
-        return "FOR PROCESSING image (raw detector data); the FOR PRESENTATION image is read"
-    if inst.sop_class in SOP_CLASS_REASONS and inst.sop_class not in allow:
-        return SOP_CLASS_REASONS[inst.sop_class]
-    if only_mammography_class and inst.sop_class and inst.sop_class != MG_FOR_PRESENTATION:
-        return f"{_sop_name(inst.sop_class)}, not Digital Mammography X-Ray Image Storage"
-    if inst.frames > 1:
-        return f"multi-frame object ({inst.frames} frames), not a 2D mammogram"
+    in `allow` (CBIS-DDSM stores its digitized films as Secondary Capture).
+
+    An instance of the mammography class itself must be Modality MG, FOR PRESENTATION and one
+    frame (its IOD says so): one that is not is a broken file, rejected by the reader
+    (`dicom.check_mg`, `check_pixels`) with its own reason, not an image "not used"."""
+    if inst.sop_class and inst.sop_class != MG_FOR_PRESENTATION:
+        if inst.modality != "MG":
+            return f"modality {inst.modality or 'missing'}, not MG (mammography)"
+        if inst.sop_class in FOR_PROCESSING_CLASSES:
+            return "FOR PROCESSING image (raw detector data); the FOR PRESENTATION image is read"
+        if inst.sop_class in SOP_CLASS_REASONS and inst.sop_class not in allow:
+            return SOP_CLASS_REASONS[inst.sop_class]
+        if only_mammography_class:
+            return f"{_sop_name(inst.sop_class)}, not Digital Mammography X-Ray Image Storage"
     it = inst.image_type
     # a synthesized 2D image carries the tomosynthesis term in value 3 (biopsy would take its place)
     tomo_2d = inst.synthesized and len(it) > 2 and it[2] in ("TOMOSYNTHESIS", "TOMO_PROJ")
