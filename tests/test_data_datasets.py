@@ -101,14 +101,21 @@ def test_vindr_ambiguous_breast(synth_vindr, tmp_path):
     shutil.copytree(synth_vindr, root)
     csv_path = root / "breast-level_annotations.csv"
     rows = _rows(csv_path)
-    extra = dict(rows[0])  # a second CC image of the same breast (as in two series)
+    extra = dict(rows[0])  # the same CC exported again under a second image id: a duplicate, not a choice
     src = root / "images" / extra["study_id"] / f"{extra['image_id']}.dicom"
     extra["image_id"] = "dup" + extra["image_id"][3:]
     shutil.copy(src, root / "images" / extra["study_id"] / f"{extra['image_id']}.dicom")
     _write_rows(csv_path, [*rows, extra])
     ds = load_dataset(root)
+    assert len(ds.pairs) == 8
+    assert [n.reason for n in ds.not_used] == [f"duplicate of {src} (same SOP Instance UID)"]
+    # a second CC with its own SOP Instance UID and the same times and number: no rule decides
+    twin = pydicom.dcmread(src)
+    twin.SOPInstanceUID = twin.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7.8.9"
+    twin.save_as(root / "images" / extra["study_id"] / f"{extra['image_id']}.dicom")
+    ds = load_dataset(root)
     assert len(ds.pairs) == 7
-    assert any("ambiguous" in r.reason and "2 CC and 1 MLO" in r.reason for r in ds.rejects)
+    assert any("ambiguous" in r.reason and "2 CC images equally valid" in r.reason for r in ds.rejects)
 
 
 def test_cbis_pairs_groups_and_any_malignant(synth_cbis, tmp_path):
@@ -206,7 +213,8 @@ def test_folder_format_pairs_from_tags(synth_vindr, tmp_path):
     assert ds.format == "folder" and ds.label_rule == "none"
     assert len(ds.pairs) == 8 and all(p.label == -1 for p in ds.pairs)
     reasons = {r.path.rsplit("/", 1)[-1]: r.reason for r in ds.rejects}
-    assert "not MG" in reasons["ct.dcm"] and "not a DICOM" in reasons["junk.bin"]
+    not_used = {n.path.rsplit("/", 1)[-1]: n.reason for n in ds.not_used}
+    assert "not MG" in not_used["ct.dcm"] and "not a DICOM" in reasons["junk.bin"]
     assert "readme.txt" not in reasons
 
 

@@ -37,6 +37,8 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
         7,
         (
             "xpr_deploy.predict",
+            "xpr_deploy.pipeline",
+            "xpr_deploy.results",
             "xpr_deploy.validate.*",
             "xpr_deploy.bench.*",
             "xpr_deploy.triton",

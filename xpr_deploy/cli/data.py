@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -16,6 +16,22 @@ data_app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 FormatOpt = Annotated[str, typer.Option("--format", help="auto, vindr, cbis or folder")]
+#: `selection.PREFER` as a choice, so a wrong one is a usage error
+Prefer = Literal["acquired", "synthesized"]
+PreferOpt = Annotated[
+    Prefer,
+    typer.Option(
+        "--prefer",
+        help="acquired (default) or synthesized: which 2D image of a view is read when a study holds both",
+    ),
+]
+StrictSelectionOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        help="curated data: a breast is used only if its study holds exactly one clean CC and MLO for it",
+    ),
+]
 LabelRuleOpt = Annotated[
     str | None,
     typer.Option("--label-rule", help="vindr:birads>=4 (default), vindr:birads>=3, vindr:birads>=5, cbis:pathology"),
@@ -66,17 +82,26 @@ def data_check(
     label_rule: LabelRuleOpt = None,
     seed: Annotated[int, typer.Option(help="seed of the split counts")] = 0,
     folds: Annotated[int, typer.Option(help="k of the k-fold counts")] = 5,
-    strict: Annotated[bool, typer.Option(help="exit 1 if anything was rejected")] = False,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="curated data: every selection choice rejects the breast, and exit 1 if anything was "
+            "rejected or not used"
+        ),
+    ] = False,
+    prefer: PreferOpt = "acquired",
     decode: Annotated[
         bool, typer.Option(help="also decode and preprocess every file (slow; finds corrupt compressed streams)")
     ] = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """Studies, breasts, pairs, positives, split counts, and every rejected file or breast with why.
-    Headers and native pixel data lengths are always checked; --decode decodes the pixels too."""
-    from ..data import check_dataset
+    """Studies, breasts, pairs, positives, split counts; the image selection's decisions (images not
+    used and why, choices made); every rejected file or breast with why. Headers and native pixel data
+    lengths are always checked; --decode decodes the pixels too."""
 
-    s = check_dataset(data, format, label_rule, seed=seed, k=folds, decode=decode)
+    from ..data import Policy, check_dataset
+
+    s = check_dataset(data, format, label_rule, seed=seed, k=folds, decode=decode, policy=Policy(prefer, strict))
     if as_json:
         _print_json(s)
     else:
@@ -94,10 +119,20 @@ def data_check(
             )
         for note in s["notes"]:
             console.print(f"[dim]note: {safe(note)}[/]", highlight=False, soft_wrap=True)
+        for key, d in s["selection"].items():
+            say(
+                console,
+                f"{key}: CC {d['cc']} ({d['cc_sop_uid']}), MLO {d['mlo']} ({d['mlo_sop_uid']})",
+                "[cyan]used[/]",
+            )
+            for line in d["notes"]:
+                say(console, line, " ")
+        for n in s["not_used"]:
+            say(console, f"{n['path']}: {n['reason']}", "[dim]not used[/]")
         for r in s["rejects"]:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
             say(console, line, "[yellow]rejected[/]")
-    if strict and s["rejects"]:
+    if strict and (s["rejects"] or s["not_used"]):
         raise typer.Exit(1)
 
 

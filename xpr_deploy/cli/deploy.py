@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..runners.factory import BACKENDS
 from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
+from .data import PreferOpt, StrictSelectionOpt
 
 app = typer.Typer()
 
@@ -297,10 +298,12 @@ def predict(
     max_response_mb: Annotated[
         float | None, typer.Option("--max-response-mb", help="with --dicomweb: MiB one answer may hold (default 256)")
     ] = None,
+    prefer: PreferOpt = "acquired",
+    strict: StrictSelectionOpt = False,
     as_json: JsonFlag = False,
 ) -> None:
-    """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
-    Fails only if no breast was read."""
+    """P(malignant) and the decision per breast at the operating point, from the screening CC and MLO
+    the image selection chooses; images not used and bad studies get a reason. Fails only if no breast was read."""
     from ..errors import ConfigError
     from ..predict import predict as run_predict
 
@@ -308,6 +311,8 @@ def predict(
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
             raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
+        if prefer != "acquired" or strict:
+            raise ConfigError("--prefer and --strict apply to STUDIES folders (not yet to --dicomweb)")
         from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
 
         cap = MAX_RESPONSE_BYTES if max_response_mb is None else int(max_response_mb * (1 << 20))
@@ -321,7 +326,7 @@ def predict(
         if store or timeout is not None or max_response_mb is not None:
             raise ConfigError("--store, --timeout and --max-response-mb are for a PACS: use them with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out)  # fmt: skip
+                          dicom_out=dicom_out, prefer=prefer, strict=strict)  # fmt: skip
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
@@ -340,6 +345,11 @@ def predict(
             say(console, f"DICOM results: {len(rep.dicom)} objects under {dicom_out}")
         if web is not None and store:
             say(console, f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)")
+        for b in rep.breasts:
+            for note in b.notes:
+                say(err_console, f"{b.study}/{b.laterality} {note}", "[cyan]selection[/]")
+        for unused in rep.not_used:
+            say(err_console, f"{unused['path']}: {unused['reason']}", "[dim]not used[/]")
         for r in rep.rejects:
             line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
             say(err_console, line, "[yellow]skipped[/]")

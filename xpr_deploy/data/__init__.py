@@ -22,6 +22,10 @@ Public API (others code against these names):
 - `prepare_dataset(root, cache, settings, workers=None, progress=None) -> PrepareReport` (`xpr data
   prepare`; `prepare_files(paths, ...)` for a list of files): a pool of forkserver workers, resumable,
   counts `prepared` / `reused` / `rejected` / `failed`.
+- Image selection (`selection.py`): `Policy(prefer="acquired"|"synthesized", strict=False)`; every
+  loader keeps one instance per SOP Instance UID, leaves out what is not a screening CC/MLO and
+  chooses per breast (`DatasetIndex.not_used: list[NotUsed(path, sop_uid, reason)]`,
+  `BreastPair.cc_uid` / `.mlo_uid` / `.notes`).
 - View names and DICOM view codes, one table for the reader and `synth`: `xpr_deploy.data.views`
   (`VIEWS = ("CC", "MLO")`, `VIEW_CODES`, `view_of_code(code_value, code_meaning)`).
 - `write_synthetic(out, breasts, format="vindr"|"cbis", size=(H, W), seed=0, positive_fraction=0.5)`.
@@ -57,6 +61,7 @@ from .folder import load_folder
 from .labels import label_rule as label_rule_for
 from .pairs import BreastPair, DatasetIndex, Reject
 from .prepare import PrepareReport, Progress, prepare_files
+from .selection import NotUsed, Policy
 from .splits import SplitFile, make_folds, make_holdout
 from .synth import write_synthetic
 from .vindr import BREAST_CSV, load_vindr
@@ -69,7 +74,9 @@ __all__ = [
     "BreastPair",
     "DatasetIndex",
     "Geometry",
+    "NotUsed",
     "PixelMeta",
+    "Policy",
     "PrepareReport",
     "PreparedCache",
     "PreprocessSettings",
@@ -104,12 +111,20 @@ def detect_format(root: str | Path) -> str:
 
 
 def load_dataset(
-    root: str | Path, format: str = "auto", label_rule: str | None = None, *, verify: bool = True, decode: bool = False
+    root: str | Path,
+    format: str = "auto",
+    label_rule: str | None = None,
+    *,
+    verify: bool = True,
+    decode: bool = False,
+    policy: Policy | None = None,
 ) -> DatasetIndex:
-    """Index a dataset: pairs, rejects (with reasons) and the label rule used.
+    """Index a dataset: pairs, rejects (with reasons), images not used (with the selection rule) and
+    the label rule used.
 
     `verify` checks every file's header and pixel data length (no decoding); `decode` also runs the
-    preprocessing on each file's pixels (slow), so that no file of a pair fails later in training."""
+    preprocessing on each file's pixels (slow), so that no file of a pair fails later in training.
+    `policy`: the image selection (`selection.Policy`: prefer acquired or synthesized 2D, strict)."""
     if format not in FORMATS:
         raise DatasetError(f"unknown format {format!r}: choose one of {', '.join(FORMATS)}")
     root = Path(root)
@@ -121,10 +136,10 @@ def load_dataset(
     except BadLabel as exc:
         raise BadLabel(f"{root}: {exc}") from None
     if fmt == "vindr":
-        return load_vindr(root, label_rule, verify=verify or decode, decode=decode)
+        return load_vindr(root, label_rule, verify=verify or decode, decode=decode, policy=policy)
     if fmt == "cbis":
-        return load_cbis(root, label_rule, verify=verify or decode, decode=decode)
-    return load_folder(root, label_rule, decode=decode)
+        return load_cbis(root, label_rule, verify=verify or decode, decode=decode, policy=policy)
+    return load_folder(root, label_rule, decode=decode, policy=policy)
 
 
 def check_dataset(
@@ -135,6 +150,7 @@ def check_dataset(
     k: int = 5,
     *,
     decode: bool = False,
+    policy: Policy | None = None,
 ) -> dict[str, Any]:
     """`xpr data check`: the dataset summary plus hold-out and k-fold split counts.
 
@@ -142,7 +158,7 @@ def check_dataset(
     preprocesses every file (what `train` does), for the compressed streams a header cannot vouch for."""
     from .errors import SplitError
 
-    ds = load_dataset(root, format, label_rule, decode=decode)
+    ds = load_dataset(root, format, label_rule, decode=decode, policy=policy)
     out = ds.summary()
     splits: dict[str, Any] = {}
     labelled = [p for p in ds.pairs if p.label in (0, 1)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 from .dicom import laterality_of, verify_image, view_of, warnings_of
@@ -17,6 +18,7 @@ from .errors import DatasetError, DicomError
 from .header import text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .selection import SECONDARY_CAPTURE, NotUsed, Policy, exclusion, read_instance
 from .views import is_view
 from .vindr import read_csv
 from .walk import walk_files
@@ -71,9 +73,16 @@ def _full_image(root: Path, rel: str, folders: dict[str, Path], cache: dict[str,
 
 
 def load_cbis(
-    root: str | Path, label_rule: str | None = None, *, verify: bool = True, decode: bool = False
+    root: str | Path,
+    label_rule: str | None = None,
+    *,
+    verify: bool = True,
+    decode: bool = False,
+    policy: Policy | None = None,
 ) -> DatasetIndex:
-    """Index a CBIS-DDSM download (any subset of the four CSVs)."""
+    """Index a CBIS-DDSM download (any subset of the four CSVs); with `verify`, the selection rules
+    (`policy`) apply to the headers as for a folder, except that CBIS-DDSM's digitized films are
+    Secondary Capture objects (Modality MG) and are read."""
     root = Path(root)
     rule = resolve_rule(label_rule, "cbis")
     csvs = find_csvs(root)
@@ -121,15 +130,20 @@ def load_cbis(
                 f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); using {chosen}"
             )
         path, split = cases[chosen]
+        instance = None
         if verify:
             try:
                 ds = verify_image(path, decode=decode)
+                instance = replace(read_instance(ds, path), study=patient, laterality=side)
                 if ("ImageLaterality" in ds or "Laterality" in ds) and (lat := laterality_of(ds, str(path))) != side:
                     raise DicomError(f"{path}: laterality {lat} in the DICOM but {side} in the CSV")
                 if text_value(ds, "ViewPosition", str(path)) and (v := view_of(ds, str(path))) != view:
                     raise DicomError(f"{path}: view {v} in the DICOM but {view} in the CSV")
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
+                continue
+            if reason := exclusion(instance, only_mammography_class=False, allow={SECONDARY_CAPTURE}):
+                idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, patient, side))
                 continue
             idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
         raw = "+".join(sorted(pathologies[(patient, side)]))
@@ -143,7 +157,8 @@ def load_cbis(
                 raw_label=raw,
                 official_split=split,
                 meta={"case": chosen},
+                instance=instance,
             )
         )
-    idx.pairs = pair_images(records, rule.label, idx.rejects)
+    idx.pairs = pair_images(records, rule.label, idx.rejects, policy=policy, not_used=idx.not_used)
     return idx

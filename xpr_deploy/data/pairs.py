@@ -1,4 +1,5 @@
-"""One sample = one breast with exactly one CC and one MLO; everything else is a Reject with a reason."""
+"""One sample = one breast with one CC and one MLO chosen by the selection rules (`selection.py`);
+a breast that cannot be answered is a Reject with a reason, an image left out is a NotUsed with its reason."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .selection import Instance, NotUsed, Policy, ViewChoice, choose, dedupe, describe_not_used
+from .views import VIEWS
 
 
 @dataclass
@@ -26,6 +30,9 @@ class BreastPair:
     raw_label: str
     official_split: str = ""  # the dataset's own train/test tag, if any
     meta: dict[str, Any] = field(default_factory=dict)  # e.g. VinDr image ids, lesion boxes
+    cc_uid: str = ""  # the SOP Instance UIDs used ('' when only a CSV row named the image)
+    mlo_uid: str = ""
+    notes: list[str] = field(default_factory=list)  # what the selection says with the answer
 
     @property
     def key(self) -> str:
@@ -61,6 +68,13 @@ class ImageRecord:
     raw_label: str | None = None
     official_split: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    instance: Instance | None = None  # the header as selection reads it (None: known from a CSV only)
+
+    def as_instance(self) -> Instance:
+        if self.instance is not None:
+            return self.instance
+        sop = str(self.meta.get("sop_instance_uid") or self.meta.get("image_id") or self.path)
+        return Instance(self.path, sop, self.study_id, self.laterality, self.view)
 
 
 @dataclass
@@ -73,10 +87,22 @@ class DatasetIndex:
     pairs: list[BreastPair] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    not_used: list[NotUsed] = field(default_factory=list)  # images the selection left out, with why
 
     @property
     def positives(self) -> int:
         return sum(1 for p in self.pairs if p.label == 1)
+
+    def decisions(self) -> dict[str, dict[str, Any]]:
+        """The images used by every breast where the selection had something to decide (a choice was
+        made, or its study holds images not used): breast key -> CC / MLO path and SOP Instance UID, notes."""
+        studies = {n.study for n in self.not_used}
+        out: dict[str, dict[str, Any]] = {}
+        for p in self.pairs:
+            if p.notes or p.study_id in studies:
+                out[p.key] = {"cc": str(p.cc), "cc_sop_uid": p.cc_uid, "mlo": str(p.mlo), "mlo_sop_uid": p.mlo_uid}
+                out[p.key]["notes"] = list(p.notes)
+        return out
 
     def summary(self) -> dict[str, Any]:
         studies = {p.study_id for p in self.pairs}
@@ -93,37 +119,80 @@ class DatasetIndex:
             "negatives": sum(1 for p in self.pairs if p.label == 0),
             "unlabelled": sum(1 for p in self.pairs if p.label < 0),
             "rejects": [r.to_dict() for r in self.rejects],
+            "not_used": [n.to_dict() for n in self.not_used],
+            "selection": self.decisions(),
             "notes": list(self.notes),
         }
 
 
 def pair_images(
-    records: Iterable[ImageRecord], rule_label: Any, rejects: list[Reject], breast_key: Any = None
+    records: Iterable[ImageRecord],
+    rule_label: Any,
+    rejects: list[Reject],
+    breast_key: Any = None,
+    *,
+    policy: Policy | None = None,
+    not_used: list[NotUsed] | None = None,
 ) -> list[BreastPair]:
-    """Group images by breast and keep breasts with exactly one CC and one MLO.
+    """Group images by breast and choose one CC and one MLO per breast by the selection rules.
 
-    `rule_label(raw)` maps a breast's raw label to 0/1 and may raise BadLabel (the breast is then
-    rejected). `breast_key(record)` defaults to (study_id, laterality).
+    `records` are images that passed the exclusions (`selection.exclusion`); `not_used` collects
+    the images left out (and already holds those excluded earlier: with `policy.strict` any of
+    them in a breast's study and side rejects that breast). `rule_label(raw)` maps a breast's raw
+    label to 0/1 and may raise BadLabel (the breast is then rejected). `breast_key(record)`
+    defaults to (study_id, laterality).
     """
     from .errors import BadLabel
 
+    policy = policy or Policy()
+    left_out = not_used if not_used is not None else []
+    earlier = list(left_out)  # excluded before pairing: they count against a breast under --strict
     key_of = breast_key or (lambda r: (r.study_id, r.laterality))
-    groups: dict[Any, list[ImageRecord]] = defaultdict(list)
-    for r in records:
-        groups[key_of(r)].append(r)
+    items = [(r, r.as_instance()) for r in records]
+    unique, dupes = dedupe(inst for _, inst in items)
+    left_out.extend(dupes)
+    kept = {id(i) for i in unique}
+    groups: dict[Any, list[tuple[ImageRecord, Instance]]] = defaultdict(list)
+    for r, inst in items:
+        if id(inst) in kept:
+            groups[key_of(r)].append((r, inst))
     pairs: list[BreastPair] = []
     for key in sorted(groups, key=str):
-        imgs = groups[key]
-        views = Counter(r.view for r in imgs)
-        where = f"{imgs[0].study_id}/{imgs[0].laterality}"
-        if views["CC"] != 1 or views["MLO"] != 1:
-            files = ", ".join(sorted(str(r.path) for r in imgs))
-            what = "unpaired" if 0 in (views["CC"], views["MLO"]) else "ambiguous"
-            rejects.append(Reject(where, f"breast {what}: {views['CC']} CC and {views['MLO']} MLO ({files})"))
+        imgs = [r for r, _ in groups[key]]
+        record_of = {id(inst): r for r, inst in groups[key]}
+        study, lat = imgs[0].study_id, imgs[0].laterality
+        where = f"{study}/{lat}"
+        choices: dict[str, ViewChoice] = {
+            v: choose([inst for r, inst in groups[key] if r.view == v], v, policy) for v in VIEWS
+        }
+        chosen_out = [n for c in choices.values() for n in c.not_used]
+        left_out.extend(chosen_out)
+        here = [n for n in earlier + dupes if n.study == study and n.laterality in (lat, "")] + chosen_out
+        problems = [c.problem for c in choices.values() if c.problem]
+        if problems:
+            rejects.append(Reject(where, f"breast ambiguous: {'; '.join(problems)}"))
             continue
-        cc = next(r for r in imgs if r.view == "CC")
-        mlo = next(r for r in imgs if r.view == "MLO")
-        raws = {r.raw_label for r in imgs if r.raw_label is not None}
+        missing = [v for v in VIEWS if choices[v].used is None]
+        if missing:
+            counts = Counter(r.view for r in imgs)
+            files = ", ".join(sorted(str(r.path) for r in imgs))
+            why = f"; not used: {describe_not_used(here)}" if here else ""
+            rejects.append(
+                Reject(
+                    where,
+                    f"breast unpaired: no usable {' or '.join(missing)} "
+                    f"({counts['CC']} CC and {counts['MLO']} MLO: {files}){why}",
+                )
+            )
+            continue
+        if policy.strict:
+            fallback = [n for c in choices.values() if c.fallback for n in c.notes]
+            if here or fallback:
+                what = "; ".join(filter(None, [describe_not_used(here), *fallback]))
+                rejects.append(Reject(where, f"breast not clean (--strict): {what}"))
+                continue
+        cc, mlo = (record_of[id(choices[v].used)] for v in VIEWS)
+        raws = {r.raw_label for r in (cc, mlo) if r.raw_label is not None}
         if len(raws) > 1:
             rejects.append(Reject(where, f"breast label contradictory between views: {sorted(raws)}"))
             continue
@@ -145,6 +214,9 @@ def pair_images(
                 raw_label=raw,
                 official_split=cc.official_split or mlo.official_split,
                 meta=meta,
+                cc_uid=cc.instance.sop_uid if cc.instance is not None else "",
+                mlo_uid=mlo.instance.sop_uid if mlo.instance is not None else "",
+                notes=[n for v in VIEWS for n in choices[v].notes],
             )
         )
     return pairs

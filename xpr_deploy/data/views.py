@@ -52,3 +52,64 @@ def view_of_code(value: object, meaning: object = "") -> str:
 def is_view(view: str) -> bool:
     """True for the ViewPosition strings the model reads ('CC', 'MLO'); other views (ML, XCCL, ...) are not."""
     return view in VIEWS
+
+
+#: every view of DICOM CID 4014 "View for Mammography" (SNOMED CT), as its ACR MQCM abbreviation;
+#: only CC and MLO are screening views, the others are diagnostic (or a specimen)
+CID_4014: dict[str, str] = {
+    "399162004": "CC",  # cranio-caudal
+    "399368009": "MLO",  # medio-lateral oblique
+    "399260004": "ML",  # medial-lateral
+    "399352003": "LM",  # latero-medial
+    "399099002": "LMO",  # latero-medial oblique
+    "399192008": "XCCL",  # cranio-caudal exaggerated laterally
+    "399101009": "XCCM",  # cranio-caudal exaggerated medially
+    "399196006": "FB",  # caudo-cranial (from below)
+    "399188001": "SIO",  # superolateral to inferomedial oblique
+    "441555000": "ISO",  # inferomedial to superolateral oblique
+    "127457009": "SPECIMEN",  # tissue specimen from breast
+}
+#: the same views by CodeMeaning (lower case), for the retired SNOMED RT codes older modalities send
+CID_4014_MEANINGS: dict[str, str] = {
+    "cranio-caudal": "CC",
+    "medio-lateral oblique": "MLO",
+    "medial-lateral": "ML",
+    "medio-lateral": "ML",
+    "latero-medial": "LM",
+    "latero-medial oblique": "LMO",
+    "cranio-caudal exaggerated laterally": "XCCL",
+    "cranio-caudal exaggerated medially": "XCCM",
+    "caudo-cranial": "FB",
+    "superolateral to inferomedial oblique": "SIO",
+    "inferomedial to superolateral oblique": "ISO",
+    "tissue specimen from breast": "SPECIMEN",
+}
+#: DICOM CID 4015 "View Modifier for Mammography" (SNOMED CT): a view with any of them is not a screening view
+CID_4015: dict[str, str] = {
+    "399055006": "spot compression",
+    "399163009": "magnification",
+    "399209000": "implant displaced",
+    "399226006": "rolled medial",
+    "399197002": "rolled lateral",
+    "415670009": "rolled superior",
+    "414493004": "rolled inferior",
+    "399110001": "tangential",
+    "399161006": "cleavage",
+    "399011000": "axillary tail",
+    "442580003": "axillary tissue",
+    "441752004": "anterior compression",
+    "442581004": "nipple in profile",
+    "442593008": "infra-mammary fold",
+}
+
+
+def view_name(value: object, meaning: object = "") -> str:
+    """The abbreviation (CC, MLO, ML, XCCL, ...) of a CID 4014 view code, else of its CodeMeaning; '' if unknown."""
+    code = str(value or "").strip()
+    by_meaning = CID_4014_MEANINGS.get(str(meaning or "").strip().lower(), "")
+    return view_of_code(code, meaning) or CID_4014.get(code) or by_meaning
+
+
+def modifier_name(value: object, meaning: object = "") -> str:
+    """A CID 4015 view modifier's name, else the item's own CodeMeaning (any modifier counts), else its code."""
+    return CID_4015.get(str(value or "").strip()) or str(meaning or "").strip().lower() or str(value or "?").strip()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import csv
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from .dicom import laterality_of, verify_image, view_of, warnings_of
 from .errors import DatasetError, DicomError
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
+from .selection import NotUsed, Policy, exclusion, read_instance
 from .views import is_view
 
 BREAST_CSV = "breast-level_annotations.csv"
@@ -55,10 +57,17 @@ def _findings(root: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def load_vindr(
-    root: str | Path, label_rule: str | None = None, *, verify: bool = True, decode: bool = False
+    root: str | Path,
+    label_rule: str | None = None,
+    *,
+    verify: bool = True,
+    decode: bool = False,
+    policy: Policy | None = None,
 ) -> DatasetIndex:
     """Index a VinDr-Mammo download. `verify` reads every DICOM header (no pixels) and checks its
-    tags and pixel data length; `decode` also runs the preprocessing on the pixels."""
+    tags and pixel data length, and applies the selection rules (one per SOP Instance UID, no
+    secondary capture, tomosynthesis or modified view, ...; `policy`); `decode` also runs the
+    preprocessing on the pixels."""
     root = Path(root)
     rule = resolve_rule(label_rule, "vindr")
     csv_path = root / BREAST_CSV
@@ -81,15 +90,20 @@ def load_vindr(
         if not is_view(view):
             idx.rejects.append(Reject(str(path), f"view {view or 'missing'} is not CC or MLO"))
             continue
+        instance = None
         if verify:
             try:
                 ds = verify_image(path, decode=decode)
+                instance = replace(read_instance(ds, path), study=study, laterality=lat)
                 if ("ImageLaterality" in ds or "Laterality" in ds) and (tag_lat := laterality_of(ds, str(path))) != lat:
                     raise DicomError(f"{path}: laterality {tag_lat} in the DICOM but {lat} in {BREAST_CSV}")
                 if ("ViewPosition" in ds or "ViewCodeSequence" in ds) and (tag_view := view_of(ds, str(path))) != view:
                     raise DicomError(f"{path}: view {tag_view} in the DICOM but {view} in {BREAST_CSV}")
             except DicomError as exc:
                 idx.rejects.append(Reject(str(path), str(exc)))
+                continue
+            if reason := exclusion(instance, only_mammography_class=False):
+                idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, study, lat))
                 continue
             idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
         elif not path.exists():
@@ -108,7 +122,8 @@ def load_vindr(
                 raw_label=row["breast_birads"],
                 official_split=row.get("split", ""),
                 meta=meta,
+                instance=instance,
             )
         )
-    idx.pairs = pair_images(records, rule.label, idx.rejects)
+    idx.pairs = pair_images(records, rule.label, idx.rejects, policy=policy, not_used=idx.not_used)
     return idx
