@@ -396,3 +396,17 @@ def test_unsupported_syntax_in_xpr_predict(
     named = [ln for ln in res.stderr.splitlines() if uid in ln]
     assert len(named) == 1 and str(folder / "cc.dcm") in named[0] and "not supported" in named[0], res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("name", ["implicit", "deflated", "jpeg-ls"])
+def test_synth_writes_more_syntaxes(name: str, tmp_path: Path, clean: Clean, runner: tuple[Any, Any]) -> None:
+    """`xpr synth --transfer-syntax implicit|deflated|jpeg-ls` (pydicom's writer and CharLS): the same
+    breast as the uncompressed one of the same seed, to the bit."""
+    from xpr_deploy.data.synth import TRANSFER_SYNTAX_NAMES, write_synthetic
+
+    write_synthetic(tmp_path / "s", 1, "vindr", size=(320, 160), seed=23, transfer_syntax=name)
+    source, _ = runner
+    for path in (tmp_path / "s").rglob("*.dicom"):
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        assert ds.file_meta.TransferSyntaxUID == TRANSFER_SYNTAX_NAMES[name]
+        assert np.array_equal(preprocess_file(path, source.settings), clean.py[ds.ViewPosition.lower()])
