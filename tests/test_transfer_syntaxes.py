@@ -34,7 +34,7 @@ import pytest
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEG2000, UID, JPEG2000Lossless
 
-from xpr_deploy.data.dicom import decode_stored, preprocess_file, read_image
+from xpr_deploy.data.dicom import PreprocessSettings, decode_stored, preprocess_file, read_image
 from xpr_deploy.data.errors import UnsupportedTransferSyntax
 
 #: C++ vs Python model input of the same decoded pixels (as tests/test_engines_cpp.py)
@@ -47,6 +47,8 @@ LOSSY_PROB = 0.01
 LOSSY_CROSS_DECODER = 5e-3
 
 Maker = Callable[[Path, Path], None]
+#: where only a rejection matters, not the output size
+SMALL = PreprocessSettings(img_size=(64, 32))
 
 
 @dataclass(frozen=True)
@@ -110,19 +112,28 @@ def _ojph(uid: str, *options: str) -> Maker:
     return make
 
 
-def _relabelled(uid: str, placeholder: str) -> Maker:
-    """A JPEG 2000 stream under a UID no encoder here writes and pydicom refuses to write: saved under
-    a known UID of the same length, whose bytes in the file meta are then replaced."""
-    assert len(uid) == len(placeholder)
+def _relabel(src: Path, dst: Path, uid: str) -> None:
+    """`src`'s dataset (explicit VR little endian bytes, as they are) under another TransferSyntaxUID,
+    written below pydicom's writer (which refuses an unknown UID or native data under a compressed one)."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    ds = pydicom.dcmread(src)
+    body, meta = DicomBytesIO(), DicomBytesIO()
+    for b in (body, meta):
+        b.is_little_endian, b.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    ds.file_meta.TransferSyntaxUID = UID(uid)
+    write_file_meta_info(meta, ds.file_meta)
+    dst.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + body.getvalue())
+
+
+def _relabelled(uid: str) -> Maker:
+    """A JPEG 2000 stream under a UID no encoder here writes."""
 
     def make(src: Path, dst: Path) -> None:
         _pydicom(JPEG2000Lossless)(src, dst)
-        ds = pydicom.dcmread(dst)
-        ds.file_meta.TransferSyntaxUID = UID(placeholder)
-        ds.save_as(dst, enforce_file_format=True)
-        raw = dst.read_bytes()
-        assert raw.count(placeholder.encode()) == 1
-        dst.write_bytes(raw.replace(placeholder.encode(), uid.encode()))
+        _relabel(dst, dst, uid)
 
     return make
 
@@ -154,7 +165,7 @@ SYNTAXES: dict[str, Syntax] = {
     "jpeg-progressive": Syntax("1.2.840.10008.1.2.4.55", "unsupported", _tool("dcmcjpeg", "--encode-progressive"),
                                DCMTK, named="JPEG Full Progression"),
     "jpeg-xl-lossless": Syntax("1.2.840.10008.1.2.4.110", "unsupported",
-                               _relabelled("1.2.840.10008.1.2.4.110", "1.2.840.10008.1.2.4.100")),
+                               _relabelled("1.2.840.10008.1.2.4.110")),
 }  # fmt: skip
 LOSSLESS = [n for n, s in SYNTAXES.items() if s.kind == "lossless"]
 LOSSY = [n for n, s in SYNTAXES.items() if s.kind == "lossy"]
@@ -410,3 +421,38 @@ def test_synth_writes_more_syntaxes(name: str, tmp_path: Path, clean: Clean, run
         ds = pydicom.dcmread(path, stop_before_pixels=True)
         assert ds.file_meta.TransferSyntaxUID == TRANSFER_SYNTAX_NAMES[name]
         assert np.array_equal(preprocess_file(path, source.settings), clean.py[ds.ViewPosition.lower()])
+
+
+def test_damaged_htj2k_is_one_line_on_both_sides(
+    encoded: Callable[[str], dict[str, Path]],
+    study: dict[str, Path],
+    xpr_infer: Path,
+    cpp_bundle: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """The new C++ path (HTJ2K fragments DCMTK does not know, to OpenJPEG) on damaged files: a corrupt
+    and a cut codestream, native pixel data under the HTJ2K UID, and encapsulated data under explicit
+    VR little endian. Python and `xpr_infer` each give one line naming the file."""
+    from pydicom.encaps import generate_frames
+
+    from xpr_deploy.data.errors import DicomError
+
+    good = encoded("htj2k-lossless")["cc"]
+    frame = next(generate_frames(pydicom.dcmread(good).PixelData, number_of_frames=1))
+    cases = {}
+    for name, data in (("corrupt", frame[:300] + b"\xff" * 100 + frame[400:]), ("cut", frame[: len(frame) // 2])):
+        ds = pydicom.dcmread(good)
+        ds.PixelData = encapsulate([data])
+        cases[name] = tmp_path / f"{name}.dcm"
+        ds.save_as(cases[name], enforce_file_format=True)
+    cases["native"] = tmp_path / "native.dcm"
+    _relabel(study["cc"], cases["native"], HTJ2K)
+    cases["encapsulated"] = tmp_path / "encapsulated.dcm"
+    _relabel(good, cases["encapsulated"], "1.2.840.10008.1.2.1")
+    for name, bad in cases.items():
+        with pytest.raises(DicomError) as exc:
+            preprocess_file(bad, SMALL)
+        assert "\n" not in str(exc.value) and str(exc.value).startswith(f"{bad}: "), (name, exc.value)
+        c = _cpp(xpr_infer, cpp_bundle["bundle"], {"cc": bad, "mlo": study["mlo"]})
+        assert c["_exit"] == 2 and c["status"] == "bad DICOM" and c["error"].startswith(f"{bad}: "), (name, c)
+        assert c["_stderr"] == f"xpr_infer: {c['error']}\n"

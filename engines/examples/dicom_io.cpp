@@ -263,6 +263,8 @@ void decode_pixels(DcmDataset* ds, const Syntax& syntax, Uint16 rows, Uint16 col
     decode_j2k(bytes, rows, cols, is_signed, pixels);
     return;
   }
+  if (syntax.codec == Codec::Native && pixel_data->getLengthField() == DCM_UndefinedLength)
+    throw Error("PixelData (7FE0,0010) is encapsulated, but " + named + " is not compressed");
   const OFCondition st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
   if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
     throw Error("cannot decode " + named + " pixel data: " + st.text());
