@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -64,6 +71,54 @@ def untied_tiny_checkpoint(tmp_path_factory):
         return save_checkpoint(tmp_path_factory.mktemp(name) / "best", model, full)
 
     return make
+
+
+# --- the C++ runtime and a real bundle for it: built once, shared by test_engines_cpp and test_transfer_syntaxes --
+
+REPO = Path(__file__).resolve().parents[1]
+ENGINES = REPO / "engines"
+CPP_BUILD = ENGINES / "build"
+
+
+def _run(cmd: list[Any], timeout: int = 900, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.fixture(scope="session")
+def xpr_infer() -> Path:
+    """Configure + build the C++ example `engines/build/xpr_infer` (incremental; 2 jobs: CI has 2 cores)."""
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed: `make cpp` installs the C++ toolchain and builds engines/")
+    steps = [
+        [ENGINES / "scripts" / "fetch_onnxruntime.sh"],
+        ["cmake", "-S", ENGINES, "-B", CPP_BUILD, "-DCMAKE_BUILD_TYPE=Release", f"-DXPR_PYTHON={sys.executable}"],
+        ["cmake", "--build", CPP_BUILD, "-j2", "--target", "xpr_infer"],
+    ]
+    env = {**os.environ, "XPR_PYTHON": sys.executable}
+    CPP_BUILD.mkdir(exist_ok=True)
+    with open(CPP_BUILD / ".pytest-build.lock", "w") as lock:  # one build at a time in a shared tree
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for cmd in steps:
+            res = _run(cmd, env=env)
+            assert res.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    exe = CPP_BUILD / "xpr_infer"
+    assert exe.is_file()
+    return exe
+
+
+@pytest.fixture(scope="session")
+def cpp_bundle(untied_tiny_checkpoint) -> dict[str, Path]:
+    """`xpr export CKPT --with-selection` of an untied tiny checkpoint (threshold 0.5): {"ckpt", "bundle"}.
+    The real bundle (ONNX + a TensorRT-RTX engine entry when tensorrt-rtx is installed, kept-window
+    outputs); parity samples off, `xpr validate` covers those. About two minutes: export it once."""
+    ckpt = untied_tiny_checkpoint({"threshold": 0.5}, "cpp")
+    bundle = ckpt.parent / "bundle"
+    xpr = Path(sys.executable).parent / "xpr"
+    res = _run([xpr, "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle])
+    assert res.returncode == 0, f"xpr export failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
+    return {"ckpt": Path(ckpt), "bundle": bundle}
 
 
 # --- the CI guard (issue 25): in CI a skip is a failure, unless the test needs a GPU ----------------

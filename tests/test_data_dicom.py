@@ -237,6 +237,66 @@ def test_missing_decoder_names_the_package(tmp_path):
     assert MissingDecoder.__mro__[1] is DicomError
 
 
+# ------------------------------------------------------------------ deflated explicit VR little endian
+
+
+def _deflated(src, dst, cut: int = 0):
+    """`src` as Deflated Explicit VR Little Endian (PS3.5 A.5: the dataset after the file meta, deflated),
+    the inflated dataset shortened by `cut` bytes first (a complete deflate stream of a cut dataset)."""
+    import zlib
+
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    ds = pydicom.dcmread(src)
+    body = DicomBytesIO()
+    body.is_little_endian, body.is_implicit_VR = True, False
+    write_dataset(body, ds)
+    raw = body.getvalue()
+    z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    stream = z.compress(raw[: len(raw) - cut]) + z.flush()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    meta = DicomBytesIO()
+    meta.is_little_endian, meta.is_implicit_VR = True, False
+    write_file_meta_info(meta, ds.file_meta)
+    dst.write_bytes(b"\0" * 128 + b"DICM" + meta.getvalue() + stream)
+    return dst
+
+
+def test_deflated_file_is_measured_after_inflation(tmp_path):
+    """A deflated file is smaller than the pixel data it holds: read whole or header-only, it gives the
+    explicit VR file's pixels and model input (it was refused as "truncated pixel data")."""
+    plain = _synthetic_file(tmp_path)
+    deflated = _deflated(plain, tmp_path / "deflated.dcm")
+    assert deflated.stat().st_size < 256 * 128 * 2  # smaller than its pixel data
+    assert pydicom.dcmread(deflated).file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1.99"
+    from xpr_deploy.data.dicom import verify_image
+
+    assert verify_image(deflated, decode=True).Rows == 256  # header-only, then decoded
+    np.testing.assert_array_equal(decode_stored(read_image(deflated)), decode_stored(read_image(plain)))
+    assert np.array_equal(preprocess_file(deflated, S), preprocess_file(plain, S))
+
+
+def test_deflated_file_truncated_inside_or_outside_the_stream(tmp_path):
+    """A complete deflate stream of a dataset cut inside its pixel data: the inflated length is what is
+    short (the numbers are inflated bytes); a deflate stream cut short: truncated too. One line each."""
+    plain = _synthetic_file(tmp_path)
+    short = _deflated(plain, tmp_path / "short.dcm", cut=1000)
+    need = 256 * 128 * 2
+    for header_only in (True, False):
+        with pytest.raises(TruncatedFile) as ei:
+            read_image(short, header_only=header_only)
+        one_line(ei.value, short)
+        assert f"truncated pixel data: {need - 1000} of the {need} bytes" in str(ei.value)
+    data = _deflated(plain, tmp_path / "whole.dcm").read_bytes()
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(TruncatedFile) as ei:
+        read_image(cut)
+    one_line(ei.value, cut)
+
+
 # ------------------------------------------------------------------ invariances of the contract
 
 

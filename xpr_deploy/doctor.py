@@ -72,6 +72,7 @@ def _dicom() -> list[Check]:
     out = [Check("pydicom", True, ver)]
     for label, ts in (
         ("JPEG 2000 decoder", uid.JPEG2000Lossless),
+        ("HTJ2K decoder", uid.HTJ2KLossless),
         ("JPEG-LS decoder", uid.JPEGLSLossless),
         ("JPEG lossless decoder", uid.JPEGLosslessSV1),
         ("RLE decoder", uid.RLELossless),

@@ -3,6 +3,7 @@
 #include <dcmtk/config/osconfig.h>
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcpixel.h>
 #include <dcmtk/dcmdata/dcpixseq.h>
 #include <dcmtk/dcmdata/dcpxitem.h>
@@ -40,6 +41,64 @@ void register_codecs() {
     DJLSDecoderRegistration::registerCodecs();
     DcmRLEDecoderRegistration::registerCodecs();
   });
+}
+
+// ---- transfer syntaxes ---------------------------------------------------------------------------
+// Every transfer syntax read here: the same list as the Python toolkit (README, "Transfer syntaxes"),
+// named as in PS3.6 (and pydicom), so both sides name a file's syntax alike. Any other is refused
+// with one line naming it, even where DCMTK has a codec (the retired JPEG processes): a syntax is
+// supported when both sides decode it to the same model input.
+enum class Codec { Native, Dcmtk, OpenJpeg };
+struct Syntax {
+  const char* uid;
+  const char* name;
+  Codec codec;
+};
+constexpr Syntax kSyntaxes[] = {
+    {"1.2.840.10008.1.2", "Implicit VR Little Endian", Codec::Native},
+    {"1.2.840.10008.1.2.1", "Explicit VR Little Endian", Codec::Native},
+    {"1.2.840.10008.1.2.1.99", "Deflated Explicit VR Little Endian", Codec::Native},  // DCMTK inflates (zlib)
+    {"1.2.840.10008.1.2.2", "Explicit VR Big Endian", Codec::Native},
+    {"1.2.840.10008.1.2.4.50", "JPEG Baseline (Process 1)", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.51", "JPEG Extended (Process 2 and 4)", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.57", "JPEG Lossless, Non-Hierarchical (Process 14)", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.70",
+     "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.80", "JPEG-LS Lossless Image Compression", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.81", "JPEG-LS Lossy (Near-Lossless) Image Compression", Codec::Dcmtk},
+    {"1.2.840.10008.1.2.4.90", "JPEG 2000 Image Compression (Lossless Only)", Codec::OpenJpeg},
+    {"1.2.840.10008.1.2.4.91", "JPEG 2000 Image Compression", Codec::OpenJpeg},
+    // HTJ2K: DCMTK 3.6.7 does not know these UIDs (it reads the dataset as explicit VR little endian,
+    // the encapsulated fragments intact); OpenJPEG decodes HT code-blocks from 2.5.0 on
+    {"1.2.840.10008.1.2.4.201", "High-Throughput JPEG 2000 Image Compression (Lossless Only)", Codec::OpenJpeg},
+    {"1.2.840.10008.1.2.4.202",
+     "High-Throughput JPEG 2000 with RPCL Options Image Compression (Lossless Only)", Codec::OpenJpeg},
+    {"1.2.840.10008.1.2.4.203", "High-Throughput JPEG 2000 Image Compression", Codec::OpenJpeg},
+    {"1.2.840.10008.1.2.5", "RLE Lossless", Codec::Dcmtk},
+};
+
+bool is_htj2k(const std::string& uid) { return uid.rfind("1.2.840.10008.1.2.4.20", 0) == 0; }
+
+// The file's transfer syntax UID: the file meta's, else (a dataset without meta) what DCMTK detected.
+std::string transfer_syntax_uid(DcmFileFormat& ff, DcmDataset* ds) {
+  OFString v;
+  DcmMetaInfo* meta = ff.getMetaInfo();
+  std::string uid;
+  if (meta && meta->findAndGetOFString(DCM_TransferSyntaxUID, v).good()) uid = v.c_str();
+  while (!uid.empty() && (uid.back() == ' ' || uid.back() == '\0')) uid.pop_back();
+  return uid.empty() ? DcmXfer(ds->getOriginalXfer()).getXferID() : uid;
+}
+
+// The supported syntax, or a one-line refusal naming it (its DCMTK name when DCMTK knows the UID).
+const Syntax& supported_syntax(const std::string& uid) {
+  for (const Syntax& s : kSyntaxes)
+    if (uid == s.uid) return s;
+  std::string shown;
+  for (char c : uid.substr(0, 64)) shown += (c >= 0x20 && c < 0x7f) ? c : '?';
+  const DcmXfer known(uid.c_str());
+  if (known.getXfer() == EXS_Unknown)
+    throw Error("transfer syntax '" + shown + "' is not supported: unknown UID");
+  throw Error(std::string("transfer syntax ") + known.getXferName() + " (" + shown + ") is not supported");
 }
 
 // ---- OpenJPEG from memory ----------------------------------------------------------------------
@@ -169,6 +228,70 @@ std::string get_str(DcmItem* ds, const DcmTagKey& tag) {
   return r;
 }
 
+// OpenJPEG 2.5.0 or later (HTJ2K decoding came with 2.5.0)
+bool openjpeg_has_htj2k() {
+  int major = 0, minor = 0;
+  return std::sscanf(opj_version(), "%d.%d", &major, &minor) == 2 && (major > 2 || (major == 2 && minor >= 5));
+}
+
+// The stored values of the pixel data, decoded: JPEG 2000 / HTJ2K fragments by OpenJPEG, the rest by
+// DCMTK (native, deflated and big endian data as read; JPEG, JPEG-LS and RLE by its codecs).
+void decode_pixels(DcmDataset* ds, const Syntax& syntax, Uint16 rows, Uint16 cols, Uint16 bits_alloc, bool is_signed,
+                   std::vector<uint16_t>& pixels) {
+  const size_t n = static_cast<size_t>(rows) * cols;
+  DcmElement* pe = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, pe).bad() || !pe) throw Error("no Pixel Data");
+  auto* pixel_data = dynamic_cast<DcmPixelData*>(pe);
+  if (!pixel_data) throw Error("Pixel Data element is not pixel data");
+  const std::string named = std::string(syntax.name) + " (" + syntax.uid + ")";
+
+  if (syntax.codec == Codec::OpenJpeg) {
+    if (is_htj2k(syntax.uid) && !openjpeg_has_htj2k())
+      throw Error("transfer syntax " + named + " needs OpenJPEG 2.5.0 or later to decode; this build has " +
+                  opj_version());
+    // the fragments as read (DCMTK keys them by the syntax it parsed with: explicit VR little endian
+    // for the HTJ2K UIDs it does not know)
+    E_TransferSyntax rep = EXS_Unknown;
+    const DcmRepresentationParameter* param = nullptr;
+    pixel_data->getCurrentRepresentationKey(rep, param);
+    DcmPixelSequence* seq = nullptr;
+    if (pixel_data->getEncapsulatedRepresentation(rep, param, seq).bad() || !seq)
+      throw Error(named + " transfer syntax but no encapsulated pixel data");
+    std::vector<uint8_t> bytes;
+    for (unsigned long i = 1; i < seq->card(); ++i) {  // item 0 is the basic offset table
+      DcmPixelItem* item = nullptr;
+      if (seq->getItem(item, i).bad() || !item) throw Error("unreadable JPEG 2000 fragment");
+      Uint8* p = nullptr;
+      if (item->getUint8Array(p).bad()) throw Error("unreadable JPEG 2000 fragment");
+      if (p) bytes.insert(bytes.end(), p, p + item->getLength());
+    }
+    decode_j2k(bytes, rows, cols, is_signed, pixels);
+    return;
+  }
+  if (syntax.codec == Codec::Native && pixel_data->getLengthField() == DCM_UndefinedLength)
+    throw Error("PixelData (7FE0,0010) is encapsulated, but " + named + " is not compressed");
+  const OFCondition st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
+  if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
+    throw Error("cannot decode " + named + " pixel data: " + st.text());
+  if (bits_alloc == 16) {
+    const Uint16* p = nullptr;
+    unsigned long count = 0;
+    if (ds->findAndGetUint16Array(DCM_PixelData, p, &count).bad() || !p)
+      throw Error("cannot read decoded 16-bit Pixel Data");
+    if (count < n)
+      throw Error("Pixel Data has " + std::to_string(count) + " values, Rows x Columns = " + std::to_string(n));
+    pixels.assign(p, p + n);  // sized only once the data is known to be there
+  } else {
+    const Uint8* p = nullptr;
+    unsigned long count = 0;
+    if (ds->findAndGetUint8Array(DCM_PixelData, p, &count).bad() || !p)
+      throw Error("cannot read decoded 8-bit Pixel Data");
+    if (count < n)
+      throw Error("Pixel Data has " + std::to_string(count) + " bytes, Rows x Columns = " + std::to_string(n));
+    pixels.assign(p, p + n);
+  }
+}
+
 void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
   register_codecs();
   DcmFileFormat ff;
@@ -206,53 +329,9 @@ void read_impl(const std::string& path, DicomImage& out, bool require_mg) {
   if (ds->findAndGetOFString(DCM_NumberOfFrames, frames).good() && !frames.empty() && std::strtol(frames.c_str(), nullptr, 10) > 1)
     throw Error("multi-frame image (" + std::string(frames.c_str()) + " frames): need one 2-D mammogram");
 
-  DcmXfer xfer(ds->getOriginalXfer());
-  out.transfer_syntax = xfer.getXferID();
-  const size_t n = static_cast<size_t>(rows) * cols;
   const bool is_signed = pixrep == 1;
-
-  DcmElement* pe = nullptr;
-  if (ds->findAndGetElement(DCM_PixelData, pe).bad() || !pe) throw Error("no Pixel Data");
-  auto* pixel_data = dynamic_cast<DcmPixelData*>(pe);
-  if (!pixel_data) throw Error("Pixel Data element is not pixel data");
-
-  const E_TransferSyntax ts = xfer.getXfer();
-  if (ts == EXS_JPEG2000LosslessOnly || ts == EXS_JPEG2000) {
-    DcmPixelSequence* seq = nullptr;
-    if (pixel_data->getEncapsulatedRepresentation(ts, nullptr, seq).bad() || !seq)
-      throw Error("JPEG 2000 transfer syntax but no encapsulated pixel data");
-    std::vector<uint8_t> bytes;
-    for (unsigned long i = 1; i < seq->card(); ++i) {  // item 0 is the basic offset table
-      DcmPixelItem* item = nullptr;
-      if (seq->getItem(item, i).bad() || !item) throw Error("unreadable JPEG 2000 fragment");
-      Uint8* p = nullptr;
-      if (item->getUint8Array(p).bad()) throw Error("unreadable JPEG 2000 fragment");
-      if (p) bytes.insert(bytes.end(), p, p + item->getLength());
-    }
-    decode_j2k(bytes, rows, cols, is_signed, out.pixels);
-  } else {
-    st = ds->chooseRepresentation(EXS_LittleEndianExplicit, nullptr);
-    if (st.bad() || !ds->canWriteXfer(EXS_LittleEndianExplicit))
-      throw Error(std::string("cannot decode transfer syntax ") + xfer.getXferName() + " (" + xfer.getXferID() +
-                  "): " + st.text());
-    if (bits_alloc == 16) {
-      const Uint16* p = nullptr;
-      unsigned long count = 0;
-      if (ds->findAndGetUint16Array(DCM_PixelData, p, &count).bad() || !p)
-        throw Error("cannot read decoded 16-bit Pixel Data");
-      if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " values, Rows x Columns = " +
-                                 std::to_string(n));
-      out.pixels.assign(p, p + n);  // sized only once the data is known to be there
-    } else {
-      const Uint8* p = nullptr;
-      unsigned long count = 0;
-      if (ds->findAndGetUint8Array(DCM_PixelData, p, &count).bad() || !p)
-        throw Error("cannot read decoded 8-bit Pixel Data");
-      if (count < n) throw Error("Pixel Data has " + std::to_string(count) + " bytes, Rows x Columns = " +
-                                 std::to_string(n));
-      out.pixels.assign(p, p + n);
-    }
-  }
+  out.transfer_syntax = transfer_syntax_uid(ff, ds);
+  decode_pixels(ds, supported_syntax(out.transfer_syntax), rows, cols, bits_alloc, is_signed, out.pixels);
 
   xpr_image& im = out.image;
   xpr_image_init(&im);

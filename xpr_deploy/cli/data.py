@@ -48,7 +48,11 @@ def synth(
     positive_fraction: Annotated[float, typer.Option(help="fraction of malignant breasts")] = 0.5,
     force: Annotated[bool, typer.Option(help="replace a non-empty output folder")] = False,
     transfer_syntax: Annotated[
-        str, typer.Option(help="mixed (uncompressed, RLE, JPEG 2000 in turn), uncompressed, rle or jpeg2000")
+        str,
+        typer.Option(
+            help="mixed (uncompressed, RLE, JPEG 2000 in turn), uncompressed, implicit, deflated, rle, jpeg-ls "
+            "or jpeg2000"
+        ),
     ] = "mixed",
     as_json: JsonFlag = False,
 ) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import struct
 import sys
 import tempfile
 import threading
@@ -32,7 +33,7 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
 from .budget import ENV, Budget, OverBudget, default_budget
 from .errors import (
@@ -179,8 +180,67 @@ def _element_name(tag: int) -> str:
     return f"{kw} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
 
+#: explicit VR little endian VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+_INFLATE_CHUNK = 1 << 20
+
+
+def _meta_end(f: BinaryIO) -> int:
+    """Where the file meta information (group 0002, explicit VR little endian) ends: pydicom's rule,
+    the first element of another group, not the group length value."""
+    head = f.read(132)
+    pos = 132 if head[128:132] == b"DICM" else 0
+    f.seek(pos)
+    while (h := f.read(8)) and len(h) == 8 and struct.unpack("<H", h[:2])[0] == 0x0002:
+        if h[4:6] in _LONG_VRS:
+            raw = f.read(4)
+            if len(raw) < 4:
+                break
+            pos += 12 + struct.unpack("<I", raw)[0]
+        else:
+            pos += 8 + struct.unpack("<H", h[6:8])[0]
+        f.seek(pos)
+    return pos
+
+
+def _inflated_size(p: Path) -> int | None:
+    """The length of a deflated file's dataset once inflated (its element offsets are positions in
+    that stream, not in the file), or None when the deflate stream ends early. Counted in bounded
+    chunks, never held whole."""
+    with open(p, "rb") as f:
+        f.seek(_meta_end(f))
+        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+        total = 0
+        while not inflater.eof:
+            data = inflater.unconsumed_tail or f.read(_INFLATE_CHUNK)
+            if not data:
+                return None
+            total += len(inflater.decompress(data, _INFLATE_CHUNK))
+        return total
+
+
+def _is_deflated(ds: Dataset) -> bool:
+    meta = getattr(ds, "file_meta", None)
+    raw = meta.get_item(0x00020010) if meta is not None else None
+    value = getattr(raw, "value", None)
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    return str(value or "").strip(" \0") == DeflatedExplicitVRLittleEndian
+
+
 def _check_structure(ds: Dataset, p: Path, size: int) -> None:
-    """Every top-level value inside the file, and an image that ends before its pixel data: truncated."""
+    """Every top-level value inside the file, and an image that ends before its pixel data: truncated.
+
+    A deflated file is measured after inflation: its offsets and lengths count inflated bytes."""
+    where = "the file"
+    if _is_deflated(ds):
+        try:
+            inflated = _inflated_size(p)
+        except (OSError, zlib.error) as exc:
+            raise TruncatedFile(f"{p}: corrupt deflated dataset ({one_line(exc, 120)})") from None
+        if inflated is None:
+            raise TruncatedFile(f"{p}: truncated deflated dataset: the deflate stream ends early")
+        size, where = inflated, "the inflated dataset"
     end = 0
     last = None
     for tag in list(ds.keys()):
@@ -196,14 +256,14 @@ def _check_structure(ds: Dataset, p: Path, size: int) -> None:
                 raise TruncatedFile(f"{p}: truncated pixel data: {have} of the {length} bytes announced")
             raise TruncatedFile(
                 f"{p}: truncated or corrupt: {_element_name(int(tag))} announces {length} bytes at offset {tell}, "
-                f"the file ends at {size}"
+                f"{where} ends at {size}"
             )
         end, last = max(end, tell + length), tag
     if end and 0 < size - end < 8 and (last is None or int(last) != 0xFFFCFFFC):
-        raise TruncatedFile(f"{p}: truncated or corrupt: the file ends {size - end} bytes into an element header")
+        raise TruncatedFile(f"{p}: truncated or corrupt: {where} ends {size - end} bytes into an element header")
     if "PixelData" not in ds and _looks_like_image(ds):
         after = f" after {_element_name(int(last))}" if last is not None else ""
-        raise TruncatedFile(f"{p}: truncated or no pixel data: the file ends at byte {size}{after}, before PixelData")
+        raise TruncatedFile(f"{p}: truncated or no pixel data: {where} ends at byte {size}{after}, before PixelData")
 
 
 def _convert_all(ds: Dataset, path: str) -> None:

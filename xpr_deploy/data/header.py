@@ -75,19 +75,21 @@ READ_KEYWORDS = frozenset(
     }
 )
 
-#: which pip package decodes which transfer syntax (the MissingDecoder message names it)
+#: which pip package decodes which transfer syntax (the MissingDecoder message names it); the
+#: transfer syntaxes xpr reads are the native ones, deflated, and these (README, "Transfer syntaxes")
 DECODER_PACKAGES = {
+    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (JPEG)",
+    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (JPEG)",
+    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg (JPEG lossless)",
+    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg (JPEG lossless)",
+    "1.2.840.10008.1.2.4.80": "pyjpegls or pylibjpeg-libjpeg (JPEG-LS)",
+    "1.2.840.10008.1.2.4.81": "pyjpegls or pylibjpeg-libjpeg (JPEG-LS)",
     "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (JPEG 2000)",
     "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (JPEG 2000)",
     "1.2.840.10008.1.2.4.201": "pylibjpeg-openjpeg (HTJ2K)",
     "1.2.840.10008.1.2.4.202": "pylibjpeg-openjpeg (HTJ2K)",
     "1.2.840.10008.1.2.4.203": "pylibjpeg-openjpeg (HTJ2K)",
-    "1.2.840.10008.1.2.4.80": "pylibjpeg-libjpeg (JPEG-LS)",
-    "1.2.840.10008.1.2.4.81": "pylibjpeg-libjpeg (JPEG-LS)",
-    "1.2.840.10008.1.2.4.50": "pylibjpeg-libjpeg (JPEG)",
-    "1.2.840.10008.1.2.4.51": "pylibjpeg-libjpeg (JPEG)",
-    "1.2.840.10008.1.2.4.57": "pylibjpeg-libjpeg (JPEG lossless)",
-    "1.2.840.10008.1.2.4.70": "pylibjpeg-libjpeg (JPEG lossless)",
+    "1.2.840.10008.1.2.5": "pydicom (RLE: built in)",
 }
 
 _WARNINGS = "_xpr_warnings"
@@ -293,21 +295,24 @@ def _transfer_syntax(ds: Dataset, path: str) -> Any:
         raise InvalidValue(f"{path}: missing TransferSyntaxUID (0002,0010) in the file meta information")
     text = str(ts).strip()
     if not re.fullmatch(r"[0-9.]{1,64}", text) or not UID(text).is_transfer_syntax:
-        raise UnsupportedTransferSyntax(f"{path}: unknown transfer syntax {printable(text)!r}")
+        raise UnsupportedTransferSyntax(f"{path}: transfer syntax {printable(text)!r} is not supported: unknown UID")
     return UID(text)
 
 
 def check_decoder(uid: Any, path: str) -> None:
-    """A compressed transfer syntax needs a pydicom decoder with an installed plugin."""
+    """A compressed transfer syntax needs a pydicom decoder with an installed plugin; one that has
+    none (JPEG 2000 Part 2, retired JPEG processes, MPEG, JPIP, ...) is named, UID and all."""
     from pydicom.pixels import get_decoder
 
     try:
         dec = get_decoder(uid)
     except NotImplementedError:
-        raise UnsupportedTransferSyntax(f"{path}: transfer syntax {uid.name} has no decoder in pydicom") from None
+        raise UnsupportedTransferSyntax(
+            f"{path}: transfer syntax {uid.name} ({uid}) is not supported: no decoder in pydicom"
+        ) from None
     if not dec.is_available:
         pkg = DECODER_PACKAGES.get(str(uid), "pylibjpeg with the matching plugin, or python-gdcm")
-        raise MissingDecoder(f"{path}: {uid.name} needs a decoder: pip install {pkg}")
+        raise MissingDecoder(f"{path}: transfer syntax {uid.name} ({uid}) needs a decoder: pip install {pkg}")
 
 
 def declared_size(ds: Dataset, path: str) -> tuple[int, int, int, int] | None:

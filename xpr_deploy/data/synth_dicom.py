@@ -2,7 +2,8 @@
 
 Right breasts are stored mirrored, as acquired. Files are valid MG For Presentation objects (checked
 by `dciodvfy`); `synth` cycles them over MONOCHROME1/2 and over uncompressed, RLE and JPEG 2000
-lossless transfer syntaxes (`TRANSFER_SYNTAXES`).
+lossless transfer syntaxes (`TRANSFER_SYNTAXES`), or writes one of `TRANSFER_SYNTAX_NAMES` (also
+implicit VR, deflated and JPEG-LS lossless) for every file.
 """
 
 from __future__ import annotations
@@ -16,8 +17,11 @@ from pydicom.sequence import Sequence
 from pydicom.uid import (
     PYDICOM_IMPLEMENTATION_UID,
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLSLossless,
     RLELossless,
 )
 from scipy import ndimage
@@ -30,7 +34,16 @@ from .views import VIEW_CODES
 #: cycled over the images of a synthetic dataset (JPEG 2000 is the slowest to encode: 1 in 5)
 TRANSFER_SYNTAXES = (ExplicitVRLittleEndian, RLELossless, JPEG2000Lossless, RLELossless, ExplicitVRLittleEndian)
 #: `xpr synth --transfer-syntax NAME`: one encoding for every file (benchmarks of the decoders)
-TRANSFER_SYNTAX_NAMES = {"uncompressed": ExplicitVRLittleEndian, "rle": RLELossless, "jpeg2000": JPEG2000Lossless}
+TRANSFER_SYNTAX_NAMES = {
+    "uncompressed": ExplicitVRLittleEndian,
+    "implicit": ImplicitVRLittleEndian,
+    "deflated": DeflatedExplicitVRLittleEndian,
+    "rle": RLELossless,
+    "jpeg-ls": JPEGLSLossless,
+    "jpeg2000": JPEG2000Lossless,
+}
+#: written by pydicom as they are (no pixel encoder: the writer encodes the dataset)
+_NATIVE = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian)
 BITS = 12
 MAXV = (1 << BITS) - 1
 #: PatientOrientation (row direction, column direction) as stored (right breasts mirrored)
@@ -150,7 +163,7 @@ def mg_dataset(
 
 
 def save_mg(ds: Dataset, path: str | Path, transfer_syntax: str = ExplicitVRLittleEndian) -> None:
-    """Encode (RLE / JPEG 2000 lossless via pydicom's encoders) and write atomically."""
+    """Encode (RLE: ours; JPEG-LS, JPEG 2000 lossless: pydicom's encoders) and write atomically."""
     from ..io import write_buffer
 
     if transfer_syntax == RLELossless:  # pydicom's own RLE encoder is pure Python and slow
@@ -158,7 +171,11 @@ def save_mg(ds: Dataset, path: str | Path, transfer_syntax: str = ExplicitVRLitt
         ds.PixelData = encapsulate([rle_encode_frame(arr)])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = RLELossless
-    elif transfer_syntax != ExplicitVRLittleEndian:
+    elif transfer_syntax in _NATIVE:
+        ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
+    elif transfer_syntax == JPEGLSLossless:
+        ds.compress(transfer_syntax, generate_instance_uid=False)  # pyjpegls (CharLS)
+    else:
         ds.compress(transfer_syntax, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     # in memory first: pydicom reports a full disk as an OSError without errno, with a traceback in its text
     write_buffer(path, lambda f: ds.save_as(f, enforce_file_format=True))
