@@ -75,13 +75,22 @@ class Orthanc:
         storage = root / "storage"
         storage.mkdir(exist_ok=True)
         cfg: dict[str, Any] = {
-            "Name": "xpr-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-            "HttpPort": self.port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
-            "HttpBindAddress": "127.0.0.1", "DicomServerEnabled": True, "DicomAet": aet,
-            "DicomPort": self.dicom_port, "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False,
+            "Name": "xpr-test",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpBindAddress": "127.0.0.1",
+            "DicomServerEnabled": True,
+            "DicomAet": aet,
+            "DicomPort": self.dicom_port,
+            "DicomAlwaysAllowStore": True,
+            "DicomCheckCalledAet": False,
             "DicomModalities": {k: [ae, "127.0.0.1", p] for k, (ae, p) in (modalities or {}).items()},
-            "DicomScuTimeout": 30, "StableAge": 3600,
-        }  # fmt: skip
+            "DicomScuTimeout": 30,
+            "StableAge": 3600,
+        }
         if DICOMWEB_PLUGIN.is_file():
             cfg["Plugins"] = [str(DICOMWEB_PLUGIN)]
             cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
@@ -162,8 +171,9 @@ class StoreSCP:
         self.out.mkdir(parents=True, exist_ok=True)
         self.log_path = root / "storescp.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([exe, "-aet", aet, "-od", str(self.out), "-uf", "-v", str(self.port)],
-                                     stdout=self._log, stderr=self._log)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [exe, "-aet", aet, "-od", str(self.out), "-uf", "-v", str(self.port)], stdout=self._log, stderr=self._log
+        )
         _wait(lambda: _listening(self.port), 15, "storescp did not start", self.log_path)
 
     def files(self) -> list[Path]:
@@ -180,23 +190,35 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def storescu(files: Sequence[Path], port: int, *, aet: str = "STORESCU", aec: str = "XPR",
-             timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def storescu(
+    files: Sequence[Path], port: int, *, aet: str = "STORESCU", aec: str = "XPR", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """DCMTK's storescu, one association per transfer syntax among `files` (it proposes one kind each)."""
     import pydicom
 
     exe = need(STORESCU, "DCMTK storescu")
-    flag = {"1.2.840.10008.1.2.4.90": "-xv", "1.2.840.10008.1.2.4.91": "-xw", "1.2.840.10008.1.2.5": "-xr",
-            "1.2.840.10008.1.2.4.70": "-xs", "1.2.840.10008.1.2.4.80": "-xt", "1.2.840.10008.1.2.4.81": "-xu",
-            "1.2.840.10008.1.2.1.99": "-xd"}  # fmt: skip
+    flag = {
+        "1.2.840.10008.1.2.4.90": "-xv",
+        "1.2.840.10008.1.2.4.91": "-xw",
+        "1.2.840.10008.1.2.5": "-xr",
+        "1.2.840.10008.1.2.4.70": "-xs",
+        "1.2.840.10008.1.2.4.80": "-xt",
+        "1.2.840.10008.1.2.4.81": "-xu",
+        "1.2.840.10008.1.2.1.99": "-xd",
+    }
     groups: dict[str, list[str]] = {}
     for f in files:
         ts = str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
         groups.setdefault(flag.get(ts, "-x="), []).append(str(f))
     out, err, rc = [], [], 0
     for opt, paths in sorted(groups.items()):
-        r = subprocess.run([exe, opt, "-R", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *paths],
-                           capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+        r = subprocess.run(
+            [exe, opt, "-R", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *paths],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         out.append(r.stdout)
         err.append(r.stderr)
         rc = rc or r.returncode
@@ -206,20 +228,47 @@ def storescu(files: Sequence[Path], port: int, *, aet: str = "STORESCU", aec: st
 class Listen:
     """`xpr listen` as a subprocess (this worktree's package), its log in `log_path`."""
 
-    def __init__(self, root: Path, bundle: Path, *args: str, port: int | None = None, http_port: int | None = None,
-                 env: dict[str, str] | None = None, name: str = "listen", spool: Path | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        bundle: Path,
+        *args: str,
+        port: int | None = None,
+        http_port: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "listen",
+        spool: Path | None = None,
+    ) -> None:
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         self.spool = spool or root / "spool"
         self.log_path = root / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-        cmd = [sys.executable, "-m", "xpr_deploy.cli", "listen", str(bundle), "--bind", "127.0.0.1",
-               "--port", str(self.port), "--http-port", str(self.http_port), "--spool", str(self.spool), *args]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "xpr_deploy.cli",
+            "listen",
+            str(bundle),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--spool",
+            str(self.spool),
+            *args,
+        ]
         self._start = self.log_path.stat().st_size
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=full_env, cwd=root)
-        _wait(lambda: "listening as" in self.log() or self.proc.poll() is not None, 90,
-              "xpr listen did not start", self.log_path)  # fmt: skip
+        _wait(
+            lambda: "listening as" in self.log() or self.proc.poll() is not None,
+            90,
+            "xpr listen did not start",
+            self.log_path,
+        )
         if self.proc.poll() is not None:
             pytest.fail(f"xpr listen exited {self.proc.returncode}: {self.log()}")
 
@@ -228,8 +277,12 @@ class Listen:
         return self.log_path.read_text(errors="replace")[self._start :]
 
     def wait_for(self, text: str, timeout: float = 120, count: int = 1) -> str:
-        _wait(lambda: self.log().count(text) >= count or self.proc.poll() is not None, timeout,
-              f"{text!r} not in the xpr listen log", self.log_path)  # fmt: skip
+        _wait(
+            lambda: self.log().count(text) >= count or self.proc.poll() is not None,
+            timeout,
+            f"{text!r} not in the xpr listen log",
+            self.log_path,
+        )
         if self.log().count(text) < count:
             pytest.fail(f"xpr listen exited {self.proc.returncode} before {text!r}:\n{self.log()[-3000:]}")
         return self.log()

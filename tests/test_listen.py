@@ -98,8 +98,18 @@ def _approx(got: dict[str, float], want: dict[str, float]) -> None:
 
 
 def _node(tmp: Path, bundle: Path, d: StoreSCP, *extra: str, **kw: object) -> Listen:
-    return Listen(tmp, bundle, "--send-to", f"{d.aet}@127.0.0.1:{d.port}", "--allow", "STORESCU@127.0.0.1",
-                  "--quiet-seconds", QUIET, *extra, **kw)  # type: ignore[arg-type]  # fmt: skip
+    return Listen(
+        tmp,
+        bundle,
+        "--send-to",
+        f"{d.aet}@127.0.0.1:{d.port}",
+        "--allow",
+        "STORESCU@127.0.0.1",
+        "--quiet-seconds",
+        QUIET,
+        *extra,
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 # ---- Orthanc: a PACS sends, gets the SR and the heatmaps back --------------------------------------
@@ -112,8 +122,15 @@ def test_orthanc_sends_a_study_and_stores_the_results_once(bundle, studies, expe
     orthanc = Orthanc(tmp_path / "orthanc", {"xpr": ("XPR", xpr_port)})
     node = None
     try:
-        node = Listen(tmp_path, bundle, "--send-to", f"ORTHANC@127.0.0.1:{orthanc.dicom_port}", "--quiet-seconds",
-                      QUIET, port=xpr_port)  # fmt: skip  (by default only the --send-to peer may send)
+        node = Listen(
+            tmp_path,
+            bundle,
+            "--send-to",
+            f"ORTHANC@127.0.0.1:{orthanc.dicom_port}",
+            "--quiet-seconds",
+            QUIET,
+            port=xpr_port,
+        )  # by default only the --send-to peer may send
         uid, files = studies[0]
         study_id = {orthanc.upload(f)["ParentStudy"] for f in files}.pop()
         r = orthanc.send_to("xpr", study_id)
@@ -134,10 +151,14 @@ def test_orthanc_sends_a_study_and_stores_the_results_once(bundle, studies, expe
         for k, i in enumerate(by_mod["SEG"]):
             seg = hd.seg.segread(orthanc.file(i["ID"], tmp_path / f"seg{k}.dcm"))
             assert seg.StudyInstanceUID == uid
-            assert {str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence} <= mg_uids  # fmt: skip
+            assert {
+                str(r.ReferencedSOPInstanceUID) for r in seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence
+            } <= mg_uids
 
-        # the same study sent again: nothing new (one file per SOP Instance UID, results already stored)
-        assert orthanc.send_to("xpr", study_id).ok
+        # the whole study again, xpr's results in it: the mammograms are duplicates (one file per SOP
+        # Instance UID), the SR and SEG are acknowledged and dropped, nothing new is made or sent
+        r = orthanc.send_to("xpr", study_id)
+        assert r.ok, r.text
         assert len(orthanc.instances(uid)) == 9
 
         health = node.get("/health")
@@ -146,7 +167,10 @@ def test_orthanc_sends_a_study_and_stores_the_results_once(bundle, studies, expe
         assert 'xpr_listen_studies{state="sent"} 1' in metrics
         assert "xpr_listen_instances_received_total 4" in metrics
         assert "xpr_listen_instances_duplicate_total 4" in metrics
-        assert f'xpr_listen_results_sent_total{{destination="dimse:ORTHANC@127.0.0.1:{orthanc.dicom_port}"}} 5' in metrics
+        assert "xpr_listen_instances_ignored_total 5" in metrics
+        assert (
+            f'xpr_listen_results_sent_total{{destination="dimse:ORTHANC@127.0.0.1:{orthanc.dicom_port}"}} 5' in metrics
+        )
         assert node.stop(signal.SIGTERM) == 143
         node = None
     finally:
@@ -174,7 +198,7 @@ def test_orthanc_crash_with_a_result_on_the_wire_stores_each_object_once(bundle,
         node.wait_for(f"study {uid}:")
         results = [i for i in orthanc.instances(uid) if i["Modality"] in ("SR", "SEG")]
         assert len(results) == 5  # not 6: the re-sent object is the same object
-        sr = [i for i in results if i["Modality"] == "SR"][0]
+        sr = next(i for i in results if i["Modality"] == "SR")
         _approx(sr_probabilities(orthanc.file(sr["ID"], tmp_path / "sr.dcm"))[1], expected[uid])
         assert node.stop(signal.SIGINT) == 130
         node = None
@@ -229,8 +253,18 @@ def test_kill9_mid_reception_then_the_rest_gives_one_answer(bundle, studies, exp
 def test_destination_down_results_arrive_when_it_comes_back(bundle, studies, expected, tmp_path) -> None:
     uid, files = studies[1]
     port = free_port()
-    node = Listen(tmp_path, bundle, "--send-to", f"DEST@127.0.0.1:{port}", "--allow", "STORESCU",
-                  "--quiet-seconds", QUIET, "--retry-max-seconds", "1")  # fmt: skip
+    node = Listen(
+        tmp_path,
+        bundle,
+        "--send-to",
+        f"DEST@127.0.0.1:{port}",
+        "--allow",
+        "STORESCU",
+        "--quiet-seconds",
+        QUIET,
+        "--retry-max-seconds",
+        "1",
+    )
     d = None
     try:
         assert storescu(files, node.port).returncode == 0
@@ -270,15 +304,30 @@ def test_corrupt_instance_the_other_breast_is_still_answered(bundle, studies, ex
 
 
 def test_unknown_callers_are_rejected_at_association(bundle, studies, dest, tmp_path) -> None:
-    uid, files = studies[0]
-    node = Listen(tmp_path, bundle, "--send-to", f"{dest.aet}@127.0.0.1:{dest.port}", "--allow", "STORESCU@127.0.0.1",
-                  "--allow", "FAR@192.0.2.7", "--quiet-seconds", QUIET)  # fmt: skip
+    _uid, files = studies[0]
+    node = Listen(
+        tmp_path,
+        bundle,
+        "--send-to",
+        f"{dest.aet}@127.0.0.1:{dest.port}",
+        "--allow",
+        "STORESCU@127.0.0.1",
+        "--allow",
+        "FAR@192.0.2.7",
+        "--quiet-seconds",
+        QUIET,
+    )
     try:
         for aet in ("NOBODY", "FAR", dest.aet):  # unknown; known but from another host; the destination's AE
             r = storescu(files[:1], node.port, aet=aet)
             assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr, (aet, r.stderr)
-        echo = subprocess.run(["echoscu", "-aet", "STORESCU", "-aec", "XPR", "127.0.0.1", str(node.port)],
-                              capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+        echo = subprocess.run(
+            ["echoscu", "-aet", "STORESCU", "-aec", "XPR", "127.0.0.1", str(node.port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert echo.returncode == 0, echo.stderr
         assert not list((node.spool / "incoming").rglob("*.dcm"))
         assert 'xpr_listen_associations_rejected_total{reason="caller"} 3' in node.get("/metrics").text
@@ -287,7 +336,7 @@ def test_unknown_callers_are_rejected_at_association(bundle, studies, dest, tmp_
 
 
 def test_full_spool_refuses_the_association(bundle, studies, dest, tmp_path) -> None:
-    uid, files = studies[0]
+    _uid, files = studies[0]
     node = _node(tmp_path, bundle, dest, "--min-free-mb", str(1 << 40))
     try:
         r = storescu(files[:1], node.port)
@@ -306,13 +355,26 @@ def test_disk_full_mid_study_refuses_with_out_of_resources_and_keeps_what_was_ac
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)], check=True)
     node = None
     try:
-        node = Listen(tmp_path, bundle, "--send-to", f"{dest.aet}@127.0.0.1:{dest.port}", "--allow", "STORESCU",
-                      "--quiet-seconds", "600", "--min-free-mb", "0", spool=mnt / "spool")  # fmt: skip
+        node = Listen(
+            tmp_path,
+            bundle,
+            "--send-to",
+            f"{dest.aet}@127.0.0.1:{dest.port}",
+            "--allow",
+            "STORESCU",
+            "--quiet-seconds",
+            "600",
+            "--min-free-mb",
+            "0",
+            spool=mnt / "spool",
+        )
         files = [f for _, fs in studies for f in fs]
         r = storescu(files, node.port)
         assert "a700" in (r.stdout + r.stderr).lower(), r.stderr
         metrics = node.get("/metrics").text
-        acked = int(next(ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("xpr_listen_instances_received_total")))  # fmt: skip
+        acked = int(
+            next(ln.split()[-1] for ln in metrics.splitlines() if ln.startswith("xpr_listen_instances_received_total"))
+        )
         assert acked >= 1
         q = Queue(node.spool / "queue.sqlite")
         try:
@@ -367,8 +429,9 @@ def test_bad_options_are_one_line(bundle, tmp_path: Path, capsys, monkeypatch) -
 
 
 def test_missing_bundle_is_refused_before_listening(tmp_path: Path, capsys, monkeypatch) -> None:
-    code, err = _main(capsys, monkeypatch, "listen", str(tmp_path / "nope"), "--send-to", "P@h:104",
-                      "--spool", str(tmp_path / "s"))  # fmt: skip
+    code, err = _main(
+        capsys, monkeypatch, "listen", str(tmp_path / "nope"), "--send-to", "P@h:104", "--spool", str(tmp_path / "s")
+    )
     assert code in (2, 3) and "nope" in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "s").exists()
 
@@ -393,6 +456,97 @@ def test_queue_reopens_a_study_when_a_late_instance_arrives(tmp_path: Path) -> N
         assert q.add_instance("1.2", "1.2.2", "c", "p2", "A", now=11)  # late instance: back to received, gen 2
         assert not q.mark_predicted(s, {})  # the older generation's results are not recorded
         assert q.get("1.2").state == "received" and q.get("1.2").gen == 2  # type: ignore[union-attr]
-        assert json.dumps(q.counts()) == json.dumps({"received": 1, "complete": 0, "predicted": 0, "sent": 0, "failed": 0})
+        assert json.dumps(q.counts()) == json.dumps(
+            {"received": 1, "complete": 0, "predicted": 0, "sent": 0, "failed": 0}
+        )
     finally:
         q.close()
+
+
+def test_other_classes_refused_when_asked(bundle, studies, dest, tmp_path) -> None:
+    """`--other-classes refuse`: a Secondary Capture finds no presentation context; mammograms still go."""
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+
+    _uid, files = studies[0]
+    ds = pydicom.dcmread(
+        next(f for f in files if pydicom.dcmread(f).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian)
+    )
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".9"
+    ds.save_as(tmp_path / "sc.dcm")
+    node = _node(tmp_path, bundle, dest, "--other-classes", "refuse", "--quiet-seconds", "600")
+    try:
+        r = storescu([tmp_path / "sc.dcm"], node.port)
+        assert r.returncode != 0 and "presentation context" in r.stderr.lower(), r.stderr
+        assert storescu(files[:1], node.port).returncode == 0
+        assert len(list((node.spool / "incoming").rglob("*.dcm"))) == 1
+    finally:
+        node.stop()
+
+
+def _cert(tmp: Path, name: str, ca: tuple[Path, Path] | None) -> tuple[Path, Path]:
+    """A 2048-bit RSA key and its certificate for 127.0.0.1 (self-signed when `ca` is None)."""
+    key, crt = tmp / f"{name}.key", tmp / f"{name}.pem"
+    subj = ["-subj", f"/CN={name}"]
+    if ca is None:
+        cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "1"]
+        subprocess.run([*map(str, cmd), *subj], check=True, capture_output=True)
+        return key, crt
+    csr, ext = tmp / f"{name}.csr", tmp / f"{name}.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    req = ["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr]
+    subprocess.run([*map(str, req), *subj], check=True, capture_output=True)
+    sign = ["openssl", "x509", "-req", "-in", csr, "-CA", ca[1], "-CAkey", ca[0], "-CAcreateserial", "-out", crt,
+            "-days", "1", "-extfile", ext]  # fmt: skip
+    subprocess.run(list(map(str, sign)), check=True, capture_output=True)
+    return key, crt
+
+
+def test_tls_callers_need_a_certificate_from_the_ca(bundle, dest, tmp_path) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed")
+    ca = _cert(tmp_path, "xpr-test-ca", None)
+    srv_key, srv_crt = _cert(tmp_path, "node", ca)
+    cli_key, cli_crt = _cert(tmp_path, "modality", ca)
+    other_ca = _cert(tmp_path, "other-ca", None)
+    stranger_key, stranger_crt = _cert(tmp_path, "stranger", other_ca)
+    tls = ("--tls-cert", str(srv_crt), "--tls-key", str(srv_key), "--tls-ca", str(ca[1]))
+    node = _node(tmp_path, bundle, dest, *tls)
+
+    def echo(*opts: str) -> subprocess.CompletedProcess[str]:
+        cmd = ["echoscu", *opts, "-aet", "STORESCU", "-aec", "XPR", "127.0.0.1", str(node.port)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+
+    try:
+        ok = echo("+tls", str(cli_key), str(cli_crt), "+cf", str(ca[1]))
+        assert ok.returncode == 0, ok.stderr
+        assert echo().returncode != 0  # plain TCP
+        assert echo("+tls", str(stranger_key), str(stranger_crt), "+cf", str(ca[1])).returncode != 0
+    finally:
+        node.stop()
+
+
+def test_results_by_stow_rs(bundle, studies, expected, tmp_path) -> None:
+    """`--stow URL` only: storescu sends, the results reach Orthanc's DICOMweb (STOW-RS)."""
+    from peers import DICOMWEB_PLUGIN
+
+    if not DICOMWEB_PLUGIN.is_file():
+        if os.environ.get("CI"):
+            pytest.fail("Orthanc's DICOMweb plugin is not installed (apt-get install orthanc-dicomweb)")
+        pytest.skip("Orthanc's DICOMweb plugin is not installed")
+    uid, files = studies[2]
+    orthanc = Orthanc(tmp_path / "orthanc")
+    node = None
+    try:
+        node = Listen(tmp_path, bundle, "--stow", orthanc.dicomweb, "--allow", "STORESCU", "--quiet-seconds", QUIET)
+        assert storescu(files, node.port).returncode == 0
+        line = node.wait_for(f"study {uid}:").splitlines()[-1]
+        assert f"stow:{orthanc.dicomweb} stored 5" in line
+        results = [i for i in orthanc.instances(uid) if i["Modality"] in ("SR", "SEG")]
+        assert len(results) == 5
+        sr = next(i for i in results if i["Modality"] == "SR")
+        _approx(sr_probabilities(orthanc.file(sr["ID"], tmp_path / "sr.dcm"))[1], expected[uid])
+    finally:
+        if node is not None:
+            node.stop()
+        orthanc.stop()

@@ -30,8 +30,11 @@ def listen(
     ] = 10.0,
     http_port: Annotated[int | None, typer.Option("--http-port", help="serve /health and /metrics here")] = None,
     other_classes: Annotated[
-        str, typer.Option("--other-classes", help="non-mammography storage: refuse (at negotiation) or ignore")
-    ] = "refuse",
+        str,
+        typer.Option(
+            "--other-classes", help="other storage classes: ignore (acknowledged, not kept) or refuse (at negotiation)"
+        ),
+    ] = "ignore",
     max_instance_mb: Annotated[float, typer.Option("--max-instance-mb", help="refuse bigger instances")] = 512.0,
     min_free_mb: Annotated[float, typer.Option("--min-free-mb", help="refuse when the spool has less free")] = 256.0,
     backend: Annotated[str | None, typer.Option("--backend", help="runner backend (default: the bundle's)")] = None,
@@ -39,7 +42,9 @@ def listen(
     retain_hours: Annotated[float, typer.Option("--retain-hours", help="keep sent studies' files this long")] = 24.0,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS: server certificate (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS: its private key (PEM)")] = None,
-    tls_ca: Annotated[Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")] = None,
+    tls_ca: Annotated[
+        Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")
+    ] = None,
 ) -> None:
     """Receive mammography studies by C-STORE, predict each after a quiet period, send the SR and heatmap
     Segmentations back by C-STORE (--send-to) and/or STOW-RS (--stow), until Ctrl-C or SIGTERM."""
@@ -56,11 +61,22 @@ def listen(
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     opts = NodeOptions(
-        bundle=bundle, spool=spool, ae_title=ae_title, bind=bind, port=port,
-        send_to=parse_peer(send_to) if send_to else None, stow=stow,
-        allow=tuple(parse_caller(a) for a in allow or ()), quiet_seconds=quiet_seconds, http_port=http_port,
-        others=other_classes, max_instance_bytes=int(max_instance_mb * MIB), min_free_bytes=int(min_free_mb * MIB),
-        backend=backend, retry_cap=retry_cap, retain_hours=retain_hours,
+        bundle=bundle,
+        spool=spool,
+        ae_title=ae_title,
+        bind=bind,
+        port=port,
+        send_to=parse_peer(send_to) if send_to else None,
+        stow=stow,
+        allow=tuple(parse_caller(a) for a in allow or ()),
+        quiet_seconds=quiet_seconds,
+        http_port=http_port,
+        others=other_classes,
+        max_instance_bytes=int(max_instance_mb * MIB),
+        min_free_bytes=int(min_free_mb * MIB),
+        backend=backend,
+        retry_cap=retry_cap,
+        retain_hours=retain_hours,
         tls=Tls(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None,
-    )  # fmt: skip
+    )
     Node(opts).run()

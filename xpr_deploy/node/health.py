@@ -11,8 +11,9 @@ from typing import Any
 PREFIX = "xpr_listen_"
 
 
-def prometheus(counters: dict[tuple[str, str], float], gauges: dict[tuple[str, str], float],
-               label: str = "reason") -> str:  # fmt: skip
+def prometheus(
+    counters: dict[tuple[str, str], float], gauges: dict[tuple[str, str], float], label: str = "reason"
+) -> str:
     """The text exposition: one `# TYPE` per family, `name{label="value"} number` per sample."""
     lines: list[str] = []
     for kind, samples in (("counter", counters), ("gauge", gauges)):
@@ -45,12 +46,13 @@ class HealthServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 if path == "/health":
                     body = owner.health()
-                    self._send(200 if body.get("status") == "ok" else 503, "application/json",
-                               json.dumps(body).encode())  # fmt: skip
+                    self._send(
+                        200 if body.get("status") == "ok" else 503, "application/json", json.dumps(body).encode()
+                    )
                 elif path == "/metrics":
                     self._send(200, "text/plain; version=0.0.4; charset=utf-8", owner.metrics().encode())
                 else:
@@ -63,7 +65,7 @@ class HealthServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes every few seconds: not worth a log line each
 
         self.health, self.metrics = health, metrics

@@ -105,12 +105,15 @@ class Queue:
         with self._lock:
             return self._db.execute("SELECT 1 FROM instances WHERE sop = ?", (sop,)).fetchone() is not None
 
-    def add_instance(self, study: str, sop: str, sop_class: str, path: str, calling: str, now: float | None = None) -> bool:
+    def add_instance(
+        self, study: str, sop: str, sop_class: str, path: str, calling: str, now: float | None = None
+    ) -> bool:
         """Record a stored instance; False when its SOP Instance UID was already there (nothing changes)."""
         now = time.time() if now is None else now
         with self._tx() as db:
             cur = db.execute(
-                "INSERT OR IGNORE INTO instances (sop, study, sop_class, path, calling, received_at) VALUES (?,?,?,?,?,?)",
+                "INSERT OR IGNORE INTO instances (sop, study, sop_class, path, calling, received_at) "
+                "VALUES (?,?,?,?,?,?)",
                 (sop, study, sop_class, path, calling, now),
             )
             if cur.rowcount == 0:
@@ -137,7 +140,8 @@ class Queue:
         now = time.time() if now is None else now
         with self._lock:
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM studies WHERE state = ? AND next_at <= ? ORDER BY last_at LIMIT 1", (state, now)
+                f"SELECT {_COLUMNS} FROM studies WHERE state = ? AND next_at <= ? ORDER BY last_at LIMIT 1",
+                (state, now),
             ).fetchone()
         return _study(row) if row else None
 
@@ -148,7 +152,9 @@ class Queue:
 
     def instance_paths(self, study: str) -> list[str]:
         with self._lock:
-            return [r[0] for r in self._db.execute("SELECT path FROM instances WHERE study = ? ORDER BY path", (study,))]
+            return [
+                r[0] for r in self._db.execute("SELECT path FROM instances WHERE study = ? ORDER BY path", (study,))
+            ]
 
     def mark_predicted(self, study: Study, summary: dict[str, Any], now: float | None = None) -> bool:
         now = time.time() if now is None else now
@@ -181,14 +187,17 @@ class Queue:
     def record_sent(self, study: str, dest: str, sop: str) -> None:
         """`dest` acknowledged `sop`: it is never sent there again."""
         with self._tx() as db:
-            db.execute("INSERT OR IGNORE INTO sent (study, dest, sop, at) VALUES (?,?,?,?)", (study, dest, sop, time.time()))
+            db.execute(
+                "INSERT OR IGNORE INTO sent (study, dest, sop, at) VALUES (?,?,?,?)", (study, dest, sop, time.time())
+            )
 
     def mark_sent(self, study: Study, now: float | None = None) -> bool:
         now = time.time() if now is None else now
         with self._tx() as db:
             return (
                 db.execute(
-                    "UPDATE studies SET state = ?, done_at = ?, last_error = NULL WHERE uid = ? AND gen = ? AND state = ?",
+                    "UPDATE studies SET state = ?, done_at = ?, last_error = NULL "
+                    "WHERE uid = ? AND gen = ? AND state = ?",
                     (SENT, now, study.uid, study.gen, PREDICTED),
                 ).rowcount
                 == 1
@@ -198,7 +207,8 @@ class Queue:
         """Studies sent (or failed) before `before`: their files may go."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT uid FROM studies WHERE state IN (?, ?) AND COALESCE(done_at, next_at) < ?", (SENT, FAILED, before)
+                "SELECT uid FROM studies WHERE state IN (?, ?) AND COALESCE(done_at, next_at) < ?",
+                (SENT, FAILED, before),
             )
             return [r[0] for r in rows]
 
@@ -217,5 +227,6 @@ _COLUMNS = "uid, state, gen, instances, first_at, last_at, predicted_at, attempt
 
 
 def _study(row: tuple[Any, ...]) -> Study:
-    *head, summary = row
-    return Study(*head, json.loads(summary) if summary else None)
+    uid, state, gen, instances, first_at, last_at, predicted_at, attempts, next_at, last_error, summary = row
+    return Study(uid, state, gen, instances, first_at, last_at, predicted_at, attempts, next_at, last_error,
+                 json.loads(summary) if summary else None)  # fmt: skip

@@ -6,8 +6,9 @@ the spool under its free-space floor, A-ASSOCIATE-RJ rejected-transient "tempora
 the sender keeps the study and tries later.
 
 C-STORE: mammography (For Presentation, For Processing) and Breast Tomosynthesis are accepted (the
-study pipeline chooses the images it uses); other storage classes are refused at negotiation
-(`others="refuse"`) or acknowledged and dropped (`others="ignore"`). An instance is acknowledged
+study pipeline chooses the images it uses); other storage classes are acknowledged and dropped
+(`others="ignore"`, the default: a PACS re-sending a whole study, xpr's own SR and Segmentations
+included, must not see its job fail) or refused at negotiation (`others="refuse"`). An instance is acknowledged
 (0x0000) only once its file is synced in the spool and its row committed in the queue; no room or
 an instance over the size limit: 0xA700 (out of resources), nothing recorded; no readable Study
 Instance UID: 0xC000 (cannot understand).
@@ -108,7 +109,7 @@ class StorageSCP:
             ae.add_supported_context(uid, list(TRANSFER_SYNTAXES))
         if self.others == "ignore":
             for cx in AllStoragePresentationContexts:
-                if cx.abstract_syntax not in ACCEPTED_CLASSES:
+                if cx.abstract_syntax is not None and cx.abstract_syntax not in ACCEPTED_CLASSES:
                     ae.add_supported_context(cx.abstract_syntax, list(TRANSFER_SYNTAXES))
         ae.maximum_associations = 16
         ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 60
@@ -147,8 +148,9 @@ class StorageSCP:
             self.counters.add("associations_rejected_total", "caller")
             event.assoc.acse.send_reject(*REJECT_CALLING_AE)
         elif not self.spool.has_room():
-            log.warning("association from %s@%s rejected: %s is under its free-space floor", calling, address,
-                        self.spool.root)  # fmt: skip
+            log.warning(
+                "association from %s@%s rejected: %s is under its free-space floor", calling, address, self.spool.root
+            )
             self.counters.add("associations_rejected_total", "disk_full")
             event.assoc.acse.send_reject(*REJECT_CONGESTION)
         else:

@@ -84,8 +84,10 @@ class DimseDestination:
                 if status is None:
                     raise SendError(f"{p}: no answer to C-STORE of {f.sop_instance} (connection lost or timed out)")
                 if status not in _STORED:
-                    raise SendError(f"{p}: C-STORE of {f.sop_instance} refused (status 0x{status:04X})",
-                                    permanent=status >= 0xA800 or status in (0x0122, 0x0124))  # fmt: skip
+                    raise SendError(
+                        f"{p}: C-STORE of {f.sop_instance} refused (status 0x{status:04X})",
+                        permanent=status >= 0xA800 or status in (0x0122, 0x0124),
+                    )
                 on_ack(f.sop_instance)
         finally:
             if assoc.is_established:

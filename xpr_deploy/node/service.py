@@ -69,7 +69,7 @@ class NodeOptions:
     allow: tuple[Caller, ...] = ()  # empty: the --send-to peer only
     quiet_seconds: float = 10.0
     http_port: int | None = None
-    others: str = "refuse"  # refuse | ignore: storage classes other than mammography / tomosynthesis
+    others: str = "ignore"  # ignore | refuse: storage classes other than mammography / tomosynthesis
     max_instance_bytes: int = 512 * MIB
     min_free_bytes: int = 256 * MIB
     backend: str | None = None
@@ -94,7 +94,7 @@ class NodeOptions:
             raise NodeError("no caller may send: give --allow AE[@HOST] (by default only the --send-to peer may)")
         if self.others not in ("refuse", "ignore"):
             raise NodeError(f"--other-classes {self.others!r}: refuse or ignore")
-        if self.quiet_seconds < 0 or self.retry_base <= 0 or self.retry_cap < self.retry_base:
+        if self.quiet_seconds < 0 or self.retry_base <= 0 or self.retry_cap <= 0:
             raise NodeError("--quiet-seconds must be >= 0 and the retry backoff positive")
 
 
@@ -138,8 +138,17 @@ class Node:
             self.spool = Spool(o.spool, max_instance_bytes=o.max_instance_bytes, min_free_bytes=o.min_free_bytes)
             self.queue = Queue(self.spool.root / "queue.sqlite")
             ssl_context = o.tls.context() if o.tls is not None else None
-            self.scp = StorageSCP(o.ae_title, (o.bind, o.port), o.callers(), self.spool, self.queue, self.counters,
-                                  others=o.others, ssl_context=ssl_context, on_instance=lambda _s: self._wake.set())  # fmt: skip
+            self.scp = StorageSCP(
+                o.ae_title,
+                (o.bind, o.port),
+                o.callers(),
+                self.spool,
+                self.queue,
+                self.counters,
+                others=o.others,
+                ssl_context=ssl_context,
+                on_instance=lambda _s: self._wake.set(),
+            )
             try:
                 try:
                     self.scp.start()
@@ -153,10 +162,15 @@ class Node:
                     self.http.start()
                 log.info(
                     "listening as %s on %s:%d (callers: %s; results to %s; spool %s; quiet period %g s)%s",
-                    o.ae_title, o.bind, self.scp.port, ", ".join(map(str, o.callers())),
-                    ", ".join(d.name for d in self.destinations), self.spool.root, o.quiet_seconds,
+                    o.ae_title,
+                    o.bind,
+                    self.scp.port,
+                    ", ".join(map(str, o.callers())),
+                    ", ".join(d.name for d in self.destinations),
+                    self.spool.root,
+                    o.quiet_seconds,
                     f"; http://{o.bind}:{self.http.port}/metrics" if self.http else "",
-                )  # fmt: skip
+                )
                 if ready is not None:
                     ready(self)
                 while not stop.is_set():
@@ -203,8 +217,12 @@ class Node:
             raise
         except Exception as exc:  # one study's failure (its results cannot be written, ...) never stops the node
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, XprError) else str(exc)
-            n = self.queue.defer(study, reason, backoff(study.attempts + 1, self.opts.retry_base, self.opts.retry_cap),
-                                 fail=study.attempts + 1 >= self.opts.max_attempts)  # fmt: skip
+            n = self.queue.defer(
+                study,
+                reason,
+                backoff(study.attempts + 1, self.opts.retry_base, self.opts.retry_cap),
+                fail=study.attempts + 1 >= self.opts.max_attempts,
+            )
             log.warning("study %s: inference failed (attempt %d): %s", study.uid, n, reason)
             self.counters.add("inference_failures_total")
             return
@@ -250,8 +268,13 @@ class Node:
             give_up = permanent and attempt >= self.opts.max_attempts
             delay = backoff(attempt, self.opts.retry_base, self.opts.retry_cap)
             self.queue.defer(study, "; ".join(map(str, errors)), delay, fail=give_up)
-            log.warning("study %s: results not stored (attempt %d): %s; %s", study.uid, attempt,
-                        "; ".join(map(str, errors)), "giving up" if give_up else f"retrying in {delay:g} s")  # fmt: skip
+            log.warning(
+                "study %s: results not stored (attempt %d): %s; %s",
+                study.uid,
+                attempt,
+                "; ".join(map(str, errors)),
+                "giving up" if give_up else f"retrying in {delay:g} s",
+            )
             return
         if self.queue.mark_sent(study):
             latency = time.time() - study.last_at
@@ -300,11 +323,16 @@ class Node:
 def study_line(study: Study, latency: float, status: list[str]) -> str:
     """The one log line per study: UID, each breast's probability and decision, seconds, destinations."""
     s = study.summary or {}
-    breasts = ", ".join(f"{b['laterality']} {b['prob']:.3f} {b['decision']}" for b in s.get("breasts", [])) or "no breast answered"
+    breasts = (
+        ", ".join(f"{b['laterality']} {b['prob']:.3f} {b['decision']}" for b in s.get("breasts", []))
+        or "no breast answered"
+    )
     rejects = s.get("rejects", [])
     not_used = f"; not used: {'; '.join(rejects)}" if rejects else ""
-    return (f"study {study.uid}: {breasts}{not_used}; {s.get('infer_seconds', 0):.1f} s inference, "
-            f"{latency:.1f} s after the last instance; {', '.join(status)}")  # fmt: skip
+    return (
+        f"study {study.uid}: {breasts}{not_used}; {s.get('infer_seconds', 0):.1f} s inference, "
+        f"{latency:.1f} s after the last instance; {', '.join(status)}"
+    )
 
 
 def _fault(point: str) -> None:

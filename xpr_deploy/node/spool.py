@@ -67,11 +67,10 @@ class Spool:
             raise SpoolFull(f"{self.root}: under {self.min_free_bytes} bytes free")
         dest = self.instance_path(study_uid, sop_uid)
         try:
-            with atomic_path(dest) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with atomic_path(dest) as tmp, open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
             _sync_dir(dest.parent)
         except XprError as exc:  # io's OutputError: its reason says why (disk full, ...)
             raise SpoolFull(str(exc)) from None
