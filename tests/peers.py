@@ -213,7 +213,7 @@ def storescu(
     out, err, rc = [], [], 0
     for opt, paths in sorted(groups.items()):
         r = subprocess.run(
-            [exe, opt, "-R", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *paths],
+            [exe, opt, "-R", "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *paths],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -223,7 +223,7 @@ class Node:
                 backoff(study.attempts + 1, self.opts.retry_base, self.opts.retry_cap),
                 fail=study.attempts + 1 >= self.opts.max_attempts,
             )
-            log.warning("study %s: inference failed (attempt %d): %s", study.uid, n, reason)
+            log.warning("inference failed for study %s (attempt %d): %s", study.uid, n, reason)
             self.counters.add("inference_failures_total")
             return
         seconds = time.monotonic() - t0
@@ -269,7 +269,7 @@ class Node:
             delay = backoff(attempt, self.opts.retry_base, self.opts.retry_cap)
             self.queue.defer(study, "; ".join(map(str, errors)), delay, fail=give_up)
             log.warning(
-                "study %s: results not stored (attempt %d): %s; %s",
+                "results of study %s not stored (attempt %d): %s; %s",
                 study.uid,
                 attempt,
                 "; ".join(map(str, errors)),
