@@ -50,7 +50,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.dicomweb.*",
         ),
     ),
-    (8, ("xpr_deploy.demo",)),
+    (8, ("xpr_deploy.demo", "xpr_deploy.node.*")),
     (9, ("xpr_deploy.cli.*",)),
 ]
 #: modules whose own imports are not checked (the package __init__ only re-exports, lazily)

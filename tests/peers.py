@@ -1,0 +1,302 @@
+"""Real DICOM peers for tests, on 127.0.0.1 and free ports, stopped by the test that starts them:
+Orthanc (REST, DIMSE and, when the plugin is installed, DICOMweb), DCMTK's storescu / storescp,
+and `xpr listen` itself as a subprocess. In CI a missing peer fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ORTHANC = shutil.which("Orthanc")
+DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+STORESCU = shutil.which("storescu")
+STORESCP = shutil.which("storescp")
+
+
+def need(tool: str | None, what: str) -> str:
+    """The tool's path; else a skip (a failure in CI, where every peer must be installed)."""
+    if tool is None:
+        msg = f"{what} is not installed (scripts/system_deps.sh installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return tool
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait(pred: Any, timeout: float, what: str, log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
+            pytest.fail(f"{what} within {timeout:g} s\n{tail}")
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+    return int(proc.returncode)
+
+
+class Orthanc:
+    """A real Orthanc: REST on `base`, DIMSE on `dicom_port` as ORTHANC; `modalities`: {name: (AE, port)}."""
+
+    def __init__(self, root: Path, modalities: dict[str, tuple[str, int]] | None = None, aet: str = "ORTHANC") -> None:
+        import requests
+
+        need(ORTHANC, "Orthanc")
+        root.mkdir(parents=True, exist_ok=True)
+        self.root, self.aet = root, aet
+        self.port, self.dicom_port = free_port(), free_port()
+        storage = root / "storage"
+        storage.mkdir(exist_ok=True)
+        cfg: dict[str, Any] = {
+            "Name": "xpr-test",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "HttpBindAddress": "127.0.0.1",
+            "DicomServerEnabled": True,
+            "DicomAet": aet,
+            "DicomPort": self.dicom_port,
+            "DicomAlwaysAllowStore": True,
+            "DicomCheckCalledAet": False,
+            "DicomModalities": {k: [ae, "127.0.0.1", p] for k, (ae, p) in (modalities or {}).items()},
+            "DicomScuTimeout": 30,
+            "StableAge": 3600,
+        }
+        if DICOMWEB_PLUGIN.is_file():
+            cfg["Plugins"] = [str(DICOMWEB_PLUGIN)]
+            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
+        (root / "orthanc.json").write_text(json.dumps(cfg))
+        self.log_path = root / "orthanc.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=self._log, stderr=self._log)
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.dicomweb = f"{self.base}/dicom-web"
+
+        def up() -> bool:
+            if self.proc.poll() is not None:
+                pytest.fail(f"Orthanc exited: {self.log_path.read_text(errors='replace')[-2000:]}")
+            try:
+                return requests.get(f"{self.base}/system", timeout=2).ok
+            except requests.RequestException:
+                return False
+
+        _wait(up, 30, "Orthanc did not start", self.log_path)
+
+    def upload(self, path: Path) -> dict[str, Any]:
+        import requests
+
+        r = requests.post(f"{self.base}/instances", data=path.read_bytes(), timeout=30)
+        r.raise_for_status()
+        return dict(r.json())
+
+    def send_to(self, modality: str, resource: str, timeout: float = 120) -> Any:
+        """POST /modalities/{modality}/store: Orthanc's own SCU sends `resource` by C-STORE."""
+        import requests
+
+        body = {"Resources": [resource], "Synchronous": True, "Timeout": 60}
+        return requests.post(f"{self.base}/modalities/{modality}/store", json=body, timeout=timeout)
+
+    def study_id(self, study_uid: str) -> str | None:
+        import requests
+
+        r = requests.post(f"{self.base}/tools/lookup", data=study_uid, timeout=30)
+        r.raise_for_status()
+        hits = [h["ID"] for h in r.json() if h.get("Type") == "Study"]
+        return hits[0] if hits else None
+
+    def instances(self, study_uid: str) -> list[dict[str, Any]]:
+        """Every instance of the study, with its tags (`MainDicomTags`) and its series' modality."""
+        import requests
+
+        sid = self.study_id(study_uid)
+        if sid is None:
+            return []
+        out = []
+        for series in requests.get(f"{self.base}/studies/{sid}/series", timeout=30).json():
+            for inst in requests.get(f"{self.base}/series/{series['ID']}/instances", timeout=30).json():
+                inst["Modality"] = series["MainDicomTags"].get("Modality")
+                out.append(inst)
+        return out
+
+    def file(self, instance_id: str, dest: Path) -> Path:
+        import requests
+
+        r = requests.get(f"{self.base}/instances/{instance_id}/file", timeout=30)
+        r.raise_for_status()
+        dest.write_bytes(r.content)
+        return dest
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self._log.close()
+
+
+class StoreSCP:
+    """DCMTK's storescp as a destination: every object it receives becomes its own file (`-uf`), so an
+    object sent twice shows up twice."""
+
+    def __init__(self, root: Path, aet: str = "DEST", port: int | None = None) -> None:
+        exe = need(STORESCP, "DCMTK storescp")
+        self.aet, self.port = aet, port or free_port()
+        self.out = root / "received"
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.log_path = root / "storescp.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [exe, "-aet", aet, "-od", str(self.out), "-uf", "-v", str(self.port)], stdout=self._log, stderr=self._log
+        )
+        _wait(lambda: _listening(self.port), 15, "storescp did not start", self.log_path)
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file() and not p.name.startswith("."))
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self._log.close()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def storescu(
+    files: Sequence[Path], port: int, *, aet: str = "STORESCU", aec: str = "XPR", timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """DCMTK's storescu, one association per transfer syntax among `files` (it proposes one kind each)."""
+    import pydicom
+
+    exe = need(STORESCU, "DCMTK storescu")
+    flag = {
+        "1.2.840.10008.1.2.4.90": "-xv",
+        "1.2.840.10008.1.2.4.91": "-xw",
+        "1.2.840.10008.1.2.5": "-xr",
+        "1.2.840.10008.1.2.4.70": "-xs",
+        "1.2.840.10008.1.2.4.80": "-xt",
+        "1.2.840.10008.1.2.4.81": "-xu",
+        "1.2.840.10008.1.2.1.99": "-xd",
+    }
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        ts = str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID)
+        groups.setdefault(flag.get(ts, "-x="), []).append(str(f))
+    out, err, rc = [], [], 0
+    for opt, paths in sorted(groups.items()):
+        r = subprocess.run(
+            [exe, opt, "-R", "-v", "-aet", aet, "-aec", aec, "127.0.0.1", str(port), *paths],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        out.append(r.stdout)
+        err.append(r.stderr)
+        rc = rc or r.returncode
+    return subprocess.CompletedProcess(["storescu"], rc, "".join(out), "".join(err))
+
+
+class Listen:
+    """`xpr listen` as a subprocess (this worktree's package), its log in `log_path`."""
+
+    def __init__(
+        self,
+        root: Path,
+        bundle: Path,
+        *args: str,
+        port: int | None = None,
+        http_port: int | None = None,
+        env: dict[str, str] | None = None,
+        name: str = "listen",
+        spool: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.http_port = http_port or free_port()
+        self.spool = spool or root / "spool"
+        self.log_path = root / f"{name}.log"
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
+        cmd = [
+            sys.executable,
+            "-m",
+            "xpr_deploy.cli",
+            "listen",
+            str(bundle),
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--http-port",
+            str(self.http_port),
+            "--spool",
+            str(self.spool),
+            *args,
+        ]
+        self._start = self.log_path.stat().st_size
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=full_env, cwd=root)
+        _wait(
+            lambda: "listening as" in self.log() or self.proc.poll() is not None,
+            90,
+            "xpr listen did not start",
+            self.log_path,
+        )
+        if self.proc.poll() is not None:
+            pytest.fail(f"xpr listen exited {self.proc.returncode}: {self.log()}")
+
+    def log(self) -> str:
+        """This run's log (a restart appends to the same file)."""
+        return self.log_path.read_text(errors="replace")[self._start :]
+
+    def wait_for(self, text: str, timeout: float = 120, count: int = 1) -> str:
+        _wait(
+            lambda: self.log().count(text) >= count or self.proc.poll() is not None,
+            timeout,
+            f"{text!r} not in the xpr listen log",
+            self.log_path,
+        )
+        if self.log().count(text) < count:
+            pytest.fail(f"xpr listen exited {self.proc.returncode} before {text!r}:\n{self.log()[-3000:]}")
+        return self.log()
+
+    def get(self, path: str) -> Any:
+        import requests
+
+        return requests.get(f"http://127.0.0.1:{self.http_port}{path}", timeout=10)
+
+    def kill9(self) -> None:
+        self.proc.kill()
+        self.proc.wait(timeout=15)
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        rc = _stop(self.proc, sig)
+        self._log.close()
+        return rc

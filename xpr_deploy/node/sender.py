@@ -1,0 +1,124 @@
+"""Results out: C-STORE to a DICOM peer and/or STOW-RS to a DICOMweb server, with backoff.
+
+A destination gets the objects it has not acknowledged yet; each acknowledgement is recorded
+(`on_ack`) before the next object goes, so a crash re-sends at most the one object that was on the
+wire. Its SOP Instance UID is derived from the sources and the model (`dicom_out.derived_uid`): the
+re-sent object is the same object, which a PACS stores once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import XprError
+from .peer import Peer
+
+log = logging.getLogger("xpr.listen")
+
+#: a C-STORE status in these ranges means the object is stored (PS3.4 B.2.3: success and warnings)
+_STORED = {0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007}
+
+
+class SendError(XprError):
+    """A destination did not store the results; `permanent`: it refused them (retrying will not help)."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    path: Path
+    sop_class: str
+    sop_instance: str
+    transfer_syntax: str
+
+
+def read_result(path: Path) -> ResultFile:
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return ResultFile(path, str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID))
+
+
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """Seconds before try `attempt + 1`: base, 2 base, 4 base, ... capped."""
+    return float(min(cap, base * (2 ** max(0, attempt - 1))))
+
+
+class DimseDestination:
+    """C-STORE to `peer`, as `ae_title`."""
+
+    def __init__(self, ae_title: str, peer: Peer, timeout: float = 30.0) -> None:
+        self.ae_title, self.peer, self.timeout = ae_title, peer, timeout
+        self.name = f"dimse:{peer}"
+
+    def send(self, files: Sequence[ResultFile], on_ack: Callable[[str], None]) -> None:
+        from pynetdicom import AE
+
+        if not files:
+            return
+        ae = AE(ae_title=self.ae_title)
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = ae.connection_timeout = self.timeout
+        for sop_class, ts in sorted({(f.sop_class, f.transfer_syntax) for f in files}):
+            ae.add_requested_context(sop_class, ts)
+        p = self.peer
+        assoc = ae.associate(p.host, p.port, ae_title=p.ae_title)
+        if assoc.is_rejected:
+            raise SendError(f"{p}: association rejected")
+        if not assoc.is_established:
+            raise SendError(f"{p}: no association (peer down or not answering)")
+        try:
+            for f in files:
+                try:
+                    status = _status(assoc.send_c_store(f.path))
+                except ValueError as exc:  # pynetdicom: no accepted presentation context for this class/syntax
+                    raise SendError(f"{p}: cannot send {f.sop_instance}: {exc}", permanent=True) from None
+                if status is None:
+                    raise SendError(f"{p}: no answer to C-STORE of {f.sop_instance} (connection lost or timed out)")
+                if status not in _STORED:
+                    raise SendError(
+                        f"{p}: C-STORE of {f.sop_instance} refused (status 0x{status:04X})",
+                        permanent=status >= 0xA800 or status in (0x0122, 0x0124),
+                    )
+                on_ack(f.sop_instance)
+        finally:
+            if assoc.is_established:
+                assoc.release()
+
+
+def _status(rsp: Any) -> int | None:
+    value = rsp.get("Status") if rsp is not None else None
+    return int(value) if value is not None else None
+
+
+class StowDestination:
+    """STOW-RS of the study's results in one request (`dicomweb.Pacs.store`)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.name = f"stow:{self.url}"
+
+    def send(self, files: Sequence[ResultFile], on_ack: Callable[[str], None]) -> None:
+        import pydicom
+
+        from ..dicomweb import DicomWebError, Pacs
+
+        if not files:
+            return
+        try:
+            Pacs(self.url).store([pydicom.dcmread(f.path) for f in files])
+        except DicomWebError as exc:
+            raise SendError(str(exc), permanent="rejected" in str(exc)) from None
+        for f in files:
+            on_ack(f.sop_instance)
+
+
+Destination = DimseDestination | StowDestination
