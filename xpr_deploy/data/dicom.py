@@ -51,6 +51,9 @@ from .errors import (
 )
 from .header import (
     DECODER_PACKAGES,
+    FOR_PROCESSING_CLASSES,
+    MG_FOR_PRESENTATION,
+    MG_FOR_PROCESSING,
     READ_KEYWORDS,
     ImageHeader,
     add_warning,
@@ -109,10 +112,6 @@ __all__ = [
     "warnings_of",
 ]
 
-MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
-MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
-#: other SOP classes that are raw detector data
-FOR_PROCESSING_CLASSES = {MG_FOR_PROCESSING, "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.3.1"}
 
 #: which pip package decodes which transfer syntax (kept under its old name too)
 _DECODER_PACKAGES = DECODER_PACKAGES
@@ -358,7 +357,7 @@ def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | 
         return _parse(f, p, size, head, header_only, budget)
 
 
-def _inflated_size(f: BinaryIO, limit: int) -> int | None:
+def _inflated_bytes(f: BinaryIO, limit: int) -> int | None:
     """Bytes the deflated dataset after the file meta inflates to, counted up to `limit` + 1 in
     bounded steps (None: the meta cannot be read, or the file is not deflated: dcmread says why)."""
     from pydicom.filereader import _read_file_meta_info, read_preamble
@@ -385,7 +384,7 @@ def _inflated_size(f: BinaryIO, limit: int) -> int | None:
 def _check_inflated_size(f: BinaryIO, p: Path, budget: Budget) -> int | None:
     """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it
     whole; the inflated size (pydicom's element offsets count from there), None when not deflated."""
-    total = _inflated_size(f, budget.max_file_bytes)
+    total = _inflated_bytes(f, budget.max_file_bytes)
     if total is None:
         return None
     if total > budget.max_file_bytes:

@@ -22,6 +22,12 @@ from .codestream import stream_size
 from .errors import InvalidValue, MissingDecoder, UnsupportedImage, UnsupportedTransferSyntax
 from .preproc import PixelMeta
 
+#: mammography SOP classes (the selection and the reader decide on them)
+MG_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.2"
+MG_FOR_PROCESSING = "1.2.840.10008.5.1.4.1.1.1.2.1"
+#: other SOP classes that are raw detector data
+FOR_PROCESSING_CLASSES = {MG_FOR_PROCESSING, "1.2.840.10008.5.1.4.1.1.1.1.1", "1.2.840.10008.5.1.4.1.1.1.3.1"}
+
 __all__ = [
     "DECODER_PACKAGES",
     "READ_KEYWORDS",

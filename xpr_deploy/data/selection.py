@@ -34,8 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID
 
-from .dicom import FOR_PROCESSING_CLASSES, MG_FOR_PRESENTATION
-from .header import printable, text_value
+from .header import FOR_PROCESSING_CLASSES, MG_FOR_PRESENTATION, printable, text_value
 from .views import VIEWS, modifier_name, view_name
 
 #: `prefer`: which 2D image of a view is read when the study holds both
