@@ -476,12 +476,13 @@ def test_jpeg_baseline_8bit_is_close_on_both_sides(
     eight, base = {}, {}
     for view, src in study.items():
         ds = pydicom.dcmread(src)
+        pixels = (ds.pixel_array >> 4).astype(np.uint8)
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
         ds.WindowCenter, ds.WindowWidth = (
             str(round(float(ds.WindowCenter) / 16)),
             str(round(float(ds.WindowWidth) / 16)),
         )
-        ds.PixelData = (ds.pixel_array >> 4).astype(np.uint8).tobytes()
+        ds.PixelData = pixels.tobytes()
         ds["PixelData"].VR = "OB"
         for k in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
             ds.pop(k, None)
