@@ -13,6 +13,9 @@ Then, per syntax:
   (`UnsupportedTransferSyntax`; `xpr predict` skips the breast with that line, exit 1 when nothing
   else is left) and in C++ (`xpr_infer` exit 2, `"status": "bad DICOM"`).
 
+Also: JPEG baseline on an 8-bit copy (baseline holds 8 bits only), damaged HTJ2K files (one line on
+both sides), and `xpr synth --transfer-syntax implicit|deflated|jpeg-ls`.
+
 The C++ runtime and the bundle are built once per session (conftest `xpr_infer`, `cpp_bundle`).
 """
 
@@ -456,3 +459,48 @@ def test_damaged_htj2k_is_one_line_on_both_sides(
         c = _cpp(xpr_infer, cpp_bundle["bundle"], {"cc": bad, "mlo": study["mlo"]})
         assert c["_exit"] == 2 and c["status"] == "bad DICOM" and c["error"].startswith(f"{bad}: "), (name, c)
         assert c["_stderr"] == f"xpr_infer: {c['error']}\n"
+
+
+def test_jpeg_baseline_8bit_is_close_on_both_sides(
+    study: dict[str, Path],
+    runner: tuple[Any, Any],
+    xpr_infer: Path,
+    cpp_bundle: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    """JPEG baseline holds 8-bit samples only: the breast reduced to 8 bits (BitsAllocated 8, window
+    scaled), then `dcmcjpeg --encode-baseline`. Both sides stay close to that 8-bit file and decide
+    alike; C++ (DCMTK's IJG) and Python (Pillow or libjpeg) decode lossy JPEG with different IDCTs."""
+    _need(DCMTK)
+    source, _ = runner
+    eight, base = {}, {}
+    for view, src in study.items():
+        ds = pydicom.dcmread(src)
+        pixels = (ds.pixel_array >> 4).astype(np.uint8)
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        ds.WindowCenter, ds.WindowWidth = (
+            str(round(float(ds.WindowCenter) / 16)),
+            str(round(float(ds.WindowWidth) / 16)),
+        )
+        ds.PixelData = pixels.tobytes()
+        ds["PixelData"].VR = "OB"
+        for k in ("PixelPaddingValue", "PixelPaddingRangeLimit"):
+            ds.pop(k, None)
+        eight[view], base[view] = tmp_path / f"{view}8.dcm", tmp_path / f"{view}-baseline.dcm"
+        ds.save_as(eight[view], enforce_file_format=True)
+        _tool("dcmcjpeg", "--encode-baseline")(eight[view], base[view])
+    py8 = {v: preprocess_file(p, source.settings) for v, p in eight.items()}
+    pyb = {v: preprocess_file(p, source.settings) for v, p in base.items()}
+    c8 = _cpp(xpr_infer, cpp_bundle["bundle"], eight, tmp_path / "e")
+    cb = _cpp(xpr_infer, cpp_bundle["bundle"], base, tmp_path / "b")
+    assert c8["_exit"] == 0 and cb["_exit"] == 0 and cb["transfer_syntax"] == ["1.2.840.10008.1.2.4.50"] * 2, cb
+    x8, xb = _cpp_inputs(tmp_path / "e", py8["cc"].shape), _cpp_inputs(tmp_path / "b", py8["cc"].shape)
+    for v in ("cc", "mlo"):
+        assert np.abs(x8[v] - py8[v]).max() <= INPUT_TOL  # the 8-bit file itself: identical contract
+        assert float(np.abs(pyb[v] - py8[v]).mean()) <= LOSSY_MEAN_INPUT
+        assert float(np.abs(xb[v] - x8[v]).mean()) <= LOSSY_MEAN_INPUT
+        assert float(np.abs(xb[v] - pyb[v]).max()) <= 0.05
+    thr = source.operating_point().threshold
+    p8, pb = _py_prob(runner, py8), _py_prob(runner, pyb)
+    assert abs(pb - p8) <= LOSSY_PROB and abs(cb["prob"] - c8["prob"]) <= LOSSY_PROB
+    assert (pb >= thr) == (p8 >= thr) == (cb["prob"] >= thr) == (c8["prob"] >= thr)

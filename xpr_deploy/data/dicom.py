@@ -1,7 +1,8 @@
 """Read one mammogram and turn it into the model input: the `xpr-preproc-1` contract.
 
 This module is the DICOM side: open the file and check its structure (typed one-line errors;
-truncation is found from element offsets, not left to pydicom's forgiving reader), decode the
+truncation is found from element offsets, not left to pydicom's forgiving reader; a deflated
+file's are offsets in its inflated dataset, measured as such), decode the
 stored values with the decoders' noise captured, read laterality and view, and the file / dataset
 entry points
 (`preprocess_with_geometry`, `preprocess_file`, `preprocess_dataset`). The numeric contract itself
