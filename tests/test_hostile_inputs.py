@@ -4,7 +4,8 @@ stdout, and `xpr serve` stopped with Ctrl-C.
 
 Every case asserts what the project promises: the documented exit code, one line naming the file,
 no traceback, and the rest of the batch answered. The memory check runs `xpr predict` under
-RLIMIT_AS: its peak on clean studies plus 1 GiB, while each bomb alone would need 2 GB or more.
+RLIMIT_AS at its peak on clean studies plus 1 GiB (each bomb alone would take 2 GB or more), and
+its peak must not grow by more than 256 MB: a file over the budget costs no more than its header.
 """
 
 from __future__ import annotations
@@ -147,12 +148,11 @@ def test_predict_peak_memory_stays_within_the_budget_on_bombs(tmp_path: Path, go
         cwd=REPO, capture_output=True, text=True, timeout=600, env=_env(), preexec_fn=rlimit,
     )  # fmt: skip
     _clean(run, 0)
-    assert run.stdout.count(" malignant") + run.stdout.count(" benign") >= 4 or "4" in run.stdout, run.stdout
     assert len(re.findall(r"\b[LR]\b", run.stdout)) >= 4, run.stdout  # the four good breasts
     for path in bad:
         _line(run.stderr, str(path), "over the budget")
     grew_mb = (int(peak_file.read_text()) - clean_kb) // 1024
-    assert grew_mb < 1024, grew_mb
+    assert grew_mb < 256, grew_mb  # refused from the header: before, each ran into the limit (MemoryError)
 
 
 def test_data_check_and_prepare_name_every_file_over_the_budget(tmp_path: Path, synth: Path, good: Path) -> None:

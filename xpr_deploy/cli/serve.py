@@ -14,7 +14,6 @@ from .common import JsonFlag, _print_json, console, err_console, say
 
 if TYPE_CHECKING:
     from ..serve import ServerInstall, TritonServer
-    from ..triton import PythonModelOptions
 
 app = typer.Typer()
 
@@ -37,72 +36,58 @@ def serve(
 ) -> None:
     """Serve BUNDLE with Triton Inference Server on 127.0.0.1 until Ctrl-C (the python-backend model; the
     platform models are written too, for NVIDIA's containers, but only the backends this server has load)."""
-    from ..serve import find_server
-    from ..triton import PythonModelOptions
+    from ..serve import TritonServer, find_server
+    from ..triton import PythonModelOptions, write_repository
 
     install = find_server()  # no server: one line before anything is written
+    py = PythonModelOptions(
+        backend=python_backend, kind=kind, instances=instances, dynamic_batching=dynamic_batching, threads=threads
+    )
     temporary = repo is None
     root = repo or Path(tempfile.mkdtemp(prefix="xpr-triton-repo-"))
     server: TritonServer | None = None
     clean = False  # stopped on request (Ctrl-C, SIGTERM): nothing of this run is needed afterwards
     try:
-        server = _start(bundle, root, install, http_port, grpc_port, metrics_port, max_batch, timeout,
-                        PythonModelOptions(backend=python_backend, kind=kind, instances=instances,
-                                           dynamic_batching=dynamic_batching, threads=threads),
-                        as_json)  # fmt: skip
-        try:
-            while server.running:
-                time.sleep(0.5)
-        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.signals raises it): main says which, exit 130/143
-            clean = True
-            raise
+        res = write_repository(bundle, root, max_batch=max_batch, python=py)
+        have = set(install.backends())
+        served = [m.name for m in res.models if m.platform == "python" and "python" in have]
+        skipped = [m.name for m in res.models if m.name not in served]
+        args: list[str] = ["--model-control-mode", "explicit", *(a for n in served for a in ("--load-model", n))]
+        server = TritonServer(
+            root, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, install=install,
+            extra_args=tuple(args),
+        )  # fmt: skip
+        server.start(timeout)
+        _announce(server, install, root, served, skipped, as_json)
+        while server.running:
+            time.sleep(0.5)
         rc = server.stop()
         say(err_console, f"tritonserver exited on its own (status {rc}; log {server.log_path})", "[red]error:[/]")
         raise typer.Exit(1)
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (cli.signals raises it): main says which, exit 130/143
+        clean = True
+        raise
     finally:
         if server is not None:
             server.stop()
-            if clean:
+            if clean:  # after a failure the log stays: the error line names it
                 server.discard_log()
         if temporary:  # the repository is a copy of the bundle (tens of MB): never left in /tmp
             shutil.rmtree(root, ignore_errors=True)
 
 
-def _start(
-    bundle: Path,
-    root: Path,
-    install: ServerInstall,
-    http_port: int | None,
-    grpc_port: int | None,
-    metrics_port: int | None,
-    max_batch: int | None,
-    timeout: float,
-    py: PythonModelOptions,
-    as_json: bool,
-) -> TritonServer:
-    """Write the repository, start the server on its python models, say where it listens."""
-    from ..serve import TritonServer
-    from ..triton import write_repository
-
-    res = write_repository(bundle, root, max_batch=max_batch, python=py)
-    have = set(install.backends())
-    served = [m.name for m in res.models if m.platform == "python" and "python" in have]
-    skipped = [m.name for m in res.models if m.name not in served]
-    args: list[str] = ["--model-control-mode", "explicit", *(a for n in served for a in ("--load-model", n))]
-    server = TritonServer(
-        root, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port, install=install,
-        extra_args=tuple(args),
-    )  # fmt: skip
-    server.start(timeout)
+def _announce(
+    server: TritonServer, install: ServerInstall, root: Path, served: list[str], skipped: list[str], as_json: bool
+) -> None:
+    """Where the server listens and what it loaded (JSON or lines)."""
     info = {"repository": str(root), "server": str(install.binary), "origin": install.origin,
             "models": served, "not_loaded": skipped, "log": str(server.log_path), **server.endpoints()}  # fmt: skip
     if as_json:
         _print_json(info)
-    else:
-        say(console, f"{', '.join(served)} from {root} ({install.origin})", "[green]ready[/]")
-        for k in ("http", "grpc", "metrics"):
-            say(console, f"  {k:8s}{info[k]}")
-        if skipped:
-            say(err_console, f"written, not loaded (this server has no backend for them): {', '.join(skipped)}")
-        say(console, "Ctrl-C stops the server")
-    return server
+        return
+    say(console, f"{', '.join(served)} from {root} ({install.origin})", "[green]ready[/]")
+    for k in ("http", "grpc", "metrics"):
+        say(console, f"  {k:8s}{info[k]}")
+    if skipped:
+        say(err_console, f"written, not loaded (this server has no backend for them): {', '.join(skipped)}")
+    say(console, "Ctrl-C stops the server")
