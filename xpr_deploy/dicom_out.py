@@ -526,8 +526,8 @@ def write_study_results(
     for tag, study in sorted(results):
         try:
             built = study_results(results[tag, study], device)
-            done.warnings += built.warnings
             done.paths += write_objects(root, built.objects, tag)
+            done.warnings += built.warnings  # only for results that exist
         except XprError as exc:
             done.failures.append(f"{printable(study, 70)}: no DICOM results: {printable(str(exc), 300)}")
         except Exception as exc:  # highdicom and pydicom raise ValueError, AttributeError, ... on odd headers
