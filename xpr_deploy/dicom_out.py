@@ -106,6 +106,15 @@ _PN_ADVICE = r".*is unlikely to represent the intended person name"
 _TAG_RE = re.compile(r"[0-9A-Za-z_-]{1,32}")
 
 
+def _text(value: object) -> str:
+    """A header value as the text it was stored as ("" when absent; several values joined by a backslash)."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(v) for v in value)  # type: ignore[attr-defined]
+    return str(value)
+
+
 def _shown(value: object, limit: int = 40) -> str:
     from .data.header import printable
 
@@ -138,7 +147,7 @@ def _check_value(keyword: str, vr: str, value: object) -> tuple[str, str | None]
                 DA(text)
             elif vr == "TM":
                 TM(text)
-            if any(not c.isprintable() and c != "\x1b" for c in text):  # ESC: ISO 2022 code extensions
+            if any(not c.isprintable() for c in text):  # decoded text: ISO 2022 escapes are gone by now
                 raise ValueError("control characters")
     except (ValueError, TypeError, OverflowError) as exc:
         msg = str(exc)
@@ -161,9 +170,9 @@ def clean_source(ds: Dataset) -> tuple[Dataset, list[str]]:
     from pydicom.datadict import tag_for_keyword
 
     for kw in SOURCE_UIDS:
-        value = ds.get(kw)
-        if not is_uid(None if value is None else str(value)):
-            raise DicomOutError(f"{kw} {_shown('' if value is None else value, 70)} is not a valid UID")
+        value = _text(ds.get(kw))
+        if not is_uid(value):
+            raise DicomOutError(f"{kw} {_shown(value, 70)} is not a valid UID")
     out = copy.deepcopy(ds)
     drop = {tag_for_keyword(kw) for kw in _STUDY_KEYWORDS}
     for tag in list(out.keys()):
@@ -430,7 +439,7 @@ def study_results(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Stu
 
     if not breasts:
         raise DicomOutError("no breast to report")
-    study = str(next(iter(breasts[0].sources.values())).get("StudyInstanceUID", ""))
+    study = _text(next(iter(breasts[0].sources.values())).get("StudyInstanceUID"))
     problems: list[str] = []
     clean = []
     for b in sorted(breasts, key=lambda b: b.laterality):
@@ -466,12 +475,12 @@ def object_name(ds: Dataset, tag: str = "") -> str:
     kind = {"SR": "sr", "SEG": "seg"}.get(str(ds.get("Modality", "")), "obj")
     if tag and not _TAG_RE.fullmatch(tag):
         tag = uid_name(tag)
-    return f"{kind}_{uid_name(str(ds.get('SOPInstanceUID', '')))}{'_' + tag if tag else ''}.dcm"
+    return f"{kind}_{uid_name(_text(ds.get('SOPInstanceUID')))}{'_' + tag if tag else ''}.dcm"
 
 
 def object_path(out_dir: str | Path, ds: Dataset, tag: str = "") -> Path:
     """OUT/<StudyInstanceUID>/<object_name>, proven inside OUT (`io.child_path`)."""
-    return child_path(out_dir, uid_name(str(ds.get("StudyInstanceUID", ""))), object_name(ds, tag))
+    return child_path(out_dir, uid_name(_text(ds.get("StudyInstanceUID"))), object_name(ds, tag))
 
 
 def write_objects(out_dir: str | Path, objs: Sequence[Dataset], tag: str = "") -> list[Path]:
@@ -517,8 +526,8 @@ def write_study_results(
     for tag, study in sorted(results):
         try:
             built = study_results(results[tag, study], device)
-            done.warnings += built.warnings
             done.paths += write_objects(root, built.objects, tag)
+            done.warnings += built.warnings  # only for results that exist
         except XprError as exc:
             done.failures.append(f"{printable(study, 70)}: no DICOM results: {printable(str(exc), 300)}")
         except Exception as exc:  # highdicom and pydicom raise ValueError, AttributeError, ... on odd headers
