@@ -426,7 +426,8 @@ def test_bad_options_are_one_line(bundle, tmp_path: Path, capsys, monkeypatch) -
     assert "AE@HOST:PORT" in fails("--send-to", "PACS@host")
     assert "1..65535" in fails("--send-to", "PACS@host:0")
     assert "AE title" in fails("--send-to", "A" * 17 + "@h:104")
-    assert "refuse or ignore" in fails("--send-to", "P@h:104", "--other-classes", "maybe")
+    code, err = _main(capsys, monkeypatch, "listen", str(bundle), "--send-to", "P@h:104", "--other-classes", "maybe")
+    assert code == 2 and "'maybe' is not one of 'ignore', 'refuse'" in err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
