@@ -7,14 +7,15 @@
 #     cpp   the C++ runtime, its example viewer and tests: compiler, CMake, DCMTK, nlohmann-json, OpenJPEG, libpng
 #     test  everything `make test` needs: cpp (tests/test_engines_cpp.py builds engines/), dicom3tools
 #           (dciodvfy, the DICOM validity test), orthanc + orthanc-dicomweb (the PACS round trip), dcmtk
-#           and openjph-tools (dcmconv, dcmcjpeg, dcmcjpls, dcmcrle, ojph_compress: the transfer syntax tests)
+#           and openjph-tools (dcmconv, dcmcjpeg, dcmcjpls, dcmcrle, ojph_compress: the transfer syntax tests;
+#           storescu / storescp / echoscu: the DICOM node's real peers), openssl (the node's TLS test)
 #     fuzz  clang with libFuzzer (clang-14's runtime libraries are in libclang-rt-14-dev), for `make cpp-fuzz`
 #     all   all of the above
 # Not root and something missing: one line naming the packages and the command, exit 1.
 set -euo pipefail
 
 cpp=(cmake g++ make pkg-config libdcmtk-dev nlohmann-json3-dev libopenjp2-7-dev libpng-dev)
-test_only=(dicom3tools orthanc orthanc-dicomweb dcmtk openjph-tools)
+test_only=(dicom3tools orthanc orthanc-dicomweb dcmtk openjph-tools openssl)
 fuzz=(clang libclang-rt-14-dev)
 
 pkgs=()

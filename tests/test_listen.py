@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from peers import Listen, Orthanc, StoreSCP, free_port, storescu
+from peers import Listen, Orthanc, StoreSCP, free_port, need, storescu
 
 from xpr_deploy.dicom_out import sr_probabilities
 from xpr_deploy.node import parse_caller, parse_peer
@@ -324,7 +324,15 @@ def test_unknown_callers_are_rejected_at_association(bundle, studies, dest, tmp_
             r = storescu(files[:1], node.port, aet=aet)
             assert r.returncode != 0 and "Calling AE Title Not Recognized" in r.stderr, (aet, r.stderr)
         echo = subprocess.run(
-            ["echoscu", "-aet", "STORESCU", "-aec", "XPR", "127.0.0.1", str(node.port)],
+            [
+                need(shutil.which("echoscu"), "DCMTK echoscu"),
+                "-aet",
+                "STORESCU",
+                "-aec",
+                "XPR",
+                "127.0.0.1",
+                str(node.port),
+            ],
             capture_output=True,
             text=True,
             timeout=30,
@@ -426,7 +434,8 @@ def test_bad_options_are_one_line(bundle, tmp_path: Path, capsys, monkeypatch) -
     assert "AE@HOST:PORT" in fails("--send-to", "PACS@host")
     assert "1..65535" in fails("--send-to", "PACS@host:0")
     assert "AE title" in fails("--send-to", "A" * 17 + "@h:104")
-    assert "refuse or ignore" in fails("--send-to", "P@h:104", "--other-classes", "maybe")
+    code, err = _main(capsys, monkeypatch, "listen", str(bundle), "--send-to", "P@h:104", "--other-classes", "maybe")
+    assert code == 2 and "'maybe' is not one of 'ignore', 'refuse'" in err
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
@@ -509,8 +518,8 @@ def _cert(tmp: Path, name: str, ca: tuple[Path, Path] | None) -> tuple[Path, Pat
 
 
 def test_tls_callers_need_a_certificate_from_the_ca(bundle, dest, tmp_path) -> None:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
+    need(shutil.which("openssl"), "openssl")
+    need(shutil.which("echoscu"), "DCMTK echoscu")
     ca = _cert(tmp_path, "xpr-test-ca", None)
     srv_key, srv_crt = _cert(tmp_path, "node", ca)
     cli_key, cli_crt = _cert(tmp_path, "modality", ca)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -30,7 +30,7 @@ def listen(
     ] = 10.0,
     http_port: Annotated[int | None, typer.Option("--http-port", help="serve /health and /metrics here")] = None,
     other_classes: Annotated[
-        str,
+        Literal["ignore", "refuse"],
         typer.Option(
             "--other-classes", help="other storage classes: ignore (acknowledged, not kept) or refuse (at negotiation)"
         ),

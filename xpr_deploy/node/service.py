@@ -190,13 +190,13 @@ class Node:
         self.queue.promote_quiet(self.opts.quiet_seconds, now)
         if now - self._last_purge > 60:
             self._purge(now)
+        study = self.queue.next_in(PREDICTED, now)  # finish a study before starting the next one
+        if study is not None:
+            self._send(study)
+            return True
         study = self.queue.next_in(COMPLETE, now)
         if study is not None:
             self._predict(study)
-            return True
-        study = self.queue.next_in(PREDICTED, now)
-        if study is not None:
-            self._send(study)
             return True
         return False
 
