@@ -122,9 +122,20 @@ class StudyPipeline:
             )
         return report
 
-    def run_study(self, folder: str | Path, input_id: str | None = None) -> PredictReport:
-        """One study folder (e.g. a spooled study of the DICOM node); `input_id` names it in output names."""
-        return self.run([folder], None if input_id is None else [input_id])
+    def run_study(
+        self, folder: str | Path, input_id: str | None = None, *, dicom_out: str | Path | None = None
+    ) -> PredictReport:
+        """One study folder (e.g. a spooled study of the DICOM node); `input_id` names it in output names;
+        `dicom_out` writes this study's DICOM results there instead (the node's per-study folder swap)."""
+        if dicom_out is None:
+            return self.run([folder], None if input_id is None else [input_id])
+        if self.dicom_out is None:
+            raise PredictError("StudyPipeline.run_study(dicom_out=...) needs a pipeline opened with dicom_out")
+        default, self.dicom_out = self.dicom_out, Path(dicom_out)
+        try:
+            return self.run([folder], None if input_id is None else [input_id])
+        finally:
+            self.dicom_out = default
 
     def run(self, studies: Sequence[str | Path], input_ids: Sequence[str] | None = None) -> PredictReport:
         """Every breast of every folder in `studies`; the DICOM results are written per folder.

@@ -125,16 +125,21 @@ class Node:
         self.spool: Spool | None = None
         self._last_purge = 0.0
         self._wake = threading.Event()
+        self.pipeline: Any = None  # the StudyPipeline, open while run() runs
 
     # ---- running ------------------------------------------------------------------------------
     def run(self, stop: threading.Event | None = None, ready: Callable[[Node], None] | None = None) -> None:
-        from ..runners import open_source
+        from ..pipeline import StudyPipeline
 
         stop = stop or threading.Event()
-        source = open_source(self.opts.bundle)  # a bundle that fails verification: refused before listening
-        self.model_digest = source.digest
         o = self.opts
-        with folder_lock(o.spool, "another xpr listen"):
+        # the model is opened once (a bundle that fails verification is refused before listening) and
+        # stays open across studies; each study's DICOM results go to its own folder swap (_predict)
+        with (
+            folder_lock(o.spool, "another xpr listen"),
+            StudyPipeline(o.bundle, o.backend, dicom_out=o.spool / "results") as self.pipeline,
+        ):
+            self.model_digest = self.pipeline.source.digest
             self.spool = Spool(o.spool, max_instance_bytes=o.max_instance_bytes, min_free_bytes=o.min_free_bytes)
             self.queue = Queue(self.spool.root / "queue.sqlite")
             ssl_context = o.tls.context() if o.tls is not None else None
@@ -203,9 +208,8 @@ class Node:
     # ---- inference ----------------------------------------------------------------------------
     def _infer_study(self, folder: Path, out: Path, name: str) -> Any:
         """THE call into the study pipeline: every instance of one study in, its DICOM results out."""
-        from ..predict import predict
-
-        return predict(self.opts.bundle, [folder], self.opts.backend, dicom_out=out, input_ids=[name])
+        assert self.pipeline is not None
+        return self.pipeline.run_study(folder, name, dicom_out=out)
 
     def _predict(self, study: Study) -> None:
         assert self.spool is not None and self.queue is not None
