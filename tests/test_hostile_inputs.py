@@ -27,7 +27,14 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.test_dicom_hostile import declared_huge_rle, deflate_bomb, j2k_size_bomb, many_frames, sparse_native
+from tests.test_dicom_hostile import (
+    _finishes,
+    declared_huge_rle,
+    deflate_bomb,
+    j2k_size_bomb,
+    many_frames,
+    sparse_native,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 XPR = [sys.executable, "-c", "from xpr_deploy.cli import main; main()"]
@@ -218,6 +225,24 @@ def test_special_files_are_named_and_skipped_without_opening(special: tuple[Path
         _line(check.stdout, f"rejected {path}: ", needle)
         _line(pred.stderr, f"skipped {path}: ", needle)
     assert len(re.findall(r"\b[LR]\b", pred.stdout)) >= 4, pred.stdout
+
+
+def test_prepare_files_refuses_special_files_before_hashing_them(tmp_path: Path) -> None:
+    """`prepare_files` on paths given by a caller (not from an index): the cache hashes a file first,
+    and hashing a FIFO blocks forever, /dev/zero never ends."""
+    from xpr_deploy.data.dicom import PreprocessSettings
+    from xpr_deploy.data.prepare import prepare_files
+
+    os.mkfifo(tmp_path / "x.dcm")
+    (tmp_path / "zero.dcm").symlink_to("/dev/zero")
+    paths = [tmp_path / "x.dcm", tmp_path / "zero.dcm"]
+    reps: list[Any] = []
+    exc = _finishes(lambda: reps.append(prepare_files(paths, tmp_path / "cache", PreprocessSettings(img_size=(64, 32)),
+                                                      workers=1)))  # fmt: skip
+    assert exc is None and [r["reason"] for r in reps[0].rejected] == [
+        f"{tmp_path}/x.dcm: not a file (a FIFO): not opened",
+        f"{tmp_path}/zero.dcm: not a file (a character device): not opened",
+    ]
 
 
 @pytest.fixture

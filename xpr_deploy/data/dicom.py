@@ -93,6 +93,7 @@ __all__ = [
     "PreprocessSettings",
     "apply_window",
     "breast_box",
+    "check_file",
     "check_mg",
     "check_pixels",
     "decode_stored",
@@ -314,6 +315,25 @@ def _nonblocking(path: str, flags: int) -> int:
     return os.open(path, flags | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
 
 
+def check_file(path: str | Path, budget: Budget | None = None) -> os.stat_result:
+    """A regular file within the budget's size, from `stat` alone (nothing opened): a FIFO, device,
+    socket or dangling link is NotDicom / MissingFile, a file too big OverBudget. Call it before
+    anything else opens a file from outside (hashing it, say)."""
+    p = Path(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        if os.path.islink(p):
+            raise MissingFile(f"{p}: dangling symbolic link (its target does not exist)") from None
+        raise MissingFile(f"{p}: file not found") from None
+    except OSError as exc:
+        raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NotDicom(f"{p}: not a file ({kind_of(st.st_mode)}): not opened")
+    (budget or default_budget()).check_file_size(p, st.st_size)
+    return st
+
+
 def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | None = None) -> Dataset:
     """Parse a file; missing, non-DICOM, truncated and unreadable files become typed one-line errors.
 
@@ -327,17 +347,7 @@ def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | 
     """
     p = Path(path)
     budget = budget or default_budget()
-    try:
-        st = os.stat(p)
-    except FileNotFoundError:
-        if os.path.islink(p):
-            raise MissingFile(f"{p}: dangling symbolic link (its target does not exist)") from None
-        raise MissingFile(f"{p}: file not found") from None
-    except OSError as exc:
-        raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise NotDicom(f"{p}: not a file ({kind_of(st.st_mode)}): not opened")
-    budget.check_file_size(p, st.st_size)
+    check_file(p, budget)
     try:
         f = open(p, "rb", opener=_nonblocking)  # noqa: SIM115 (closed below, after pydicom read it)
     except OSError as exc:

@@ -31,7 +31,7 @@ from typing import Any
 from ..errors import ConfigError, XprError
 from ..io import OutputError
 from .cache import PreparedCache
-from .dicom import PreprocessSettings
+from .dicom import PreprocessSettings, check_file
 from .errors import DataError, DicomError
 
 #: thread-pool sizes read by OpenMP, OpenBLAS, MKL, ... when a worker loads them: one each
@@ -138,6 +138,7 @@ def default_workers() -> int:
 def prepare_one(cache: PreparedCache, path: Path, settings: PreprocessSettings) -> tuple[str, str]:
     """(status, reason) of one file; every failure becomes one line, nothing escapes."""
     try:
+        check_file(path)  # before the cache hashes it: a FIFO would block, /dev/zero never end
         return ("prepared" if cache.ensure(path, settings) else "reused"), ""
     except OutputError as exc:  # the cache, not the file: the whole run stops (see prepare_files)
         return "unwritable", str(exc)
