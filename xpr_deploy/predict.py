@@ -145,11 +145,14 @@ def predict(
     operating_point: str | None = None,
     dicom_out: str | Path | None = None,
     input_ids: Sequence[str] | None = None,
+    sr: str = "tid1500",
+    seg: str = "binary",
 ) -> PredictReport:
     """Predict every breast (one CC + one MLO) found under `studies`; bad files become rejects.
 
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
-    the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`).
+    the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`; `sr`:
+    tid1500 | mammo-cad | both, `seg`: binary | fractional | both).
     Output names carry a short hash of the input (`input_ids`, default: each folder's resolved path),
     so the same study in two folders never overwrites the other's heatmap or DICOM objects."""
     from .data.dicom import preprocess_with_geometry
@@ -216,7 +219,7 @@ def predict(
                 results.setdefault(key, []).append(_breast_dicom(pair, prob, decision, sel, source, geos))
             report.breasts.append(res)
     if dicom_out is not None:
-        report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point)]
+        report.dicom = [str(p) for p in write_dicom_results(dicom_out, results, source, point, sr=sr, seg=seg)]
     return report
 
 
@@ -243,7 +246,13 @@ def device_identity(source: ModelSource, point: OperatingPoint) -> Any:
 
 
 def write_dicom_results(
-    out_dir: str | Path, results: dict[tuple[str, str], list[Any]], source: ModelSource, point: OperatingPoint
+    out_dir: str | Path,
+    results: dict[tuple[str, str], list[Any]],
+    source: ModelSource,
+    point: OperatingPoint,
+    *,
+    sr: str = "tid1500",
+    seg: str = "binary",
 ) -> list[Path]:
     """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/."""
     from .dicom_out import study_objects, write_objects
@@ -251,5 +260,5 @@ def write_dicom_results(
     device = device_identity(source, point)
     paths: list[Path] = []
     for tag, study in sorted(results):
-        paths += write_objects(out_dir, study_objects(results[tag, study], device), tag)
+        paths += write_objects(out_dir, study_objects(results[tag, study], device, sr=sr, seg=seg), tag)
     return paths

@@ -285,6 +285,12 @@ def predict(
     ] = None,
     study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
     store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
+    sr: Annotated[
+        str, typer.Option("--sr", help="with --dicom-out: tid1500 (viewers) | mammo-cad (TID 4000) | both")
+    ] = "tid1500",
+    seg: Annotated[
+        str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
+    ] = "binary",
     as_json: JsonFlag = False,
 ) -> None:
     """P(malignant) and the decision per breast at the operating point; bad studies get a reason.
@@ -294,6 +300,10 @@ def predict(
     from ..errors import ConfigError
     from ..predict import predict as run_predict
 
+    from ..dicom_out import SEG_KINDS, SR_KINDS
+
+    if sr not in SR_KINDS or seg not in SEG_KINDS:
+        raise ConfigError(f"--sr is one of {', '.join(SR_KINDS)}; --seg is one of {', '.join(SEG_KINDS)}")
     web = None
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
@@ -309,7 +319,7 @@ def predict(
         if store:
             raise ConfigError("--store sends results to a PACS: use it with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out)  # fmt: skip
+                          dicom_out=dicom_out, sr=sr, seg=seg)  # fmt: skip
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
