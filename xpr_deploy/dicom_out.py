@@ -150,10 +150,21 @@ def _breast_name(b: BreastDicom) -> str:
     return f"{'left' if b.laterality == 'L' else 'right'} breast"
 
 
-def _findings(b: BreastDicom, device: DeviceIdentity) -> dict[str, Any]:
-    """What every measurement group of one breast says: site, P(malignant), threshold, decision."""
+def _findings(b: BreastDicom, device: DeviceIdentity, region: Any = None, view: str = "") -> dict[str, Any]:
+    """What every measurement group of one breast says: site, P(malignant), threshold, decision.
+    With a `region` (on the `view` image) P(malignant) is also INFERRED FROM it (TID 300): OHIF's
+    tracking (cornerstone's SR adapters) takes a measurement's outline from its first NUM."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
+
+    inferred = None
+    if region is not None:
+        inferred = [
+            hd.sr.CoordinatesForMeasurement(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=region.polyline(),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(b.sources[view]),
+            )
+        ]  # fmt: skip
 
     p = device.point
     positive = b.decision == device.class_names[1]
@@ -167,7 +178,8 @@ def _findings(b: BreastDicom, device: DeviceIdentity) -> dict[str, Any]:
         "finding_sites": [hd.sr.FindingSite(_site(b.laterality))],
         "algorithm_id": _algorithm(device),
         "measurements": [
-            hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(b.prob), unit=codes.UCUM.NoUnits),
+            hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(b.prob), unit=codes.UCUM.NoUnits,
+                              referenced_coordinates=inferred),
             hd.sr.Measurement(
                 name=_code("XPRTHR", f"Decision threshold ({p.name})"[:64]), value=float(p.threshold),
                 unit=codes.UCUM.NoUnits,
@@ -356,6 +368,12 @@ def add_pixel_measures(seg: Dataset, source: Dataset) -> Dataset:
     if "SharedFunctionalGroupsSequence" not in seg or not seg.SharedFunctionalGroupsSequence:
         seg.SharedFunctionalGroupsSequence = Seq([Ds()])
     seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence = Seq([pm])
+    if "ImageOrientationPatient" not in source:
+        # OHIF 3.13 matches a Segmentation to its image by plane orientation and takes an image without
+        # one as row +x, column +y; the same stated here: the image grid's own axes, nothing more
+        po = Ds()
+        po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = Seq([po])
     return seg
 
 
