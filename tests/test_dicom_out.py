@@ -218,7 +218,7 @@ def test_sr_reads_back_what_predict_printed(predicted: tuple[dict, Path], ckpt: 
             site = g.finding_sites[0].value
             lat = {"80248007": "L", "73056007": "R"}[site.value]
             key = (str(sr.StudyInstanceUID), lat)
-            prob, decision, cc, mlo = printed[key]
+            prob, decision, _cc, _mlo = printed[key]
             m = g.get_measurements(name=codes.DCM.ProbabilityOfCancer)
             assert len(m) == 1 and m[0].value == pytest.approx(prob, abs=1e-9)
             q = g.get_qualitative_evaluations()

@@ -1,17 +1,19 @@
-"""DICOM results a PACS stores and a viewer shows: one TID 1500 Comprehensive SR per study and one
-FRACTIONAL Segmentation per mammogram (the window-selection heatmap), both written with highdicom.
+"""DICOM results a PACS stores and a viewer shows: one TID 1500 Comprehensive SR per study and a
+Segmentation per mammogram (the window-selection heatmap: BINARY by default, which OHIF overlays,
+and/or FRACTIONAL, `--seg`), all written with highdicom.
 
 SR (`highdicom.sr.ComprehensiveSR` + `MeasurementReport`): the observer is the device (xpr, the
 model name, the bundle's manifest SHA-256 as serial number and in the device UID); per breast one
 TID 1410 measurement group per image (CC, MLO) with the region the model looked at as a closed
-POLYLINE on that image (`regions.py`; one TID 1501 group when there are no heatmaps), each with the finding site (left / right breast), P(malignant) as "Probability of
-cancer" (DCM 111047), the decision at the operating point as a qualitative evaluation, the
-operating point's threshold as a measurement and its name in the algorithm parameters, and the
-breast's CC and MLO as source images. Same Study Instance UID as the input, its own series, "NOT FOR
-CLINICAL USE" in the series description; patient and study attributes come from the source (highdicom
-copies the patient and general study modules), nothing else.
+POLYLINE on that image (`regions.py`; one TID 1501 group when there are no heatmaps), each with the
+finding site (left / right breast), P(malignant) as "Probability of cancer" (DCM 111047), the
+decision at the operating point as a qualitative evaluation, the operating point's threshold as a
+measurement and its name in the algorithm parameters. Same Study Instance UID as the input, its own
+series, "NOT FOR CLINICAL USE" in the series description; patient and study attributes come from the
+source (highdicom copies the patient and general study modules), nothing else.
 
-Heatmaps: a FRACTIONAL (PROBABILITY) Segmentation per source image, one segment per Swin stage,
+Heatmaps: a BINARY Segmentation per source image, one segment per Swin stage (the stage's most-kept
+windows, `build_heatmap_binary`), and/or a FRACTIONAL (PROBABILITY) one, one segment per Swin stage,
 value = the fraction of the stage's pruned blocks that kept the 7x7 window covering the pixel (0
 outside the breast crop), on the source's own pixel grid (mapped back through the preprocessing
 geometry: flip, crop, resize). Viewers (OHIF, 3D Slicer, Weasis) overlay a Segmentation on its
@@ -186,7 +188,9 @@ def _findings(b: BreastDicom, device: DeviceIdentity, region: Any = None, view: 
             ),
         ],
         "qualitative_evaluations": [
-            hd.sr.QualitativeEvaluation(name=_code("XPRDEC", f"Decision at operating point {p.name}"[:64]), value=decision)
+            hd.sr.QualitativeEvaluation(
+                name=_code("XPRDEC", f"Decision at operating point {p.name}"[:64]), value=decision
+            )
         ],
     }  # fmt: skip
 
@@ -195,7 +199,7 @@ def breast_regions(b: BreastDicom) -> dict[str, Any]:
     """view -> `regions.Region` (where the model looked) for each of the breast's images with a heatmap."""
     from .regions import attention_region
 
-    out = {}
+    out: dict[str, Any] = {}
     for view in ("cc", "mlo"):
         if view in b.heatmaps and view in b.sources:
             region = attention_region(b.heatmaps[view])
@@ -346,8 +350,8 @@ def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, stu
 
 #: `--seg`: which heatmap Segmentations to write per mammogram
 SEG_KINDS = ("binary", "fractional", "both")
-#: `--sr`: which result SRs to write per study
-SR_KINDS = ("tid1500", "mammo-cad", "both")
+#: `--sr`: which result SRs to write per study (the Mammography CAD SR, TID 4000, is not written yet)
+SR_KINDS = ("tid1500",)
 
 
 def add_pixel_measures(seg: Dataset, source: Dataset) -> Dataset:
@@ -377,7 +381,9 @@ def add_pixel_measures(seg: Dataset, source: Dataset) -> Dataset:
     return seg
 
 
-def build_heatmap_binary(source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]) -> Dataset:
+def build_heatmap_binary(
+    source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]
+) -> Dataset:
     """A BINARY Segmentation of `source`, one segment per stage: the pixels whose windows that stage's
     pruned blocks kept most often on this image (its highest kept fraction). Viewers that draw only
     binary segments (OHIF 3.13 refuses fractional values other than 0 and the maximum) overlay it;
@@ -439,20 +445,14 @@ def build_heatmap_binary(source: Dataset, maps: np.ndarray, device: DeviceIdenti
 def study_objects(
     breasts: Sequence[BreastDicom], device: DeviceIdentity, *, sr: str = "tid1500", seg: str = "binary"
 ) -> list[Dataset]:
-    """The SR(s) (`sr`: tid1500 | mammo-cad | both), then the heatmap Segmentation(s) of each source
-    image that has a heatmap (`seg`: binary | fractional | both)."""
+    """The SR (`sr`: tid1500), then the heatmap Segmentation(s) of each source image that has a
+    heatmap (`seg`: binary | fractional | both)."""
     if sr not in SR_KINDS:
         raise DicomOutError(f"--sr {sr!r}: choose one of {', '.join(SR_KINDS)}")
     if seg not in SEG_KINDS:
         raise DicomOutError(f"--seg {seg!r}: choose one of {', '.join(SEG_KINDS)}")
     key = _study_key(breasts)
-    objs = []
-    if sr in ("tid1500", "both"):
-        objs.append(build_sr(breasts, device))
-    if sr in ("mammo-cad", "both"):
-        from .dicom_cad import build_mammo_cad_sr
-
-        objs.append(build_mammo_cad_sr(breasts, device))
+    objs = [build_sr(breasts, device)]
     for b in sorted(breasts, key=lambda b: b.laterality):
         for view in ("cc", "mlo"):
             if view in b.heatmaps:

@@ -152,7 +152,7 @@ def predict(
 
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
     the DICOM results (an SR per study and a heatmap Segmentation per image, `dicom_out.py`; `sr`:
-    tid1500 | mammo-cad | both, `seg`: binary | fractional | both).
+    tid1500, `seg`: binary | fractional | both).
     Output names carry a short hash of the input (`input_ids`, default: each folder's resolved path),
     so the same study in two folders never overwrites the other's heatmap or DICOM objects."""
     from .data.dicom import preprocess_with_geometry

@@ -15,7 +15,7 @@ from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
 from ..version import __version__
-from . import data, deploy, info, serve, signals, training
+from . import data, deploy, info, serve, signals, training, view
 from .common import err_console
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for _sub in (info.app, data.app, training.app, deploy.app, serve.app):
+for _sub in (info.app, data.app, training.app, deploy.app, serve.app, view.app):
     app.add_typer(_sub)  # no name: the sub-app's commands (and `data`) become top-level commands
 
 

@@ -286,7 +286,7 @@ def predict(
     study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
     store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
     sr: Annotated[
-        str, typer.Option("--sr", help="with --dicom-out: tid1500 (viewers) | mammo-cad (TID 4000) | both")
+        str, typer.Option("--sr", help="with --dicom-out: tid1500 (the Mammography CAD SR is not written yet)")
     ] = "tid1500",
     seg: Annotated[
         str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
@@ -297,10 +297,9 @@ def predict(
     Fails only if no breast was read."""
     from rich.markup import escape
 
+    from ..dicom_out import SEG_KINDS, SR_KINDS
     from ..errors import ConfigError
     from ..predict import predict as run_predict
-
-    from ..dicom_out import SEG_KINDS, SR_KINDS
 
     if sr not in SR_KINDS or seg not in SEG_KINDS:
         raise ConfigError(f"--sr is one of {', '.join(SR_KINDS)}; --seg is one of {', '.join(SEG_KINDS)}")
