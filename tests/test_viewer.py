@@ -283,10 +283,10 @@ def test_ohif_shows_findings_regions_and_heatmaps(site: Site, page: Any, tmp_pat
 
 
 def test_the_checks_fail_without_region_or_segmentation(site: Site, page: Any) -> None:
-    """The control study: an SR without SCOORD (what xpr wrote before issue 23) and no SEG."""
+    """The control study: an SR without SCOORD (what xpr wrote before issue 23) and no SEG. OHIF
+    draws nothing of that SR (whether it also logs an error varies), so the content checks fail."""
     seen = inspect_study(page, site.url, site.control)
     fails = {
-        "console errors": bool(seen.errors),
         "no probability": not seen.probabilities(),
         "no region": seen.regions == 0,
         "no overlay": not seen.seg_view and seen.overlay_changed == 0.0,
@@ -378,3 +378,18 @@ def test_xpr_view_missing_npm_or_bad_usage_is_one_line(tmp_path: Path, synth_vin
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, err
         assert len(err.strip().splitlines()) == 1 and want in err, err
+
+
+def test_region_is_the_largest_most_kept_part_of_the_last_stage() -> None:
+    from xpr_deploy.regions import attention_region
+
+    maps = np.zeros((4, 40, 20), np.float32)
+    maps[0] = 1.0  # earlier stages do not matter
+    maps[3, 5:10, 2:6] = 1.0  # kept by every last-stage block: the larger part
+    maps[3, 30:32, 10:12] = 1.0  # ... and a smaller one
+    maps[3, 20:25, :] = 0.5  # kept by half of them
+    r = attention_region(maps)
+    assert r is not None and (r.x0, r.y0, r.x1, r.y1, r.level) == (2, 5, 6, 10, 1.0)
+    line = r.polyline()
+    assert line.shape == (5, 2) and (line[0] == line[-1]).all()  # closed, (column, row), pixel edges
+    assert attention_region(np.zeros((4, 8, 8), np.float32)) is None  # nothing kept: nothing drawn
