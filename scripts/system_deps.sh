@@ -9,13 +9,15 @@
 #           (dciodvfy, the DICOM validity test), orthanc + orthanc-dicomweb (the PACS round trip), dcmtk
 #           and openjph-tools (dcmconv, dcmcjpeg, dcmcjpls, dcmcrle, ojph_compress: the transfer syntax tests;
 #           storescu / storescp / echoscu: the DICOM node's real peers), openssl (the node's TLS test)
+#           chromium + npm (tests/test_viewer.py: OHIF fetched with `npm pack`, opened in headless Chromium;
+#           Debian's npm only when no npm is on PATH, e.g. from NodeSource's nodejs, which conflicts with it)
 #     fuzz  clang with libFuzzer (clang-14's runtime libraries are in libclang-rt-14-dev), for `make cpp-fuzz`
 #     all   all of the above
 # Not root and something missing: one line naming the packages and the command, exit 1.
 set -euo pipefail
 
 cpp=(cmake g++ make pkg-config libdcmtk-dev nlohmann-json3-dev libopenjp2-7-dev libpng-dev)
-test_only=(dicom3tools orthanc orthanc-dicomweb dcmtk openjph-tools openssl)
+test_only=(dicom3tools orthanc orthanc-dicomweb dcmtk openjph-tools openssl chromium)
 fuzz=(clang libclang-rt-14-dev)
 
 pkgs=()
@@ -35,6 +37,7 @@ for p in "${pkgs[@]}"; do
   [[ " ${missing[*]-} " == *" $p "* ]] && continue
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
+if [[ " ${pkgs[*]} " == *" chromium "* ]] && ! command -v npm >/dev/null; then missing+=(npm); fi
 ((${#missing[@]})) || exit 0
 
 if [[ $(id -u) -ne 0 ]]; then

@@ -174,7 +174,7 @@ def _errors(path: Path) -> list[str]:
 def predicted(ckpt: Path, study: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, Path]:
     out = tmp_path_factory.mktemp("dicom-out")
     stdout, _ = _cli("predict", str(ckpt), str(study), "--dicom-out", str(out), "--operating-point", "sens=0.90",
-                     "--json")  # fmt: skip
+                     "--seg", "both", "--json")  # fmt: skip
     return json.loads(stdout), out
 
 
@@ -187,7 +187,7 @@ def test_predict_dicom_out_objects_pass_dciodvfy(predicted: tuple[dict, Path]) -
         pytest.skip("dciodvfy (Debian dicom3tools) is not installed")
     rep, out = predicted
     objs = _objects(out)
-    assert len(objs) == 2 * (1 + 4) and sorted(map(str, objs)) == sorted(rep["dicom"])
+    assert len(objs) == 2 * (1 + 4 + 4) and sorted(map(str, objs)) == sorted(rep["dicom"])  # --seg both
     for p in objs:
         assert _errors(p) == [], p
 
@@ -227,21 +227,24 @@ def test_sr_reads_back_what_predict_printed(predicted: tuple[dict, Path], ckpt: 
         sr = hd.sr.srread(p)
         assert isinstance(sr, hd.sr.ComprehensiveSR)
         assert "NOT FOR CLINICAL USE" in sr.SeriesDescription
-        mgs = sr.content.get_image_measurement_groups()  # per breast: image-level groups (TID 1501)
-        assert len(mgs) == 2
+        assert not sr.content.get_image_measurement_groups()
+        mgs = sr.content.get_planar_roi_measurement_groups()  # per image: a region group (TID 1410)
+        assert len(mgs) == 4
+        refs: dict[tuple[str, str], set[str]] = {}
         for g in mgs:
             site = g.finding_sites[0].value
             lat = {"80248007": "L", "73056007": "R"}[site.value]
             key = (str(sr.StudyInstanceUID), lat)
-            prob, decision, cc, mlo = printed[key]
+            prob, decision, _cc, _mlo = printed[key]
             m = g.get_measurements(name=codes.DCM.ProbabilityOfCancer)
             assert len(m) == 1 and m[0].value == pytest.approx(prob, abs=1e-9)
             q = g.get_qualitative_evaluations()
             assert len(q) == 1 and decision in q[0].value.meaning and "sens=0.90" in q[0].name.meaning
-            refs = {r.referenced_sop_instance_uid for r in g.source_images}
-            want = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in (cc, mlo)}
-            assert refs == want
+            assert g.roi is not None and g.roi.graphic_type.value == "POLYLINE"
+            refs.setdefault(key, set()).add(g.roi.ContentSequence[0].ReferencedSOPSequence[0].ReferencedSOPInstanceUID)
             seen.add(key)
+        for key, got in refs.items():  # the breast's CC and MLO, one region each
+            assert got == {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in printed[key][2:]}
         # the device observer carries the model identity: name, xpr version, digest as serial number
         obs = sr.content.get_observer_contexts(observer_type=codes.DCM.Device)
         attrs = obs[0].observer_identifying_attributes
@@ -280,7 +283,7 @@ def test_heatmap_segmentations_are_image_aligned(predicted: tuple[dict, Path]) -
 
     rep, out = predicted
     segs = [p for p in _objects(out) if p.name.startswith("seg_")]
-    assert len(segs) == 8
+    assert len(segs) == 16  # --seg both: a BINARY and a FRACTIONAL one per image
     by_sop = {}
     for b in rep["breasts"]:
         for f in (b["cc"], b["mlo"]):
@@ -288,13 +291,18 @@ def test_heatmap_segmentations_are_image_aligned(predicted: tuple[dict, Path]) -
             by_sop[str(ds.SOPInstanceUID)] = ds
     for p in segs:
         seg = hd.seg.segread(p)
-        assert seg.SegmentationType == "FRACTIONAL" and len(seg.SegmentSequence) == NUM_STAGES
+        assert len(seg.SegmentSequence) == NUM_STAGES
+        assert seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing  # OHIF needs it
         ref = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
         src = by_sop[str(ref)]
         assert (seg.Rows, seg.Columns) == (src.Rows, src.Columns) and seg.StudyInstanceUID == src.StudyInstanceUID
         arr = seg.get_pixels_by_source_instance([str(ref)], combine_segments=False).astype(np.float32)
         assert arr.shape[1:3] == (src.Rows, src.Columns)
         assert arr.min() >= 0.0 and arr.max() <= 1.0 + 1e-6 and arr.max() > 0.4  # kept windows show
+        if seg.SegmentationType == "BINARY":  # per stage the most-kept windows: some, not all, of the image
+            assert all(0 < arr[..., s].sum() < arr[..., s].size for s in range(NUM_STAGES))
+        else:
+            assert seg.SegmentationType == "FRACTIONAL"
         assert "NOT FOR CLINICAL USE" in seg.SeriesDescription
 
 

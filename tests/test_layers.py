@@ -48,9 +48,10 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.serve*",
             "xpr_deploy.dicom_out*",
             "xpr_deploy.dicomweb.*",
+            "xpr_deploy.regions",
         ),
     ),
-    (8, ("xpr_deploy.demo", "xpr_deploy.node.*")),
+    (8, ("xpr_deploy.demo", "xpr_deploy.node.*", "xpr_deploy.viewer")),
     (9, ("xpr_deploy.cli.*",)),
 ]
 #: modules whose own imports are not checked (the package __init__ only re-exports, lazily)

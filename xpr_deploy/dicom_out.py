@@ -1,16 +1,19 @@
-"""DICOM results a PACS stores and a viewer shows: one TID 1500 Comprehensive SR per study and one
-FRACTIONAL Segmentation per mammogram (the window-selection heatmap), both written with highdicom.
+"""DICOM results a PACS stores and a viewer shows: one TID 1500 Comprehensive SR per study and a
+Segmentation per mammogram (the window-selection heatmap: BINARY by default, which OHIF overlays,
+and/or FRACTIONAL, `--seg`), all written with highdicom.
 
 SR (`highdicom.sr.ComprehensiveSR` + `MeasurementReport`): the observer is the device (xpr, the
-model name, the bundle's manifest SHA-256 as serial number and in the device UID); one measurement
-group per breast with the finding site (left / right breast), P(malignant) as "Probability of
-cancer" (DCM 111047), the decision at the operating point as a qualitative evaluation, the
-operating point's threshold as a measurement and its name in the algorithm parameters, and the
-breast's CC and MLO as source images. Same Study Instance UID as the input, its own series, "NOT FOR
-CLINICAL USE" in the series description; patient and study attributes come from the source (highdicom
-copies the patient and general study modules), nothing else.
+model name, the bundle's manifest SHA-256 as serial number and in the device UID); per breast one
+TID 1410 measurement group per image (CC, MLO) with the region the model looked at as a closed
+POLYLINE on that image (`regions.py`; one TID 1501 group when there are no heatmaps), each with the
+finding site (left / right breast), P(malignant) as "Probability of cancer" (DCM 111047), the
+decision at the operating point as a qualitative evaluation, the operating point's threshold as a
+measurement and its name in the algorithm parameters. Same Study Instance UID as the input, its own
+series, "NOT FOR CLINICAL USE" in the series description; patient and study attributes come from the
+source (highdicom copies the patient and general study modules), nothing else.
 
-Heatmaps: a FRACTIONAL (PROBABILITY) Segmentation per source image, one segment per Swin stage,
+Heatmaps: a BINARY Segmentation per source image, one segment per Swin stage (the stage's most-kept
+windows, `build_heatmap_binary`), and/or a FRACTIONAL (PROBABILITY) one, one segment per Swin stage,
 value = the fraction of the stage's pruned blocks that kept the 7x7 window covering the pixel (0
 outside the breast crop), on the source's own pixel grid (mapped back through the preprocessing
 geometry: flip, crop, resize). Viewers (OHIF, 3D Slicer, Weasis) overlay a Segmentation on its
@@ -57,6 +60,8 @@ SEG_SERIES_DESCRIPTION = f"xpr window-selection heatmaps - {NOT_FOR_CLINICAL}"
 MANUFACTURER = "xpr (X-Pruning deployment toolkit)"
 SR_SERIES_NUMBER = 9901
 SEG_SERIES_NUMBER = 9902
+SEG_BINARY_SERIES_NUMBER = 9903
+SEG_BINARY_SERIES_DESCRIPTION = f"xpr most-kept windows per stage - {NOT_FOR_CLINICAL}"
 #: local codes (a private coding scheme: no standard code says "decision of this model")
 _SCHEME = "99XPR"
 
@@ -291,8 +296,111 @@ def _study_key(breasts: Sequence[BreastDicom]) -> list[str]:
     return sorted(str(ds.SOPInstanceUID) for b in breasts for ds in b.sources.values())
 
 
+def _breast_name(b: BreastDicom) -> str:
+    return f"{'left' if b.laterality == 'L' else 'right'} breast"
+
+
+def _findings(b: BreastDicom, device: DeviceIdentity, region: Any = None, view: str = "") -> dict[str, Any]:
+    """What every measurement group of one breast says: site, P(malignant), threshold, decision.
+    With a `region` (on the `view` image) P(malignant) is also INFERRED FROM it (TID 300): OHIF's
+    tracking (cornerstone's SR adapters) takes a measurement's outline from its first NUM."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    inferred = None
+    if region is not None:
+        inferred = [
+            hd.sr.CoordinatesForMeasurement(
+                graphic_type=hd.sr.GraphicTypeValues.POLYLINE, graphic_data=region.polyline(),
+                source_image=hd.sr.SourceImageForRegion.from_source_image(b.sources[view]),
+            )
+        ]  # fmt: skip
+
+    p = device.point
+    positive = b.decision == device.class_names[1]
+    decision = (
+        _code("XPRPOS", f"{device.class_names[1]} (positive at the operating point)")
+        if positive
+        else _code("XPRNEG", f"{device.class_names[0]} (negative at the operating point)")
+    )
+    return {
+        "finding_type": _code("XPRMAL", "Breast malignancy assessment"),
+        "finding_sites": [hd.sr.FindingSite(_site(b.laterality))],
+        "algorithm_id": _algorithm(device),
+        "measurements": [
+            hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(b.prob), unit=codes.UCUM.NoUnits,
+                              referenced_coordinates=inferred),
+            hd.sr.Measurement(
+                name=_code("XPRTHR", f"Decision threshold ({p.name})"[:64]), value=float(p.threshold),
+                unit=codes.UCUM.NoUnits,
+            ),
+        ],
+        "qualitative_evaluations": [
+            hd.sr.QualitativeEvaluation(
+                name=_code("XPRDEC", f"Decision at operating point {p.name}"[:64]), value=decision
+            )
+        ],
+    }  # fmt: skip
+
+
+def breast_regions(b: BreastDicom) -> dict[str, Any]:
+    """view -> `regions.Region` (where the model looked) for each of the breast's images with a heatmap."""
+    from .regions import attention_region
+
+    out: dict[str, Any] = {}
+    for view in ("cc", "mlo"):
+        if view in b.heatmaps and view in b.sources:
+            region = attention_region(b.heatmaps[view])
+            if region is not None:
+                out[view] = region
+    return out
+
+
+def breast_groups(b: BreastDicom, device: DeviceIdentity, key: Sequence[str]) -> list[Any]:
+    """The breast's measurement groups: one TID 1410 planar-ROI group per image with a region (a
+    closed POLYLINE on the CC / on the MLO, `regions.py`), each with its own Tracking Identifier
+    ("left breast CC") and Tracking UID, so a viewer (OHIF) draws the finding where the model
+    looked and lists P(malignant) with it; without any region (no heatmaps) one TID 1501 group
+    referencing the breast's images, as before."""
+    import highdicom as hd
+
+    regions = breast_regions(b)
+    if not regions:
+        return [
+            hd.sr.MeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=_uid("tracking", *key, b.laterality, device.digest or ""), identifier=_breast_name(b)
+                ),
+                source_images=[
+                    hd.sr.SourceImageForMeasurementGroup.from_source_image(b.sources[v])
+                    for v in ("cc", "mlo")
+                    if v in b.sources
+                ],
+                **_findings(b, device),
+            )
+        ]
+    groups = []
+    for view, region in regions.items():
+        groups.append(
+            hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+                tracking_identifier=hd.sr.TrackingIdentifier(
+                    uid=_uid("tracking", *key, b.laterality, view, device.digest or ""),
+                    identifier=f"{_breast_name(b)} {view.upper()}",
+                ),
+                referenced_region=hd.sr.ImageRegion(
+                    graphic_type=hd.sr.GraphicTypeValues.POLYLINE,
+                    graphic_data=region.polyline(),
+                    source_image=hd.sr.SourceImageForRegion.from_source_image(b.sources[view]),
+                ),
+                **_findings(b, device),
+            )
+        )
+    return groups
+
+
 def build_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Dataset:
-    """The study's Comprehensive SR (TID 1500), one measurement group per breast."""
+    """The study's Comprehensive SR (TID 1500): per breast one measurement group per image with a
+    region (`breast_groups`)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
@@ -315,41 +423,7 @@ def build_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Dataset:
     key = _study_key(breasts)
     groups = []
     for b in sorted(breasts, key=lambda b: b.laterality):
-        positive = b.decision == device.class_names[1]
-        decision = (
-            _code("XPRPOS", f"{device.class_names[1]} (positive at the operating point)")
-            if positive
-            else _code("XPRNEG", f"{device.class_names[0]} (negative at the operating point)")
-        )
-        groups.append(
-            hd.sr.MeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(
-                    uid=_uid("tracking", *key, b.laterality, device.digest or ""),
-                    identifier=f"{'left' if b.laterality == 'L' else 'right'} breast",
-                ),
-                finding_type=_code("XPRMAL", "Breast malignancy assessment"),
-                finding_sites=[hd.sr.FindingSite(_site(b.laterality))],
-                algorithm_id=_algorithm(device),
-                measurements=[
-                    hd.sr.Measurement(name=codes.DCM.ProbabilityOfCancer, value=float(b.prob), unit=codes.UCUM.NoUnits),
-                    hd.sr.Measurement(
-                        name=_code("XPRTHR", f"Decision threshold ({p.name})"[:64]),
-                        value=float(p.threshold),
-                        unit=codes.UCUM.NoUnits,
-                    ),
-                ],
-                qualitative_evaluations=[
-                    hd.sr.QualitativeEvaluation(
-                        name=_code("XPRDEC", f"Decision at operating point {p.name}"[:64]), value=decision
-                    )
-                ],
-                source_images=[
-                    hd.sr.SourceImageForMeasurementGroup.from_source_image(b.sources[v])
-                    for v in ("cc", "mlo")
-                    if v in b.sources
-                ],
-            )
-        )
+        groups += breast_groups(b, device, key)
     report = hd.sr.MeasurementReport(
         observation_context=hd.sr.ObservationContext(observer_device_context=observer),
         procedure_reported=codes.SCT.Mammography,
@@ -422,6 +496,100 @@ def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, stu
     return seg
 
 
+#: `--seg`: which heatmap Segmentations to write per mammogram
+SEG_KINDS = ("binary", "fractional", "both")
+#: `--sr`: which result SRs to write per study (the Mammography CAD SR, TID 4000, is not written yet)
+SR_KINDS = ("tid1500",)
+
+
+def add_pixel_measures(seg: Dataset, source: Dataset) -> Dataset:
+    """Give a Segmentation of a projection image the Pixel Measures its shared functional group
+    lacks (highdicom writes it empty without a frame of reference; OHIF 3.13 destructures
+    `SharedFunctionalGroupsSequence[0].PixelMeasuresSequence` and blanks the page without it): the
+    source's Pixel Spacing, else its Imager Pixel Spacing (mammograms), else 1 \\ 1, and as Slice
+    Thickness (readers such as highdicom's require it) the depth a projection integrates: the
+    source's Slice Thickness, else its Body Part Thickness (compressed breast), else 1 mm."""
+    from pydicom import Dataset as Ds
+    from pydicom.sequence import Sequence as Seq
+
+    spacing = source.get("PixelSpacing") or source.get("ImagerPixelSpacing") or [1, 1]
+    pm = Ds()
+    pm.PixelSpacing = [float(v) for v in spacing][:2]
+    thickness = source.get("SliceThickness") or source.get("BodyPartThickness") or 1
+    pm.SliceThickness = float(thickness)
+    if "SharedFunctionalGroupsSequence" not in seg or not seg.SharedFunctionalGroupsSequence:
+        seg.SharedFunctionalGroupsSequence = Seq([Ds()])
+    seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence = Seq([pm])
+    if "ImageOrientationPatient" not in source:
+        # OHIF 3.13 matches a Segmentation to its image by plane orientation and takes an image without
+        # one as row +x, column +y; the same stated here: the image grid's own axes, nothing more
+        po = Ds()
+        po.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        seg.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence = Seq([po])
+    return seg
+
+
+def build_heatmap_binary(
+    source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]
+) -> Dataset:
+    """A BINARY Segmentation of `source`, one segment per stage: the pixels whose windows that stage's
+    pruned blocks kept most often on this image (its highest kept fraction). Viewers that draw only
+    binary segments (OHIF 3.13 refuses fractional values other than 0 and the maximum) overlay it;
+    the last stage's segment is where the SR's region comes from (`regions.py`)."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    from .heatmap import COUNT_COLOURS
+
+    rows, cols = int(source.Rows), int(source.Columns)
+    if maps.ndim != 3 or maps.shape[1:] != (rows, cols):
+        raise DicomOutError(
+            f"heatmap {tuple(maps.shape)} does not match the source image {rows}x{cols} ({source.SOPInstanceUID})"
+        )
+    algo = hd.AlgorithmIdentificationSequence(
+        name=device.model_name[:64], family=codes.cid7162.ArtificialIntelligence, version=f"xpr {device.version}"
+    )
+    masks = []
+    for stage in range(maps.shape[0]):
+        top = float(maps[stage].max())
+        masks.append(maps[stage] >= top - 1e-6 if top > 0 else np.zeros((rows, cols), dtype=bool))
+    colours = [COUNT_COLOURS[1 + (i % (len(COUNT_COLOURS) - 1))] for i in range(maps.shape[0])]
+    segments = [
+        hd.seg.SegmentDescription(
+            segment_number=i + 1,
+            segment_label=f"stage {i + 1} most-kept windows",
+            segmented_property_category=_code("XPRATT", "Model attention"),
+            segmented_property_type=_code("XPRTOP", "Most-kept windows"),
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
+            algorithm_identification=algo,
+            display_color=hd.color.CIELabColor.from_string(colours[i]),
+        )
+        for i in range(maps.shape[0])
+    ]
+    pixels = np.moveaxis(np.stack(masks), 0, -1)[None].astype(np.uint8)  # [1 frame, rows, cols, segments]
+    sop = str(source.SOPInstanceUID)
+    seg = hd.seg.Segmentation(
+        source_images=[source],
+        pixel_array=pixels,
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=segments,
+        series_instance_uid=_uid("seg-binary-series", *study_key, device.digest or ""),
+        series_number=SEG_BINARY_SERIES_NUMBER,
+        sop_instance_uid=_uid("seg-binary", sop, device.digest or ""),
+        instance_number=1 + int(getattr(source, "InstanceNumber", 0) or 0),
+        manufacturer=MANUFACTURER,
+        manufacturer_model_name=device.model_name[:64],
+        software_versions=f"xpr {device.version}",
+        device_serial_number=(device.digest or "none")[:64],
+        content_label="XPRTOPWIN",
+        content_description="per stage, the windows its pruned blocks kept most often",
+        omit_empty_frames=False,
+        series_description=SEG_BINARY_SERIES_DESCRIPTION,
+    )
+    seg.PatientOrientation = source.get("PatientOrientation") or ""
+    return add_pixel_measures(seg, source)
+
+
 @dataclass
 class StudyResults:
     """One study's result objects (SR first) and the warning lines about its source headers."""
@@ -431,12 +599,19 @@ class StudyResults:
     warnings: list[str] = field(default_factory=list)
 
 
-def study_results(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> StudyResults:
-    """The SR, then one Segmentation per source image that has a heatmap, built from checked copies
-    of the source headers (`clean_source`). Values left empty are named in one warning line;
-    what highdicom or pydicom would warn about is caught here and named there too, never printed."""
+def study_results(
+    breasts: Sequence[BreastDicom], device: DeviceIdentity, *, sr: str = "tid1500", seg: str = "binary"
+) -> StudyResults:
+    """The SR (`sr`: tid1500), then the heatmap Segmentation(s) of each source image that has a
+    heatmap (`seg`: binary | fractional | both), built from checked copies of the source headers
+    (`clean_source`). Values left empty are named in one warning line; what highdicom or pydicom
+    would warn about is caught here and named there too, never printed."""
     from .data.header import printable
 
+    if sr not in SR_KINDS:
+        raise DicomOutError(f"--sr {sr!r}: choose one of {', '.join(SR_KINDS)}")
+    if seg not in SEG_KINDS:
+        raise DicomOutError(f"--seg {seg!r}: choose one of {', '.join(SEG_KINDS)}")
     if not breasts:
         raise DicomOutError("no breast to report")
     study = _text(next(iter(breasts[0].sources.values())).get("StudyInstanceUID"))
@@ -455,8 +630,13 @@ def study_results(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Stu
         objs = [build_sr(clean, device)]
         for b in clean:
             for view in ("cc", "mlo"):
-                if view in b.heatmaps:
-                    objs.append(build_heatmap(b.sources[view], b.heatmaps[view], device, key))
+                if view not in b.heatmaps:
+                    continue
+                source, maps = b.sources[view], b.heatmaps[view]
+                if seg in ("binary", "both"):
+                    objs.append(build_heatmap_binary(source, maps, device, key))
+                if seg in ("fractional", "both"):
+                    objs.append(add_pixel_measures(build_heatmap(source, maps, device, key), source))
     for w in caught:
         line = printable(f"{w.category.__name__}: {str(w.message).splitlines()[0] if str(w.message) else ''}", 160)
         if line not in problems:
@@ -465,9 +645,11 @@ def study_results(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Stu
     return StudyResults(study, objs, notes if problems else [])
 
 
-def study_objects(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> list[Dataset]:
+def study_objects(
+    breasts: Sequence[BreastDicom], device: DeviceIdentity, *, sr: str = "tid1500", seg: str = "binary"
+) -> list[Dataset]:
     """The study's result objects (`study_results` without its warning lines)."""
-    return study_results(breasts, device).objects
+    return study_results(breasts, device, sr=sr, seg=seg).objects
 
 
 def object_name(ds: Dataset, tag: str = "") -> str:
@@ -507,7 +689,12 @@ class WrittenResults:
 
 
 def write_study_results(
-    out_dir: str | Path, results: Mapping[tuple[str, str], Sequence[BreastDicom]], device: DeviceIdentity
+    out_dir: str | Path,
+    results: Mapping[tuple[str, str], Sequence[BreastDicom]],
+    device: DeviceIdentity,
+    *,
+    sr: str = "tid1500",
+    seg: str = "binary",
 ) -> WrittenResults:
     """Per (input tag, study): build and write the study's objects; a study whose objects cannot be
     built or written is one line in `failures` and the other studies still get theirs.
@@ -525,7 +712,7 @@ def write_study_results(
     done = WrittenResults()
     for tag, study in sorted(results):
         try:
-            built = study_results(results[tag, study], device)
+            built = study_results(results[tag, study], device, sr=sr, seg=seg)
             done.paths += write_objects(root, built.objects, tag)
             done.warnings += built.warnings  # only for results that exist
         except XprError as exc:
@@ -545,14 +732,15 @@ def read_source(path: str | Path) -> Dataset:
 
 
 def sr_probabilities(path: str | Path) -> tuple[str, dict[str, float]]:
-    """(StudyInstanceUID, {laterality: P(malignant)}) read back from an SR with `highdicom.sr.srread`."""
+    """(StudyInstanceUID, {laterality: P(malignant)}) read back from an SR with `highdicom.sr.srread`
+    (per-breast TID 1501 groups or per-image TID 1410 region groups: all of a breast's say the same)."""
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
     sr = hd.sr.srread(str(path))
     content: Any = sr.content  # a MeasurementReport
     out: dict[str, float] = {}
-    for g in content.get_image_measurement_groups():
+    for g in [*content.get_image_measurement_groups(), *content.get_planar_roi_measurement_groups()]:
         site = g.finding_sites[0].value.value
         lat = {"80248007": "L", "73056007": "R"}.get(str(site), "?")
         m = g.get_measurements(name=codes.DCM.ProbabilityOfCancer)

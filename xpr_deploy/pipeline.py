@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any
 
 from .data.selection import PREFER, Policy
-from .errors import PredictError, XprError
+from .errors import ConfigError, PredictError, XprError
 from .io import OutputError, input_tag
 from .results import (
     BreastResult,
@@ -56,6 +56,7 @@ class StudyPipeline:
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `heatmaps_dir`: a PNG
     per breast; `dicom_out`: an SR per study and a heatmap Segmentation per image; `prefer`:
     "acquired" or "synthesized" 2D when a study holds both; `strict`: any choice rejects the breast;
+    `sr`, `seg`: which result SR and heatmap Segmentations (`dicom_out.SR_KINDS`, `SEG_KINDS`);
     `runner`: an inference runner built elsewhere (default: `runners.make_runner` for `backend`).
     """
 
@@ -69,9 +70,18 @@ class StudyPipeline:
         dicom_out: str | Path | None = None,
         prefer: str = "acquired",
         strict: bool = False,
+        sr: str = "tid1500",
+        seg: str = "binary",
         runner: Any = None,
     ) -> None:
+        from .dicom_out import SEG_KINDS, SR_KINDS
+
         check_backend(backend)
+        if sr not in SR_KINDS or seg not in SEG_KINDS:
+            raise ConfigError(
+                f"--sr {sr!r} / --seg {seg!r}: choose from {', '.join(SR_KINDS)} / {', '.join(SEG_KINDS)}"
+            )
+        self.sr, self.seg = sr, seg
         self.policy = Policy(prefer, strict)
         self.model = str(model)
         self.source = open_source(model)
@@ -173,7 +183,9 @@ class StudyPipeline:
         line and the next folder goes on."""
         assert self.dicom_out is not None
         try:
-            written = write_dicom_results(self.dicom_out, results, self.source, self.point, report.notes)
+            written = write_dicom_results(
+                self.dicom_out, results, self.source, self.point, report.notes, sr=self.sr, seg=self.seg
+            )
         except OutputError:  # the output folder itself (full disk, read-only): every study fails alike, exit 2
             raise
         except XprError as exc:

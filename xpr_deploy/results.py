@@ -174,6 +174,9 @@ def write_dicom_results(
     source: ModelSource,
     point: OperatingPoint,
     notes: list[str] | None = None,
+    *,
+    sr: str = "tid1500",
+    seg: str = "binary",
 ) -> list[Path]:
     """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/.
 
@@ -181,7 +184,7 @@ def write_dicom_results(
     each in `notes` (the report's notes: its breasts were answered); the other studies get theirs."""
     from .dicom_out import write_study_results
 
-    done = write_study_results(out_dir, results, device_identity(source, point))
+    done = write_study_results(out_dir, results, device_identity(source, point), sr=sr, seg=seg)
     if notes is not None:
         notes.extend(done.warnings + done.failures)
     return done.paths

@@ -15,7 +15,7 @@ from typer._click import exceptions as click_exceptions
 
 from ..errors import XprError
 from ..version import __version__
-from . import data, deploy, info, node, serve, signals, training
+from . import data, deploy, info, node, serve, signals, training, view
 from .common import StdoutError, err_console, say, stdout_failed
 
 app = typer.Typer(
@@ -25,7 +25,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-for _sub in (info.app, data.app, training.app, deploy.app, serve.app, node.app):
+for _sub in (info.app, data.app, training.app, deploy.app, serve.app, node.app, view.app):
     app.add_typer(_sub)  # no name: the sub-app's commands (and `data`) become top-level commands
 
 

@@ -300,13 +300,22 @@ def predict(
     ] = None,
     prefer: PreferOpt = "acquired",
     strict: StrictSelectionOpt = False,
+    sr: Annotated[
+        str, typer.Option("--sr", help="with --dicom-out: tid1500 (the Mammography CAD SR is not written yet)")
+    ] = "tid1500",
+    seg: Annotated[
+        str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
+    ] = "binary",
     as_json: JsonFlag = False,
 ) -> None:
     """P(malignant) and the decision per breast at the operating point, from the screening CC and MLO
     the image selection chooses; images not used and bad studies get a reason. Fails only if no breast was read."""
+    from ..dicom_out import SEG_KINDS, SR_KINDS
     from ..errors import ConfigError
     from ..predict import predict as run_predict
 
+    if sr not in SR_KINDS or seg not in SEG_KINDS:
+        raise ConfigError(f"--sr is one of {', '.join(SR_KINDS)}; --seg is one of {', '.join(SEG_KINDS)}")
     web = None
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
@@ -326,7 +335,7 @@ def predict(
         if store or timeout is not None or max_response_mb is not None:
             raise ConfigError("--store, --timeout and --max-response-mb are for a PACS: use them with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out, prefer=prefer, strict=strict)  # fmt: skip
+                          dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg)  # fmt: skip
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:

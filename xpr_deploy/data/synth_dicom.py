@@ -146,7 +146,9 @@ def mg_dataset(
     ds.PixelIntensityRelationshipSign = 1
     ds.WindowCenter = str(window[0])
     ds.WindowWidth = str(window[1])
-    ds.VOILUTFunction = "LINEAR"
+    # VOI LUT Function omitted: LINEAR is the standard's default when absent (PS3.3 C.11.2.1.3), and
+    # OHIF 3.13 cannot display an image that states it (its metadata provider passes the string on,
+    # cornerstone's image loader takes its first character: "L", "Invalid VOI LUT function")
     ds.RescaleIntercept = "0"
     ds.RescaleSlope = "1"
     ds.RescaleType = "US"
