@@ -480,14 +480,14 @@ def test_queue_reopens_a_study_when_a_late_instance_arrives(tmp_path: Path) -> N
 
 def test_other_classes_refused_when_asked(bundle, studies, dest, tmp_path) -> None:
     """`--other-classes refuse`: a Secondary Capture finds no presentation context; mammograms still go."""
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
     _uid, files = studies[0]
     ds = pydicom.dcmread(
         next(f for f in files if pydicom.dcmread(f).file_meta.TransferSyntaxUID == ExplicitVRLittleEndian)
     )
     ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID + ".9"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
     ds.save_as(tmp_path / "sc.dcm")
     node = _node(tmp_path, bundle, dest, "--other-classes", "refuse", "--quiet-seconds", "600")
     try:
