@@ -52,8 +52,9 @@ def predict(
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
     the DICOM results (an SR per study and heatmap Segmentations per image, `dicom_out.py`; `sr`:
     tid1500, `seg`: binary | fractional | both); `prefer`: acquired or synthesized 2D when a study
-    holds both; `strict`: every choice is a rejection. Output names carry a short hash of the input (`input_ids`, default: each folder's
-    resolved path), so the same study in two folders never overwrites the other's results."""
+    holds both; `strict`: every choice is a rejection. Output names carry a short hash of the input
+    (`input_ids`, default: each folder's resolved path), so the same study in two folders never
+    overwrites the other's results."""
     with StudyPipeline(model_path, backend, operating_point=operating_point, heatmaps_dir=heatmaps_dir,
                        dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg) as pipeline:  # fmt: skip
         return pipeline.run(studies, input_ids)
