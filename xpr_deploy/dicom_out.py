@@ -445,19 +445,43 @@ def build_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -> Dataset:
     return sr
 
 
-def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]) -> Dataset:
-    """A FRACTIONAL Segmentation of `source` with one segment per stage (`maps` [stages, rows, cols])."""
-    import highdicom as hd
-    from pydicom.sr.codedict import codes
-
+def _heatmap_grid(source: Dataset, maps: np.ndarray) -> tuple[int, int]:
+    """(rows, cols) of `source`, which `maps` [stages, rows, cols] must be on."""
     rows, cols = int(source.Rows), int(source.Columns)
     if maps.ndim != 3 or maps.shape[1:] != (rows, cols):
         raise DicomOutError(
             f"heatmap {tuple(maps.shape)} does not match the source image {rows}x{cols} ({source.SOPInstanceUID})"
         )
-    algo = hd.AlgorithmIdentificationSequence(
+    return rows, cols
+
+
+def _seg_algorithm(device: DeviceIdentity) -> Any:
+    """The segments' algorithm identification: the model as an AI algorithm, xpr's version."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    return hd.AlgorithmIdentificationSequence(
         name=device.model_name[:64], family=codes.cid7162.ArtificialIntelligence, version=f"xpr {device.version}"
     )
+
+
+def _seg_device(source: Dataset, device: DeviceIdentity) -> dict[str, Any]:
+    """The Segmentation arguments every heatmap kind shares: numbered after its source, made by the model."""
+    return {
+        "instance_number": 1 + int(getattr(source, "InstanceNumber", 0) or 0),
+        "manufacturer": MANUFACTURER,
+        "manufacturer_model_name": device.model_name[:64],
+        "software_versions": f"xpr {device.version}",
+        "device_serial_number": (device.digest or "none")[:64],
+    }
+
+
+def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, study_key: Sequence[str]) -> Dataset:
+    """A FRACTIONAL Segmentation of `source` with one segment per stage (`maps` [stages, rows, cols])."""
+    import highdicom as hd
+
+    _heatmap_grid(source, maps)
+    algo = _seg_algorithm(device)
     segments = [
         hd.seg.SegmentDescription(
             segment_number=i + 1,
@@ -479,11 +503,7 @@ def build_heatmap(source: Dataset, maps: np.ndarray, device: DeviceIdentity, stu
         series_instance_uid=_uid("seg-series", *study_key, device.digest or ""),
         series_number=SEG_SERIES_NUMBER,
         sop_instance_uid=_uid("seg", sop, device.digest or ""),
-        instance_number=1 + int(getattr(source, "InstanceNumber", 0) or 0),
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=device.model_name[:64],
-        software_versions=f"xpr {device.version}",
-        device_serial_number=(device.digest or "none")[:64],
+        **_seg_device(source, device),
         fractional_type=hd.seg.SegmentationFractionalTypeValues.PROBABILITY,
         max_fractional_value=255,
         content_label="XPRWINDOWS",
@@ -537,18 +557,11 @@ def build_heatmap_binary(
     binary segments (OHIF 3.13 refuses fractional values other than 0 and the maximum) overlay it;
     the last stage's segment is where the SR's region comes from (`regions.py`)."""
     import highdicom as hd
-    from pydicom.sr.codedict import codes
 
     from .heatmap import COUNT_COLOURS
 
-    rows, cols = int(source.Rows), int(source.Columns)
-    if maps.ndim != 3 or maps.shape[1:] != (rows, cols):
-        raise DicomOutError(
-            f"heatmap {tuple(maps.shape)} does not match the source image {rows}x{cols} ({source.SOPInstanceUID})"
-        )
-    algo = hd.AlgorithmIdentificationSequence(
-        name=device.model_name[:64], family=codes.cid7162.ArtificialIntelligence, version=f"xpr {device.version}"
-    )
+    rows, cols = _heatmap_grid(source, maps)
+    algo = _seg_algorithm(device)
     masks = []
     for stage in range(maps.shape[0]):
         top = float(maps[stage].max())
@@ -576,11 +589,7 @@ def build_heatmap_binary(
         series_instance_uid=_uid("seg-binary-series", *study_key, device.digest or ""),
         series_number=SEG_BINARY_SERIES_NUMBER,
         sop_instance_uid=_uid("seg-binary", sop, device.digest or ""),
-        instance_number=1 + int(getattr(source, "InstanceNumber", 0) or 0),
-        manufacturer=MANUFACTURER,
-        manufacturer_model_name=device.model_name[:64],
-        software_versions=f"xpr {device.version}",
-        device_serial_number=(device.digest or "none")[:64],
+        **_seg_device(source, device),
         content_label="XPRTOPWIN",
         content_description="per stage, the windows its pruned blocks kept most often",
         omit_empty_frames=False,
