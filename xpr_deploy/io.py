@@ -124,11 +124,12 @@ def _remove(p: Path) -> None:
             p.unlink()
 
 
-def clean_stale(folder: str | Path) -> list[Path]:
-    """Remove the temporaries that dead xpr processes of this machine left in `folder` (once per process)."""
+def clean_stale(folder: str | Path, *, again: bool = False) -> list[Path]:
+    """Remove the temporaries that dead xpr processes of this machine left in `folder` (once per
+    process, unless `again`: after stopping workers of our own that were writing there)."""
     folder = Path(folder)
     key = os.path.abspath(folder)
-    if key in _cleaned:
+    if key in _cleaned and not again:
         return []
     _cleaned.add(key)
     removed = []
@@ -179,24 +180,31 @@ def atomic_path(dest: str | Path, suffix: str = "") -> Iterator[Path]:
             raise write_error(dest, exc) from None
         return
     _prepare_parent(dest)
+    tmp_path: Path | None = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix + ".tmp", dir=dest.parent)
-    except OSError as exc:
-        raise write_error(dest, exc) from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+        # SIGTERM (a pool stopping its workers) between creating the temporary and knowing its name
+        # would leave it behind: it waits until the name is held, then raises inside this `try`
+        with _signals_deferred():
+            try:
+                fd, tmp = tempfile.mkstemp(prefix=_tmp_prefix(dest), suffix=suffix + ".tmp", dir=dest.parent)
+            except OSError as exc:
+                raise write_error(dest, exc) from None
+            os.close(fd)
+            tmp_path = Path(tmp)
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, dest)
     except OSError as exc:
+        if tmp_path is None:
+            raise
         mapped = _as_output_error(exc, dest, tmp_path)
         if mapped is None:
             raise
         raise mapped from None
     finally:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        if tmp_path is not None:
+            with _signals_deferred(), contextlib.suppress(OSError):
+                tmp_path.unlink()
 
 
 def write_bytes(dest: str | Path, data: bytes | memoryview) -> None:

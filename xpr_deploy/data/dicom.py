@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 import sys
 import tempfile
 import threading
@@ -25,6 +24,7 @@ import warnings
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -182,42 +182,42 @@ def _element_name(tag: int) -> str:
 
 
 #: explicit VR little endian VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
 _INFLATE_CHUNK = 1 << 20
 
 
-def _meta_end(f: BinaryIO) -> int:
-    """Where the file meta information (group 0002, explicit VR little endian) ends: pydicom's rule,
-    the first element of another group, not the group length value."""
-    head = f.read(132)
-    pos = 132 if head[128:132] == b"DICM" else 0
-    f.seek(pos)
-    while (h := f.read(8)) and len(h) == 8 and struct.unpack("<H", h[:2])[0] == 0x0002:
-        if h[4:6] in _LONG_VRS:
-            raw = f.read(4)
-            if len(raw) < 4:
-                break
-            pos += 12 + struct.unpack("<I", raw)[0]
-        else:
-            pos += 8 + struct.unpack("<H", h[6:8])[0]
-        f.seek(pos)
-    return pos
+@dataclass(frozen=True)
+class _Inflation:
+    """What a deflated dataset inflates to, counted once per file in bounded steps (never held whole):
+    its element offsets are positions in the inflated stream, and a zip bomb is found before pydicom
+    inflates it."""
+
+    size: int  # bytes, counted up to the budget + 1
+    ended: bool  # the deflate stream reached its end
+    error: str | None  # zlib's complaint about a corrupt stream
 
 
-def _inflated_size(p: Path) -> int | None:
-    """The length of a deflated file's dataset once inflated (its element offsets are positions in
-    that stream, not in the file), or None when the deflate stream ends early. Counted in bounded
-    chunks, never held whole."""
-    with open(p, "rb") as f:
-        f.seek(_meta_end(f))
-        inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-        total = 0
-        while not inflater.eof:
+def _count_inflated(f: BinaryIO, limit: int) -> _Inflation | None:
+    """None when the file meta cannot be read or the file is not deflated (dcmread says why)."""
+    from pydicom.filereader import _read_file_meta_info, read_preamble
+
+    try:
+        f.seek(0)
+        read_preamble(f, False)
+        if str(_read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED.decode():
+            return None
+    except Exception:  # not DICOM, a broken meta group: dcmread reports it
+        return None
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    total = 0
+    try:
+        while total <= limit and not inflater.eof:
             data = inflater.unconsumed_tail or f.read(_INFLATE_CHUNK)
             if not data:
-                return None
+                break
             total += len(inflater.decompress(data, _INFLATE_CHUNK))
-        return total
+    except zlib.error as exc:
+        return _Inflation(total, False, one_line(exc, 120))
+    return _Inflation(total, inflater.eof, None)
 
 
 def _is_deflated(ds: Dataset) -> bool:
@@ -229,19 +229,24 @@ def _is_deflated(ds: Dataset) -> bool:
     return str(value or "").strip(" \0") == DeflatedExplicitVRLittleEndian
 
 
-def _check_structure(ds: Dataset, p: Path, size: int) -> None:
+def _check_structure(ds: Dataset, p: Path, size: int, inflation: _Inflation | None) -> None:
     """Every top-level value inside the file, and an image that ends before its pixel data: truncated.
 
     A deflated file is measured after inflation: its offsets and lengths count inflated bytes."""
     where = "the file"
     if _is_deflated(ds):
-        try:
-            inflated = _inflated_size(p)
-        except (OSError, zlib.error) as exc:
-            raise TruncatedFile(f"{p}: corrupt deflated dataset ({one_line(exc, 120)})") from None
-        if inflated is None:
-            raise TruncatedFile(f"{p}: truncated deflated dataset: the deflate stream ends early")
-        size, where = inflated, "the inflated dataset"
+        if inflation is None:  # the meta reader and dcmread disagreed: count it now
+            try:
+                with open(p, "rb") as f:
+                    inflation = _count_inflated(f, 1 << 62)
+            except OSError as exc:
+                raise TruncatedFile(f"{p}: corrupt deflated dataset ({one_line(exc, 120)})") from None
+        if inflation is not None:
+            if inflation.error is not None:
+                raise TruncatedFile(f"{p}: corrupt deflated dataset ({inflation.error})")
+            if not inflation.ended:
+                raise TruncatedFile(f"{p}: truncated deflated dataset: the deflate stream ends early")
+            size, where = inflation.size, "the inflated dataset"
     end = 0
     last = None
     for tag in list(ds.keys()):
@@ -360,53 +365,27 @@ def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | 
             size = st.st_size
             budget.check_file_size(p, size)
             head = f.read(132)
-            if _DEFLATED in head + f.read(8192):
-                size = _check_inflated_size(f, p, budget) or size  # element offsets count inflated bytes
+            inflation = _check_inflation(f, p, budget) if _DEFLATED in head + f.read(8192) else None
             f.seek(0)
         except OSError as exc:
             raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
-        return _parse(f, p, size, head, header_only, budget)
+        return _parse(f, p, size, head, header_only, budget, inflation)
 
 
-def _inflated_bytes(f: BinaryIO, limit: int) -> int | None:
-    """Bytes the deflated dataset after the file meta inflates to, counted up to `limit` + 1 in
-    bounded steps (None: the meta cannot be read, or the file is not deflated: dcmread says why)."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
-    try:
-        f.seek(0)
-        read_preamble(f, False)
-        if str(_read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED.decode():
-            return None
-    except Exception:  # not DICOM, a broken meta group: dcmread reports it
-        return None
-    inflate = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    try:
-        while total <= limit and (chunk := f.read(1 << 20)):
-            while chunk and total <= limit:
-                total += len(inflate.decompress(chunk, 1 << 20))
-                chunk = inflate.unconsumed_tail
-    except zlib.error:
-        return None
-    return total
-
-
-def _check_inflated_size(f: BinaryIO, p: Path, budget: Budget) -> int | None:
-    """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it
-    whole; the inflated size (pydicom's element offsets count from there), None when not deflated."""
-    total = _inflated_bytes(f, budget.max_file_bytes)
-    if total is None:
-        return None
-    if total > budget.max_file_bytes:
+def _check_inflation(f: BinaryIO, p: Path, budget: Budget) -> _Inflation | None:
+    """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it whole."""
+    inflation = _count_inflated(f, budget.max_file_bytes)
+    if inflation is not None and inflation.size > budget.max_file_bytes:
         raise OverBudget(
             f"{p}: the deflated dataset inflates to more than {budget.max_file_bytes} bytes, over the budget of "
             f"{budget.max_file_bytes} bytes per file ({ENV['max_file_bytes']})"
         )
-    return total
+    return inflation
 
 
-def _parse(f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget) -> Dataset:
+def _parse(
+    f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget, inflation: _Inflation | None
+) -> Dataset:
     dicm = len(head) == 132 and head[128:132] == b"DICM"
     with _quiet() as noise:
         try:
@@ -428,7 +407,7 @@ def _parse(f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budg
             if dicm:
                 raise TruncatedFile(f"{p}: truncated: nothing after the file meta information ({size} bytes)")
             raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
-        _check_structure(ds, p, size)
+        _check_structure(ds, p, size, inflation)
         _convert_meta(ds, str(p))
         _convert_all(ds, str(p))
         _check_budget(ds, str(p), budget)

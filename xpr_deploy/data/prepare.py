@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, XprError
-from ..io import OutputError
+from ..io import OutputError, clean_stale
 from .cache import PreparedCache
 from .dicom import PreprocessSettings, check_file
 from .errors import DataError, DicomError
@@ -305,7 +305,9 @@ class _Pool:
         return {w.proc.pid: w.task[1] for w in self.workers if w.task is not None and w.proc.pid is not None}
 
     def close(self, graceful: bool) -> None:
-        """Graceful: ask idle workers to exit. Else SIGTERM (each removes its half-written entry), then SIGKILL."""
+        """Graceful: ask idle workers to exit. Else SIGTERM (each removes its half-written entry), then SIGKILL,
+        then sweep the folders they were writing (a worker killed outright cannot clean up)."""
+        busy = [w.task[1] for w in self.workers if w.task is not None]
         for w in self.workers:
             if graceful:
                 with contextlib.suppress(OSError):
@@ -320,6 +322,11 @@ class _Pool:
                 w.proc.join(5)
             w.conn.close()
         self.workers = []
+        if not graceful:
+            cache = PreparedCache(self.root)
+            for path in busy:
+                with contextlib.suppress(XprError, OSError):
+                    clean_stale(cache.entry(path, self.settings).parent, again=True)
 
 
 class _Inline:
