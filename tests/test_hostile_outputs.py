@@ -15,6 +15,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import resource
 import shutil
 import signal
@@ -399,3 +400,28 @@ def test_refused_training_state_is_one_line(tmp_path: Path) -> None:
         load_train_state(tmp_path)
     msg = str(info.value)
     assert msg.startswith(str(tmp_path / "train_state.pt")) and "refusing to unpickle" in msg and "\n" not in msg
+
+
+def test_sigterm_at_any_moment_of_a_write_leaves_no_temporary(tmp_path: Path) -> None:
+    """Class 5: a `data prepare` worker stopped by SIGTERM (its handler raises SystemExit, as here) while
+    it creates its temporary used to leave it behind (CI hit it once): the signal now waits until the
+    temporary is named, then the write unwinds and removes it. Many stops at random moments of a loop
+    of small writes, each checked."""
+    code = (
+        "import signal, sys\nfrom xpr_deploy.io import write_json\n"
+        "def stop(signum, frame):\n    raise SystemExit(143)\n"
+        "signal.signal(signal.SIGTERM, stop)\nprint('ready', flush=True)\ni = 0\n"
+        "while True:\n    write_json(f'{sys.argv[1]}/e{i % 7}.json', {'i': i}); i += 1\n"
+    )
+    rng = random.Random(0)
+    for trial in range(25):
+        out = tmp_path / str(trial)
+        out.mkdir()
+        proc = subprocess.Popen([sys.executable, "-c", code, str(out)], env=_env(), cwd=REPO,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        assert proc.stdout is not None and proc.stdout.readline() == "ready\n"
+        time.sleep(rng.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 143, err[-2000:]
+        assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == [], f"trial {trial}"
