@@ -118,6 +118,8 @@ def test_torchrun_two_process_gloo(small_data: Path, tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     meta = read_meta(out)
     assert meta["world_size"] == 2 and meta["epoch"] == 1
+    curve = Path(json.loads(proc.stdout)["history_plot"])  # rank 0 alone draws the learning curve
+    assert curve == out / "history.png" and curve.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(hist) == 1 and hist[0]["val"]["n"] == meta["data"]["n_val"]
 

@@ -139,6 +139,11 @@ def train(
     if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
         return
     best = res.best_metrics or {}
+    curve = None
+    if res.history:  # loss and validation AUC per epoch: a glance tells whether it learned or overfitted
+        from ..train.plots import plot_history
+
+        curve = plot_history([r.to_dict() for r in res.history], res.run_dir / "history.png")
     summary = {
         "run_dir": str(res.run_dir),
         "best": str(res.best_dir),
@@ -147,11 +152,13 @@ def train(
         "epochs_done": len(res.history),
         "finished": res.finished,
         "wall_seconds": round(res.wall_seconds, 1),
+        "history_plot": str(curve) if curve else None,
     }
     if as_json:
         _print_json(summary)
     elif res.history:
         say(console, f"best epoch {res.best_epoch} -> {res.best_dir}  ({res.wall_seconds:.1f} s)")
+        say(console, f"learning curve: {curve}")
 
 
 @app.command()

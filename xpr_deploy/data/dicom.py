@@ -435,11 +435,6 @@ def header_only_marker(ds: Dataset) -> bool:
     return bool(ds.__dict__.get("_xpr_header_only", False))
 
 
-def _is_compressed(ds: Dataset) -> bool:
-    ts = getattr(ds.file_meta, "TransferSyntaxUID", None) if hasattr(ds, "file_meta") else None
-    return bool(ts is not None and ts.is_compressed)
-
-
 def check_mg(ds: Dataset, path: str) -> None:
     """MG modality and FOR PRESENTATION intent."""
     modality = text_value(ds, "Modality", path).upper()

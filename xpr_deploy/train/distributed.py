@@ -84,12 +84,3 @@ def all_gather_objects(obj: T) -> list[T]:
     out: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(out, obj)
     return out
-
-
-def broadcast_object(obj: T, src: int = 0) -> T:
-    """Rank `src`'s `obj` on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box: list[Any] = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]  # type: ignore[no-any-return]

@@ -83,12 +83,6 @@ class TrainResult:
     finished: bool  # False when stopped early (`stop_after`)
 
 
-def _unwrap(model: nn.Module) -> XPruning:
-    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
-    assert isinstance(inner, XPruning)
-    return inner
-
-
 # ---- the epoch loop -------------------------------------------------------------------------
 
 

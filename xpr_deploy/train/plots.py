@@ -61,7 +61,7 @@ def plot_confusion(matrix: Sequence[Sequence[int]], dest: str | Path, class_name
 
 
 def plot_history(history: Sequence[dict[str, Any]], dest: str | Path) -> Path:
-    """Training loss and validation AUC per epoch."""
+    """Training loss and validation AUC per epoch (`xpr train` writes RUN/history.png)."""
     plt = _pyplot()
     ep = [h["epoch"] for h in history]
     fig, ax = plt.subplots(figsize=(5, 3.4), dpi=120)
