@@ -13,6 +13,7 @@ from ..errors import XprError
 from ..io import OutputError, write_error
 from .common import _PN_ADVICE, BreastDicom, DeviceIdentity, DicomOutError, _study_key, _text, clean_source, object_path
 from .seg import add_pixel_measures, build_heatmap, build_heatmap_binary
+from .sr_mammo_cad import build_mammo_cad_sr
 from .sr_tid1500 import build_sr
 
 if TYPE_CHECKING:
@@ -20,8 +21,9 @@ if TYPE_CHECKING:
 
 #: `--seg`: which heatmap Segmentations to write per mammogram
 SEG_KINDS = ("binary", "fractional", "both")
-#: `--sr`: which result SRs to write per study (the Mammography CAD SR, TID 4000, is not written yet)
-SR_KINDS = ("tid1500",)
+#: `--sr`: which result SRs to write per study: the TID 1500 Comprehensive SR (OHIF and general
+#: viewers), the Mammography CAD SR (TID 4000, mammography workstations), or both
+SR_KINDS = ("tid1500", "mammo-cad", "both")
 
 
 @dataclass
@@ -36,10 +38,12 @@ class StudyResults:
 def study_results(
     breasts: Sequence[BreastDicom], device: DeviceIdentity, *, sr: str = "tid1500", seg: str = "binary"
 ) -> StudyResults:
-    """The SR (`sr`: tid1500), then the heatmap Segmentation(s) of each source image that has a
-    heatmap (`seg`: binary | fractional | both), built from checked copies of the source headers
-    (`clean_source`). Values left empty are named in one warning line; what highdicom or pydicom
-    would warn about is caught here and named there too, never printed."""
+    """The SR(s) (`sr`: tid1500 | mammo-cad | both), then the heatmap Segmentation(s) of each source
+    image that has a heatmap (`seg`: binary | fractional | both), built from checked copies of the
+    source headers (`clean_source`). Values left empty are named in one warning line; what highdicom
+    or pydicom would warn about is caught here and named there too, never printed. A Mammography
+    CAD SR that cannot be built (a breast without a region) fails the study with `sr` mammo-cad and
+    is one warning line with `sr` both."""
     from ..data.header import printable
 
     if sr not in SR_KINDS:
@@ -50,6 +54,7 @@ def study_results(
         raise DicomOutError("no breast to report")
     study = _text(next(iter(breasts[0].sources.values())).get("StudyInstanceUID"))
     problems: list[str] = []
+    cad_note = ""
     clean = []
     for b in sorted(breasts, key=lambda b: b.laterality):
         sources = {}
@@ -61,7 +66,14 @@ def study_results(
         warnings.simplefilter("always")
         warnings.filterwarnings("ignore", message=_PN_ADVICE)
         key = _study_key(clean)
-        objs = [build_sr(clean, device)]
+        objs = [build_sr(clean, device)] if sr in ("tid1500", "both") else []
+        if sr in ("mammo-cad", "both"):
+            try:
+                objs.append(build_mammo_cad_sr(clean, device))
+            except DicomOutError as exc:
+                if sr == "mammo-cad":
+                    raise
+                cad_note = f"{printable(study, 70)}: {printable(str(exc), 300)}"
         for b in clean:
             for view in ("cc", "mlo"):
                 if view not in b.heatmaps:
@@ -76,7 +88,7 @@ def study_results(
         if line not in problems:
             problems.append(line)
     notes = [f"{printable(study, 70)}: DICOM results written with empty or left-out values: " + "; ".join(problems)]
-    return StudyResults(study, objs, notes if problems else [])
+    return StudyResults(study, objs, (notes if problems else []) + ([cad_note] if cad_note else []))
 
 
 def study_objects(
