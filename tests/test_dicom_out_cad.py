@@ -90,6 +90,15 @@ def test_sr_both_writes_a_mammography_cad_sr_that_dciodvfy_and_dsrdump_accept(bo
         ds = pydicom.dcmread(p)
         assert ds.Modality == "SR" and ds.ContentTemplateSequence[0].TemplateIdentifier == "4000"
         assert "NOT FOR CLINICAL USE" in ds.SeriesDescription and p.name.startswith(f"sr_{ds.SOPInstanceUID}_")
+        names = [str(c.ConceptNameCodeSequence[0].CodeValue) for c in ds.ContentSequence]
+        assert names == ["121049", "111028", "111017", "111064", "111065"]  # TID 4000's rows, in order
+        entries = ds.ContentSequence[1].ContentSequence
+        assert len(entries) == 4 and all("ConceptNameCodeSequence" not in i for i in entries)
+        for summary in ds.ContentSequence[3:5]:  # detections, analyses: succeeded, from the library's 4 images
+            assert summary.ConceptCodeSequence[0].CodeValue == "111222"
+            performed = summary.ContentSequence[0].ContentSequence[0]
+            refs = [list(c.ReferencedContentItemIdentifier) for c in performed.ContentSequence if "ValueType" not in c]
+            assert refs == [[1, 2, k] for k in range(1, 5)]
 
 
 def _polyline(group_roi: pydicom.Dataset) -> list[tuple[float, float]]:

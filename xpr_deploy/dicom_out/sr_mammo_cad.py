@@ -31,8 +31,12 @@ document with highdicom's generic SR machinery (`_SR`, with this SOP class). The
           CONTAINS CODE (111022 "Detection Performed") = (111099 "Selected region")  TID 4017
             HAS PROPERTIES  TEXT Algorithm Name / Version / Parameters            TID 4019
             INFERRED FROM   by reference, each IMAGE of the Image Library
-      CONTAINS CODE (111065 "Summary of Analyses") = Not Attempted (no analysis of CID 6043 -
-               breast composition, image quality, ... - is run)
+      CONTAINS CODE (111065 "Summary of Analyses") = Succeeded
+        INFERRED FROM CONTAINER (111062 "Successful Analyses")                  TID 4016
+          CONTAINS CODE (111004 "Analysis Performed") = (111233 "Individual Impression/Recommendation
+                        Analysis", CID 6043: the per-breast P(malignant))         TID 4018
+            HAS PROPERTIES  TEXT Algorithm Name / Version / Parameters            TID 4019
+            INFERRED FROM   by reference, each IMAGE of the Image Library
 
 The region is the one the TID 1500 SR draws (`regions.py`): the deepest stage's most-kept windows.
 A breast without a region (a model exported without its kept-window outputs) cannot be a CAD
@@ -260,6 +264,25 @@ def _individual_impression(b: BreastDicom, device: DeviceIdentity, regions: dict
     return _with(container, children)
 
 
+def _summary(
+    device: DeviceIdentity, code: str, meaning: str, succeeded: tuple[str, str], performed: tuple[str, str], what: Any
+) -> Any:
+    """Summary of Detections / of Analyses = Succeeded, inferred from the one algorithm that succeeded
+    (TID 4015/4017, TID 4016/4018): what it performed and its identification (TID 4019); the images
+    it read are added by reference once the document is built."""
+    import highdicom as hd
+
+    done = _with(
+        hd.sr.CodeContentItem(_dcm(*performed), what, relationship_type=_rel("CONTAINS")),
+        _algorithm_items(device, "HAS_PROPERTIES"),
+    )
+    container = hd.sr.ContainerContentItem(_dcm(*succeeded), relationship_type=_rel("INFERRED_FROM"))
+    summary = hd.sr.CodeContentItem(
+        _dcm(code, meaning), _dcm("111222", "Succeeded"), relationship_type=_rel("CONTAINS")
+    )
+    return _with(summary, [_with(container, [done])])
+
+
 def _by_reference(relationship: str, position: Sequence[int]) -> Any:
     """A by-reference relationship to the content item at `position` (PS3.3 C.17.3.2.5)."""
     from pydicom import Dataset as Ds
@@ -301,17 +324,22 @@ def build_mammo_cad_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -
                               relationship_type=_rel("CONTAINS")),
         [_individual_impression(b, device, regions) for b, regions in per_breast],
     )  # fmt: skip
-    detection = hd.sr.CodeContentItem(_dcm("111022", "Detection Performed"), _selected_region(),
-                                      relationship_type=_rel("CONTAINS"))  # fmt: skip
-    _with(detection, _algorithm_items(device, "HAS_PROPERTIES"))
-    detections = _with(
-        hd.sr.CodeContentItem(_dcm("111064", "Summary of Detections"), _dcm("111222", "Succeeded"),
-                              relationship_type=_rel("CONTAINS")),
-        [_with(hd.sr.ContainerContentItem(_dcm("111063", "Successful Detections"),
-                                          relationship_type=_rel("INFERRED_FROM")), [detection])],
-    )  # fmt: skip
-    analyses = hd.sr.CodeContentItem(_dcm("111065", "Summary of Analyses"), _dcm("111225", "Not Attempted"),
-                                     relationship_type=_rel("CONTAINS"))  # fmt: skip
+    detections = _summary(
+        device,
+        "111064",
+        "Summary of Detections",
+        ("111063", "Successful Detections"),
+        ("111022", "Detection Performed"),
+        _selected_region(),
+    )
+    analyses = _summary(
+        device,
+        "111065",
+        "Summary of Analyses",
+        ("111062", "Successful Analyses"),
+        ("111004", "Analysis Performed"),
+        _dcm("111233", "Individual Impression/Recommendation Analysis"),
+    )
     language = hd.sr.LanguageOfContentItemAndDescendants(
         hd.sr.CodedConcept("en-US", "RFC5646", "English (United States)")
     )
@@ -335,11 +363,13 @@ def build_mammo_cad_sr(breasts: Sequence[BreastDicom], device: DeviceIdentity) -
         series_description=MAMMO_CAD_SERIES_DESCRIPTION,
     )
     # by-reference items and nameless IMAGE items are added to the built document (highdicom's
-    # content classes take neither): the detection is INFERRED FROM each image of the library; the
-    # root's children are 1 language, 2 image library (its images 1.2.k), 3 overall, 4 detections
-    found = sr.ContentSequence[3].ContentSequence[0].ContentSequence[0]
-    refs = [_by_reference("INFERRED FROM", [1, 2, k + 1]) for k in range(len(images))]
-    found[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ", Seq([*found.ContentSequence, *refs]))
+    # content classes take neither): the detection and the analysis are INFERRED FROM each image of
+    # the library; the root's children are 1 language, 2 image library (its images 1.2.k), 3 overall
+    # impression, 4 summary of detections, 5 summary of analyses
+    for summary in (3, 4):
+        performed = sr.ContentSequence[summary].ContentSequence[0].ContentSequence[0]
+        refs = [_by_reference("INFERRED FROM", [1, 2, k + 1]) for k in range(len(images))]
+        performed[_CONTENT_SEQUENCE] = DataElement(_CONTENT_SEQUENCE, "SQ", Seq([*performed.ContentSequence, *refs]))
     _unnamed_images(sr)
     return sr
 
