@@ -46,7 +46,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.report",
             "xpr_deploy.doctor",
             "xpr_deploy.serve*",
-            "xpr_deploy.dicom_out*",
+            "xpr_deploy.dicom_out.*",
             "xpr_deploy.dicomweb.*",
             "xpr_deploy.regions",
         ),

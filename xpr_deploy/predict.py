@@ -50,8 +50,8 @@ def predict(
     """Predict every breast (the CC and MLO the selection chooses) found under `studies`.
 
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
-    the DICOM results (an SR per study and heatmap Segmentations per image, `dicom_out.py`; `sr`:
-    tid1500, `seg`: binary | fractional | both); `prefer`: acquired or synthesized 2D when a study
+    the DICOM results (SRs per study and heatmap Segmentations per image, `dicom_out`; `sr`:
+    tid1500 | mammo-cad | both, `seg`: binary | fractional | both); `prefer`: acquired or synthesized 2D when a study
     holds both; `strict`: every choice is a rejection. Output names carry a short hash of the input
     (`input_ids`, default: each folder's resolved path), so the same study in two folders never
     overwrites the other's results."""

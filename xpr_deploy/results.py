@@ -4,7 +4,7 @@
   probability, the decision and the two SOP Instance UIDs read; the images not used and the
   breasts not answered, each with its reason.
 - `heatmap_png`: the per-breast window-selection figure (`--heatmaps`), drawn by `heatmap.py`.
-- `breast_dicom` / `write_dicom_results`: the DICOM results (`--dicom-out`): an SR per study and a
+- `breast_dicom` / `write_dicom_results`: the DICOM results (`--dicom-out`): the SR(s) per study (`--sr`) and a
   heatmap Segmentation per image, built by `dicom_out.py`.
 
 The study pipeline (`pipeline.py`) calls these writers, and only it.
@@ -178,7 +178,7 @@ def write_dicom_results(
     sr: str = "tid1500",
     seg: str = "binary",
 ) -> list[Path]:
-    """Per (input, study): the SR and the heatmap Segmentations, under OUT/<StudyInstanceUID>/.
+    """Per (input, study): the SR(s) (`sr`) and the heatmap Segmentations, under OUT/<StudyInstanceUID>/.
 
     A study whose results cannot be built or written, and values left empty in them, are one line
     each in `notes` (the report's notes: its breasts were answered); the other studies get theirs."""

@@ -301,7 +301,10 @@ def predict(
     prefer: PreferOpt = "acquired",
     strict: StrictSelectionOpt = False,
     sr: Annotated[
-        str, typer.Option("--sr", help="with --dicom-out: tid1500 (the Mammography CAD SR is not written yet)")
+        str,
+        typer.Option(
+            "--sr", help="with --dicom-out: tid1500 (Comprehensive SR, OHIF) | mammo-cad (Mammography CAD SR) | both"
+        ),
     ] = "tid1500",
     seg: Annotated[
         str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
