@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from ..runners.factory import BACKENDS
+from . import triton_options as T
 from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
 from .data import PreferOpt, StrictSelectionOpt
 
@@ -376,25 +377,18 @@ def predict(
 def triton(
     bundle: Annotated[Path, typer.Argument(help="export bundle folder (manifest.json + model.onnx)")],
     repo: Annotated[Path, typer.Option("--repo", help="Triton model repository folder (created if missing)")],
-    max_batch: Annotated[
-        int | None, typer.Option("--max-batch", help="max_batch_size; only for a dynamic-batch export")
-    ] = None,
-    instances: Annotated[int, typer.Option("--instances", help="model instances per device")] = 1,
+    max_batch: T.MaxBatch = None,
+    instances: T.Instances = 1,
     name: Annotated[str | None, typer.Option("--name", help="model name prefix (default: the bundle's)")] = None,
     python: Annotated[
         bool, typer.Option("--python/--no-python", help="also the python-backend model (runs xpr's runners)")
     ] = True,
-    python_backend: Annotated[str, typer.Option("--python-backend", help="python model runs: onnx | engine")] = "onnx",
-    kind: Annotated[str, typer.Option("--kind", help="python model instance_group kind: cpu | gpu | auto")] = "cpu",
-    dynamic_batching: Annotated[
-        bool,
-        typer.Option("--dynamic-batching/--no-dynamic-batching", help="Triton's dynamic batcher (dynamic bundles)"),
-    ] = True,
-    queue_delay_us: Annotated[int, typer.Option("--queue-delay-us", help="dynamic batcher's max queue delay")] = 0,
-    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads per python instance")] = None,
-    operating_point: Annotated[
-        str | None, typer.Option("--operating-point", help="the xpr_threshold parameter's point (default: bundle's)")
-    ] = None,
+    python_backend: T.PythonBackend = "onnx",
+    kind: T.Kind = "cpu",
+    dynamic_batching: T.DynamicBatching = True,
+    queue_delay_us: T.QueueDelayUs = 0,
+    threads: T.Threads = None,
+    operating_point: T.OperatingPoint = None,
     as_json: JsonFlag = False,
 ) -> None:
     """A Triton Inference Server model repository: onnxruntime_onnx, tensorrt_plan for a TensorRT engine, and a

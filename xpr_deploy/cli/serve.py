@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from . import triton_options as T
 from .common import JsonFlag, _print_json, console, err_console, say
 
 if TYPE_CHECKING:
@@ -25,12 +26,14 @@ def serve(
     http_port: Annotated[int | None, typer.Option("--http-port", help="HTTP port on 127.0.0.1 (default 8000)")] = 8000,
     grpc_port: Annotated[int | None, typer.Option("--grpc-port", help="gRPC port on 127.0.0.1 (default 8001)")] = 8001,
     metrics_port: Annotated[int | None, typer.Option("--metrics-port", help="metrics port (default 8002)")] = 8002,
-    max_batch: Annotated[int | None, typer.Option("--max-batch", help="max_batch_size (dynamic bundles)")] = None,
-    instances: Annotated[int, typer.Option("--instances", help="python model instances")] = 1,
-    python_backend: Annotated[str, typer.Option("--python-backend", help="onnx | engine")] = "onnx",
-    kind: Annotated[str, typer.Option("--kind", help="instance_group kind: cpu | gpu | auto")] = "cpu",
-    dynamic_batching: Annotated[bool, typer.Option("--dynamic-batching/--no-dynamic-batching")] = True,
-    threads: Annotated[int | None, typer.Option("--threads", help="ONNX Runtime threads per instance")] = None,
+    max_batch: T.MaxBatch = None,
+    instances: T.Instances = 1,
+    python_backend: T.PythonBackend = "onnx",
+    kind: T.Kind = "cpu",
+    dynamic_batching: T.DynamicBatching = True,
+    queue_delay_us: T.QueueDelayUs = 0,
+    threads: T.Threads = None,
+    operating_point: T.OperatingPoint = None,
     timeout: Annotated[float, typer.Option("--timeout", help="seconds to wait until the server is ready")] = 120.0,
     as_json: JsonFlag = False,
 ) -> None:
@@ -41,14 +44,17 @@ def serve(
 
     install = find_server()  # no server: one line before anything is written
     py = PythonModelOptions(
-        backend=python_backend, kind=kind, instances=instances, dynamic_batching=dynamic_batching, threads=threads
-    )
+        backend=python_backend, kind=kind, dynamic_batching=dynamic_batching, queue_delay_us=queue_delay_us,
+        threads=threads,
+    )  # fmt: skip
     temporary = repo is None
     root = repo or Path(tempfile.mkdtemp(prefix="xpr-triton-repo-"))
     server: TritonServer | None = None
     clean = False  # stopped on request (Ctrl-C, SIGTERM): nothing of this run is needed afterwards
     try:
-        res = write_repository(bundle, root, max_batch=max_batch, python=py)
+        res = write_repository(
+            bundle, root, max_batch=max_batch, instances=instances, python=py, operating_point=operating_point
+        )
         have = set(install.backends())
         served = [m.name for m in res.models if m.platform == "python" and "python" in have]
         skipped = [m.name for m in res.models if m.name not in served]
