@@ -300,3 +300,39 @@ class Listen:
         rc = _stop(self.proc, sig)
         self._log.close()
         return rc
+
+
+class TlsStoreSCP:
+    """A pynetdicom Storage SCP over TLS (`cert`, `key`), in this process: every object it receives
+    becomes its own file, so an object sent twice shows up twice."""
+
+    def __init__(self, root: Path, cert: Path, key: Path, *, aet: str = "TLSDEST", port: int | None = None) -> None:
+        import ssl
+
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+        self.aet, self.port = aet, port or free_port()
+        self.out = root / "received"
+        self.out.mkdir(parents=True, exist_ok=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        ae = AE(ae_title=aet)
+        ae.supported_contexts = AllStoragePresentationContexts
+        self._n = 0
+
+        def on_store(event: Any) -> int:
+            self._n += 1
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            ds.save_as(self.out / f"{self._n:04d}.dcm", enforce_file_format=True)
+            return 0x0000
+
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)], ssl_context=ctx
+        )
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        self.server.shutdown()

@@ -87,8 +87,10 @@ def _tls_problem(ctx: ssl.SSLContext, peer: Peer, timeout: float) -> str | None:
             ctx.wrap_socket(raw, server_hostname=peer.host),
         ):
             return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS handshake failed: certificate verify failed: {exc.verify_message}"
     except ssl.SSLError as exc:
-        return f"TLS handshake failed: {getattr(exc, 'verify_message', None) or exc.reason or exc}"
+        return f"TLS handshake failed: {exc.reason or exc}"
     except OSError as exc:
         return f"cannot connect: {exc.strerror or exc}"
 

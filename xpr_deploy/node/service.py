@@ -270,6 +270,7 @@ class Node:
         summary = {
             "breasts": [{"laterality": b.laterality, "prob": b.prob, "decision": b.decision} for b in report.breasts],
             "rejects": [f"{Path(r.get('path', '?')).name}: {r.get('reason', '?')}" for r in report.rejects],
+            "not_used": [f"{n.get('sop_uid', '?')}: {n.get('reason', '?')}" for n in report.not_used],
             "objects": len(report.dicom),
             "infer_seconds": round(seconds, 3),
         }
@@ -369,6 +370,8 @@ def study_line(study: Study, latency: float, status: list[str]) -> str:
     )
     rejects = s.get("rejects", [])
     not_used = f"; not used: {'; '.join(rejects)}" if rejects else ""
+    if s.get("not_used"):
+        not_used += f"; {len(s['not_used'])} images left out by the selection ({'; '.join(s['not_used'])})"
     return (
         f"study {study.uid}: {breasts}{not_used}; {s.get('infer_seconds', 0):.1f} s inference, "
         f"{latency:.1f} s after the last instance; {', '.join(status)}"
