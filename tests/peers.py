@@ -11,13 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from xpr_deploy.node.launch import listen_command, listen_env, storescp_command
 
 REPO = Path(__file__).resolve().parents[1]
 ORTHANC = shutil.which("Orthanc")
@@ -172,7 +173,7 @@ class StoreSCP:
         self.log_path = root / "storescp.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [exe, "-aet", aet, "-od", str(self.out), "-uf", "-v", str(self.port)], stdout=self._log, stderr=self._log
+            storescp_command(exe, self.out, self.port, aet, verbose=True), stdout=self._log, stderr=self._log
         )
         _wait(lambda: _listening(self.port), 15, "storescp did not start", self.log_path)
 
@@ -244,25 +245,9 @@ class Listen:
         self.spool = spool or root / "spool"
         self.log_path = root / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-        cmd = [
-            sys.executable,
-            "-m",
-            "xpr_deploy.cli",
-            "listen",
-            str(bundle),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-port",
-            str(self.http_port),
-            "--spool",
-            str(self.spool),
-            *args,
-        ]
+        cmd = listen_command(bundle, self.spool, self.port, self.http_port, *args)
         self._start = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=full_env, cwd=root)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=listen_env(env), cwd=root)
         _wait(
             lambda: "listening as" in self.log() or self.proc.poll() is not None,
             90,
@@ -286,6 +271,12 @@ class Listen:
         if self.log().count(text) < count:
             pytest.fail(f"xpr listen exited {self.proc.returncode} before {text!r}:\n{self.log()[-3000:]}")
         return self.log()
+
+    def answer(self, files: Sequence[Path], study_uid: str, **storescu_options: Any) -> str:
+        """Send `files` with storescu (which must succeed) and wait for the study's log line; that line."""
+        r = storescu(files, self.port, **storescu_options)
+        assert r.returncode == 0, r.stderr
+        return self.wait_for(f"study {study_uid}:").splitlines()[-1]
 
     def get(self, path: str) -> Any:
         import requests

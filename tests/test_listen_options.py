@@ -17,7 +17,7 @@ from typing import Any
 import pydicom
 import pytest
 from peers import DICOMWEB_PLUGIN, REPO, Listen, Orthanc, StoreSCP, TlsStoreSCP, free_port, need, storescu
-from test_listen import _approx, _cert, _received, _sr_probs
+from test_listen import _approx, _cert, _received, _results_once, _sr_probs
 from test_selection import mixed_study, write_clean_study
 
 from xpr_deploy.dicom_out import sr_probabilities
@@ -57,11 +57,6 @@ def dest(tmp_path: Path) -> Iterator[StoreSCP]:
         d.stop()
 
 
-def _send_and_wait(node: Listen, files: list[Path], uid: str) -> str:
-    assert storescu(files, node.port).returncode == 0
-    return node.wait_for(f"study {uid}:").splitlines()[-1]
-
-
 def _uid(folder: Path) -> str:
     return str(pydicom.dcmread(next(folder.iterdir()), stop_before_pixels=True).StudyInstanceUID)
 
@@ -77,7 +72,7 @@ def test_listen_prefer_synthesized_and_fractional_heatmaps(bundle, combo, dest, 
         "--quiet-seconds", QUIET, "--prefer", "synthesized", "--seg", "fractional",
     )  # fmt: skip
     try:
-        line = _send_and_wait(node, sorted(combo.iterdir()), _uid(combo))
+        line = node.answer(sorted(combo.iterdir()), _uid(combo))
     finally:
         node.stop()
     assert "stored 5" in line and "2 images left out by the selection" in line, line
@@ -130,12 +125,11 @@ def test_listen_on_triton_gives_the_local_runners_answer(bundle, combo, triton, 
         "--quiet-seconds", QUIET, "--triton", url,
     )  # fmt: skip
     try:
-        line = _send_and_wait(node, sorted(combo.iterdir()), _uid(combo))
+        line = node.answer(sorted(combo.iterdir()), _uid(combo))
     finally:
         node.stop()
     assert "stored 5" in line, line  # the SR and the four heatmaps: the served model returns kept windows too
-    got = _received(dest)
-    _approx(_sr_probs([v[0] for v in got.values()]), want)
+    _results_once(dest, want)
 
 
 def test_predict_on_triton_and_its_errors(bundle, combo, triton, tmp_path) -> None:
@@ -229,7 +223,9 @@ def test_predict_dicomweb_prefer_synthesized(bundle, combo, tmp_path) -> None:
             assert r.returncode == 0, r.stderr
             return dict(json.loads(r.stdout))
 
-        for extra, want in (((), _probs(bundle, combo)), (("--prefer", "synthesized"), _probs(bundle, combo, prefer="synthesized"))):
+        synthesized = _probs(bundle, combo, prefer="synthesized")
+        cases = (((), _probs(bundle, combo)), (("--prefer", "synthesized"), synthesized))
+        for extra, want in cases:
             out = run(*extra)
             _approx({b["laterality"]: b["prob"] for b in out["breasts"]}, want)
             assert any("synthesized" in n["reason"] or "tomosynthesis" in n["reason"] for n in out["not_used"])
