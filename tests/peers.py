@@ -327,3 +327,56 @@ class TlsStoreSCP:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+class TlsProxy:
+    """A TLS front (Python's ssl, `cert` / `key`) on a free loopback port that forwards each connection
+    to `backend_port` in plain TCP: https for a real Orthanc, whose Debian build crashes (SIGSEGV in
+    civetweb) on its own `SslEnabled` https."""
+
+    def __init__(self, backend_port: int, cert: Path, key: Path) -> None:
+        import ssl
+        import threading
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.backend = backend_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            self._threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+        except OSError:  # a client that does not trust the certificate ends the handshake
+            raw.close()
+            return
+        plain = socket.create_connection(("127.0.0.1", self.backend), timeout=60)
+        self._threading.Thread(target=_pipe, args=(plain, tls), daemon=True).start()
+        _pipe(tls, plain)
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

@@ -16,7 +16,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from peers import DICOMWEB_PLUGIN, REPO, Listen, Orthanc, StoreSCP, TlsStoreSCP, free_port, need, storescu
+from peers import DICOMWEB_PLUGIN, REPO, Listen, Orthanc, StoreSCP, TlsProxy, TlsStoreSCP, free_port, need, storescu
 from test_listen import _approx, _cert, _received, _results_once, _sr_probs
 from test_selection import mixed_study, write_clean_study
 
@@ -232,4 +232,40 @@ def test_predict_dicomweb_prefer_synthesized(bundle, combo, tmp_path) -> None:
         strict = run("--strict")  # the R breast holds a choice: rejected; L still answered
         assert [b["laterality"] for b in strict["breasts"]] == ["L"]
     finally:
+        orthanc.stop()
+
+
+def test_results_by_stow_over_https_verified_with_the_ca(bundle, combo, tmp_path) -> None:
+    """`--stow https://... --stow-ca CA`: Orthanc behind a TLS front gets the results; a CA that did not
+    sign its certificate is one line naming the server (the send would be retried, nothing recorded)."""
+    from xpr_deploy.dicomweb import DicomWebError, Pacs
+
+    need(shutil.which("openssl"), "openssl")
+    if not DICOMWEB_PLUGIN.is_file():
+        need(None, "Orthanc's DICOMweb plugin")
+    ca = _cert(tmp_path, "xpr-test-ca", None)
+    key, crt = _cert(tmp_path, "pacs", ca)
+    other_ca = _cert(tmp_path, "other-ca", None)
+    orthanc = Orthanc(tmp_path / "orthanc")
+    proxy = TlsProxy(orthanc.port, crt, key)
+    url = f"https://127.0.0.1:{proxy.port}/dicom-web"
+    node = None
+    try:
+        mammogram = next(iter(combo.iterdir()))
+        with pytest.raises(DicomWebError) as e:
+            Pacs(url, ca=other_ca[1]).store([pydicom.dcmread(mammogram)])
+        assert "certificate verify failed" in str(e.value) and len(str(e.value).splitlines()) == 1, e.value
+        assert orthanc.study_id(_uid(combo)) is None  # nothing reached the server
+        node = Listen(
+            tmp_path, bundle, "--stow", url, "--stow-ca", str(ca[1]), "--allow", "STORESCU",
+            "--quiet-seconds", QUIET,
+        )  # fmt: skip
+        line = node.answer(sorted(combo.iterdir()), _uid(combo))
+        assert f"stow:{url} stored 5" in line, line
+        results = [i for i in orthanc.instances(_uid(combo)) if i["Modality"] in ("SR", "SEG")]
+        assert len(results) == 5
+    finally:
+        if node is not None:
+            node.stop()
+        proxy.stop()
         orthanc.stop()

@@ -182,7 +182,7 @@ class Pacs:
         if ca is not None:
             if not Path(ca).is_file():
                 raise ConfigError(f"{ca}: no such CA file (PEM) to verify {_plain(url)}")
-            self.session.verify = str(ca)
+            self.session.ca = str(ca)
         self.client = DICOMwebClient(self.url, session=self.session, timeout=(CONNECT_S, timeout))
         # dicomweb-client retries 5 times with exponential back-off (about 30 s for a server that is
         # down); two tries, half a second apart, keep a busy server's 503 retried and a failure quick
