@@ -84,14 +84,23 @@ def test_listen_prefer_synthesized_and_fractional_heatmaps(bundle, combo, dest, 
     assert len(segs) == 4 and {s.SegmentationType for s in segs} == {"FRACTIONAL"}
 
 
-def test_listen_refuses_unknown_result_kinds(bundle, tmp_path) -> None:
-    for opt, value in (("--seg", "colour"), ("--sr", "nope")):
+def test_listen_bad_options_are_one_line(bundle, tmp_path) -> None:
+    for args, needle, code in (
+        (("--seg", "colour"), "colour", 2),
+        (("--sr", "nope"), "nope", 2),
+        (("--send-tls-ca", "/nope.pem"), "/nope.pem", 2),
+        (("--send-tls-cert", "x.pem"), "go together", 2),
+        (("--stow", "https://x/dicom-web", "--stow-ca", "/nope.pem"), "/nope.pem", 2),
+        (("--triton", "ftp://x"), "expected http://HOST:PORT", 4),
+        (("--triton", f"http://127.0.0.1:{free_port()}"), "liveness check failed", 4),
+    ):
         r = subprocess.run(
             [sys.executable, "-m", "xpr_deploy.cli", "listen", str(bundle), "--send-to", "P@127.0.0.1:104",
-             "--spool", str(tmp_path / "s"), opt, value],
+             "--spool", str(tmp_path / "s"), *args],
             capture_output=True, text=True, timeout=120, cwd=REPO, check=False,
         )  # fmt: skip
-        assert r.returncode == 2 and value in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == code and needle in r.stderr and len(lines) == 1, (args, r.stderr)
 
 
 # ---- inference on a real Triton server -------------------------------------------------------------

@@ -150,6 +150,8 @@ class StowDestination:
     def __init__(self, url: str, *, ca: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.ca = ca  # verifies an https server's certificate (None: the system's CAs)
+        if ca is not None and not ca.is_file():  # refused at start, not at the first send
+            raise ConfigError(f"--stow-ca {ca}: no such CA file (PEM)")
         self.name = f"stow:{self.url}"
 
     def send(self, files: Sequence[ResultFile], on_ack: Callable[[str], None]) -> None:
