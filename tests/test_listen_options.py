@@ -6,6 +6,7 @@ Storage SCP over TLS; a peer with a certificate from the wrong CA), and `xpr pre
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -148,6 +149,9 @@ def test_predict_on_triton_and_its_errors(bundle, combo, triton, tmp_path) -> No
     rep = predict(bundle, [combo], triton=url)
     assert rep.backend == "triton" and rep.runner["model"] == "tiny_python"
     _approx({b.laterality: b.prob for b in rep.breasts}, _probs(bundle, combo))
+    if importlib.util.find_spec("tritonclient.grpc") is not None:
+        rep = predict(bundle, [combo], triton=f"grpc://{triton.grpc_url}")
+        _approx({b.laterality: b.prob for b in rep.breasts}, _probs(bundle, combo))
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         cmd = [sys.executable, "-m", "xpr_deploy.cli", "predict", str(bundle), str(combo), *args]
