@@ -11,13 +11,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from xpr_deploy.node.launch import listen_command, listen_env, storescp_command
 
 REPO = Path(__file__).resolve().parents[1]
 ORTHANC = shutil.which("Orthanc")
@@ -172,7 +173,7 @@ class StoreSCP:
         self.log_path = root / "storescp.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [exe, "-aet", aet, "-od", str(self.out), "-uf", "-v", str(self.port)], stdout=self._log, stderr=self._log
+            storescp_command(exe, self.out, self.port, aet, verbose=True), stdout=self._log, stderr=self._log
         )
         _wait(lambda: _listening(self.port), 15, "storescp did not start", self.log_path)
 
@@ -244,25 +245,9 @@ class Listen:
         self.spool = spool or root / "spool"
         self.log_path = root / f"{name}.log"
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        full_env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", **(env or {})}
-        cmd = [
-            sys.executable,
-            "-m",
-            "xpr_deploy.cli",
-            "listen",
-            str(bundle),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--http-port",
-            str(self.http_port),
-            "--spool",
-            str(self.spool),
-            *args,
-        ]
+        cmd = listen_command(bundle, self.spool, self.port, self.http_port, *args)
         self._start = self.log_path.stat().st_size
-        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=full_env, cwd=root)
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=self._log, env=listen_env(env), cwd=root)
         _wait(
             lambda: "listening as" in self.log() or self.proc.poll() is not None,
             90,
@@ -287,6 +272,12 @@ class Listen:
             pytest.fail(f"xpr listen exited {self.proc.returncode} before {text!r}:\n{self.log()[-3000:]}")
         return self.log()
 
+    def answer(self, files: Sequence[Path], study_uid: str, **storescu_options: Any) -> str:
+        """Send `files` with storescu (which must succeed) and wait for the study's log line; that line."""
+        r = storescu(files, self.port, **storescu_options)
+        assert r.returncode == 0, r.stderr
+        return self.wait_for(f"study {study_uid}:").splitlines()[-1]
+
     def get(self, path: str) -> Any:
         import requests
 
@@ -300,3 +291,92 @@ class Listen:
         rc = _stop(self.proc, sig)
         self._log.close()
         return rc
+
+
+class TlsStoreSCP:
+    """A pynetdicom Storage SCP over TLS (`cert`, `key`), in this process: every object it receives
+    becomes its own file, so an object sent twice shows up twice."""
+
+    def __init__(self, root: Path, cert: Path, key: Path, *, aet: str = "TLSDEST", port: int | None = None) -> None:
+        import ssl
+
+        from pynetdicom import AE, AllStoragePresentationContexts, evt
+
+        self.aet, self.port = aet, port or free_port()
+        self.out = root / "received"
+        self.out.mkdir(parents=True, exist_ok=True)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(str(cert), str(key))
+        ae = AE(ae_title=aet)
+        ae.supported_contexts = AllStoragePresentationContexts
+        self._n = 0
+
+        def on_store(event: Any) -> int:
+            self._n += 1
+            ds = event.dataset
+            ds.file_meta = event.file_meta
+            ds.save_as(self.out / f"{self._n:04d}.dcm", enforce_file_format=True)
+            return 0x0000
+
+        self.server = ae.start_server(
+            ("127.0.0.1", self.port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)], ssl_context=ctx
+        )
+
+    def files(self) -> list[Path]:
+        return sorted(p for p in self.out.iterdir() if p.is_file())
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+class TlsProxy:
+    """A TLS front (Python's ssl, `cert` / `key`) on a free loopback port that forwards each connection
+    to `backend_port` in plain TCP: https for a real Orthanc, whose Debian build crashes (SIGSEGV in
+    civetweb) on its own `SslEnabled` https."""
+
+    def __init__(self, backend_port: int, cert: Path, key: Path) -> None:
+        import ssl
+        import threading
+
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(str(cert), str(key))
+        self.backend = backend_port
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self._threading = threading
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                raw, _ = self.sock.accept()
+            except OSError:  # closed by stop()
+                return
+            self._threading.Thread(target=self._serve, args=(raw,), daemon=True).start()
+
+    def _serve(self, raw: socket.socket) -> None:
+        try:
+            tls = self.ctx.wrap_socket(raw, server_side=True)
+        except OSError:  # a client that does not trust the certificate ends the handshake
+            raw.close()
+            return
+        plain = socket.create_connection(("127.0.0.1", self.backend), timeout=60)
+        self._threading.Thread(target=_pipe, args=(plain, tls), daemon=True).start()
+        _pipe(tls, plain)
+
+    def stop(self) -> None:
+        self.sock.close()
+
+
+def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    try:
+        while data := src.recv(65536):
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

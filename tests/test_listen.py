@@ -85,6 +85,14 @@ def _received(d: StoreSCP) -> dict[str, list[Path]]:
     return out
 
 
+def _results_once(d: StoreSCP, want: dict[str, float], objects: int = 5) -> dict[str, list[Path]]:
+    """The destination holds each of the study's `objects` results once, and the SR's probabilities are `want`."""
+    got = _received(d)
+    assert len(got) == objects and all(len(v) == 1 for v in got.values()), got
+    _approx(_sr_probs([v[0] for v in got.values()]), want)
+    return got
+
+
 def _sr_probs(files: list[Path]) -> dict[str, float]:
     srs = [f for f in files if pydicom.dcmread(f, stop_before_pixels=True).Modality == "SR"]
     assert len(srs) == 1, srs
@@ -226,11 +234,9 @@ def test_kill9_then_restart_sends_every_result_exactly_once(bundle, studies, exp
         line = node.wait_for(f"study {uid}:").splitlines()[-1]
     finally:
         node.stop()
-    got = _received(dest)
-    assert len(got) == 5 and all(len(v) == 1 for v in got.values()), got
+    _results_once(dest, expected[uid])
     assert len(before) == (1 if point == "listen:acked" else 0)
     assert ("(1 earlier)" in line) == (point == "listen:acked")
-    _approx(_sr_probs([v[0] for v in got.values()]), expected[uid])
 
 
 def test_kill9_mid_reception_then_the_rest_gives_one_answer(bundle, studies, expected, dest, tmp_path) -> None:
@@ -241,13 +247,10 @@ def test_kill9_mid_reception_then_the_rest_gives_one_answer(bundle, studies, exp
     node.kill9()
     node = _node(tmp_path, bundle, dest, port=node.port, name="restart")
     try:
-        assert storescu(files[2:], node.port).returncode == 0
-        node.wait_for(f"study {uid}:")
+        node.answer(files[2:], uid)
     finally:
         node.stop()
-    got = _received(dest)
-    assert len(got) == 5 and all(len(v) == 1 for v in got.values())
-    _approx(_sr_probs([v[0] for v in got.values()]), expected[uid])
+    _results_once(dest, expected[uid])
 
 
 def test_destination_down_results_arrive_when_it_comes_back(bundle, studies, expected, tmp_path) -> None:
@@ -276,9 +279,7 @@ def test_destination_down_results_arrive_when_it_comes_back(bundle, studies, exp
         node.stop()
         if d is not None:
             d.stop()
-    got = _received(d)
-    assert len(got) == 5 and all(len(v) == 1 for v in got.values()), (node.log(), d.log_path.read_text())
-    _approx(_sr_probs([v[0] for v in got.values()]), expected[uid])
+    _results_once(d, expected[uid])
 
 
 def test_corrupt_instance_the_other_breast_is_still_answered(bundle, studies, expected, dest, tmp_path) -> None:
@@ -293,8 +294,7 @@ def test_corrupt_instance_the_other_breast_is_still_answered(bundle, studies, ex
     ds.save_as(victim)
     node = _node(tmp_path, bundle, dest)
     try:
-        assert storescu([Path(c) for c in copies], node.port).returncode == 0
-        line = node.wait_for(f"study {uid}:").splitlines()[-1]
+        line = node.answer([Path(c) for c in copies], uid)
     finally:
         node.stop()
     assert "not used" in line and "stored 3" in line  # the SR and the other breast's two heatmaps
@@ -554,8 +554,7 @@ def test_results_by_stow_rs(bundle, studies, expected, tmp_path) -> None:
     node = None
     try:
         node = Listen(tmp_path, bundle, "--stow", orthanc.dicomweb, "--allow", "STORESCU", "--quiet-seconds", QUIET)
-        assert storescu(files, node.port).returncode == 0
-        line = node.wait_for(f"study {uid}:").splitlines()[-1]
+        line = node.answer(files, uid)
         assert f"stow:{orthanc.dicomweb} stored 5" in line
         results = [i for i in orthanc.instances(uid) if i["Modality"] in ("SR", "SEG")]
         assert len(results) == 5

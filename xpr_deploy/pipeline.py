@@ -57,7 +57,8 @@ class StudyPipeline:
     per breast; `dicom_out`: an SR per study and a heatmap Segmentation per image; `prefer`:
     "acquired" or "synthesized" 2D when a study holds both; `strict`: any choice rejects the breast;
     `sr`, `seg`: which result SR and heatmap Segmentations (`dicom_out.SR_KINDS`, `SEG_KINDS`);
-    `runner`: an inference runner built elsewhere (default: `runners.make_runner` for `backend`).
+    `runner`: an inference runner built elsewhere (default: `runners.make_runner` for `backend`);
+    `triton`: run the model on this Triton server instead (`triton_model`: its name there).
     """
 
     def __init__(
@@ -73,10 +74,16 @@ class StudyPipeline:
         sr: str = "tid1500",
         seg: str = "binary",
         runner: Any = None,
+        triton: str | None = None,
+        triton_model: str | None = None,
     ) -> None:
         from .dicom_out import SEG_KINDS, SR_KINDS
 
         check_backend(backend)
+        if triton is not None:
+            if backend not in (None, "triton"):
+                raise ConfigError(f"--triton runs the model on the server: it does not go with --backend {backend}")
+            backend = "triton"
         if sr not in SR_KINDS or seg not in SEG_KINDS:
             raise ConfigError(
                 f"--sr {sr!r} / --seg {seg!r}: choose from {', '.join(SR_KINDS)} / {', '.join(SEG_KINDS)}"
@@ -91,7 +98,9 @@ class StudyPipeline:
         self._want_selection = heatmaps_dir is not None or dicom_out is not None
         # `runner`: one built elsewhere on the runner contract (context manager, `infer(feed)`,
         # `backend`, `selection`, `describe()`), e.g. a remote inference server; default: make_runner
-        self.runner: Any = runner or make_runner(self.source, backend, selection=self._want_selection)
+        self.runner: Any = runner or make_runner(
+            self.source, backend, selection=self._want_selection, triton=triton, triton_model=triton_model
+        )
         self._active = False
 
     # ---- the model's lifetime ----------------------------------------------------------------

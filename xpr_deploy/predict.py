@@ -46,15 +46,19 @@ def predict(
     strict: bool = False,
     sr: str = "tid1500",
     seg: str = "binary",
+    triton: str | None = None,
+    triton_model: str | None = None,
 ) -> PredictReport:
     """Predict every breast (the CC and MLO the selection chooses) found under `studies`.
 
     `operating_point`: youden, sens=0.90, ... (None: the model's default); `dicom_out`: a folder for
     the DICOM results (SRs per study and heatmap Segmentations per image, `dicom_out`; `sr`:
     tid1500 | mammo-cad | both, `seg`: binary | fractional | both); `prefer`: acquired or synthesized 2D when a study
-    holds both; `strict`: every choice is a rejection. Output names carry a short hash of the input
+    holds both; `strict`: every choice is a rejection; `triton`: the model runs on that Triton server
+    (`triton_model`: its name there). Output names carry a short hash of the input
     (`input_ids`, default: each folder's resolved path), so the same study in two folders never
     overwrites the other's results."""
     with StudyPipeline(model_path, backend, operating_point=operating_point, heatmaps_dir=heatmaps_dir,
-                       dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg) as pipeline:  # fmt: skip
+                       dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg, triton=triton,
+                       triton_model=triton_model) as pipeline:  # fmt: skip
         return pipeline.run(studies, input_ids)

@@ -12,6 +12,7 @@ from ..runners.factory import BACKENDS
 from . import triton_options as T
 from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
 from .data import PreferOpt, StrictSelectionOpt
+from .node import TritonModelOpt, TritonOpt
 
 app = typer.Typer()
 
@@ -310,6 +311,8 @@ def predict(
     seg: Annotated[
         str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
     ] = "binary",
+    triton: TritonOpt = None,
+    triton_model: TritonModelOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """P(malignant) and the decision per breast at the operating point, from the screening CC and MLO
@@ -324,14 +327,13 @@ def predict(
     if dicomweb is not None or study is not None:
         if dicomweb is None or study is None or studies:
             raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
-        if prefer != "acquired" or strict:
-            raise ConfigError("--prefer and --strict apply to STUDIES folders (not yet to --dicomweb)")
         from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
 
         cap = MAX_RESPONSE_BYTES if max_response_mb is None else int(max_response_mb * (1 << 20))
         web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
                                dicom_out=dicom_out, heatmaps_dir=heatmaps,
-                               timeout=TIMEOUT_S if timeout is None else timeout, max_bytes=cap)  # fmt: skip
+                               timeout=TIMEOUT_S if timeout is None else timeout, max_bytes=cap, prefer=prefer,
+                               strict=strict, sr=sr, seg=seg, triton=triton, triton_model=triton_model)  # fmt: skip
         rep = web.report
     else:
         if not studies:
@@ -339,7 +341,8 @@ def predict(
         if store or timeout is not None or max_response_mb is not None:
             raise ConfigError("--store, --timeout and --max-response-mb are for a PACS: use them with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg)  # fmt: skip
+                          dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg, triton=triton,
+                          triton_model=triton_model)  # fmt: skip
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:

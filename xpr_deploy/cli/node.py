@@ -7,7 +7,24 @@ from typing import Annotated, Literal
 
 import typer
 
+from .data import PreferOpt, StrictSelectionOpt
+
 app = typer.Typer()
+
+TritonOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--triton",
+        help="run the model on this Triton server (http://HOST:PORT or grpc://HOST:PORT) serving `xpr triton`'s "
+        "repository of the same bundle",
+    ),
+]
+TritonModelOpt = Annotated[
+    str | None,
+    typer.Option("--triton-model", help="the model's name on the Triton server (default: the bundle's, found there)"),
+]
+SrOpt = Annotated[str, typer.Option("--sr", help="the result SR (tid1500; the kinds are listed in the README)")]
+SegOpt = Annotated[str, typer.Option("--seg", help="heatmap Segmentations: binary (OHIF) | fractional | both")]
 
 
 @app.command()
@@ -45,16 +62,40 @@ def listen(
     tls_ca: Annotated[
         Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")
     ] = None,
+    send_tls: Annotated[
+        bool, typer.Option("--send-tls", help="C-STORE to --send-to over TLS (peer verified by the system's CAs)")
+    ] = False,
+    send_tls_ca: Annotated[
+        Path | None,
+        typer.Option("--send-tls-ca", help="C-STORE over TLS; --send-to's certificate must verify with this CA"),
+    ] = None,
+    send_tls_cert: Annotated[
+        Path | None, typer.Option("--send-tls-cert", help="TLS: this node's client certificate for --send-to (PEM)")
+    ] = None,
+    send_tls_key: Annotated[Path | None, typer.Option("--send-tls-key", help="TLS: its private key (PEM)")] = None,
+    stow_ca: Annotated[
+        Path | None, typer.Option("--stow-ca", help="an https --stow server's certificate must verify with this CA")
+    ] = None,
+    triton: TritonOpt = None,
+    triton_model: TritonModelOpt = None,
+    prefer: PreferOpt = "acquired",
+    strict: StrictSelectionOpt = False,
+    sr: SrOpt = "tid1500",
+    seg: SegOpt = "binary",
 ) -> None:
     """Receive mammography studies by C-STORE, predict each after a quiet period, send the SR and heatmap
     Segmentations back by C-STORE (--send-to) and/or STOW-RS (--stow), until Ctrl-C or SIGTERM."""
     import logging
 
     from ..node import Node, NodeError, NodeOptions, parse_caller, parse_peer
+    from ..node.sender import SendTls
     from ..node.service import MIB, Tls
 
     if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
         raise NodeError("TLS needs --tls-cert and --tls-key (and --tls-ca only with them)")
+    if (send_tls_cert is None) != (send_tls_key is None):
+        raise NodeError("--send-tls-cert and --send-tls-key go together")
+    outgoing_tls = send_tls or any(p is not None for p in (send_tls_ca, send_tls_cert))
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s xpr listen: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     logger = logging.getLogger("xpr.listen")
@@ -78,5 +119,13 @@ def listen(
         retry_cap=retry_cap,
         retain_hours=retain_hours,
         tls=Tls(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None,
+        send_tls=SendTls(send_tls_ca, send_tls_cert, send_tls_key) if outgoing_tls else None,
+        stow_ca=stow_ca,
+        triton=triton,
+        triton_model=triton_model,
+        prefer=prefer,
+        strict=strict,
+        sr=sr,
+        seg=seg,
     )
     Node(opts).run()

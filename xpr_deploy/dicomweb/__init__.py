@@ -163,7 +163,10 @@ class Pacs:
     """One DICOMweb endpoint: every transaction ends within `timeout` s, every answer holds at most
     `max_bytes`, and every failure is one DicomWebError line."""
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, max_bytes: int = MAX_RESPONSE_BYTES) -> None:
+    def __init__(
+        self, url: str, *, timeout: float = TIMEOUT_S, max_bytes: int = MAX_RESPONSE_BYTES, ca: str | Path | None = None
+    ) -> None:
+        """`ca`: a PEM file of the CA(s) an https server's certificate must verify against (None: the system's)."""
         from dicomweb_client import DICOMwebClient
 
         self.url = url.rstrip("/")
@@ -176,6 +179,10 @@ class Pacs:
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.session = CappedSession(timeout=timeout, max_bytes=max_bytes)
+        if ca is not None:
+            if not Path(ca).is_file():
+                raise ConfigError(f"{ca}: no such CA file (PEM) to verify {_plain(url)}")
+            self.session.ca = str(ca)
         self.client = DICOMwebClient(self.url, session=self.session, timeout=(CONNECT_S, timeout))
         # dicomweb-client retries 5 times with exponential back-off (about 30 s for a server that is
         # down); two tries, half a second apart, keep a busy server's 503 retried and a failure quick
@@ -303,22 +310,27 @@ def predict_dicomweb(
     heatmaps_dir: str | Path | None = None,
     timeout: float = TIMEOUT_S,
     max_bytes: int = MAX_RESPONSE_BYTES,
+    ca: str | Path | None = None,
+    **options: Any,
 ) -> DicomWebResult:
-    """Pull `study` from the DICOMweb server at `url`, predict it, and (`store`) send the results back."""
+    """Pull `study` from the DICOMweb server at `url`, predict it, and (`store`) send the results back.
+
+    `options`: the study pipeline's (`prefer`, `strict`, `sr`, `seg`, `triton`, ...), as for folders:
+    the same image selection decides which of the study's instances are read."""
     import pydicom
 
     from ..predict import predict
 
     if not _UIDISH.match(study) or len(study) > 64:
         raise ConfigError(f"--study {_plain(repr(study), 80)}: not a StudyInstanceUID (digits and dots)")
-    pacs = Pacs(url, timeout=timeout, max_bytes=max_bytes)
+    pacs = Pacs(url, timeout=timeout, max_bytes=max_bytes, ca=ca)
     with tempfile.TemporaryDirectory(prefix="xpr-dicomweb-") as tmp:
         inbox = Path(tmp) / "study"
         inbox.mkdir()
         fetched = pacs.fetch_mg(study, inbox)
         out = Path(dicom_out) if dicom_out is not None else Path(tmp) / "results"
         rep = predict(model, [inbox], backend=backend, heatmaps_dir=heatmaps_dir, operating_point=operating_point,
-                      dicom_out=out, input_ids=[f"{url}#{study}"])  # fmt: skip
+                      dicom_out=out, input_ids=[f"{url}#{study}"], **options)  # fmt: skip
         for b in rep.breasts:  # name the PACS, not the temporary folder
             b.cc, b.mlo = f"{url}#{Path(b.cc).stem}", f"{url}#{Path(b.mlo).stem}"
         for r in rep.rejects:

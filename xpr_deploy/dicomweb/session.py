@@ -246,10 +246,13 @@ class CappedSession(requests.Session):
         self.timeout = timeout
         self.max_bytes = max_bytes
         self.max_redirects = 5
+        self.ca: str | None = None  # a CA file (PEM) that https servers' certificates must verify against
         adapter = CappedAdapter(max_bytes)
         self.mount("http://", adapter)
         self.mount("https://", adapter)
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        if self.ca is not None:  # the CA asked for wins over REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE
+            kwargs["verify"] = self.ca
         with deadline(self.timeout):
             return super().send(request, **kwargs)

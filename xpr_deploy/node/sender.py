@@ -9,12 +9,14 @@ re-sent object is the same object, which a PACS stores once.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import XprError
+from ..errors import ConfigError, XprError
 from .peer import Peer
 
 log = logging.getLogger("xpr.listen")
@@ -53,12 +55,53 @@ def backoff(attempt: int, base: float, cap: float) -> float:
     return float(min(cap, base * (2 ** max(0, attempt - 1))))
 
 
-class DimseDestination:
-    """C-STORE to `peer`, as `ae_title`."""
+@dataclass(frozen=True)
+class SendTls:
+    """TLS on the association to the destination: its certificate must verify against `ca` (None: the
+    system's CAs) and name the host called; `cert`/`key`: this node's client certificate, for peers
+    that require one."""
 
-    def __init__(self, ae_title: str, peer: Peer, timeout: float = 30.0) -> None:
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("--send-tls-cert and --send-tls-key go together")
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca is not None else None)
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+            if self.cert is not None and self.key is not None:
+                ctx.load_cert_chain(str(self.cert), str(self.key))
+        except (OSError, ssl.SSLError) as exc:
+            files = ", ".join(str(p) for p in (self.ca, self.cert, self.key) if p is not None)
+            raise ConfigError(f"--send-tls-* ({files}): {exc}") from None
+        return ctx
+
+
+def _tls_problem(ctx: ssl.SSLContext, peer: Peer, timeout: float) -> str | None:
+    """Why a TLS handshake with `peer` fails (pynetdicom only logs it), or None when it succeeds."""
+    try:
+        with (
+            socket.create_connection((peer.host, peer.port), timeout=timeout) as raw,
+            ctx.wrap_socket(raw, server_hostname=peer.host),
+        ):
+            return None
+    except ssl.SSLCertVerificationError as exc:
+        return f"TLS handshake failed: certificate verify failed: {exc.verify_message}"
+    except ssl.SSLError as exc:
+        return f"TLS handshake failed: {exc.reason or exc}"
+    except OSError as exc:
+        return f"cannot connect: {exc.strerror or exc}"
+
+
+class DimseDestination:
+    """C-STORE to `peer`, as `ae_title` (over TLS with `tls`)."""
+
+    def __init__(self, ae_title: str, peer: Peer, timeout: float = 30.0, *, tls: SendTls | None = None) -> None:
         self.ae_title, self.peer, self.timeout = ae_title, peer, timeout
-        self.name = f"dimse:{peer}"
+        self.ssl_context = tls.context() if tls is not None else None  # bad files: refused at start
+        self.name = f"dimse{'+tls' if tls is not None else ''}:{peer}"
 
     def send(self, files: Sequence[ResultFile], on_ack: Callable[[str], None]) -> None:
         from pynetdicom import AE
@@ -70,11 +113,13 @@ class DimseDestination:
         for sop_class, ts in sorted({(f.sop_class, f.transfer_syntax) for f in files}):
             ae.add_requested_context(sop_class, ts)
         p = self.peer
-        assoc = ae.associate(p.host, p.port, ae_title=p.ae_title)
+        tls_args = (self.ssl_context, p.host) if self.ssl_context is not None else None
+        assoc = ae.associate(p.host, p.port, ae_title=p.ae_title, tls_args=tls_args)
         if assoc.is_rejected:
             raise SendError(f"{p}: association rejected")
         if not assoc.is_established:
-            raise SendError(f"{p}: no association (peer down or not answering)")
+            why = _tls_problem(self.ssl_context, p, self.timeout) if self.ssl_context is not None else None
+            raise SendError(f"{p}: no association ({why or 'peer down or not answering'})")
         try:
             for f in files:
                 try:
@@ -102,8 +147,11 @@ def _status(rsp: Any) -> int | None:
 class StowDestination:
     """STOW-RS of the study's results in one request (`dicomweb.Pacs.store`)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, ca: Path | None = None) -> None:
         self.url = url.rstrip("/")
+        self.ca = ca  # verifies an https server's certificate (None: the system's CAs)
+        if ca is not None and not ca.is_file():  # refused at start, not at the first send
+            raise ConfigError(f"--stow-ca {ca}: no such CA file (PEM)")
         self.name = f"stow:{self.url}"
 
     def send(self, files: Sequence[ResultFile], on_ack: Callable[[str], None]) -> None:
@@ -114,7 +162,7 @@ class StowDestination:
         if not files:
             return
         try:
-            Pacs(self.url).store([pydicom.dcmread(f.path) for f in files])
+            Pacs(self.url, ca=self.ca).store([pydicom.dcmread(f.path) for f in files])
         except DicomWebError as exc:
             raise SendError(str(exc), permanent="rejected" in str(exc)) from None
         for f in files:

@@ -20,11 +20,12 @@ from typing import Any
 
 from ..errors import XprError
 from ..io import atomic_dir, folder_lock, uid_name
+from ..runners.triton_client import TritonPeerError
 from .health import HealthServer, prometheus
 from .peer import Caller, Peer
 from .queue import COMPLETE, PREDICTED, Queue, Study
 from .scp import Counters, StorageSCP
-from .sender import Destination, DimseDestination, SendError, StowDestination, backoff, read_result
+from .sender import Destination, DimseDestination, SendError, SendTls, StowDestination, backoff, read_result
 from .spool import Spool
 
 log = logging.getLogger("xpr.listen")
@@ -79,6 +80,14 @@ class NodeOptions:
     retain_hours: float = 24.0
     tls: Tls | None = None
     poll_seconds: float = 0.2
+    prefer: str = "acquired"  # acquired | synthesized 2D when a study holds both (data.selection)
+    strict: bool = False  # every selection choice rejects the breast
+    sr: str = "tid1500"  # dicom_out.SR_KINDS
+    seg: str = "binary"  # dicom_out.SEG_KINDS
+    triton: str | None = None  # inference on this Triton server (xpr triton's repository), not in-process
+    triton_model: str | None = None  # its model name there (None: the bundle's, found on the server)
+    send_tls: SendTls | None = None  # TLS on the C-STORE association to --send-to
+    stow_ca: Path | None = None  # CA file that verifies the --stow server's https certificate
 
     def callers(self) -> tuple[Caller, ...]:
         if self.allow:
@@ -96,6 +105,21 @@ class NodeOptions:
             raise NodeError(f"--other-classes {self.others!r}: refuse or ignore")
         if self.quiet_seconds < 0 or self.retry_base <= 0 or self.retry_cap <= 0:
             raise NodeError("--quiet-seconds must be >= 0 and the retry backoff positive")
+        from ..data.selection import PREFER
+        from ..dicom_out import SEG_KINDS, SR_KINDS
+
+        if self.sr not in SR_KINDS:
+            raise NodeError(f"--sr {self.sr!r}: choose one of {', '.join(SR_KINDS)}")
+        if self.seg not in SEG_KINDS:
+            raise NodeError(f"--seg {self.seg!r}: choose one of {', '.join(SEG_KINDS)}")
+        if self.prefer not in PREFER:
+            raise NodeError(f"--prefer {self.prefer!r}: choose one of {', '.join(PREFER)}")
+        if self.triton is not None and self.backend not in (None, "triton"):
+            raise NodeError(f"--triton runs the model on the server: it does not go with --backend {self.backend}")
+        if self.send_tls is not None and self.send_to is None:
+            raise NodeError("--send-tls-* options secure the --send-to association: give --send-to")
+        if self.stow_ca is not None and not (self.stow or "").startswith("https://"):
+            raise NodeError("--stow-ca verifies an https:// --stow server: give --stow https://...")
 
 
 @dataclass
@@ -116,9 +140,9 @@ class Node:
         self.stats = _Stats()
         self.destinations: list[Destination] = []
         if options.send_to is not None:
-            self.destinations.append(DimseDestination(options.ae_title, options.send_to))
+            self.destinations.append(DimseDestination(options.ae_title, options.send_to, tls=options.send_tls))
         if options.stow:
-            self.destinations.append(StowDestination(options.stow))
+            self.destinations.append(StowDestination(options.stow, ca=options.stow_ca))
         self.scp: StorageSCP | None = None
         self.http: HealthServer | None = None
         self.queue: Queue | None = None
@@ -137,7 +161,17 @@ class Node:
         # stays open across studies; each study's DICOM results go to its own folder swap (_predict)
         with (
             folder_lock(o.spool, "another xpr listen"),
-            StudyPipeline(o.bundle, o.backend, dicom_out=o.spool / "results") as self.pipeline,
+            StudyPipeline(
+                o.bundle,
+                o.backend,
+                dicom_out=o.spool / "results",
+                prefer=o.prefer,
+                strict=o.strict,
+                sr=o.sr,
+                seg=o.seg,
+                triton=o.triton,
+                triton_model=o.triton_model,
+            ) as self.pipeline,  # fmt: skip
         ):
             self.model_digest = self.pipeline.source.digest
             self.spool = Spool(o.spool, max_instance_bytes=o.max_instance_bytes, min_free_bytes=o.min_free_bytes)
@@ -221,11 +255,13 @@ class Node:
             raise
         except Exception as exc:  # one study's failure (its results cannot be written, ...) never stops the node
             reason = f"{type(exc).__name__}: {exc}" if not isinstance(exc, XprError) else str(exc)
+            # an inference server that is down is an outage, like a destination's: retried, never given up
+            outage = isinstance(exc, TritonPeerError)
             n = self.queue.defer(
                 study,
                 reason,
                 backoff(study.attempts + 1, self.opts.retry_base, self.opts.retry_cap),
-                fail=study.attempts + 1 >= self.opts.max_attempts,
+                fail=not outage and study.attempts + 1 >= self.opts.max_attempts,
             )
             log.warning("inference failed for study %s (attempt %d): %s", study.uid, n, reason)
             self.counters.add("inference_failures_total")
@@ -234,6 +270,7 @@ class Node:
         summary = {
             "breasts": [{"laterality": b.laterality, "prob": b.prob, "decision": b.decision} for b in report.breasts],
             "rejects": [f"{Path(r.get('path', '?')).name}: {r.get('reason', '?')}" for r in report.rejects],
+            "not_used": [f"{n.get('sop_uid', '?')}: {n.get('reason', '?')}" for n in report.not_used],
             "objects": len(report.dicom),
             "infer_seconds": round(seconds, 3),
         }
@@ -333,6 +370,8 @@ def study_line(study: Study, latency: float, status: list[str]) -> str:
     )
     rejects = s.get("rejects", [])
     not_used = f"; not used: {'; '.join(rejects)}" if rejects else ""
+    if s.get("not_used"):
+        not_used += f"; {len(s['not_used'])} images left out by the selection ({'; '.join(s['not_used'])})"
     return (
         f"study {study.uid}: {breasts}{not_used}; {s.get('infer_seconds', 0):.1f} s inference, "
         f"{latency:.1f} s after the last instance; {', '.join(status)}"

@@ -4,6 +4,7 @@ outputs / `deactivate`, `inference_time` per call), and one factory that builds 
 - `eager.EagerRunner`: PyTorch (CPU/CUDA; FP32, FP16 islands, autocast; plain, CUDA graph, compiled)
 - `onnxrt.OnnxRuntimeRunner`: polygraphy's `OnnxrtRunner` over `onnxrt.create_session`
 - `trt.TrtRunner`: TensorRT / TensorRT-RTX engines (needs an NVIDIA GPU)
+- `triton_client.TritonRunner`: the bundle's model on a Triton server (`xpr triton`'s repository)
 - `outputs`: raw outputs -> P(malignant), kept-window sets
 GPU libraries are imported only when a runner that needs them is activated.
 """

@@ -35,6 +35,7 @@ BACKENDS: dict[str, Backend] = {
         Backend("eager", "checkpoint", "PyTorch on the checkpoint (a bundle's source checkpoint or seed)"),
         Backend("onnx", "bundle", "ONNX Runtime on the bundle's graph (CUDA provider when present, else CPU)"),
         Backend("engine", "bundle", "the bundle's TensorRT / TensorRT-RTX engine (needs an NVIDIA GPU)"),
+        Backend("triton", "bundle", "the bundle's model on a Triton server (`xpr triton`'s repository; --triton URL)"),
     )
 }
 
@@ -185,12 +186,14 @@ def make_runner(
     device: str = "cpu",
     model: Any = None,
     name: str | None = None,
+    triton: str | None = None,
+    triton_model: str | None = None,
 ) -> XprRunnerMixin:
     """The runner for `backend` (None: the source's natural one: checkpoint -> eager, bundle -> onnx,
     engine file -> engine). `selection`: kept windows the model returns as outputs (eager: all pruned
     blocks); `all_selections`: ONNX graphs expose every block's TopK indices (parity); `scores`: the
     eager reference also returns window scores. `precision` picks a bundle graph (onnx) or the eager
-    FP16 islands."""
+    FP16 islands. `triton`: the server URL of the triton backend (`triton_model`: its model name there)."""
     src = source if isinstance(source, ModelSource) else open_source(source)
     backend = check_backend(backend) or src.natural_backend
     if backend == "eager":
@@ -206,6 +209,12 @@ def make_runner(
     view = src.bundle
     if view is None:
         raise PredictError(f"{src.path}: the {backend} backend needs an export bundle (run `xpr export`)")
+    if backend == "triton":
+        from .triton_client import TritonRunner
+
+        if not triton:
+            raise ConfigError("the triton backend needs the server's URL (--triton http://HOST:PORT)")
+        return TritonRunner(view, triton, triton_model, name=name)
     if backend == "onnx":
         from .onnxrt import OnnxRuntimeRunner
 
