@@ -198,6 +198,13 @@ def bench(
     batch: Annotated[
         str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
     ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", "-b", help="with --onnx: the ONNX Runtime backend to time (onnx | onnx-int8)")
+    ] = "onnx",
+    against: Annotated[
+        list[str] | None,
+        typer.Option("--against", help="with --onnx: also time BACKEND[:PRECISION] interleaved, e.g. onnx:fp32"),
+    ] = None,
 ) -> None:
     """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep;
     per-breast time by batch size."""
@@ -208,6 +215,8 @@ def bench(
     if len(chosen) > 1 or (not chosen and config is None):
         raise B.BenchError("give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)")
     sweep = _keep_sweep(keep_sweep)
+    if (backend != "onnx" or against) and onnx is None:
+        raise B.BenchError("--backend and --against go with --onnx BUNDLE")
 
     def progress(msg: str) -> None:
         err_console.print(f"[dim]{safe(msg)}[/]", highlight=False, soft_wrap=True)
@@ -236,6 +245,8 @@ def bench(
             dense_path=dense_onnx,
             profile_dir=profile,
             progress=progress,
+            backend=backend,
+            against=against or (),
         )
     else:
         if eager is not None:

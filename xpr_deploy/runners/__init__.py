@@ -5,17 +5,25 @@ outputs / `deactivate`, `inference_time` per call), and one factory that builds 
 - `onnxrt.OnnxRuntimeRunner`: polygraphy's `OnnxrtRunner` over `onnxrt.create_session`
 - `trt.TrtRunner`: TensorRT / TensorRT-RTX engines (needs an NVIDIA GPU)
 - `outputs`: raw outputs -> P(malignant), kept-window sets
+- `registry`: each backend declared once, where its runner is defined (`register_backend`); the
+  factory, the CLI's backend options, validate's rows and doctor read it
 GPU libraries are imported only when a runner that needs them is activated.
 """
 
 from __future__ import annotations
 
-from .factory import BACKENDS, Backend, ModelSource, check_backend, make_runner, open_source, source_model
+from .factory import BACKENDS, ModelSource, check_backend, make_runner, open_source, source_model
+from .registry import BackendSpec, Gate, ParityRow, RunnerRequest, backend_spec, register_backend
 from .outputs import kept_windows, logits_of, probabilities
 
 __all__ = [
     "BACKENDS",
-    "Backend",
+    "BackendSpec",
+    "Gate",
+    "ParityRow",
+    "RunnerRequest",
+    "backend_spec",
+    "register_backend",
     "ModelSource",
     "check_backend",
     "kept_windows",
