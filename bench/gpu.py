@@ -160,9 +160,9 @@ def run_eager(s: Section) -> None:
 def run_parity(s: Section) -> None:
     """Reduced precision against FP32 on the same device: validate's pruning-aware comparator."""
     from xpr_deploy.runners.eager import EagerRunner
+    from xpr_deploy.runners.registry import FP16_GATE
     from xpr_deploy.validate.compare import compare
     from xpr_deploy.validate.inputs import synthetic_inputs
-    from xpr_deploy.runners.registry import FP16_GATE
     from xpr_deploy.validate.run import collect
 
     model = s.model()

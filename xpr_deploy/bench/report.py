@@ -111,8 +111,9 @@ def print_summary(rep: dict[str, Any], write: Callable[[str], None] = print) -> 
     for name, a in (rep.get("against") or {}).items():
         g = a["graph_mb"]
         write(
-            f"  {rep.get('backend', 'onnx')} / {name}: time {a['time_ratio']:.3f} (paired {a['time_ratio_paired']:.3f}, "
-            f"CPU time {a['cpu_time_ratio']:.3f}); graph {' vs '.join(f'{v:.1f}' for v in g.values())} MB"
+            f"  {rep.get('backend', 'onnx')} / {name}: time {a['time_ratio']:.3f} "
+            f"(paired {a['time_ratio_paired']:.3f}, CPU time {a['cpu_time_ratio']:.3f}); "
+            f"graph {' vs '.join(f'{v:.1f}' for v in g.values())} MB"
         )
     for s in rep.get("keep_sweep") or []:
         mr = f", MACs {s['macs_ratio']:.3f}" if s.get("macs_ratio") is not None else ""

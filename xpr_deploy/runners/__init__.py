@@ -13,23 +13,23 @@ GPU libraries are imported only when a runner that needs them is activated.
 from __future__ import annotations
 
 from .factory import BACKENDS, ModelSource, check_backend, make_runner, open_source, source_model
-from .registry import BackendSpec, Gate, ParityRow, RunnerRequest, backend_spec, register_backend
 from .outputs import kept_windows, logits_of, probabilities
+from .registry import BackendSpec, Gate, ParityRow, RunnerRequest, backend_spec, register_backend
 
 __all__ = [
     "BACKENDS",
     "BackendSpec",
     "Gate",
+    "ModelSource",
     "ParityRow",
     "RunnerRequest",
     "backend_spec",
-    "register_backend",
-    "ModelSource",
     "check_backend",
     "kept_windows",
     "logits_of",
     "make_runner",
     "open_source",
     "probabilities",
+    "register_backend",
     "source_model",
 ]

@@ -244,9 +244,7 @@ def build_eager(source: ModelSource, req: RunnerRequest) -> EagerRunner:
 
 
 def _eager_fp16_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
-    from .factory import make_runner
-
-    return make_runner(source, "eager", precision="fp16", all_selections=True, model=model, name=row.name), ""
+    return build_eager(source, RunnerRequest(precision="fp16", all_selections=True, model=model, name=row.name)), ""
 
 
 def _doctor_line() -> tuple[bool, str]:

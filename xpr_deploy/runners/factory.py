@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 #: the modules that declare a backend (`registry.register_backend`), imported once so the registry is full
-BACKEND_MODULES = ("onnxrt", "eager", "trt")
+BACKEND_MODULES = ("onnxrt", "eager", "trt", "int8")
 
 
 @dataclass

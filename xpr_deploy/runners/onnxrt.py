@@ -25,8 +25,16 @@ from polygraphy.backend.onnxrt import OnnxrtRunner
 from ..bundle import BlockKey, BundleError, IoNames
 from ..errors import BackendUnavailable, XprError
 from .base import DEFAULT_IO, XprRunnerMixin
-from .registry import FP16_GATE, FP32_GATE, BackendSpec, Gate, ParityRow, RunnerRequest, bundle_graph_candidate
-from .registry import register_backend
+from .registry import (
+    FP16_GATE,
+    FP32_GATE,
+    BackendSpec,
+    Gate,
+    ParityRow,
+    RunnerRequest,
+    bundle_graph_candidate,
+    register_backend,
+)
 
 if TYPE_CHECKING:
     from .factory import ModelSource

@@ -35,11 +35,13 @@ class Gate:
     atol: float
     tie_eps: float
     exact: bool = False
+    #: decisions at the operating threshold that may differ from the reference (None: not gated)
+    max_decision_flips: int | None = None
 
     def describe(self) -> str:
-        if self.exact:
-            return f"max|Δ{self.output}| <= {self.atol:g} on tie-free samples, no flips"
-        return f"max|Δ{self.output}| <= {self.atol:g} on all samples, no flips"
+        where = "tie-free samples" if self.exact else "all samples"
+        extra = f", decision flips <= {self.max_decision_flips}" if self.max_decision_flips is not None else ""
+        return f"max|Δ{self.output}| <= {self.atol:g} on {where}, no flips{extra}"
 
 
 #: the gates of the rows shipped today (FP32 twin; FP16 / engine; INT8)
@@ -123,10 +125,8 @@ def backend_spec(name: str) -> BackendSpec:
 
 def bundle_graph_candidate(source: ModelSource, model: Any, row: ParityRow, backend: str) -> tuple[Any, str]:
     """The default parity candidate of a graph backend: its runner on `row.precision`, or why not."""
-    from .factory import make_runner
-
     view = source.bundle
     prec = row.precision or "fp32"
     if view is None or prec not in view.graphs:
         return None, f"no {prec.upper()} graph in the bundle"
-    return make_runner(source, backend, precision=prec, all_selections=True, name=row.name), ""
+    return BACKENDS[backend].build(source, RunnerRequest(precision=prec, all_selections=True, name=row.name)), ""

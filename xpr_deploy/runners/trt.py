@@ -113,7 +113,6 @@ def build_engine_runner(source: ModelSource, req: RunnerRequest) -> TrtRunner:
 def _engine_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
     """The bundle's engine, or why it cannot run here (none built; no GPU / runtime)."""
     from ..engine.runtime import check_engine
-    from .factory import make_runner
 
     view = source.bundle
     if view is None or not view.engines:
@@ -123,7 +122,7 @@ def _engine_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[
         check_engine(view.engine())
     except BackendUnavailable as exc:
         return None, str(exc)
-    return make_runner(source, "engine", name=row.name), ""
+    return build_engine_runner(source, RunnerRequest(name=row.name)), ""
 
 
 register_backend(

@@ -7,8 +7,9 @@ run through polygraphy's `Comparator.run`, and its logits / P(malignant) compare
 tolerances). xpr's pruning-aware layer reads the same run results:
 
 The candidates and their gates are the parity rows each backend declares in the registry
-(`xpr_deploy.runners.registry`: `BackendSpec.parity`). Per candidate: max |Δ| of logits and of P(malignant), decision flips at the operating threshold,
-ΔAUC when labels exist, and per block and view the Jaccard of the kept-window sets with the
+(`xpr_deploy.runners.registry`: `BackendSpec.parity`). Per candidate: max |Δ| of logits and of
+P(malignant), decision flips at the operating threshold, ΔAUC when labels exist, and per block
+and view the Jaccard of the kept-window sets (smallest and mean over the samples) with the
 reference's K-th/(K+1)-th score margin. A selection difference whose windows all score within a
 stated epsilon of the reference's K/K+1 boundary is a *tie* (reported, not a failure); any other
 difference is a *flip* and fails. Samples with a tie are left out of the |Δ| gate (a tie changes

@@ -58,7 +58,18 @@ def compare_selection(
             else:
                 flips += 1
         blocks.append(
-            BlockParity(key[0], key[1], key[2], k, sc.shape[1], float(min(jac)), float(min(margins)), ties, flips)
+            BlockParity(
+                key[0],
+                key[1],
+                key[2],
+                k,
+                sc.shape[1],
+                float(min(jac)),
+                float(min(margins)),
+                ties,
+                flips,
+                mean_jaccard=float(np.mean(jac)),
+            )
         )
     return blocks, tie_samples
 
@@ -110,6 +121,8 @@ def compare(
     problems = []
     if res.selection_flips:
         problems.append(f"{res.selection_flips} kept-set flips beyond the tie epsilon {eps:g}")
+    if gate.max_decision_flips is not None and (res.decision_flips or 0) > gate.max_decision_flips:
+        problems.append(f"{res.decision_flips} decision flips at the threshold (> {gate.max_decision_flips})")
     res.gate = gate.describe()
     if gate.exact:  # exact-arithmetic twin: gate on the samples without a selection tie
         if not clean.any():

@@ -24,6 +24,7 @@ class BlockParity:
     min_margin: float  # smallest (s_K - s_K+1) / s_K over the samples, reference scores
     ties: int  # samples whose kept set differs only across a near-tie
     flips: int  # samples whose kept set differs beyond the tie epsilon
+    mean_jaccard: float | None = None  # over the samples
 
 
 @dataclass
