@@ -40,7 +40,9 @@ def _doctor_line() -> tuple[bool, str]:
     except OSError:
         return True, "CPU flags unknown"
     vnni = "avx512_vnni" in flags or "avx_vnni" in flags
-    return True, "CPU has VNNI int8 instructions" if vnni else "no VNNI on this CPU: int8 may not be faster than FP32"
+    if vnni:
+        return True, "the CPU flags list VNNI (int8 dot products)"
+    return True, "the CPU flags list no VNNI: int8 may gain less over FP32 here"
 
 
 def _candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
