@@ -73,6 +73,14 @@ def test_bundle_backend_on_a_checkpoint_is_one_line(trained_ckpt) -> None:  # no
         make_runner(trained_ckpt, "onnx")
 
 
+def test_an_optional_row_is_left_out_when_the_bundle_lacks_its_artefact(trained_ckpt) -> None:  # noqa: F811
+    """A bundle without --int8 gets no INT8 row (validate's table and parity.json stay as they were)."""
+    from xpr_deploy.validate.run import candidates
+
+    names = [c.name for c in candidates(open_source(trained_ckpt), model=None)]
+    assert names == ["onnxruntime-fp32", "onnxruntime-fp16", "eager-fp16", "engine"]
+
+
 def test_doctor_has_a_line_per_backend() -> None:
     from xpr_deploy.doctor import run_checks
 

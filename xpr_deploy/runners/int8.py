@@ -54,6 +54,6 @@ register_backend(
         "onnx-int8", "ONNX Runtime on the bundle's INT8 QDQ graph (CPU; `xpr export --int8`)", needs="bundle",
         artefact="graphs.int8", build=build_int8, devices=("cpu",), selection_outputs=True, ort=True, triton=True,
         serves_precision=(PRECISION,), doctor=_doctor_line,
-        parity=(ParityRow("onnxruntime-int8", INT8_GATE, PRECISION, _candidate),),
+        parity=(ParityRow("onnxruntime-int8", INT8_GATE, PRECISION, _candidate, optional=True),),
     )
 )  # fmt: skip

@@ -75,6 +75,8 @@ class ParityRow:
     gate: Gate
     precision: str | None = None
     candidate: Callable[[ModelSource, Any, ParityRow], tuple[Any, str]] | None = None
+    #: an optional artefact (INT8): no row at all, rather than a skipped one, when the bundle lacks it
+    optional: bool = False
 
 
 @dataclass(frozen=True)

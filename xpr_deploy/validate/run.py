@@ -61,6 +61,8 @@ def candidates(source: ModelSource, model: Any) -> list[Candidate]:
         for row in spec.parity:
             assert row.candidate is not None, f"{spec.name}: parity row {row.name} has no candidate"
             runner, why = row.candidate(source, model, row)
+            if runner is None and row.optional:
+                continue
             is_served = runner is not None and str(getattr(runner, "graph", "")) == served
             out.append(Candidate(row.name, row.gate, runner, why, served=is_served))
     return out
