@@ -160,9 +160,9 @@ def run_eager(s: Section) -> None:
 def run_parity(s: Section) -> None:
     """Reduced precision against FP32 on the same device: validate's pruning-aware comparator."""
     from xpr_deploy.runners.eager import EagerRunner
+    from xpr_deploy.runners.registry import FP16_GATE
     from xpr_deploy.validate.compare import compare
     from xpr_deploy.validate.inputs import synthetic_inputs
-    from xpr_deploy.validate.report import Tolerances
     from xpr_deploy.validate.run import collect
 
     model = s.model()
@@ -170,7 +170,6 @@ def run_parity(s: Section) -> None:
     s.check(f"parity: rendering {n} synthetic pairs")
     cc, mlo, labels = synthetic_inputs(tuple(model.cfg.img_size), n=n, seed=s.args.seed)
     k_of = {key: blk.k for key, blk in model.blocks()}
-    tol = Tolerances()
     common = {"device": s.device, "selection": True}
     runners = {
         "eager-fp32": EagerRunner(model, name="eager-fp32", scores=True, **common),
@@ -196,8 +195,7 @@ def run_parity(s: Section) -> None:
             k_of=k_of,
             threshold=0.5,
             labels=labels,
-            tol=tol,
-            kind="fp16",
+            gate=FP16_GATE,
         )
         s.results[name] = {
             "status": row.status,

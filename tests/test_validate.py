@@ -14,7 +14,8 @@ from test_export_support import XPR, fp16_bundle, trained_ckpt  # noqa: F401  (f
 
 from xpr_deploy.bundle import BundleView
 from xpr_deploy.io import sha256_file
-from xpr_deploy.validate import RunResult, Tolerances, compare, compare_selection, validate_bundle
+from xpr_deploy.runners.registry import FP32_GATE
+from xpr_deploy.validate import RunResult, compare, compare_selection, validate_bundle
 
 
 def _result(sel: list[list[int]], scores: list[list[float]] | None = None, logits=None) -> RunResult:
@@ -42,11 +43,11 @@ def test_fp32_gate_ignores_tie_samples_but_counts_flips() -> None:
     k_of = {("cc", 1, 0): 2}
     ref = _result([[0, 1], [0, 1]], [[3.0, 2.0, 2.0, 0.5], [3.0, 2.0, 1.0, 0.5]], [[0.0, 0.0], [0.0, 0.0]])
     cand = _result([[0, 2], [0, 1]], logits=[[0.3, 0.0], [0.0, 5e-5]])
-    res = compare("onnxruntime-fp32", ref, cand, k_of=k_of, threshold=0.5, labels=None, tol=Tolerances(), kind="fp32")
+    res = compare("onnxruntime-fp32", ref, cand, k_of=k_of, threshold=0.5, labels=None, gate=FP32_GATE)
     assert res.status == "pass" and res.tie_samples == 1 and res.max_abs_logits == 5e-5
     assert res.max_abs_logits_all == 0.3
     cand = _result([[0, 1], [0, 1]], logits=[[0.0, 0.0], [0.0, 3e-4]])
-    res = compare("onnxruntime-fp32", ref, cand, k_of=k_of, threshold=0.5, labels=None, tol=Tolerances(), kind="fp32")
+    res = compare("onnxruntime-fp32", ref, cand, k_of=k_of, threshold=0.5, labels=None, gate=FP32_GATE)
     assert res.status == "fail" and "max|Δlogits|" in res.reason
 
 

@@ -107,6 +107,20 @@ def _triton() -> list[Check]:
     return out
 
 
+def _backends() -> list[Check]:
+    """One line per registered backend (runners/registry.py): what it reads, where it runs, and its own check."""
+    try:
+        from .runners import BACKENDS
+    except Exception as exc:  # a runner module that cannot even be imported here
+        return [Check("backends", False, f"{type(exc).__name__}: {exc}")]
+    out = []
+    for spec in BACKENDS.values():
+        ok, detail = spec.doctor() if spec.doctor is not None else (True, "")
+        facts = f"reads {spec.artefact}; devices {'/'.join(spec.devices)}"
+        out.append(Check(f"backend {spec.name}", ok, f"{facts}; {detail}" if detail else facts))
+    return out
+
+
 def run_checks() -> list[Check]:
     return [
         Check("python", True, f"{platform.python_version()} on {platform.machine()}"),
@@ -115,4 +129,5 @@ def run_checks() -> list[Check]:
         *_tensorrt(),
         *_dicom(),
         *_triton(),
+        *_backends(),
     ]

@@ -354,7 +354,7 @@ Manifest parse_manifest(const std::string& raw, const std::string& path) {
     const json& graphs = root["graphs"];
     if (!graphs.is_object() || graphs.empty()) r.fail("'graphs' must be an object {precision: file}, not empty");
     for (auto it = graphs.begin(); it != graphs.end(); ++it) {
-      if (it.key() != "fp32" && it.key() != "fp16") r.fail("graphs: unknown precision '" + it.key() + "'");
+      if (it.key() != "fp32" && it.key() != "fp16" && it.key() != "int8") r.fail("graphs: unknown precision '" + it.key() + "'");
       m.graphs[it.key()] = listed(it.value(), "graphs." + it.key());
     }
     if (const json* p = r.find(root, "parity")) listed(*p, "parity");

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import PredictError
-from ..runners import ModelSource, make_runner, open_source, source_model
+from ..runners import BACKENDS, ModelSource, backend_spec, make_runner, open_source, source_model
 from ..runners.onnxrt import OnnxRuntimeRunner, OrtSettings
 from .eager import macs_for_keep
 from .errors import BenchError
@@ -61,6 +61,33 @@ def export_variant_graphs(
     return paths
 
 
+def ort_backends() -> list[str]:
+    """The registered backends `xpr bench --onnx` can time (those that run an ONNX Runtime session)."""
+    return [n for n, s in BACKENDS.items() if s.ort]
+
+
+def backend_ratios(times: dict[str, Any], main: str, other: str, files: dict[str, str]) -> dict[str, Any]:
+    """`main` against `other` from one interleaved run: time (ratio of medians and median of paired
+    ratios, wall and CPU), peak memory of each, graph size of each (weights included)."""
+    from .stats import ratio_stats
+
+    r = ratio_stats(times[main].wall_ms, times[other].wall_ms)
+    size = {n: graph_bytes(Path(files[n])) for n in (main, other)}
+    return {
+        "time_ratio": r["ratio_of_medians"], "time_ratio_paired": r["median_paired_ratio"],
+        "cpu_time_ratio": ratio_stats(times[main].cpu_ms, times[other].cpu_ms)["ratio_of_medians"],
+        "peak_mem_mb": {main: times[main].peak_mem_mb, other: times[other].peak_mem_mb},
+        "peak_mem_delta_mb": {main: times[main].peak_mem_delta_mb, other: times[other].peak_mem_delta_mb},
+        "graph_mb": {n: round(b / 2**20, 2) for n, b in size.items()},
+    }  # fmt: skip
+
+
+def graph_bytes(graph: Path) -> int:
+    """A graph's size on disk with its external weights file, if any."""
+    data = graph.with_name(graph.name + ".data")
+    return graph.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
 def bundle_keep(source: ModelSource) -> float | None:
     rates = list(source.cfg.prune_rates)
     return 1.0 - float(rates[0]) if rates and len(set(rates)) == 1 else None
@@ -82,9 +109,17 @@ def bench_onnx(
     profile_dir: str | Path | None = None,
     inputs: tuple[np.ndarray, np.ndarray] | None = None,
     progress: Callable[[str], None] | None = None,
+    backend: str = "onnx",
+    against: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Time a bundle's graph (`precision`, else the one pointed at, else the served one)."""
+    """Time a bundle's graph (`precision`, else the one pointed at, else the served one) with the
+    registered ONNX Runtime `backend`; each of `against` (other registered ONNX Runtime backends, or
+    `onnx:fp32`-style backend:precision pairs) runs the same bundle interleaved with it, and the
+    report gives each one's time, peak memory and graph size over the main one's."""
     source = open_bundle(path)
+    for name in (backend, *(a.split(":")[0] for a in against)):
+        if not backend_spec(name).ort:
+            raise BenchError(f"--backend {name}: not an ONNX Runtime backend (choose {', '.join(ort_backends())})")
     view = source.bundle
     assert view is not None
     own_keep = bundle_keep(source)
@@ -108,10 +143,14 @@ def bench_onnx(
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xpr-bench-")))
             given.update(export_variant_graphs(source, missing, tmp, progress))
         runners: dict[str, OnnxRuntimeRunner] = {
-            "pruned": make_runner(source, "onnx", precision=precision, ort=settings_for("pruned"), name="pruned")  # type: ignore[dict-item]
+            "pruned": make_runner(source, backend, precision=precision, ort=settings_for("pruned"), name="pruned")  # type: ignore[dict-item]
         }
         keeps: dict[str, float | None] = {"pruned": own_keep}
         files: dict[str, str] = {"pruned": str(runners["pruned"].graph)}
+        for a in against:
+            b, _, prec = a.partition(":")
+            runners[a] = make_runner(source, b, precision=prec or None, ort=settings_for(a.replace(":", "-")), name=a)  # type: ignore[assignment]
+            keeps[a], files[a] = own_keep, str(runners[a].graph)
         for k in want:
             n = variant_name(k)
             runners[n] = OnnxRuntimeRunner(given[k], settings_for(n), io=source.io, name=n)
@@ -153,6 +192,9 @@ def bench_onnx(
         "config": source.cfg.name, "img_size": list(source.cfg.img_size),
     }  # fmt: skip
     rep = assemble_report("onnx", times, keeps, "pruned", shape[0], settings, model, macs)
+    if against:
+        rep["backend"] = backend
+        rep["against"] = {a: backend_ratios(times, "pruned", a, files) for a in against}
     if profiles:
         rep["profile_summary"] = {n: summarize_ort_profile(p) for n, p in profiles.items()}
     return rep

@@ -108,6 +108,13 @@ def print_summary(rep: dict[str, Any], write: Callable[[str], None] = print) -> 
             f"  dense median {rep['dense_median_ms']:.1f} ms; pruned/dense {rep['pruned_over_dense']:.3f} "
             f"(paired {rep['pruned_over_dense_paired']:.3f}, CPU time {rep['pruned_over_dense_cpu_time']:.3f})"
         )
+    for name, a in (rep.get("against") or {}).items():
+        g = a["graph_mb"]
+        write(
+            f"  {rep.get('backend', 'onnx')} / {name}: time {a['time_ratio']:.3f} "
+            f"(paired {a['time_ratio_paired']:.3f}, CPU time {a['cpu_time_ratio']:.3f}); "
+            f"graph {' vs '.join(f'{v:.1f}' for v in g.values())} MB"
+        )
     for s in rep.get("keep_sweep") or []:
         mr = f", MACs {s['macs_ratio']:.3f}" if s.get("macs_ratio") is not None else ""
         write(f"  keep {s['keep']:<5g} median {s['median_ms']:9.1f} ms  latency/dense {s['latency_ratio']:.3f}{mr}")

@@ -95,14 +95,31 @@ def export(
     external_data: Annotated[
         bool, typer.Option("--external-data", help="weights in <graph>.data beside each graph (always past 2 GB)")
     ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="also model.int8.onnx: INT8 QDQ graph for ONNX Runtime on CPU (--calib)")
+    ] = False,
+    calib: Annotated[
+        Path | None, typer.Option("--calib", help="with --int8: dataset whose training split calibrates it")
+    ] = None,
+    calib_breasts: Annotated[int, typer.Option("--calib-breasts", help="with --int8: breasts to calibrate on")] = 16,
+    calib_method: Annotated[
+        str, typer.Option("--calib-method", help="with --int8: percentile | entropy | minmax")
+    ] = "percentile",
+    calib_seed: Annotated[int, typer.Option("--calib-seed", help="with --int8: seed choosing the breasts")] = 0,
 ) -> None:
-    """ONNX bundle (static K, FP32/FP16, plugin mode) + sm_86 engine + manifest + parity.json."""
+    """ONNX bundle (static K, FP32/FP16/INT8, plugin mode) + sm_86 engine + manifest + parity.json."""
     from ..bundle.reader import check_bundle_target
 
     if out is not None:  # before loading anything: an existing file or foreign folder is refused (exit 2)
         check_bundle_target(out)
+    from ..errors import ConfigError
     from ..export.bundle import ExportOptions, default_name, load_source
+    from ..export.int8 import Int8Options
     from ..validate import export_and_validate
+
+    if int8 != (calib is not None):
+        raise ConfigError("--int8 and --calib DATA go together (the INT8 graph is calibrated on DATA)")
+    q = Int8Options(calib, calib_breasts, calib_method, seed=calib_seed) if calib is not None else None
 
     opts = ExportOptions(
         fp16=fp16,
@@ -117,6 +134,7 @@ def export(
         max_batch=max_batch,
         external_data=external_data,
         parity_samples=parity_samples,
+        int8=q,
     )
     opts.check()
     if engine is not False and backend != "auto":  # an unavailable backend fails before any work
@@ -200,6 +218,13 @@ def bench(
     batch: Annotated[
         str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
     ] = None,
+    backend: Annotated[
+        str, typer.Option("--backend", "-b", help="with --onnx: the ONNX Runtime backend to time (onnx | onnx-int8)")
+    ] = "onnx",
+    against: Annotated[
+        list[str] | None,
+        typer.Option("--against", help="with --onnx: also time BACKEND[:PRECISION] interleaved, e.g. onnx:fp32"),
+    ] = None,
 ) -> None:
     """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep;
     per-breast time by batch size."""
@@ -210,6 +235,8 @@ def bench(
     if len(chosen) > 1 or (not chosen and config is None):
         raise B.BenchError("give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)")
     sweep = _keep_sweep(keep_sweep)
+    if (backend != "onnx" or against) and onnx is None:
+        raise B.BenchError("--backend and --against go with --onnx BUNDLE")
 
     def progress(msg: str) -> None:
         err_console.print(f"[dim]{safe(msg)}[/]", highlight=False, soft_wrap=True)
@@ -238,6 +265,8 @@ def bench(
             dense_path=dense_onnx,
             profile_dir=profile,
             progress=progress,
+            backend=backend,
+            against=against or (),
         )
     else:
         if eager is not None:

@@ -3,6 +3,7 @@
 BUNDLE/
   model.onnx              FP32 graph (always, unless --fp16 --no-fp32)
   model.fp16.onnx         strongly typed FP16 graph (--fp16); the served graph when present
+  model.int8.onnx         INT8 QDQ graph for ONNX Runtime on CPU (--int8 --calib DATA; export/int8.py)
   model[.fp16].onnx.data  its weights, when kept outside (--external-data, or a graph over 2 GB)
   engines/model.sm86.engine   TensorRT-RTX / TensorRT engine of the served graph (when built)
   engines/timing.cache    TensorRT 11 only (TensorRT-RTX has no timing cache)
@@ -28,11 +29,12 @@ from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
 from .fp16 import FP32_ISLANDS
+from .int8 import INT8_GRAPH, CalibrationSet, Int8Options, calibration_set, quantize_graph
 from .lint import LintReport, lint_model
 from .onnx import OPSET, pruned_blocks, save_proto, selection_output_name, to_proto
 from .plugin import fuse_window_select, plugin_manifest_entry
 
-GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
+GRAPH_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": INT8_GRAPH}
 ENGINE_DIR = "engines"
 
 
@@ -54,6 +56,8 @@ class ExportOptions:
     parity_samples: int = 8  # 0: skip validation (parity.json says so)
     parity_seed: int = 0
     name: str | None = None
+    #: also an INT8 QDQ graph of the FP32 one, calibrated on a dataset (export/int8.py)
+    int8: Int8Options | None = None
 
     def check(self) -> None:
         if self.hw_compat not in ("same", "ampere+"):
@@ -66,6 +70,12 @@ class ExportOptions:
             raise ConfigError(f"--max-batch {self.max_batch}: must be >= 1 and >= --batch {self.batch}")
         if not self.fp16 and not self.fp32_graph:
             raise ConfigError("--no-fp32 needs --fp16: the bundle would have no graph")
+        if self.int8 is not None:
+            self.int8.check()
+            if not self.fp32_graph:
+                raise ConfigError("--int8 quantizes the FP32 graph: drop --no-fp32")
+            if self.plugin:
+                raise ConfigError("--int8 and --plugin: ONNX Runtime cannot run the XprWindowSelect plugin nodes")
 
 
 @dataclass
@@ -133,6 +143,10 @@ def export_bundle(
     engine: EngineInfo | None = None
     plugin_count = 0
     check_bundle_target(out)
+    calib: CalibrationSet | None = None
+    if opts.int8 is not None:  # bad calibration data fails before any export work
+        calib = calibration_set(opts.int8.calib, meta, tuple(cfg.img_size), opts.int8)  # type: ignore[arg-type]
+    int8_entry: dict[str, Any] | None = None
     with atomic_dir(out) as tmp:
         for prec in precisions:
             t0 = time.perf_counter()
@@ -150,6 +164,12 @@ def export_bundle(
             save_proto(proto, tmp / GRAPH_FILES[prec], external_data=opts.external_data)
             del proto
             timings[f"export_{prec}_s"] = round(time.perf_counter() - t0, 2)
+        if opts.int8 is not None and calib is not None:
+            from ..bundle import IoNames
+
+            io = IoNames("cc", "mlo", "logits", "prob")
+            int8_entry = quantize_graph(tmp / GRAPH_FILES["fp32"], tmp / INT8_GRAPH, calib, opts.int8, io, opts.batch)
+            timings["export_int8_s"] = int8_entry["quantize_seconds"]
         if backend is not None:
             profile = None if opts.max_batch is None else (1, opts.batch, opts.max_batch)
             eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat, batch_profile=profile)
@@ -162,6 +182,9 @@ def export_bundle(
         manifest = build_manifest(
             model, meta, opts, tmp, precisions, served, keys, lints, engine, engine_skipped, plugin_count, timings
         )
+        if int8_entry is not None:
+            manifest["graphs"]["int8"] = INT8_GRAPH
+            manifest["int8"] = int8_entry
         write_sealed(tmp, manifest)
     if engine is not None:
         engine.path = out / ENGINE_DIR / engine.path.name

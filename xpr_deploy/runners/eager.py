@@ -12,13 +12,17 @@ import contextlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import BlockKey
 from ..errors import BackendUnavailable, ConfigError
 from .base import XprRunner
+from .registry import FP16_GATE, BackendSpec, ParityRow, RunnerRequest, register_backend
+
+if TYPE_CHECKING:
+    from .factory import ModelSource
 
 MODES = ("eager", "cuda-graph", "compile")
 AUTOCAST = (None, "fp16", "bf16")
@@ -223,3 +227,38 @@ class EagerRunner(XprRunner):
     def describe(self) -> dict[str, Any]:
         prec = self.precision if self.autocast is None else f"autocast-{self.autocast}"
         return {"backend": "eager", "device": self.device, "precision": prec, "mode": self.mode, "source": self.source}
+
+
+def build_eager(source: ModelSource, req: RunnerRequest) -> EagerRunner:
+    """PyTorch on the source's checkpoint (or a random-weight bundle's recorded seed), as predict runs it."""
+    from .factory import source_model
+
+    loader = req.model if req.model is not None else (lambda: source_model(source))
+    r = EagerRunner(
+        loader, name=req.name or f"eager-{req.precision or 'fp32'}", device=req.device,
+        precision=req.precision or "fp32", selection=req.selection or req.all_selections, scores=req.scores,
+        source=str(source.checkpoint or source.path),
+    )  # fmt: skip
+    r.io = source.io
+    return r
+
+
+def _eager_fp16_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
+    return build_eager(source, RunnerRequest(precision="fp16", all_selections=True, model=model, name=row.name)), ""
+
+
+def _doctor_line() -> tuple[bool, str]:
+    try:
+        import torch
+    except Exception as exc:  # ImportError, or a shared library missing under it
+        return False, f"torch: {type(exc).__name__}"
+    return True, "cpu" + (", cuda" if torch.cuda.is_available() else "")
+
+
+register_backend(
+    BackendSpec(
+        "eager", "PyTorch on the checkpoint (a bundle's source checkpoint or seed)", needs="checkpoint",
+        artefact="checkpoint", build=build_eager, devices=("cpu", "cuda"), batch="any", selection_outputs=True,
+        parity=(ParityRow("eager-fp16", FP16_GATE, "fp16", _eager_fp16_candidate),), doctor=_doctor_line,
+    )
+)  # fmt: skip

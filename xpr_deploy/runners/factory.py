@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..bundle import BundleError, BundleView, IoNames
 from ..config import ModelConfig
-from ..errors import ConfigError, PredictError
+from ..errors import PredictError
 from .base import DEFAULT_IO
+from .registry import BACKENDS, BackendSpec, RunnerRequest, backend_spec, check_backend
 
 if TYPE_CHECKING:
     from ..data.dicom import PreprocessSettings
@@ -21,29 +22,8 @@ if TYPE_CHECKING:
     from .onnxrt import OrtSettings
 
 
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    needs: str  # what the model source must be
-    help: str
-
-
-#: the one table of backends (the CLI's option checks use it too)
-BACKENDS: dict[str, Backend] = {
-    b.name: b
-    for b in (
-        Backend("eager", "checkpoint", "PyTorch on the checkpoint (a bundle's source checkpoint or seed)"),
-        Backend("onnx", "bundle", "ONNX Runtime on the bundle's graph (CUDA provider when present, else CPU)"),
-        Backend("engine", "bundle", "the bundle's TensorRT / TensorRT-RTX engine (needs an NVIDIA GPU)"),
-        Backend("triton", "bundle", "the bundle's model on a Triton server (`xpr triton`'s repository; --triton URL)"),
-    )
-}
-
-
-def check_backend(name: str | None) -> str | None:
-    if name is not None and name not in BACKENDS:
-        raise ConfigError(f"unknown backend {name!r}: choose one of {', '.join(BACKENDS)}")
-    return name
+#: the modules that declare a backend (`registry.register_backend`), imported once so the registry is full
+BACKEND_MODULES = ("onnxrt", "eager", "trt", "int8", "triton_client")
 
 
 @dataclass
@@ -75,10 +55,19 @@ class ModelSource:
 
     @property
     def natural_backend(self) -> str:
+        """checkpoint -> eager; engine file -> engine; a graph file -> the backend that serves its
+        precision (registry: `serves_precision`); a bundle -> onnx (its served graph)."""
         if self.bundle is None:
             return "eager"
         chosen = self.bundle.chosen
-        return "engine" if chosen is not None and chosen.suffix in (".engine", ".plan") else "onnx"
+        if chosen is not None and chosen.suffix in (".engine", ".plan"):
+            return "engine"
+        if chosen is not None and chosen.suffix == ".onnx":
+            prec = self.bundle.graph_precision(chosen)
+            for spec in BACKENDS.values():
+                if prec in spec.serves_precision:
+                    return spec.name
+        return "onnx"
 
     @property
     def digest(self) -> str | None:
@@ -190,40 +179,33 @@ def make_runner(
     triton_model: str | None = None,
 ) -> XprRunnerMixin:
     """The runner for `backend` (None: the source's natural one: checkpoint -> eager, bundle -> onnx,
-    engine file -> engine). `selection`: kept windows the model returns as outputs (eager: all pruned
-    blocks); `all_selections`: ONNX graphs expose every block's TopK indices (parity); `scores`: the
-    eager reference also returns window scores. `precision` picks a bundle graph (onnx) or the eager
-    FP16 islands. `triton`: the server URL of the triton backend (`triton_model`: its model name there)."""
+    engine file -> engine), built by the backend's registered `build`. `selection`: kept windows the
+    model returns as outputs (eager: all pruned blocks); `all_selections`: ONNX graphs expose every
+    block's TopK indices (parity); `scores`: the eager reference also returns window scores.
+    `precision` picks a bundle graph (onnx) or the eager FP16 islands. `triton`: the server URL of the
+    triton backend (`triton_model`: its model name there)."""
+    check_backend(backend)  # an unknown name fails before the model is opened
     src = source if isinstance(source, ModelSource) else open_source(source)
-    backend = check_backend(backend) or src.natural_backend
-    if backend == "eager":
-        from .eager import EagerRunner
+    spec = backend_spec(backend or src.natural_backend)
+    if spec.needs == "bundle" and src.bundle is None:
+        raise PredictError(f"{src.path}: the {spec.name} backend needs an export bundle (run `xpr export`)")
+    req = RunnerRequest(
+        precision=precision, selection=selection, all_selections=all_selections, scores=scores, ort=ort,
+        device=device, model=model, name=name, triton=triton, triton_model=triton_model,
+    )  # fmt: skip
+    return spec.build(src, req)
 
-        loader = model if model is not None else (lambda: source_model(src))
-        r: XprRunnerMixin = EagerRunner(
-            loader, name=name or f"eager-{precision or 'fp32'}", device=device, precision=precision or "fp32",
-            selection=selection or all_selections, scores=scores, source=str(src.checkpoint or src.path),
-        )  # fmt: skip
-        r.io = src.io
-        return r
-    view = src.bundle
-    if view is None:
-        raise PredictError(f"{src.path}: the {backend} backend needs an export bundle (run `xpr export`)")
-    if backend == "triton":
-        from .triton_client import TritonRunner
 
-        if not triton:
-            raise ConfigError("the triton backend needs the server's URL (--triton http://HOST:PORT)")
-        return TritonRunner(view, triton, triton_model, name=name)
-    if backend == "onnx":
-        from .onnxrt import OnnxRuntimeRunner
+def _register_all() -> None:
+    import importlib
 
-        graph = view.graph(precision)
-        prec = view.graph_precision(graph)
-        return OnnxRuntimeRunner(
-            graph, ort, io=view.io, selection=view.selection_outputs(), expose_all_selections=all_selections,
-            precision=prec, name=name or f"onnxrt-{prec}", expect=(view.inputs, view.outputs),
-        )  # fmt: skip
-    from .trt import TrtRunner
+    for mod in BACKEND_MODULES:
+        importlib.import_module(f"{__package__}.{mod}")
 
-    return TrtRunner(view.engine(), view.io, view.selection_outputs(), name=name or "engine")
+
+_register_all()
+
+__all__ = [
+    "BACKENDS", "BACKEND_MODULES", "BackendSpec", "ModelSource", "check_backend", "make_runner", "open_source",
+    "source_model",
+]  # fmt: skip

@@ -18,13 +18,26 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from polygraphy.backend.onnxrt import OnnxrtRunner
 
 from ..bundle import BlockKey, BundleError, IoNames
 from ..errors import BackendUnavailable, XprError
 from .base import DEFAULT_IO, XprRunnerMixin
+from .registry import (
+    FP16_GATE,
+    FP32_GATE,
+    BackendSpec,
+    Gate,
+    ParityRow,
+    RunnerRequest,
+    bundle_graph_candidate,
+    register_backend,
+)
+
+if TYPE_CHECKING:
+    from .factory import ModelSource
 
 PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -253,13 +266,49 @@ class OnnxRuntimeRunner(XprRunnerMixin, OnnxrtRunner):  # type: ignore[misc]
 
     def describe(self) -> dict[str, Any]:
         return {
-            "backend": "onnx",
+            "backend": self.backend,
             "provider": self.settings.providers[0] if self.settings.providers else "?",
             "providers": list(self.settings.providers),
             "precision": self.precision,
             "graph": self.graph.name,
             "threads": self.settings.threads,
         }
+
+
+def build_graph_runner(source: ModelSource, req: RunnerRequest, backend: str = "onnx") -> OnnxRuntimeRunner:
+    """An ONNX Runtime runner on one of the bundle's graphs (`req.precision`, else the one the user
+    pointed at, else the served one), checked against the manifest's I/O when the session is made."""
+    view = source.bundle
+    assert view is not None
+    graph = view.graph(req.precision)
+    prec = view.graph_precision(graph)
+    r = OnnxRuntimeRunner(
+        graph, req.ort, io=view.io, selection=view.selection_outputs(), expose_all_selections=req.all_selections,
+        precision=prec, name=req.name or f"onnxrt-{prec}", expect=(view.inputs, view.outputs),
+    )  # fmt: skip
+    r.backend = backend
+    return r
+
+
+def _doctor_line() -> tuple[bool, str]:
+    try:
+        return True, "providers: " + ", ".join(default_providers())
+    except BackendUnavailable as exc:
+        return False, str(exc)
+
+
+def _graph_row(name: str, precision: str, gate: Gate) -> ParityRow:
+    return ParityRow(name, gate, precision, lambda s, m, row: bundle_graph_candidate(s, m, row, "onnx"))
+
+
+register_backend(
+    BackendSpec(
+        "onnx", "ONNX Runtime on the bundle's FP32/FP16 graph (CUDA provider when present, else CPU)",
+        needs="bundle", artefact="graphs.fp32|fp16", build=build_graph_runner, devices=("cpu", "cuda"),
+        selection_outputs=True, ort=True, triton=True, serves_precision=("fp32", "fp16"), doctor=_doctor_line,
+        parity=(_graph_row("onnxruntime-fp32", "fp32", FP32_GATE), _graph_row("onnxruntime-fp16", "fp16", FP16_GATE)),
+    )
+)  # fmt: skip
 
 
 def with_settings(settings: OrtSettings | None, **changes: Any) -> OrtSettings:

@@ -17,13 +17,17 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import BlockKey, BundleView
-from ..errors import XprError
+from ..errors import ConfigError, XprError
 from .base import XprRunner
+from .registry import BackendSpec, RunnerRequest, register_backend
+
+if TYPE_CHECKING:
+    from .factory import ModelSource
 
 #: numpy dtype -> Triton datatype name
 _DTYPES = {
@@ -179,3 +183,19 @@ class TritonRunner(XprRunner):
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "triton", "url": self.url, "protocol": self.protocol, "model": self.model}
+
+
+def build_triton_runner(source: ModelSource, req: RunnerRequest) -> TritonRunner:
+    assert source.bundle is not None  # make_runner checked: needs="bundle"
+    if not req.triton:
+        raise ConfigError("the triton backend needs the server's URL (--triton http://HOST:PORT)")
+    return TritonRunner(source.bundle, req.triton, req.triton_model, name=req.name)
+
+
+register_backend(
+    BackendSpec(
+        "triton", "the bundle's model on a Triton server (`xpr triton`'s repository; --triton URL)", needs="bundle",
+        artefact="a Triton server serving the bundle's repository", build=build_triton_runner,
+        devices=("cpu", "cuda"), batch="bundle", selection_outputs=True,
+    )
+)  # fmt: skip

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..bundle import BlockKey, EngineRef, IoNames
-from ..errors import XprError
+from ..errors import BackendUnavailable, XprError
 from .base import XprRunner
+from .registry import FP16_GATE, BackendSpec, ParityRow, RunnerRequest, register_backend
+
+if TYPE_CHECKING:
+    from .factory import ModelSource
 
 
 class EngineRunError(XprError):
@@ -98,3 +102,33 @@ class TrtRunner(XprRunner):
             "precision": self.ref.precision,
             "sm": e["compute_capability"],
         }
+
+
+def build_engine_runner(source: ModelSource, req: RunnerRequest) -> TrtRunner:
+    view = source.bundle
+    assert view is not None
+    return TrtRunner(view.engine(), view.io, view.selection_outputs(), name=req.name or "engine")
+
+
+def _engine_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
+    """The bundle's engine, or why it cannot run here (none built; no GPU / runtime)."""
+    from ..engine.runtime import check_engine
+
+    view = source.bundle
+    if view is None or not view.engines:
+        why = (view.manifest.get("engine_skipped") if view is not None else None) or "none was built"
+        return None, f"no engine in the bundle ({why})"
+    try:
+        check_engine(view.engine())
+    except BackendUnavailable as exc:
+        return None, str(exc)
+    return build_engine_runner(source, RunnerRequest(name=row.name)), ""
+
+
+register_backend(
+    BackendSpec(
+        "engine", "the bundle's TensorRT / TensorRT-RTX engine (needs an NVIDIA GPU)", needs="bundle",
+        artefact="engines[]", build=build_engine_runner, devices=("cuda",), selection_outputs=True, triton=True,
+        parity=(ParityRow("engine", FP16_GATE, None, _engine_candidate),),
+    )
+)  # fmt: skip

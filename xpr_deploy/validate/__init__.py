@@ -6,8 +6,10 @@ run through polygraphy's `Comparator.run`, and its logits / P(malignant) compare
 `Comparator.compare_accuracy` (`SimpleCompareFunc`, i.e. `CompareFunc.simple`, per-output
 tolerances). xpr's pruning-aware layer reads the same run results:
 
-Per candidate: max |Δ| of logits and of P(malignant), decision flips at the operating threshold,
-ΔAUC when labels exist, and per block and view the Jaccard of the kept-window sets with the
+The candidates and their gates are the parity rows each backend declares in the registry
+(`xpr_deploy.runners.registry`: `BackendSpec.parity`). Per candidate: max |Δ| of logits and of
+P(malignant), decision flips at the operating threshold, ΔAUC when labels exist, and per block
+and view the Jaccard of the kept-window sets (smallest and mean over the samples) with the
 reference's K-th/(K+1)-th score margin. A selection difference whose windows all score within a
 stated epsilon of the reference's K/K+1 boundary is a *tie* (reported, not a failure); any other
 difference is a *flip* and fails. Samples with a tie are left out of the |Δ| gate (a tie changes
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 from .compare import RunResult, compare, compare_selection
 from .inputs import dataset_inputs, synthetic_inputs
-from .report import BlockParity, CandidateParity, ParityError, ParityReport, Tolerances, write_report
+from .report import BlockParity, CandidateParity, ParityError, ParityReport, write_report
 from .run import ValidatedExport, export_and_validate, run_parity, store_report, validate_bundle
 
 __all__ = [
@@ -30,7 +32,6 @@ __all__ = [
     "ParityError",
     "ParityReport",
     "RunResult",
-    "Tolerances",
     "ValidatedExport",
     "compare",
     "compare_selection",

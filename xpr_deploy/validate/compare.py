@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 
 from ..bundle import BlockKey
-from .report import BlockParity, CandidateParity, Tolerances
+from ..runners.registry import Gate
+from .report import BlockParity, CandidateParity
 
 
 @dataclass
@@ -57,7 +58,18 @@ def compare_selection(
             else:
                 flips += 1
         blocks.append(
-            BlockParity(key[0], key[1], key[2], k, sc.shape[1], float(min(jac)), float(min(margins)), ties, flips)
+            BlockParity(
+                key[0],
+                key[1],
+                key[2],
+                k,
+                sc.shape[1],
+                float(min(jac)),
+                float(min(margins)),
+                ties,
+                flips,
+                mean_jaccard=float(np.mean(jac)),
+            )
         )
     return blocks, tie_samples
 
@@ -71,15 +83,6 @@ def _auc(labels: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(labels[ok], p[ok]))
 
 
-def gated_output(kind: str) -> str:
-    """The output role each kind of candidate is gated on (FP32: logits; reduced precision: prob)."""
-    return "logits" if kind == "fp32" else "prob"
-
-
-def tolerance(kind: str, tol: Tolerances) -> float:
-    return {"fp32": tol.logits_fp32, "fp16": tol.prob_fp16}.get(kind, tol.prob_engine)
-
-
 def compare(
     name: str,
     ref: RunResult,
@@ -88,12 +91,11 @@ def compare(
     k_of: dict[BlockKey, int],
     threshold: float,
     labels: np.ndarray | None,
-    tol: Tolerances,
-    kind: str,  # fp32 | fp16 | engine
+    gate: Gate,  # the row's, as its backend declares it (runners/registry.py)
     matched: list[bool] | None = None,  # polygraphy's verdict per sample on the gated output
 ) -> CandidateParity:
     """The pruning-aware layer: kept-set ties vs flips, |Δ| with and without tie samples, decisions, ΔAUC."""
-    eps = tol.tie_eps_fp32 if kind == "fp32" else tol.tie_eps_fp16
+    eps = gate.tie_eps
     blocks, tie_samples = compare_selection(ref, cand, k_of, eps)
     clean = np.array([i not in tie_samples for i in range(len(ref.prob))])
     dl = np.abs(cand.logits - ref.logits).max(axis=1)
@@ -112,23 +114,24 @@ def compare(
     if labels is not None:
         a_ref, a_c = _auc(labels, ref.prob), _auc(labels, cand.prob)
         res.delta_auc = None if a_ref is None or a_c is None else a_c - a_ref
+    d = dl if gate.output == "logits" else dp
     if matched is None:  # no polygraphy verdict given: the same elementwise rule on the arrays
-        d = dl if kind == "fp32" else dp
-        matched = [bool(x <= tolerance(kind, tol)) for x in d]
-    lim = tolerance(kind, tol)
+        matched = [bool(x <= gate.atol) for x in d]
+    lim = gate.atol
     problems = []
     if res.selection_flips:
         problems.append(f"{res.selection_flips} kept-set flips beyond the tie epsilon {eps:g}")
-    if kind == "fp32":  # exact-arithmetic twin: gate on the samples without a selection tie
-        res.gate = f"max|Δlogits| <= {lim:g} on tie-free samples, no flips"
+    if gate.max_decision_flips is not None and (res.decision_flips or 0) > gate.max_decision_flips:
+        problems.append(f"{res.decision_flips} decision flips at the threshold (> {gate.max_decision_flips})")
+    res.gate = gate.describe()
+    if gate.exact:  # exact-arithmetic twin: gate on the samples without a selection tie
         if not clean.any():
             problems.append("every sample has a selection tie: nothing to gate (use trained weights)")
         elif not all(m for m, c in zip(matched, clean, strict=True) if c):
-            problems.append(f"max|Δlogits| {res.max_abs_logits:.3g} > {lim:g}")
+            problems.append(f"max|Δ{gate.output}| {float(d[clean].max()):.3g} > {lim:g}")
     else:  # reduced precision: gate on every sample, ties included
-        res.gate = f"max|Δprob| <= {lim:g} on all samples, no flips"
         if not all(matched):
-            problems.append(f"max|Δprob| {res.max_abs_prob_all:.3g} > {lim:g}")
+            problems.append(f"max|Δ{gate.output}| {float(d.max()):.3g} > {lim:g}")
     if problems:
         res.status, res.reason = "fail", "; ".join(problems)
     return res

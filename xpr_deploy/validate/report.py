@@ -13,17 +13,6 @@ class ParityError(XprError):
     """Validation could not run (no model to compare against, unreadable data)."""
 
 
-@dataclass(frozen=True)
-class Tolerances:
-    """Gates per candidate; `tie_eps` is relative to the reference's boundary score."""
-
-    logits_fp32: float = 1e-4  # ONNX Runtime FP32 vs eager FP32
-    prob_fp16: float = 1e-2  # FP16 graph / eager FP16 vs eager FP32
-    prob_engine: float = 1e-2  # engine (FP32 may run TF32 kernels; FP16) vs eager FP32
-    tie_eps_fp32: float = 1e-5
-    tie_eps_fp16: float = 2e-2
-
-
 @dataclass
 class BlockParity:
     view: str
@@ -35,6 +24,7 @@ class BlockParity:
     min_margin: float  # smallest (s_K - s_K+1) / s_K over the samples, reference scores
     ties: int  # samples whose kept set differs only across a near-tie
     flips: int  # samples whose kept set differs beyond the tie epsilon
+    mean_jaccard: float | None = None  # over the samples
 
 
 @dataclass
@@ -72,7 +62,8 @@ class ParityReport:
     samples: int
     inputs: str
     threshold: float
-    tolerances: Tolerances
+    #: candidate name -> its gate (output, atol, tie_eps, exact), as its backend declares it
+    tolerances: dict[str, dict[str, Any]]
     candidates: list[CandidateParity]
     reference: str = "eager-fp32"
     #: SHA-256 of the bundle files this report certifies (graphs, engines; not parity.json itself,
@@ -93,7 +84,7 @@ class ParityReport:
             "samples": self.samples,
             "inputs": self.inputs,
             "threshold": self.threshold,
-            "tolerances": asdict(self.tolerances),
+            "tolerances": self.tolerances,
             "batch_invariance": self.batch_invariance,
             "candidates": [
                 {

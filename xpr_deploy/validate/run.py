@@ -4,19 +4,19 @@ pruning-aware comparison (`compare.py`) on the same results. Also `xpr export`'s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..bundle import BundleView, rewrite_file
-from ..errors import BackendUnavailable
-from ..runners import ModelSource, logits_of, make_runner, open_source, probabilities, source_model
+from ..runners import BACKENDS, ModelSource, logits_of, make_runner, open_source, probabilities, source_model
 from ..runners.eager import score_name
-from .compare import RunResult, _skipped, batch_invariance, compare, gated_output, tolerance
+from ..runners.registry import Gate
+from .compare import RunResult, _skipped, batch_invariance, compare
 from .inputs import dataset_inputs, synthetic_inputs
-from .report import CandidateParity, ParityError, ParityReport, Tolerances, write_report
+from .report import CandidateParity, ParityError, ParityReport, write_report
 
 
 def feeds(cc: np.ndarray, mlo: np.ndarray, io: Any, batch: int) -> list[dict[str, np.ndarray]]:
@@ -45,41 +45,26 @@ class Candidate:
     """A runner to compare, or the reason it cannot run here."""
 
     name: str
-    kind: str  # fp32 | fp16 | engine
+    gate: Gate
     runner: Any | None
     skip: str = ""
     served: bool = False
 
 
 def candidates(source: ModelSource, model: Any) -> list[Candidate]:
-    """ONNX Runtime on each graph, eager FP16 islands, and the engine: each as `xpr predict` runs it."""
+    """Every parity row the registered backends declare (registry order), each runner built as
+    `xpr predict` runs it, or the reason it cannot run here."""
     out: list[Candidate] = []
     view = source.bundle
-    graphs = view.graphs if view is not None else {}
     served = str(view.graph()) if view is not None else ""
-    for prec in ("fp32", "fp16"):
-        name = f"onnxruntime-{prec}"
-        if prec not in graphs:
-            out.append(Candidate(name, prec, None, f"no {prec.upper()} graph in the bundle"))
-            continue
-        r = make_runner(source, "onnx", precision=prec, all_selections=True, name=name)
-        out.append(Candidate(name, prec, r, served=str(graphs[prec]) == served))
-    out.append(Candidate("eager-fp16", "fp16", make_runner(
-        source, "eager", precision="fp16", all_selections=True, model=model, name="eager-fp16")))  # fmt: skip
-    if view is None or not view.engines:
-        why = (view.manifest.get("engine_skipped") if view is not None else None) or "none was built"
-        out.append(Candidate("engine", "engine", None, f"no engine in the bundle ({why})"))
-    else:
-        from ..engine.runtime import check_engine
-
-        ref = view.engine()
-        try:
-            check_engine(ref)
-        except BackendUnavailable as exc:
-            out.append(Candidate("engine", "engine", None, str(exc)))
-        else:
-            r = make_runner(source, "engine", name="engine")
-            out.append(Candidate("engine", "fp16" if ref.precision == "fp16" else "engine", r))
+    for spec in BACKENDS.values():
+        for row in spec.parity:
+            assert row.candidate is not None, f"{spec.name}: parity row {row.name} has no candidate"
+            runner, why = row.candidate(source, model, row)
+            if runner is None and row.optional:
+                continue
+            is_served = runner is not None and str(getattr(runner, "graph", "")) == served
+            out.append(Candidate(row.name, row.gate, runner, why, served=is_served))
     return out
 
 
@@ -97,14 +82,12 @@ def run_parity(
     labels: np.ndarray | None = None,
     inputs: str = "",
     model: Any = None,
-    tol: Tolerances | None = None,
     save_outputs: str | Path | None = None,
     extra: list[Candidate] | None = None,
 ) -> ParityReport:
     """Run the reference and every candidate through polygraphy, then compare (module docstring)."""
     from polygraphy.comparator import Comparator, SimpleCompareFunc
 
-    tol = tol or Tolerances()
     model = (model if model is not None else source_model(source)).float().eval()
     k_of = {key: blk.k for key, blk in model.blocks()}
     batch = source.bundle.batch if source.bundle is not None else 1
@@ -124,10 +107,9 @@ def run_parity(
             _save_results(results, Path(save_outputs))
         verdicts = {}
         for c in runnable:
-            role = gated_output(c.kind)
-            out = getattr(source.io, role)
+            out = getattr(source.io, c.gate.output)
             func = SimpleCompareFunc(
-                atol={out: tolerance(c.kind, tol)}, rtol={out: 0.0}, check_shapes=True,
+                atol={out: c.gate.atol}, rtol={out: 0.0}, check_shapes=True,
                 find_output_func=lambda name, _i, _it, out=out: [name] if name == out else [],
             )  # fmt: skip
             acc = Comparator.compare_accuracy(results, comparisons=[(0, 1 + runnable.index(c))], compare_func=func)
@@ -142,18 +124,19 @@ def run_parity(
         r: Any = c.runner
         row = compare(
             c.name, ref, collect(results[r.name], r), k_of=k_of, threshold=threshold,
-            labels=labels, tol=tol, kind=c.kind, matched=verdicts[c.name],
+            labels=labels, gate=c.gate, matched=verdicts[c.name],
         )  # fmt: skip
         row.runner, row.served = r.describe(), c.served
         report_rows.append(row)
     files = source.bundle.manifest["files"] if source.bundle is not None else {}
     certified = {rel: h for rel, h in files.items() if rel != source.bundle.manifest.get("parity")}  # type: ignore[union-attr]
-    inv = _batch_invariance(source, runnable, results, cc, mlo, tol) if source.bundle is not None else []
-    return ParityReport(len(cc), inputs, threshold, tol, report_rows, validated_files=certified, batch_invariance=inv)
+    inv = _batch_invariance(source, runnable, results, cc, mlo) if source.bundle is not None else []
+    gates = {c.name: asdict(c.gate) for c in cands}
+    return ParityReport(len(cc), inputs, threshold, gates, report_rows, validated_files=certified, batch_invariance=inv)
 
 
 def _batch_invariance(
-    source: ModelSource, runnable: list[Candidate], results: Any, cc: np.ndarray, mlo: np.ndarray, tol: Tolerances
+    source: ModelSource, runnable: list[Candidate], results: Any, cc: np.ndarray, mlo: np.ndarray
 ) -> list[dict[str, Any]]:
     """Dynamic-batch bundles: every bundle candidate again in batches of max_batch (the last one may
     be smaller), against its own run above (batches of the manifest's opt batch)."""
@@ -173,7 +156,7 @@ def _batch_invariance(
             continue
         with _quiet_polygraphy():
             batched = Comparator.run([r], data_loader=data)
-        atol = tolerance(c.kind, tol)
+        atol = c.gate.atol
         out.append(batch_invariance(c.name, collect(results[r.name], r), collect(batched[r.name], r), n, atol))
     return out
 
@@ -193,7 +176,6 @@ def validate_bundle(
     model: Any = None,
     samples: int = 8,
     seed: int = 0,
-    tol: Tolerances | None = None,
     save_outputs: str | Path | None = None,
 ) -> ParityReport:
     """Parity of a verified bundle's graphs (and engine) against its source model in eager FP32.
@@ -211,7 +193,7 @@ def validate_bundle(
     else:
         cc, mlo, labels = synthetic_inputs(size, samples, seed)  # type: ignore[arg-type]
         what = f"synthetic studies (xpr synth renderer, seed {seed}, {samples} pairs)"
-    return run_parity(source, cc, mlo, labels=labels, inputs=what, model=model, tol=tol, save_outputs=save_outputs)
+    return run_parity(source, cc, mlo, labels=labels, inputs=what, model=model, save_outputs=save_outputs)
 
 
 def store_report(view: BundleView, report: ParityReport, out: str | Path | None = None) -> Path:
