@@ -293,8 +293,13 @@ def _write_model(
 
 #: instance_group kinds a user may choose for the Python model (`--kind`)
 KINDS = {"cpu": "KIND_CPU", "gpu": "KIND_GPU", "auto": "KIND_AUTO"}
-#: what the Python model may run the bundle on (the runner layer's backends)
-PYTHON_BACKENDS = ("onnx", "engine")
+
+
+def python_backends() -> tuple[str, ...]:
+    """What the Python model may run the bundle on: the registered backends that say so (`triton=True`)."""
+    from .runners.factory import BACKENDS
+
+    return tuple(name for name, spec in BACKENDS.items() if spec.triton)
 
 
 @dataclass(frozen=True)
@@ -302,7 +307,7 @@ class PythonModelOptions:
     """The `python`-backend model: runs the bundle through xpr's runners (ONNX Runtime or the engine)."""
 
     enabled: bool = True
-    backend: str = "onnx"  # runner backend: onnx | engine
+    backend: str = "onnx"  # runner backend: onnx | engine | onnx-int8 (`python_backends()`)
     kind: str = "cpu"  # instance_group kind: cpu | gpu | auto
     instances: int | None = None  # None: the repository's --instances
     dynamic_batching: bool = True  # for dynamic-batch bundles (max_batch_size > 0)
@@ -312,10 +317,8 @@ class PythonModelOptions:
     sys_path: tuple[str, ...] | None = None  # None: serve.env.model_sys_path() (numpy 1.x folder made if missing)
 
     def check(self, where: object) -> None:
-        if self.backend not in PYTHON_BACKENDS:
-            raise TritonError(
-                f"{where}: --python-backend must be one of {', '.join(PYTHON_BACKENDS)}, not {self.backend!r}"
-            )
+        if self.backend not in (allowed := python_backends()):
+            raise TritonError(f"{where}: --python-backend must be one of {', '.join(allowed)}, not {self.backend!r}")
         if self.kind not in KINDS:
             raise TritonError(f"{where}: --kind must be one of {', '.join(KINDS)}, not {self.kind!r}")
         if self.instances is not None and self.instances < 1:

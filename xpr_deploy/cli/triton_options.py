@@ -9,7 +9,9 @@ import typer
 
 MaxBatch = Annotated[int | None, typer.Option("--max-batch", help="max_batch_size; only for a dynamic-batch export")]
 Instances = Annotated[int, typer.Option("--instances", help="model instances per device")]
-PythonBackend = Annotated[str, typer.Option("--python-backend", help="python model runs: onnx | engine")]
+PythonBackend = Annotated[
+    str, typer.Option("--python-backend", help="python model runs: onnx | engine | onnx-int8 (a registered backend)")
+]
 Kind = Annotated[str, typer.Option("--kind", help="python model instance_group kind: cpu | gpu | auto")]
 DynamicBatching = Annotated[
     bool, typer.Option("--dynamic-batching/--no-dynamic-batching", help="Triton's dynamic batcher (dynamic bundles)")
