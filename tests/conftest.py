@@ -42,6 +42,40 @@ def synth_cbis(tmp_path_factory):
     return root
 
 
+# --- bundles built once for the whole session (issue 25: each kind is exported once) -----------------
+# The trained tiny checkpoint and its FP16 / plugin bundles live in test_export_support.py; imported
+# here, they are conftest fixtures that every module shares (a module that imports them itself gets
+# its own copy: an export and a TensorRT-RTX build more).
+from test_export_support import fp16_bundle, plugin_bundle, trained_ckpt, xpr_in_process  # noqa: E402, F401
+
+
+def _random_tiny_bundle(dest: Path, **options: Any) -> Path:
+    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
+
+    if not (dest / "manifest.json").is_file():
+        model, meta = load_source(None, "tiny", 0)
+        export_bundle(model, meta, dest, ExportOptions(engine=False, parity_samples=0, **options))
+    return dest
+
+
+def _bundle_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """XPR_TEST_BUNDLE_CACHE=DIR keeps the random tiny bundles between runs (a developer's loop)."""
+    return Path(os.environ.get("XPR_TEST_BUNDLE_CACHE") or tmp_path_factory.mktemp("tiny-bundles"))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The random tiny model (seed 0) exported static batch 1, name "tiny", no engine, no parity run.
+    Shared by every module that needs a bundle but does not test the export: do not modify (copy it)."""
+    return _random_tiny_bundle(_bundle_cache(tmp_path_factory) / "serve-static", name="tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_dynamic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights exported with a dynamic batch axis (--max-batch 4), name "tdyn". Do not modify."""
+    return _random_tiny_bundle(_bundle_cache(tmp_path_factory) / "serve-dynamic", name="tdyn", max_batch=4)
+
+
 # --- a tiny checkpoint whose windows do not tie ------------------------------------------------
 
 
@@ -113,9 +147,7 @@ def cpp_bundle(untied_tiny_checkpoint) -> dict[str, Path]:
     outputs); parity samples off, `xpr validate` covers those. About two minutes: export it once."""
     ckpt = untied_tiny_checkpoint({"threshold": 0.5}, "cpp")
     bundle = ckpt.parent / "bundle"
-    xpr = Path(sys.executable).parent / "xpr"
-    res = _run([xpr, "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle])
-    assert res.returncode == 0, f"xpr export failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    xpr_in_process("export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
     return {"ckpt": Path(ckpt), "bundle": bundle}

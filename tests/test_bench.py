@@ -160,15 +160,7 @@ def test_bench_eager_rejects_bad_options(tiny_model) -> None:
         B.bench_eager(tiny_model, runs=1, mode="cuda-graph")
 
 
-@pytest.fixture(scope="module")
-def tiny_bundle(tmp_path_factory) -> Path:
-    """A tiny random-weight bundle (no engine, no parity: not under test here)."""
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    model, meta = load_source(None, "tiny", 0)
-    out = tmp_path_factory.mktemp("bench_onnx") / "bundle"
-    export_bundle(model, meta, out, ExportOptions(engine=False, parity_samples=0))
-    return out
+# tiny_bundle: conftest's session bundle (random tiny weights, no engine, no parity: not under test here)
 
 
 def test_bench_onnx_dense_exported_from_the_bundle(tiny_bundle, tmp_path: Path) -> None:

@@ -10,18 +10,10 @@ import pytest
 from xpr_deploy import bench as B
 
 
-def _bundle(root: Path, max_batch: int | None) -> Path:
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    model, meta = load_source(None, "tiny", 0)
-    out = root / f"mb{max_batch}"
-    export_bundle(model, meta, out, ExportOptions(engine=False, parity_samples=0, max_batch=max_batch))
-    return out
-
-
 @pytest.fixture(scope="module")
-def dynamic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _bundle(tmp_path_factory.mktemp("batch"), 4)
+def dynamic_bundle(tiny_dynamic_bundle: Path) -> Path:
+    """conftest's session bundle: the random tiny weights with a dynamic batch axis (--max-batch 4)."""
+    return tiny_dynamic_bundle
 
 
 def test_dynamic_bundle_one_session_per_breast_ratios(dynamic_bundle: Path) -> None:
@@ -53,9 +45,9 @@ def test_batch_over_max_batch_and_bad_sizes(dynamic_bundle: Path) -> None:
     assert B.parse_batches("4,1,2,2") == [1, 2, 4]
 
 
-@pytest.mark.slow  # a second tiny export, and a third graph exported on the fly
-def test_static_bundle_exports_the_other_sizes(tmp_path: Path) -> None:
-    static = _bundle(tmp_path, None)
+@pytest.mark.slow  # a graph exported on the fly (the static bundle is conftest's session one)
+def test_static_bundle_exports_the_other_sizes(tiny_bundle: Path, tmp_path: Path) -> None:
+    static = tiny_bundle
     kept = tmp_path / "graphs"
     rep = B.bench_batches(static, [1, 2], runs=1, warmup=0, threads=2, reference=static, graphs_dir=kept)
     assert not rep["dynamic_batch"]

@@ -12,17 +12,13 @@ pytest.importorskip("openvino")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.slow  # a tiny export, then both runtimes on it
-def test_openvino_vs_onnxruntime_same_graph(tmp_path: Path) -> None:
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    model, meta = load_source(None, "tiny", 0)
-    export_bundle(model, meta, tmp_path / "b", ExportOptions(engine=False, parity_samples=0))
+@pytest.mark.slow  # both runtimes on conftest's session tiny bundle
+def test_openvino_vs_onnxruntime_same_graph(tiny_bundle: Path) -> None:
     spec = importlib.util.spec_from_file_location("openvino_compare", ROOT / "bench" / "openvino_compare.py")
     assert spec is not None and spec.loader is not None
     ov = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ov)
-    rep = ov.compare(tmp_path / "b", runs=2, warmup=0, threads=2, parity_samples=1)
+    rep = ov.compare(tiny_bundle, runs=2, warmup=0, threads=2, parity_samples=1)
     assert set(rep["median_ms"]) == {"onnxruntime", "openvino"}
     assert "float32" in rep["settings"]["openvino"]["config"]["INFERENCE_PRECISION_HINT"]  # no bf16 down-cast
     assert rep["settings"]["exposed_selection_outputs"] > 0 and len(rep["parity"]) == 2

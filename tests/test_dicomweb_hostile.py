@@ -695,6 +695,34 @@ def test_a_stow_never_answered_ends_at_the_deadline(peer: Peer) -> None:
     assert msg.endswith("STOW-RS failed: no complete answer within 1.5 s") and time.monotonic() - t0 < 5, msg
 
 
+def test_a_real_orthanc_refusal_is_one_line_and_the_accepted_part_is_stored(tmp_path: Path) -> None:
+    """The STOW-RS rejection from a real server, not the fake above: Orthanc 1.10's DICOMweb plugin
+    refuses an instance of another study than the one posted to (HTTP 409, FailedSOPSequence with
+    reason 0x0110, and no Content-Type), stores the rest. `store` raises one line naming the server
+    (exit 4), and Orthanc holds the accepted SR only. (A ReceivedInstanceFilter that drops an SOP
+    class is no rejection there: Orthanc 1.10 answers it as stored.)"""
+    import requests
+
+    from xpr_deploy.viewer import Orthanc, ViewerError
+
+    try:
+        orthanc = Orthanc(tmp_path / "orthanc")
+    except ViewerError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have Orthanc and its DICOMweb plugin: {exc}")
+        pytest.skip(str(exc))
+    try:
+        ours, other = _sr_like(), _sr_like()
+        other.StudyInstanceUID = "1.2.826.0.1.3680043.8.498.77"
+        other.SOPInstanceUID = other.file_meta.MediaStorageSOPInstanceUID = "1.2.826.0.1.3680043.8.498.78"
+        msg = refused(orthanc.dicomweb, lambda pacs: pacs.store([ours, other]))
+        assert msg == f"{orthanc.dicomweb}: STOW-RS failed: HTTP 409 Conflict", msg
+        stored = requests.get(f"{orthanc.base}/instances?expand", timeout=30).json()
+        assert [i["MainDicomTags"]["SOPInstanceUID"] for i in stored] == [SOP]
+    finally:
+        orthanc.stop()
+
+
 def drain(h: BaseHTTPRequestHandler) -> None:
     """Read a request body, chunked or not (dicomweb-client sends a large STOW-RS chunked)."""
     if h.headers.get("Transfer-Encoding", "").lower() == "chunked":

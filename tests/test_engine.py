@@ -8,7 +8,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_export_support import fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
 
 from xpr_deploy.bundle import BundleError, BundleView, write_sealed
 from xpr_deploy.engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
@@ -19,25 +18,25 @@ from xpr_deploy.runners import make_runner
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu12 (extra `trt`) is not installed")
 
 
-def test_rtx_builds_sm86_from_fp32_graph(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_rtx_builds_sm86_from_fp32_graph(fp16_bundle, tmp_path: Path) -> None:
     info = build_engine(fp16_bundle.path / "model.onnx", tmp_path, EngineOptions(backend="tensorrt-rtx", sm=86))
     assert info.backend == "tensorrt-rtx" and info.version == trt_rtx.__version__
     assert info.compute_capabilities == ["8.6"] and info.path == tmp_path / "model.sm86.engine"
     assert info.size_bytes > 1_000_000 and info.timing_cache_sha256 is None  # RTX: timing cache is a no-op
 
 
-def test_rtx_engine_from_fp16_graph_in_bundle(fp16_bundle) -> None:  # noqa: F811
+def test_rtx_engine_from_fp16_graph_in_bundle(fp16_bundle) -> None:
     (eng,) = fp16_bundle.manifest["engines"]
     assert eng["onnx"] == "model.fp16.onnx" and eng["build_seconds"] > 0
     assert (fp16_bundle.path / eng["path"]).stat().st_size == eng["size_bytes"]
 
 
-def test_rtx_engine_from_plugin_graph_uses_the_function_body(plugin_bundle) -> None:  # noqa: F811
+def test_rtx_engine_from_plugin_graph_uses_the_function_body(plugin_bundle) -> None:
     (eng,) = plugin_bundle.manifest["engines"]
     assert eng["plugins"] == {"XprWindowSelect": "local-function"}
 
 
-def test_rtx_ampere_plus_targets_several_ccs(plugin_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_rtx_ampere_plus_targets_several_ccs(plugin_bundle, tmp_path: Path) -> None:
     info = build_engine(
         plugin_bundle.path / "model.onnx", tmp_path, EngineOptions(hw_compat="ampere+", backend="tensorrt-rtx")
     )
@@ -50,7 +49,7 @@ def _copy(bundle: Path, tmp_path: Path) -> Path:
     return dst
 
 
-def test_engine_hash_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_engine_hash_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:
     """An edited engine is refused by the bundle reader before any TensorRT code runs."""
     b = _copy(fp16_bundle.path, tmp_path)
     eng = b / "engines" / "model.sm86.engine"
@@ -61,7 +60,7 @@ def test_engine_hash_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None
         make_runner(eng)
 
 
-def test_engine_version_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_engine_version_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> None:
     b = _copy(fp16_bundle.path, tmp_path)
     man = json.loads((b / "manifest.json").read_text())
     man["engines"][0]["version"] = "1.0.0.1"
@@ -71,7 +70,7 @@ def test_engine_version_mismatch_fails_clearly(fp16_bundle, tmp_path: Path) -> N
         check_engine(ref)
 
 
-def test_compute_capability_mismatch_fails_clearly(fp16_bundle) -> None:  # noqa: F811
+def test_compute_capability_mismatch_fails_clearly(fp16_bundle) -> None:
     (entry,) = fp16_bundle.manifest["engines"]
     check_compute_capability(entry, (8, 6))
     with pytest.raises(EngineMismatch, match=r"built for compute capability 8\.6 .* this GPU is 9\.0"):
@@ -89,7 +88,7 @@ def test_missing_backend_is_backend_unavailable() -> None:
         import_backend("tensorrt")
 
 
-def test_engine_inference_or_skip_with_reason(fp16_bundle) -> None:  # noqa: F811
+def test_engine_inference_or_skip_with_reason(fp16_bundle) -> None:
     """On a GPU: the engine's probability within the FP16 tolerance of ONNX Runtime; here: skip, saying why."""
     view = BundleView.open(fp16_bundle.path)
     if gpu_compute_capability() is None:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_export_support import xpr_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 ENGINES = REPO / "engines"
@@ -56,9 +57,9 @@ def work(tmp_path_factory: pytest.TempPathFactory, cpp_bundle: dict[str, Path]) 
 def _export(ckpt: Path, bundle: Path, *extra: str) -> None:
     """`xpr export CKPT --with-selection`: the real bundle (ONNX + TensorRT-RTX engine entry when
     tensorrt-rtx is installed + manifest); parity samples off, `xpr validate` covers those."""
-    xpr = Path(sys.executable).parent / "xpr"
-    res = _run([xpr, "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle, *extra])
-    assert res.returncode == 0, f"xpr export failed:\n{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
+    xpr_in_process(
+        "export", ckpt, "--with-selection", "--parity-samples", "0", "--out", bundle, *extra
+    )  # no torch import
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
 

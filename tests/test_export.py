@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_export_support import XPR, fp16_bundle, plugin_bundle, trained_ckpt  # noqa: F401  (fixtures)
+from test_export_support import XPR
 
 from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.config import get_config
@@ -36,7 +36,7 @@ def test_paper_k_fits_tensorrt_topk() -> None:
 
 
 # ---- the FP16 bundle (FP32 + FP16 graphs, selection outputs, TensorRT-RTX engine, parity) -------
-def test_bundle_layout_and_manifest(fp16_bundle) -> None:  # noqa: F811
+def test_bundle_layout_and_manifest(fp16_bundle) -> None:
     root = fp16_bundle.path
     man = BundleView.open(root).manifest  # verified: seal, schema, paths, hashes
     assert man["model"] == "model.fp16.onnx" and man["graphs"] == {"fp32": "model.onnx", "fp16": "model.fp16.onnx"}
@@ -75,7 +75,7 @@ def test_bundle_layout_and_manifest(fp16_bundle) -> None:  # noqa: F811
     assert eng["path"] == "engines/model.sm86.engine" and eng["strongly_typed"] and eng["plugins_required"] == []
 
 
-def test_graphs_are_static_k_and_lint_clean(fp16_bundle) -> None:  # noqa: F811
+def test_graphs_are_static_k_and_lint_clean(fp16_bundle) -> None:
     root = fp16_bundle.path
     for name in ("model.onnx", "model.fp16.onnx"):
         proto = onnx.load(str(root / name), load_external_data=False)
@@ -102,7 +102,7 @@ def test_graphs_are_static_k_and_lint_clean(fp16_bundle) -> None:  # noqa: F811
         assert len(l2_in) == 16 and all(s is not None and s[2] != 49 and s[1] * s[2] % 49 == 0 for s in l2_in), l2_in
 
 
-def test_fp16_graph_is_strongly_typed_with_fp32_islands(fp16_bundle) -> None:  # noqa: F811
+def test_fp16_graph_is_strongly_typed_with_fp32_islands(fp16_bundle) -> None:
     proto = onnx.load(str(fp16_bundle.path / "model.fp16.onnx"))
     g = proto.graph
     assert [i.type.tensor_type.elem_type for i in g.input] == [TensorProto.FLOAT] * 2
@@ -124,7 +124,7 @@ def test_fp16_graph_is_strongly_typed_with_fp32_islands(fp16_bundle) -> None:  #
     assert fp16_bundle.manifest["fp32_islands"]
 
 
-def test_export_parity_meets_the_tolerances(fp16_bundle) -> None:  # noqa: F811
+def test_export_parity_meets_the_tolerances(fp16_bundle) -> None:
     rep = fp16_bundle.parity
     by = {c.name: c for c in rep.candidates}
     f32 = by["onnxruntime-fp32"]
@@ -139,7 +139,7 @@ def test_export_parity_meets_the_tolerances(fp16_bundle) -> None:  # noqa: F811
 
 
 # ---- plugin mode ----------------------------------------------------------------------------
-def test_plugin_graph_has_one_custom_node_per_block_and_runs_in_ort(plugin_bundle) -> None:  # noqa: F811
+def test_plugin_graph_has_one_custom_node_per_block_and_runs_in_ort(plugin_bundle) -> None:
     import onnxruntime as ort
 
     root = plugin_bundle.path
@@ -229,7 +229,7 @@ def test_cli_missing_checkpoint(tmp_path: Path) -> None:
     _no_bundle(out)
 
 
-def test_cli_corrupt_checkpoint(tmp_path: Path, trained_ckpt: Path) -> None:  # noqa: F811
+def test_cli_corrupt_checkpoint(tmp_path: Path, trained_ckpt: Path) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "meta.json").write_text("{not json")

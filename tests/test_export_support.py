@@ -90,3 +90,17 @@ def plugin_bundle(trained_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) 
     model, meta = load_source(trained_ckpt)
     out = tmp_path_factory.mktemp("bundles") / "tiny-plugin"
     return export_and_validate(model, meta, out, ExportOptions(plugin=True, parity_samples=2))
+
+
+def xpr_in_process(*args: Any) -> str:
+    """`xpr ARGS` through typer's CliRunner in this process, for a step whose claim is not about the
+    process (a fixture's export): no second interpreter importing torch. Returns the output."""
+    from typer.testing import CliRunner
+
+    from xpr_deploy.cli import app
+
+    res = CliRunner().invoke(app, [str(a) for a in args])
+    assert res.exit_code == 0 and res.exception is None, (
+        f"xpr {args[0]} failed: {res.exception!r}\n{res.output[-3000:]}"
+    )
+    return res.output

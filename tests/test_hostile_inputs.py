@@ -366,16 +366,9 @@ def test_json_into_a_full_stdout_is_one_line_and_exit_2(good: Path, ckpt: Path) 
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny bundle (XPR_TEST_BUNDLE_CACHE=DIR keeps it between runs, as in test_serve.py)."""
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    cache = Path(os.environ.get("XPR_TEST_BUNDLE_CACHE") or tmp_path_factory.mktemp("bundle"))
-    dest = cache / "serve-static"
-    if not (dest / "manifest.json").is_file():
-        model, meta = load_source(None, "tiny", 0)
-        export_bundle(model, meta, dest, ExportOptions(engine=False, parity_samples=0, name="tiny"))
-    return dest
+def bundle(tiny_bundle: Path) -> Path:
+    """conftest's session tiny bundle (name "tiny"; XPR_TEST_BUNDLE_CACHE=DIR keeps it between runs)."""
+    return tiny_bundle
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

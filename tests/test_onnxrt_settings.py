@@ -59,20 +59,16 @@ def test_default_session_keeps_peak_memory_low(tmp_path: Path) -> None:
     assert so.get_session_options().enable_mem_reuse
 
 
-def test_onnx_runner_does_not_import_torch(tmp_path: Path) -> None:
+def test_onnx_runner_does_not_import_torch(tiny_bundle: Path) -> None:
     """A process that only serves the graph must not carry PyTorch (~480 MB resident): polygraphy's
     own infer imports it to check for torch tensors, the runner's does not."""
     import subprocess
     import sys
 
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    model, meta = load_source(None, "tiny", 0)
-    export_bundle(model, meta, tmp_path / "b", ExportOptions(engine=False, parity_samples=0))
     code = (
         "import sys, numpy as np\n"
         "from xpr_deploy.runners import make_runner\n"
-        f"with make_runner({str(tmp_path / 'b')!r}, 'onnx') as r:\n"
+        f"with make_runner({str(tiny_bundle)!r}, 'onnx') as r:\n"
         "    x = np.zeros((1, 1, 448, 224), np.float32)\n"
         "    assert r.infer({'cc': x, 'mlo': x})['prob'].shape == (1,)\n"
         "print('torch' in sys.modules)\n"

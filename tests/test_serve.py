@@ -7,6 +7,7 @@ waits; the module stops the server itself. Skipped with the reason when no serve
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -34,26 +35,15 @@ MAX_BATCH = 4
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Two bundles of the same random tiny weights (static batch 1, dynamic 1..4), synthetic studies,
-    and `xpr predict`'s answers on them."""
+def work(tmp_path_factory: pytest.TempPathFactory, tiny_bundle: Path, tiny_dynamic_bundle: Path) -> dict[str, Any]:
+    """Two bundles of the same random tiny weights (static batch 1, dynamic 1..4: conftest's session
+    bundles, exported once), synthetic studies, and `xpr predict`'s answers on them."""
     from xpr_deploy.data.synth import write_synthetic
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
     from xpr_deploy.predict import predict
 
     root = tmp_path_factory.mktemp("serve")
-    # XPR_TEST_BUNDLE_CACHE=DIR keeps the two exports (most of this module's time) between runs
-    cache = Path(os.environ.get("XPR_TEST_BUNDLE_CACHE") or root)
-    model, meta = load_source(None, "tiny", 0)
-    bundles = {}
-    for which, opts in (
-        ("static", ExportOptions(engine=False, parity_samples=0, name="tiny")),
-        ("dynamic", ExportOptions(engine=False, parity_samples=0, max_batch=MAX_BATCH, name="tdyn")),
-    ):
-        dest = cache / f"serve-{which}"
-        if not (dest / "manifest.json").is_file():
-            export_bundle(model, meta, dest, opts)
-        bundles[which] = dest
+    bundles = {"static": tiny_bundle, "dynamic": tiny_dynamic_bundle}
+    assert json.loads((tiny_dynamic_bundle / "manifest.json").read_text())["max_batch"] == MAX_BATCH
     write_synthetic(root / "synth", breasts=3, size=(512, 256), seed=5)
     studies = root / "synth" / "images"
     rep = {which: predict(b, [studies], backend="onnx") for which, b in bundles.items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from test_export_support import XPR, fp16_bundle, trained_ckpt  # noqa: F401  (fixtures)
+from test_export_support import XPR
 
 from xpr_deploy.bundle import BundleView
 from xpr_deploy.io import sha256_file
@@ -51,7 +51,7 @@ def test_fp32_gate_ignores_tie_samples_but_counts_flips() -> None:
     assert res.status == "fail" and "max|Δlogits|" in res.reason
 
 
-def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path) -> None:  # noqa: F811
+def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path) -> None:
     b = tmp_path / "bundle"
     shutil.copytree(fp16_bundle.path, b)
     env = {**os.environ, "COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
@@ -80,7 +80,7 @@ def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_pat
     assert rep["validated_files"] == {k: v for k, v in view.manifest["files"].items() if k != "parity.json"}
 
 
-def test_broken_tolerance_fails(fp16_bundle) -> None:  # noqa: F811
+def test_broken_tolerance_fails(fp16_bundle) -> None:
     """Validating the bundle against a different model (head perturbed) must fail, not pass quietly."""
     from xpr_deploy.export.bundle import load_source
 
@@ -92,7 +92,7 @@ def test_broken_tolerance_fails(fp16_bundle) -> None:  # noqa: F811
     assert not rep.ok and by["onnxruntime-fp32"].status == "fail" and "max|Δlogits|" in by["onnxruntime-fp32"].reason
 
 
-def test_validate_on_a_dicom_dataset(fp16_bundle, synth_vindr: Path) -> None:  # noqa: F811
+def test_validate_on_a_dicom_dataset(fp16_bundle, synth_vindr: Path) -> None:
     """--data: real DICOM files through the preprocessing contract, labels give ΔAUC."""
     rep = validate_bundle(fp16_bundle.path, data=synth_vindr, samples=4)
     by = {c.name: c for c in rep.candidates}
