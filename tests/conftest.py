@@ -71,6 +71,12 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_selection_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same weights with kept-window outputs (heatmaps, regions), static batch 1, name "tiny". Do not modify."""
+    return _random_tiny_bundle(_bundle_cache(tmp_path_factory) / "selection-static", name="tiny", with_selection=True)
+
+
+@pytest.fixture(scope="session")
 def tiny_dynamic_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same weights exported with a dynamic batch axis (--max-batch 4), name "tdyn". Do not modify."""
     return _random_tiny_bundle(_bundle_cache(tmp_path_factory) / "serve-dynamic", name="tdyn", max_batch=4)

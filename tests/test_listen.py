@@ -32,13 +32,9 @@ QUIET = "1"  # seconds without a new instance before a study is complete
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny model exported with kept-window outputs (heatmaps), no engine, no parity run."""
-    from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
-
-    model, meta = load_source(None, "tiny", 0)
-    opts = ExportOptions(with_selection=True, engine=False, parity_samples=0)
-    return export_bundle(model, meta, tmp_path_factory.mktemp("listen") / "bundle", opts).path
+def bundle(tiny_selection_bundle: Path) -> Path:
+    """The tiny model with kept-window outputs (heatmaps), name "tiny" (conftest: exported once per session)."""
+    return tiny_selection_bundle
 
 
 @pytest.fixture(scope="module")
