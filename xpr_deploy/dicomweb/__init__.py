@@ -78,7 +78,8 @@ def _failure_reasons(resp: requests.Response) -> str:
     try:
         body = resp.content or b""
         ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if ctype in ("application/dicom+json", "application/json"):
+        # Orthanc's 409 carries its DICOM JSON with no Content-Type at all
+        if ctype in ("application/dicom+json", "application/json") or (not ctype and body.lstrip()[:1] == b"{"):
             import json
 
             doc = json.loads(body)
