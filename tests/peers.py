@@ -5,7 +5,6 @@ and `xpr listen` itself as a subprocess. In CI a missing peer fails the test ins
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -19,10 +18,11 @@ from typing import Any
 import pytest
 
 from xpr_deploy.node.launch import listen_command, listen_env, storescp_command
+from xpr_deploy.viewer import ORTHANC_PLUGIN as DICOMWEB_PLUGIN
+from xpr_deploy.viewer import Orthanc as ViewerOrthanc
 
 REPO = Path(__file__).resolve().parents[1]
 ORTHANC = shutil.which("Orthanc")
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 STORESCU = shutil.which("storescu")
 STORESCP = shutil.which("storescp")
 
@@ -63,59 +63,26 @@ def _stop(proc: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: flo
     return int(proc.returncode)
 
 
-class Orthanc:
-    """A real Orthanc: REST on `base`, DIMSE on `dicom_port` as ORTHANC; `modalities`: {name: (AE, port)}."""
+class Orthanc(ViewerOrthanc):
+    """A real Orthanc (xpr view's, `xpr_deploy.viewer.Orthanc`) with DIMSE on: REST on `base`, DICOMweb on
+    `dicomweb`, C-STORE on `dicom_port` as `aet`; `modalities`: {name: (AE, port)} it may send to."""
 
     def __init__(self, root: Path, modalities: dict[str, tuple[str, int]] | None = None, aet: str = "ORTHANC") -> None:
-        import requests
-
         need(ORTHANC, "Orthanc")
-        root.mkdir(parents=True, exist_ok=True)
-        self.root, self.aet = root, aet
-        self.port, self.dicom_port = free_port(), free_port()
-        storage = root / "storage"
-        storage.mkdir(exist_ok=True)
-        cfg: dict[str, Any] = {
-            "Name": "xpr-test",
-            "StorageDirectory": str(storage),
-            "IndexDirectory": str(storage),
-            "HttpPort": self.port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "HttpBindAddress": "127.0.0.1",
-            "DicomServerEnabled": True,
-            "DicomAet": aet,
-            "DicomPort": self.dicom_port,
-            "DicomAlwaysAllowStore": True,
-            "DicomCheckCalledAet": False,
+        need(str(DICOMWEB_PLUGIN) if DICOMWEB_PLUGIN.is_file() else None, "Orthanc's DICOMweb plugin")
+        self.aet, self.dicom_port = aet, free_port()
+        dimse = {
+            "Name": "xpr-test", "DicomServerEnabled": True, "DicomAet": aet, "DicomPort": self.dicom_port,
+            "DicomAlwaysAllowStore": True, "DicomCheckCalledAet": False, "DicomScuTimeout": 30, "StableAge": 3600,
             "DicomModalities": {k: [ae, "127.0.0.1", p] for k, (ae, p) in (modalities or {}).items()},
-            "DicomScuTimeout": 30,
-            "StableAge": 3600,
-        }
-        if DICOMWEB_PLUGIN.is_file():
-            cfg["Plugins"] = [str(DICOMWEB_PLUGIN)]
-            cfg["DicomWeb"] = {"Enable": True, "Root": "/dicom-web/"}
-        (root / "orthanc.json").write_text(json.dumps(cfg))
-        self.log_path = root / "orthanc.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=self._log, stderr=self._log)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.dicomweb = f"{self.base}/dicom-web"
+        }  # fmt: skip
+        super().__init__(root, config=dimse)
 
-        def up() -> bool:
-            if self.proc.poll() is not None:
-                pytest.fail(f"Orthanc exited: {self.log_path.read_text(errors='replace')[-2000:]}")
-            try:
-                return requests.get(f"{self.base}/system", timeout=2).ok
-            except requests.RequestException:
-                return False
-
-        _wait(up, 30, "Orthanc did not start", self.log_path)
-
-    def upload(self, path: Path) -> dict[str, Any]:
+    def upload(self, path: str | Path) -> dict[str, Any]:  # type: ignore[override]
+        """Store one file; Orthanc's answer (ID, ParentStudy, ...)."""
         import requests
 
-        r = requests.post(f"{self.base}/instances", data=path.read_bytes(), timeout=30)
+        r = requests.post(f"{self.base}/instances", data=Path(path).read_bytes(), timeout=30)
         r.raise_for_status()
         return dict(r.json())
 
@@ -155,10 +122,6 @@ class Orthanc:
         r.raise_for_status()
         dest.write_bytes(r.content)
         return dest
-
-    def stop(self) -> None:
-        _stop(self.proc)
-        self._log.close()
 
 
 class StoreSCP:

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from peers import Orthanc, free_port
 from typer.testing import CliRunner
 
 from xpr_deploy.cli import app
@@ -33,8 +32,6 @@ from xpr_deploy.train.operating_points import (
 )
 
 CFG = get_config("tiny")
-ORTHANC = shutil.which("Orthanc")
-DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 DCIODVFY = shutil.which("dciodvfy")
 
 # ---- operating points ---------------------------------------------------------------------------
@@ -405,47 +402,12 @@ def test_eval_states_the_operating_point(ckpt: Path, synth_vindr: Path) -> None:
 # ---- a real PACS: Orthanc + DICOMweb ---------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class OrthancProc(Orthanc):
+    """The test peer Orthanc (tests/peers.py), read back over DICOMweb QIDO-RS."""
 
-
-class OrthancProc:
-    def __init__(self, root: Path) -> None:
-        import requests
-
-        self.port, dicom_port = _free_port(), _free_port()
-        storage = root / "storage"
-        storage.mkdir()
-        cfg = {
-            "Name": "xpr-test", "StorageDirectory": str(storage), "IndexDirectory": str(storage),
-            "HttpPort": self.port, "DicomPort": dicom_port, "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False, "HttpBindAddress": "127.0.0.1", "DicomServerEnabled": False,
-            "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }  # fmt: skip
-        (root / "orthanc.json").write_text(json.dumps(cfg))
-        self.log = open(root / "orthanc.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen([str(ORTHANC), str(root / "orthanc.json")], stdout=self.log, stderr=self.log)
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.url = f"{self.base}/dicom-web"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if requests.get(f"{self.base}/system", timeout=2).ok:
-                    break
-            except requests.RequestException:
-                pass
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                pytest.fail(f"Orthanc did not start: {(root / 'orthanc.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-
-    def upload(self, path: Path) -> None:
-        import requests
-
-        r = requests.post(f"{self.base}/instances", data=path.read_bytes(), timeout=30)
-        r.raise_for_status()
+    @property
+    def url(self) -> str:
+        return self.dicomweb
 
     def series(self, study: str) -> list[dict]:
         import requests
@@ -454,7 +416,7 @@ class OrthancProc:
         r.raise_for_status()
         return r.json() if r.content else []
 
-    def instances(self, study: str, series: str) -> list[dict]:
+    def series_instances(self, study: str, series: str) -> list[dict]:
         import requests
 
         r = requests.get(f"{self.url}/studies/{study}/series/{series}/instances", timeout=30,
@@ -462,21 +424,9 @@ class OrthancProc:
         r.raise_for_status()
         return r.json() if r.content else []
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        self.log.close()
-
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancProc]:
-    if ORTHANC is None or not DICOMWEB_PLUGIN.is_file():
-        pytest.skip("Orthanc + its DICOMweb plugin are not installed (apt-get install orthanc orthanc-dicomweb)")
     o = OrthancProc(tmp_path_factory.mktemp("orthanc"))
     try:
         yield o
@@ -518,7 +468,7 @@ def test_orthanc_round_trip_stores_once(orthanc: OrthancProc, ckpt: Path, study:
     import requests
 
     for mod in ("SR", "SEG"):
-        insts = orthanc.instances(uid, by_mod[mod][0])
+        insts = orthanc.series_instances(uid, by_mod[mod][0])
         assert len(insts) == (1 if mod == "SR" else 4)
         for inst in insts:
             r = requests.get(f"{orthanc.url}/studies/{uid}/series/{by_mod[mod][0]}/instances/{_v(inst, '00080018')}",
@@ -537,7 +487,7 @@ def test_orthanc_round_trip_stores_once(orthanc: OrthancProc, ckpt: Path, study:
     again = json.loads(_cli("predict", str(ckpt), "--dicomweb", orthanc.url, "--study", uid, "--store", "--json")[0])
     assert again["dicomweb"]["stored"] == [] and len(again["dicomweb"]["already_present"]) == 5
     assert len(orthanc.series(uid)) == len(series)
-    assert sum(len(orthanc.instances(uid, s)) for s in by_mod["SR"] + by_mod["SEG"]) == 5
+    assert sum(len(orthanc.series_instances(uid, s)) for s in by_mod["SR"] + by_mod["SEG"]) == 5
 
 
 def test_dicomweb_errors_are_one_line(
@@ -554,7 +504,7 @@ def test_dicomweb_errors_are_one_line(
         assert code == 4 and len(lines) == 1, (code, err)
         return lines[0]
 
-    down = f"http://127.0.0.1:{_free_port()}/dicom-web"
+    down = f"http://127.0.0.1:{free_port()}/dicom-web"
     line = fails("--dicomweb", down, "--study", "1.2.3")
     assert down in line and "cannot connect" in line
     line = fails("--dicomweb", orthanc.url, "--study", "1.2.3.4.5.6")

@@ -273,6 +273,20 @@ def test_results_by_stow_over_https_verified_with_the_ca(bundle, combo, tmp_path
         assert f"stow:{url} stored 5" in line, line
         results = [i for i in orthanc.instances(_uid(combo)) if i["Modality"] in ("SR", "SEG")]
         assert len(results) == 5
+        # the same https PACS read by `xpr predict --dicomweb --ca`: verified, the node's probabilities
+        from typer.testing import CliRunner
+
+        from xpr_deploy.cli import app
+
+        args = ["predict", str(bundle), "--dicomweb", url, "--study", _uid(combo), "--json"]
+        r = CliRunner().invoke(app, [*args, "--ca", str(ca[1])])
+        assert r.exit_code == 0, r.output
+        got = {b["laterality"]: b["prob"] for b in json.loads(r.stdout)["breasts"]}
+        assert got == pytest.approx(_probs(bundle, combo), abs=1e-5)
+        cmd = [sys.executable, "-m", "xpr_deploy.cli", *args, "--ca", str(other_ca[1])]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO, check=False)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 4 and len(lines) == 1 and "certificate verify failed" in lines[0], p.stderr
     finally:
         if node is not None:
             node.stop()

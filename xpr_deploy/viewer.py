@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -157,7 +157,8 @@ def find_orthanc() -> Path:
 class Orthanc:
     """A private Orthanc on a free loopback port (no DICOM port, no remote access), stopped by `stop`."""
 
-    def __init__(self, root: str | Path, timeout: float = 30.0) -> None:
+    def __init__(self, root: str | Path, timeout: float = 30.0, config: Mapping[str, Any] | None = None) -> None:
+        """`config`: further Orthanc settings over these (a test peer enables DIMSE, adds modalities)."""
         import requests
 
         exe = find_orthanc()
@@ -170,6 +171,7 @@ class Orthanc:
             "HttpPort": self.port, "RemoteAccessAllowed": False, "AuthenticationEnabled": False,
             "HttpBindAddress": "127.0.0.1", "DicomServerEnabled": False,
             "Plugins": [str(ORTHANC_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            **(config or {}),
         }  # fmt: skip
         (self.root / "orthanc.json").write_text(json.dumps(cfg))
         self.log_path = self.root / "orthanc.log"

@@ -18,14 +18,18 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..errors import XprError
+
 DIGEST_KEY = "manifest_sha256"
 _ZEROS = "0" * 64
 #: the sealed field exactly as the writer emits it (json.dumps(indent=2))
 _FIELD = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
 
 
-class SealError(ValueError):
+class SealError(XprError, ValueError):
     """The manifest bytes carry no single well-formed seal."""
+
+    exit_code = 3  # a bundle refused, as BundleError
 
 
 def digest_of(raw: bytes) -> tuple[str, str]:

@@ -329,6 +329,9 @@ def predict(
     max_response_mb: Annotated[
         float | None, typer.Option("--max-response-mb", help="with --dicomweb: MiB one answer may hold (default 256)")
     ] = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="with --dicomweb: verify an https PACS against this CA file (PEM)")
+    ] = None,
     prefer: PreferOpt = "acquired",
     strict: StrictSelectionOpt = False,
     sr: Annotated[
@@ -362,13 +365,14 @@ def predict(
         web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
                                dicom_out=dicom_out, heatmaps_dir=heatmaps,
                                timeout=TIMEOUT_S if timeout is None else timeout, max_bytes=cap, prefer=prefer,
-                               strict=strict, sr=sr, seg=seg, triton=triton, triton_model=triton_model)  # fmt: skip
+                               strict=strict, sr=sr, seg=seg, triton=triton, triton_model=triton_model,
+                               ca=ca)  # fmt: skip
         rep = web.report
     else:
         if not studies:
             raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
-        if store or timeout is not None or max_response_mb is not None:
-            raise ConfigError("--store, --timeout and --max-response-mb are for a PACS: use them with --dicomweb")
+        if store or timeout is not None or max_response_mb is not None or ca is not None:
+            raise ConfigError("--store, --timeout, --max-response-mb and --ca are for a PACS: use them with --dicomweb")
         rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
                           dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg, triton=triton,
                           triton_model=triton_model)  # fmt: skip

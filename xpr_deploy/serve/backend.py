@@ -19,6 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..errors import XprError
+
 MODEL_PY = '''"""Written by `xpr triton`: runs ./<version>/bundle through xpr (xpr_deploy.serve.backend)."""
 
 import json
@@ -45,8 +47,12 @@ class TritonPythonModel:
 '''
 
 
-class RequestError(Exception):
+class RequestError(XprError):
     """One request is bad (message names the input); the rest of the batch is served."""
+
+
+class ModelLoadError(XprError):
+    """The python model cannot load (wrong numpy on the stub's path, a bundle other than the one written)."""
 
 
 def _params(config: dict[str, Any]) -> dict[str, str]:
@@ -58,7 +64,7 @@ class XprTritonModel:
         import numpy as np
 
         if int(np.__version__.split(".")[0]) >= 2:
-            raise RuntimeError(
+            raise ModelLoadError(
                 f"numpy {np.__version__} on the stub's path ({np.__file__}): Triton's Python stub needs numpy 1.x "
                 "first on sys.path (xpr_sys_path)"
             )
@@ -72,7 +78,7 @@ class XprTritonModel:
         view = BundleView.open(root)  # BundleError (naming the file) -> the model does not load
         want = params.get("xpr_bundle_sha256")
         if want and view.digest != want:
-            raise RuntimeError(f"{root}: manifest_sha256 {view.digest[:12]}… is not the served bundle's {want[:12]}…")
+            raise ModelLoadError(f"{root}: manifest_sha256 {view.digest[:12]}… is not the served bundle's {want[:12]}…")
         self.view = view
         self.io = view.io
         h, w = view.model_config().img_size
