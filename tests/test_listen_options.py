@@ -278,6 +278,8 @@ def test_results_by_stow_over_https_verified_with_the_ca(bundle, combo, tmp_path
 
         from xpr_deploy.cli import app
 
+        for f in sorted(combo.iterdir()):
+            orthanc.upload(f)
         args = ["predict", str(bundle), "--dicomweb", url, "--study", _uid(combo), "--json"]
         r = CliRunner().invoke(app, [*args, "--ca", str(ca[1])])
         assert r.exit_code == 0, r.output
