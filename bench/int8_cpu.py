@@ -50,7 +50,7 @@ def _export(args: list[str], log: Path) -> dict[str, Any]:
 
 
 def speed(a: argparse.Namespace) -> dict[str, Any]:
-    from xpr_deploy.export.int8 import optimized_op_counts
+    from xpr_deploy.runners.int8 import optimized_op_counts
 
     work = Path(a.work or tempfile.mkdtemp(prefix="xpr-int8-speed-"))
     bundle = work / "paper-int8"

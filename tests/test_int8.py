@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from test_export_support import XPR, trained_ckpt  # noqa: F401  (fixture)
 
-from xpr_deploy.export.int8 import INTEGER_KERNELS, Int8Options, calibration_set, optimized_op_counts
+from xpr_deploy.export.int8 import INTEGER_KERNELS, Int8Options, calibration_set
+from xpr_deploy.runners.int8 import optimized_op_counts
 
 ENV = {**os.environ, "COLUMNS": "250"}
 

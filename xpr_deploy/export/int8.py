@@ -322,21 +322,3 @@ def _ort_version() -> str:
     import onnxruntime
 
     return str(onnxruntime.__version__)
-
-
-def optimized_op_counts(graph: Path, threads: int = 1) -> dict[str, int]:
-    """Op types of the graph as ONNX Runtime's CPU provider runs it (its optimised-graph dump, level
-    all): where the QDQ MatMuls became integer kernels, and where float ones remain."""
-    import collections
-
-    import onnx
-    import onnxruntime as ort
-
-    with tempfile.TemporaryDirectory(prefix="xpr-int8-opt-") as tmp:
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.intra_op_num_threads = threads
-        so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
-        ort.InferenceSession(str(graph), so, providers=["CPUExecutionProvider"])
-        m = onnx.load(so.optimized_model_filepath)
-    return dict(collections.Counter(n.op_type for n in m.graph.node))

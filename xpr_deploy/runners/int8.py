@@ -12,9 +12,10 @@ move on near-ties (eager FP16 shows the same), so they are figures, not gates.
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .onnxrt import OnnxRuntimeRunner, OrtSettings, build_graph_runner
+from .onnxrt import OnnxRuntimeRunner, OrtSettings, build_graph_runner, create_session
 from .registry import BackendSpec, Gate, ParityRow, RunnerRequest, bundle_graph_candidate, register_backend
 
 if TYPE_CHECKING:
@@ -30,6 +31,22 @@ def build_int8(source: ModelSource, req: RunnerRequest) -> OnnxRuntimeRunner:
     if not ort.providers:
         ort = replace(ort, providers=("CPUExecutionProvider",))
     return build_graph_runner(source, replace(req, precision=req.precision or PRECISION, ort=ort), backend="onnx-int8")
+
+
+def optimized_op_counts(graph: Path, threads: int = 1) -> dict[str, int]:
+    """Op types of the graph as ONNX Runtime's CPU provider runs it (its optimised-graph dump, level
+    all): where the QDQ MatMuls became integer kernels, and where float ones remain."""
+    import collections
+    import tempfile
+
+    import onnx
+
+    with tempfile.TemporaryDirectory(prefix="xpr-int8-opt-") as tmp:
+        dump = Path(tmp) / "optimized.onnx"
+        settings = OrtSettings(providers=("CPUExecutionProvider",), threads=threads, optimized_path=str(dump))
+        create_session(graph, settings, graph)
+        m = onnx.load(str(dump))
+    return dict(collections.Counter(n.op_type for n in m.graph.node))
 
 
 def _doctor_line() -> tuple[bool, str]:

@@ -79,6 +79,8 @@ class OrtSettings:
     optimization: str = "all"
     cpu_arena: bool = True  # ONNX Runtime's CPU memory arena
     spinning: bool | None = None  # intra-op threads spin while waiting; None: ONNX Runtime's default
+    #: write the graph as ONNX Runtime optimised it here (to see which kernels it runs)
+    optimized_path: str | None = None
 
     def resolved(self) -> OrtSettings:
         if self.providers:
@@ -118,6 +120,8 @@ def session_options(settings: OrtSettings) -> Any:
         so.enable_cpu_mem_arena = False
     if s.spinning is not None:
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if s.spinning else "0")
+    if s.optimized_path:
+        so.optimized_model_filepath = s.optimized_path
     if s.profile_prefix:
         so.enable_profiling = True
         so.profile_file_prefix = s.profile_prefix
