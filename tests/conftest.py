@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +198,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> objec
 def pytest_make_collect_report(collector: pytest.Collector) -> object:
     outcome = yield
     _no_skip_in_ci(outcome.get_result())
+
+
+@pytest.fixture()
+def dest(tmp_path: Path) -> Iterator[Any]:
+    """DCMTK's storescp as the node's destination (tests/peers.py), stopped after the test."""
+    from peers import StoreSCP
+
+    d = StoreSCP(tmp_path / "dest")
+    try:
+        yield d
+    finally:
+        d.stop()

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pydicom
@@ -62,15 +61,6 @@ def expected(bundle: Path, studies: list[tuple[str, list[Path]]]) -> dict[str, d
     for b in rep.breasts:
         out.setdefault(b.study, {})[b.laterality] = b.prob
     return out
-
-
-@pytest.fixture()
-def dest(tmp_path: Path) -> Iterator[StoreSCP]:
-    d = StoreSCP(tmp_path / "dest")
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def _received(d: StoreSCP) -> dict[str, list[Path]]:

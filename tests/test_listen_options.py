@@ -17,7 +17,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from peers import DICOMWEB_PLUGIN, REPO, Listen, Orthanc, StoreSCP, TlsProxy, TlsStoreSCP, free_port, need, storescu
+from peers import DICOMWEB_PLUGIN, REPO, Listen, Orthanc, TlsProxy, TlsStoreSCP, free_port, need, storescu
 from test_listen import _approx, _cert, _received, _results_once, _sr_probs
 from test_selection import mixed_study, write_clean_study
 
@@ -43,15 +43,6 @@ def _probs(bundle: Path, folder: Path, **kw: Any) -> dict[str, float]:
     from xpr_deploy.predict import predict
 
     return {b.laterality: b.prob for b in predict(bundle, [folder], **kw).breasts}
-
-
-@pytest.fixture()
-def dest(tmp_path: Path) -> Iterator[StoreSCP]:
-    d = StoreSCP(tmp_path / "dest")
-    try:
-        yield d
-    finally:
-        d.stop()
 
 
 def _uid(folder: Path) -> str:
