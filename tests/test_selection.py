@@ -224,6 +224,34 @@ def test_lateral_instead_of_mlo_is_one_line_for_that_breast(clean_study: Path, t
     assert r.reason.endswith(f"not used: {Path(n.path).name}: view ML is not a screening view (CC or MLO)")
 
 
+@pytest.mark.parametrize("pixels_intact", [True, False])
+def test_a_damaged_view_position_is_a_broken_file_not_a_view_not_used(
+    clean_study: Path, tmp_path: Path, pixels_intact: bool
+) -> None:
+    """A flipped length makes ViewPosition swallow the elements after it (a fuzz case from CI): the
+    file is rejected with the reader's reason, the same `verify_image` gives, not "not a screening view"."""
+    from xpr_deploy.data.dicom import verify_image
+    from xpr_deploy.data.errors import DicomError
+
+    folder = tmp_path / "study"
+    shutil.copytree(clean_study, folder)
+    target = views_of(folder)["R", "MLO"]
+    ds = pydicom.dcmread(target)
+    ds.ViewPosition = "MLO \x02PCS\x00DIRECT"
+    if not pixels_intact:
+        del ds.SamplesPerPixel
+    ds.save_as(target)
+    idx = load_folder(folder)
+    assert not idx.not_used
+    (reject,) = [r for r in idx.rejects if r.path == str(target)]
+    if pixels_intact:  # the header is sound but for its view: the view check says so
+        assert reject.reason == f"{target}: ViewPosition MLO ?PCS?DIRECT contradicts ViewCodeSequence MLO"
+    else:
+        with pytest.raises(DicomError) as reader:
+            verify_image(target)
+        assert reject.reason == str(reader.value) and "missing SamplesPerPixel" in reject.reason
+
+
 def test_mixed_study_all_classes_at_once(clean_study: Path, tmp_path: Path) -> None:
     clean = load_folder(clean_study)
     idx = load_folder(mixed_study(clean_study, tmp_path, "mixed"))

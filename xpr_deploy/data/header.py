@@ -118,6 +118,15 @@ def printable(value: object, limit: int = 64) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+#: a Code String (CS) value, upper-cased: PS3.5 6.2 allows A-Z, 0-9, space and underscore, 16 characters
+_CODE_STRING = re.compile(r"[A-Z0-9 _]{0,16}")
+
+
+def is_code_string(value: str) -> bool:
+    """Whether `value` (upper-cased) can be a CS value; a damaged header's run-on bytes cannot."""
+    return _CODE_STRING.fullmatch(value) is not None
+
+
 def one_line(exc: BaseException, limit: int = 200) -> str:
     """An exception (a decoder's multi-line report, pydicom's plugin list) as one short line."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]

@@ -34,7 +34,7 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import UID
 
-from .header import FOR_PROCESSING_CLASSES, MG_FOR_PRESENTATION, printable, text_value
+from .header import FOR_PROCESSING_CLASSES, MG_FOR_PRESENTATION, is_code_string, printable, text_value
 from .views import VIEWS, modifier_name, view_name
 
 #: `prefer`: which 2D image of a view is read when the study holds both
@@ -184,7 +184,10 @@ def read_instance(ds: Dataset, path: str | Path) -> Instance:
     """The selection attributes of a header; values it cannot parse raise the header's one-line InvalidValue."""
     p = str(path)
     lat = printable(text_value(ds, "ImageLaterality", p).upper() or text_value(ds, "Laterality", p).upper())
-    view = printable(text_value(ds, "ViewPosition", p).upper())
+    position = printable(text_value(ds, "ViewPosition", p).upper())
+    # a damaged ViewPosition (a flipped length swallowed the next elements) is a broken file that
+    # the reader rejects with its reason (`dicom.view_of`), not a view that is "not used"
+    view = position if is_code_string(position) else ""
     modifiers: list[str] = []
     seq = ds["ViewCodeSequence"].value if "ViewCodeSequence" in ds else None
     if isinstance(seq, DicomSequence) and len(seq):
