@@ -1,4 +1,6 @@
-"""Shared fixtures. Torch runs on few threads: CI has 2 cores and tests run one after another."""
+"""Shared fixtures. Torch runs on few threads: CI has 2 cores and tests run one after another. What two
+runs at once would build alike (the trained checkpoint in .cache/, the tiny bundles of
+XPR_TEST_BUNDLE_CACHE) is built under a lock (`shared_build`), never read half-written."""
 
 from __future__ import annotations
 
@@ -47,15 +49,22 @@ def synth_cbis(tmp_path_factory):
 # The trained tiny checkpoint and its FP16 / plugin bundles live in test_export_support.py; imported
 # here, they are conftest fixtures that every module shares (a module that imports them itself gets
 # its own copy: an export and a TensorRT-RTX build more).
-from test_export_support import fp16_bundle, plugin_bundle, trained_ckpt, xpr_in_process  # noqa: E402, F401
+from test_export_support import (  # noqa: E402, F401
+    fp16_bundle,
+    plugin_bundle,
+    shared_build,
+    trained_ckpt,
+    xpr_in_process,
+)
 
 
 def _random_tiny_bundle(dest: Path, **options: Any) -> Path:
     from xpr_deploy.export.bundle import ExportOptions, export_bundle, load_source
 
-    if not (dest / "manifest.json").is_file():
-        model, meta = load_source(None, "tiny", 0)
-        export_bundle(model, meta, dest, ExportOptions(engine=False, parity_samples=0, **options))
+    with shared_build(dest):
+        if not (dest / "manifest.json").is_file():
+            model, meta = load_source(None, "tiny", 0)
+            export_bundle(model, meta, dest, ExportOptions(engine=False, parity_samples=0, **options))
     return dest
 
 

@@ -8,8 +8,11 @@ broken the same way in eager and ONNX (lower window index), near-ties are report
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +62,23 @@ def train_tiny(dest: Path, steps: int = 12, seed: int = 0) -> Path:
     return dest
 
 
+@contextmanager
+def shared_build(dest: Path) -> Iterator[None]:
+    """Hold `dest`'s lock while checking for or building it: two runs at once (two worktrees sharing
+    .cache/, or XPR_TEST_BUNDLE_CACHE) build a shared artefact once and never read one half-written."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.parent / f".{dest.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 @pytest.fixture(scope="session")
 def trained_ckpt() -> Path:
     dest = CACHE / TRAINED_VERSION
-    if not (dest / "meta.json").is_file():
-        shutil.rmtree(dest, ignore_errors=True)
-        train_tiny(dest)
+    with shared_build(dest):
+        if not (dest / "meta.json").is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+            train_tiny(dest)
     return dest
 
 
