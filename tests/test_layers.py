@@ -31,7 +31,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("xpr_deploy.model.*",)),
     (3, ("xpr_deploy.train.*",)),
     (4, ("xpr_deploy.bundle.*",)),
-    (5, ("xpr_deploy.engine.*", "xpr_deploy.export.*")),
+    (5, ("xpr_deploy.trt_engine.*", "xpr_deploy.export.*")),
     (6, ("xpr_deploy.runners.*",)),
     (
         7,

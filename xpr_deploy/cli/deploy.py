@@ -139,7 +139,7 @@ def export(
     )
     opts.check()
     if engine is not False and backend != "auto":  # an unavailable backend fails before any work
-        from ..engine.build import resolve_backend
+        from ..trt_engine.build import resolve_backend
 
         resolve_backend(backend)
     model, meta = load_source(checkpoint, config, seed)
