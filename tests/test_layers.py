@@ -43,7 +43,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.bench.*",
             "xpr_deploy.triton",
             "xpr_deploy.heatmap",
-            "xpr_deploy.report",
+            "xpr_deploy.demo_report",
             "xpr_deploy.doctor",
             "xpr_deploy.serve*",
             "xpr_deploy.dicom_out.*",
