@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/graph_before_after.py export VARIANT OUT.onnx [--keep 0.5]   # + OUT.onnx.json
     .venv/bin/python bench/graph_before_after.py compare NAME=A.onnx[@SETTINGS] NAME=B.onnx[@SETTINGS] ...
-                                                 [--runs 3] [--json OUT] [--peak]
+                                                 [--runs 3] [--out OUT] [--peak]
 
 Variants (paper model, random weights seed 0, keep 0.5; eager outputs are the same in all):
   issue6   the export before the graph work of issue 6: roll -> window_partition -> ... ->
@@ -294,7 +294,8 @@ def main() -> None:
     c.add_argument("entries", nargs="+", help="NAME=GRAPH.onnx[@SETTINGS]; the first is the reference")
     c.add_argument("--runs", type=int, default=3)
     c.add_argument("--threads", type=int, default=2)
-    c.add_argument("--json", type=Path, default=None)
+    # --out as in every other bench driver; --json is the spelling recorded in results/graph/*.json
+    c.add_argument("--out", "--json", dest="out", type=Path, default=None, help="write the results here")
     c.add_argument("--peak", action="store_true", help="peak RSS of each entry in a fresh ONNX Runtime process")
     pk = sub.add_parser("_peak")
     pk.add_argument("graph", type=Path)
@@ -305,7 +306,7 @@ def main() -> None:
     if args.cmd == "export":
         export_variant(args.variant, args.out, keep=args.keep)
     elif args.cmd == "compare":
-        compare(args.entries, args.runs, args.threads, args.json, args.peak)
+        compare(args.entries, args.runs, args.threads, args.out, args.peak)
     else:
         peak_child(args.graph, args.setting, args.threads, args.runs)
 

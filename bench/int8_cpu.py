@@ -67,7 +67,7 @@ def speed(a: argparse.Namespace) -> dict[str, Any]:
     ops = {p: optimized_op_counts(bundle / manifest["graphs"][p], threads=a.threads) for p in ("fp32", "int8")}
     report = work / "bench.json"
     cmd = [str(XPR), "bench", "--onnx", str(bundle), "-b", "onnx-int8", "--against", "onnx:fp32",
-           "--runs", str(a.runs), "--warmup", "1", "--threads", str(a.threads), "--json", str(report)]  # fmt: skip
+           "--runs", str(a.runs), "--warmup", "1", "--threads", str(a.threads), "--out", str(report)]  # fmt: skip
     if a.profile:
         cmd += ["--profile", str(work / "profiles")]
     subprocess.run(cmd, check=True)

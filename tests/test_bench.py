@@ -197,17 +197,25 @@ def test_bench_engine_skips_with_reason(tiny_bundle: Path) -> None:
 
 
 def test_cli_bench_writes_report(tmp_path: Path) -> None:
+    """`--json` is the flag it is everywhere else (the report as the one thing on stdout, file paths on
+    stderr); `--out FILE` also writes the same report to a file."""
     from typer.testing import CliRunner
 
     from xpr_deploy.cli import app
 
     out = tmp_path / "r.json"
     res = CliRunner().invoke(app, ["bench", "--config", "tiny", "--runs", "1", "--warmup", "0", "--dense",
-                                   "--json", str(out)])  # fmt: skip
+                                   "--json", "--out", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
     for k in ("median_ms", "p90_ms", "p99_ms", "peak_mem_mb", "dense_median_ms", "pruned_over_dense", "command"):
         assert k in rep, k
+    assert json.loads(res.stdout) == rep  # the whole of stdout is that one object
+    assert f"report: {out}" in res.stderr
+    # without --json: the summary lines, and `--out`'s path, on stdout
+    res = CliRunner().invoke(app, ["bench", "--config", "tiny", "--runs", "1", "--warmup", "0", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "median" in res.stdout and f"report: {out}" in res.stdout and not res.stdout.lstrip().startswith("{")
     # no model named, or a sweep that is not numbers: the real entry point's one line and exit 2
     usage = "error: give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)"
     xpr = [sys.executable, "-m", "xpr_deploy.cli", "bench"]
@@ -216,6 +224,28 @@ def test_cli_bench_writes_report(tmp_path: Path) -> None:
     p = subprocess.run([*xpr, "--config", "tiny", "--keep-sweep", "1,x"], capture_output=True, text=True, timeout=300)
     lines = p.stderr.strip().splitlines()
     assert p.returncode == 2 and len(lines) == 1 and "keep" in lines[0].lower() and "1,x" in lines[0], p.stderr
+
+
+def test_cli_bench_out_is_written_atomically(tmp_path: Path) -> None:
+    """A report that cannot be written (EFBIG: files may not grow past 64 bytes) is one line naming
+    `--out`, exit 2; the previous report stays as it was, no temporary is left, nothing is on stdout."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    out = tmp_path / "r.json"
+    out.write_text('{"old": 1}\n')
+    cmd = [sys.executable, "-m", "xpr_deploy.cli", "bench", "--config", "tiny", "--runs", "1", "--warmup", "0",
+           "--json", "--out", str(out)]  # fmt: skip
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert str(out) in last and "File too large" in last, p.stderr
+    assert p.stdout == "" and out.read_text() == '{"old": 1}\n'
+    assert [x.name for x in tmp_path.iterdir()] == ["r.json"]
 
 
 def test_demo_step_writes_reports(tiny_model, tmp_path: Path) -> None:

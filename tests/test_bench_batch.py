@@ -67,7 +67,7 @@ def test_cli_bench_batch(dynamic_bundle: Path, tmp_path: Path) -> None:
 
     out = tmp_path / "b.json"
     args = ["bench", "--onnx", str(dynamic_bundle), "--batch", "1,2", "--runs", "1", "--warmup", "0"]
-    res = CliRunner().invoke(app, [*args, "--threads", "2", "--json", str(out)])
+    res = CliRunner().invoke(app, [*args, "--threads", "2", "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "per breast" in res.output and json.loads(out.read_text())["batches"] == [1, 2]
     res = CliRunner().invoke(app, ["bench", "--config", "tiny", "--batch", "1,2"])

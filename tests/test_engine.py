@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from xpr_deploy.bundle import BundleError, BundleView, write_sealed
-from xpr_deploy.engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
-from xpr_deploy.engine.runtime import EngineMismatch, check_compute_capability, check_engine
 from xpr_deploy.errors import BackendUnavailable
 from xpr_deploy.runners import make_runner
+from xpr_deploy.trt_engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
+from xpr_deploy.trt_engine.checks import EngineMismatch, check_compute_capability, check_engine
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu12 (extra `trt`) is not installed")
 

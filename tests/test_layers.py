@@ -31,7 +31,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("xpr_deploy.model.*",)),
     (3, ("xpr_deploy.train.*",)),
     (4, ("xpr_deploy.bundle.*",)),
-    (5, ("xpr_deploy.engine.*", "xpr_deploy.export.*")),
+    (5, ("xpr_deploy.trt_engine.*", "xpr_deploy.export.*")),
     (6, ("xpr_deploy.runners.*",)),
     (
         7,
@@ -43,7 +43,7 @@ LAYERS: list[tuple[int, tuple[str, ...]]] = [
             "xpr_deploy.bench.*",
             "xpr_deploy.triton",
             "xpr_deploy.heatmap",
-            "xpr_deploy.report",
+            "xpr_deploy.demo_report",
             "xpr_deploy.doctor",
             "xpr_deploy.serve*",
             "xpr_deploy.dicom_out.*",

@@ -123,9 +123,9 @@ def test_engine_backend_without_a_gpu_says_why(bundle: Path, synth_vindr: Path, 
     import hashlib
     import shutil
 
-    from xpr_deploy.engine.build import gpu_compute_capability
     from xpr_deploy.errors import BackendUnavailable
     from xpr_deploy.predict import predict
+    from xpr_deploy.trt_engine.build import gpu_compute_capability
 
     if gpu_compute_capability() is not None:
         pytest.skip("an NVIDIA GPU is present: the engine would be loaded for real")

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-from xpr_deploy.report import REPORT_NAME, StepRecord, write_report
+from xpr_deploy.demo_report import REPORT_NAME, StepRecord, write_report
 
 
 def test_report_links_every_artefact_and_shows_predictions(tmp_path: Path) -> None:

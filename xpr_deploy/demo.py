@@ -296,7 +296,7 @@ def bench_step(ctx: DemoContext) -> dict[str, Any]:
 
 def report_step(ctx: DemoContext) -> dict[str, Any]:
     """REPORT.md over everything the earlier steps wrote (keep this step last)."""
-    from .report import step_from_demo, write_report
+    from .demo_report import step_from_demo, write_report
 
     root = Path(ctx.out)
     steps = [step_from_demo(r, root) for r in ctx.artifacts.get("steps") or []]

@@ -17,7 +17,7 @@ from .errors import BenchError
 def run_isolated(args: Sequence[str], timeout: float | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="xpr-bench-") as tmp:
         out = Path(tmp) / "r.json"
-        cmd = [sys.executable, "-m", "xpr_deploy.cli", "bench", *args, "--json", str(out)]
+        cmd = [sys.executable, "-m", "xpr_deploy.cli", "bench", *args, "--out", str(out)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode or not out.is_file():
             raise BenchError(f"isolated bench failed ({proc.returncode}): {proc.stderr.strip()[-400:]}")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -138,7 +139,7 @@ def export(
     )
     opts.check()
     if engine is not False and backend != "auto":  # an unavailable backend fails before any work
-        from ..engine.build import resolve_backend
+        from ..trt_engine.build import resolve_backend
 
         resolve_backend(backend)
     model, meta = load_source(checkpoint, config, seed)
@@ -213,8 +214,8 @@ def bench(
     mode: Annotated[str, typer.Option("--mode", help="eager: eager | compile | cuda-graph")] = "eager",
     dense_onnx: Annotated[Path | None, typer.Option("--dense-onnx", help="dense graph to compare with")] = None,
     profile: Annotated[Path | None, typer.Option("--profile", help="ONNX Runtime profiles go here")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write the full report here")] = None,
-    plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --json)")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the full report here (JSON)")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --out)")] = None,
     batch: Annotated[
         str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
     ] = None,
@@ -225,11 +226,11 @@ def bench(
         list[str] | None,
         typer.Option("--against", help="with --onnx: also time BACKEND[:PRECISION] interleaved, e.g. onnx:fp32"),
     ] = None,
+    as_json: JsonFlag = False,
 ) -> None:
     """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep;
     per-breast time by batch size."""
     from .. import bench as B
-    from ..io import write_json
 
     chosen = [n for n, v in (("--eager", eager), ("--onnx", onnx), ("--engine", engine)) if v is not None]
     if len(chosen) > 1 or (not chosen and config is None):
@@ -247,10 +248,7 @@ def bench(
         rep = B.bench_batches(
             onnx, B.parse_batches(batch), runs=runs, warmup=warmup, threads=threads, progress=progress
         )
-        B.print_batches(rep, lambda s: say(console, s))
-        if json_out is not None:
-            write_json(json_out, rep)
-            say(console, f"report: {json_out}")
+        _bench_done(rep, B.print_batches, out=out, plot=plot, as_json=as_json)
         return
     if engine is not None:
         rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
@@ -290,13 +288,33 @@ def bench(
             mode=mode,
             progress=progress,
         )
-    B.print_summary(rep, lambda s: say(console, s))
-    if json_out is not None:
-        write_json(json_out, rep)
-        say(console, f"report: {json_out}")
-    if rep.get("keep_sweep") and (plot is not None or json_out is not None):
-        png = B.plot_keep_sweep(rep, plot if plot is not None else Path(str(json_out)).with_suffix(".png"))
-        say(console, f"plot: {png}")
+    _bench_done(rep, B.print_summary, out=out, plot=plot, as_json=as_json)
+
+
+def _bench_done(
+    rep: dict[str, Any],
+    summary: Callable[[dict[str, Any], Callable[[str], None]], None],
+    *,
+    out: Path | None,
+    plot: Path | None,
+    as_json: bool,
+) -> None:
+    """The end of every `xpr bench`: the summary lines (or, with --json, the whole report as the only
+    thing on stdout, the file paths then going to stderr), the --out file, the keep-sweep plot."""
+    from .. import bench as B
+    from ..io import write_json
+
+    note = err_console if as_json else console
+    if not as_json:
+        summary(rep, lambda s: say(console, s))
+    if out is not None:
+        write_json(out, rep)
+        say(note, f"report: {out}")
+    if rep.get("keep_sweep") and (plot is not None or out is not None):
+        png = B.plot_keep_sweep(rep, plot if plot is not None else Path(str(out)).with_suffix(".png"))
+        say(note, f"plot: {png}")
+    if as_json:
+        _print_json(rep)
 
 
 @app.command()

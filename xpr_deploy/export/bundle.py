@@ -23,11 +23,11 @@ from .. import __version__
 from ..bundle.reader import check_bundle_target
 from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
 from ..bundle.seal import write_sealed
-from ..engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
 from ..errors import BackendUnavailable, ConfigError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
+from ..trt_engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
 from .fp16 import FP32_ISLANDS
 from .int8 import INT8_GRAPH, CalibrationSet, Int8Options, calibration_set, quantize_graph
 from .lint import LintReport, lint_model

@@ -1,7 +1,7 @@
 """TensorRT / TensorRT-RTX engines: device buffers and a stream allocated once on activation.
 
 The engine is taken from a verified bundle (its bytes are hashed by the bundle reader); loading
-checks the backend version and the GPU's compute capability (`engine.runtime.check_engine`).
+checks the backend version and the GPU's compute capability (`trt_engine.checks.check_engine`).
 Without an NVIDIA GPU activation raises BackendUnavailable with the reason: validate and bench
 turn that into a skipped row, predict into a one-line error.
 """
@@ -41,7 +41,7 @@ class TrtRunner(XprRunner):
     def activate_impl(self) -> None:
         import torch
 
-        from ..engine.runtime import check_engine
+        from ..trt_engine.checks import check_engine
 
         trt = check_engine(self.ref)  # BackendUnavailable without a GPU, EngineMismatch on version / sm
         logger = trt.Logger(trt.Logger.WARNING)
@@ -112,7 +112,7 @@ def build_engine_runner(source: ModelSource, req: RunnerRequest) -> TrtRunner:
 
 def _engine_candidate(source: ModelSource, model: Any, row: ParityRow) -> tuple[Any, str]:
     """The bundle's engine, or why it cannot run here (none built; no GPU / runtime)."""
-    from ..engine.runtime import check_engine
+    from ..trt_engine.checks import check_engine
 
     view = source.bundle
     if view is None or not view.engines:

@@ -16,7 +16,7 @@ difference is a *flip* and fails. Samples with a tie are left out of the |Δ| ga
 what the model computes) and reported apart.
 
 Modules: `inputs` (what parity runs on), `run` (runners through polygraphy, validate-after-export),
-`compare` (the pruning-aware layer), `report` (tolerances and parity.json).
+`compare` (the pruning-aware layer), `report` (the parity report and parity.json).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The parity report: tolerances, per-block and per-candidate results, and what is written to parity.json."""
+"""The parity report (`xpr validate`): per-block and per-candidate results, the tolerance each candidate
+was held to (declared by its backend in the runner registry), and what is written to parity.json."""
 
 from __future__ import annotations
 

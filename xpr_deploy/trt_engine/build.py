@@ -18,7 +18,8 @@ from typing import Any
 from ..errors import BackendUnavailable, XprError
 from ..io import sha256_file, write_bytes
 
-BACKENDS = ("tensorrt-rtx", "tensorrt")
+#: the TensorRT flavours an engine is built with (`xpr export --backend`, a manifest's `engines[].backend`)
+TRT_FLAVOURS = ("tensorrt-rtx", "tensorrt")
 _MODULES = {"tensorrt-rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
 #: TensorRT-RTX targets from Ampere on (it has no SM90)
 _RTX_AMPERE_PLUS = ("SM80", "SM86", "SM89", "SM120")
@@ -65,9 +66,9 @@ class EngineInfo:
 
 
 def import_backend(backend: str) -> ModuleType:
-    """The backend's Python module, or BackendUnavailable with the reason."""
-    if backend not in BACKENDS:
-        raise BackendUnavailable(f"unknown engine backend {backend!r}: choose {', '.join(BACKENDS)} or auto")
+    """The TensorRT flavour's Python module, or BackendUnavailable with the reason."""
+    if backend not in TRT_FLAVOURS:
+        raise BackendUnavailable(f"unknown TensorRT flavour {backend!r}: choose {', '.join(TRT_FLAVOURS)} or auto")
     mod = _MODULES[backend]
     try:
         return importlib.import_module(mod)

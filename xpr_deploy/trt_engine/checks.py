@@ -3,7 +3,8 @@
 The engine's bytes were already hashed by the verified bundle reader (`xpr_deploy.bundle`). Here:
 the backend importable and at the manifest's exact version, an NVIDIA GPU, the GPU's compute
 capability among the engine's. Without a GPU the error is BackendUnavailable, which callers
-(validate, bench, pytest) turn into a skip with that reason. Running it: `runners.trt.TrtRunner`.
+(validate, bench, pytest) turn into a skip with that reason. Deserialising and running it is
+`runners.trt.TrtRunner`, which calls `check_engine` first.
 """
 
 from __future__ import annotations

@@ -1,1 +1,0 @@
-"""Engines: build (TensorRT-RTX ahead of time on any machine, TensorRT 11 on a GPU) and load/run."""
