@@ -191,7 +191,7 @@ class _Optim:
     need_scaler: bool
     ctx: Any
     weights: torch.Tensor
-    params: list[torch.Tensor]
+    params: list[nn.Parameter]
 
     def train_state(self, state: FitState) -> dict[str, Any]:
         """What RUN/last keeps besides the weights, so that `--resume` continues the same run."""
