@@ -365,6 +365,76 @@ def _python_model(
     return m
 
 
+def _repository_parameters(view: BundleView, operating_point: str | None) -> dict[str, str]:
+    """The parameters every model of the repository carries: the bundle's, its digest and its operating points,
+    so that a client decides `prob >= threshold` the way `xpr predict` does."""
+    params = _parameters(view.manifest)
+    point = view.operating_point(operating_point)
+    params["xpr_threshold"] = str(point.threshold)
+    params["xpr_operating_point"] = point.name
+    if view.operating_points:
+        params["xpr_operating_points"] = json.dumps({k: p.threshold for k, p in view.operating_points.items()})
+    params["xpr_bundle_sha256"] = view.digest
+    return params
+
+
+@dataclass
+class _RepoModel:
+    """What the ONNX and TensorRT models of one `write_repository` call share."""
+
+    repo: Path
+    base: str
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    mbs: int
+    instances: int
+    params: dict[str, str]
+    source: Path
+    version: int | None
+    extras: dict[str, str]
+    hashes: _Hashes
+
+    def write(
+        self, suffix: str, platform: str, kind: str, files: dict[str, Path], params: dict[str, str]
+    ) -> TritonModel:
+        """`<base>_<suffix>/`: its config.pbtxt, the files and the shared extras (labels, manifest)."""
+        fname = next(iter(files))
+        text = config_pbtxt(
+            f"{self.base}_{suffix}", platform, self.inputs, self.outputs, self.mbs, self.instances, kind, fname,
+            params, self.source, "labels.txt",
+        )  # fmt: skip
+        return _write_model(
+            self.repo, f"{self.base}_{suffix}", platform, files, text, self.mbs, self.version, self.extras, self.hashes
+        )
+
+
+def _onnx_model(rm: _RepoModel, view: BundleView, precision: str | None) -> TritonModel:
+    """`<base>_onnx/`: KIND_AUTO, GPU when the server has one, else CPU (ONNX Runtime runs on both)."""
+    onnx = view.graph(precision)
+    files = {"model.onnx": onnx, **{p.name: p for p in _external_data(onnx)}}
+    return rm.write("onnx", "onnxruntime_onnx", "KIND_AUTO", files, {**rm.params, **triton_parameters(OrtSettings())})
+
+
+def _trt_model(rm: _RepoModel, view: BundleView, skipped: list[str]) -> TritonModel | None:
+    """`<base>_trt/` from the bundle's first TensorRT engine (one engine model per repository; more need --name).
+
+    TensorRT-RTX engines are listed in `skipped`: Triton's tensorrt_plan backend does not run them."""
+    for ref in view.engines:
+        path, entry = ref.path, ref.entry
+        if "rtx" in ref.backend:
+            skipped.append(
+                f"{path}: TensorRT-RTX engine; Triton's tensorrt_plan backend runs TensorRT engines only, "
+                "so it is not served (the ONNX model is)"
+            )
+            continue
+        e_params = dict(rm.params)
+        for key in ("version", "compute_capability", "hardware_compatibility"):
+            if entry.get(key) is not None:
+                e_params[f"xpr_engine_{key}"] = str(entry[key])
+        return rm.write("trt", "tensorrt_plan", "KIND_GPU", {"model.plan": path}, e_params)
+    return None
+
+
 def write_repository(
     bundle: str | Path,
     repo: str | Path,
@@ -397,70 +467,16 @@ def write_repository(
     outputs = tensors(view.outputs, source)
     mbs = _batch_size(inputs + outputs, max_batch, source, view.max_batch)
     base = name or view.name.replace(" ", "_")
-    params = _parameters(manifest)
-    point = view.operating_point(operating_point)
-    params["xpr_threshold"] = str(point.threshold)
-    params["xpr_operating_point"] = point.name
-    if view.operating_points:
-        params["xpr_operating_points"] = json.dumps({k: p.threshold for k, p in view.operating_points.items()})
-    params["xpr_bundle_sha256"] = view.digest
+    params = _repository_parameters(view, operating_point)
     labels = "\n".join(_class_names(manifest)) + "\n"
     extras = {"labels.txt": labels, "manifest.json": source.read_text()}
-    result = TritonResult(repo)
     hashes = {view.root / rel: h for rel, h in manifest["files"].items()}
-
-    onnx = view.graph(precision)
-    # KIND_AUTO: GPU when the server has one, else CPU (ONNX Runtime runs on both)
-    text = config_pbtxt(
-        f"{base}_onnx",
-        "onnxruntime_onnx",
-        inputs,
-        outputs,
-        mbs,
-        instances,
-        "KIND_AUTO",
-        "model.onnx",
-        {**params, **triton_parameters(OrtSettings())},
-        source,
-        "labels.txt",
-    )
-    files = {"model.onnx": onnx, **{p.name: p for p in _external_data(onnx)}}
-    result.models.append(
-        _write_model(repo, f"{base}_onnx", "onnxruntime_onnx", files, text, mbs, version, extras, hashes)
-    )
-
-    for ref in view.engines:
-        path, entry = ref.path, ref.entry
-        backend = ref.backend
-        if "rtx" in backend:
-            result.skipped.append(
-                f"{path}: TensorRT-RTX engine; Triton's tensorrt_plan backend runs TensorRT engines only, "
-                "so it is not served (the ONNX model is)"
-            )
-            continue
-        e_in, e_out = inputs, outputs
-        e_params = dict(params)
-        for key in ("version", "compute_capability", "hardware_compatibility"):
-            if entry.get(key) is not None:
-                e_params[f"xpr_engine_{key}"] = str(entry[key])
-        text = config_pbtxt(
-            f"{base}_trt",
-            "tensorrt_plan",
-            e_in,
-            e_out,
-            mbs,
-            instances,
-            "KIND_GPU",
-            "model.plan",
-            e_params,
-            source,
-            "labels.txt",
-        )
-        files = {"model.plan": path}
-        result.models.append(
-            _write_model(repo, f"{base}_trt", "tensorrt_plan", files, text, mbs, version, extras, hashes)
-        )
-        break  # one engine model per repository; more need --name
+    rm = _RepoModel(repo, base, inputs, outputs, mbs, instances, params, source, version, extras, hashes)
+    result = TritonResult(repo)
+    result.models.append(_onnx_model(rm, view, precision))
+    trt = _trt_model(rm, view, result.skipped)
+    if trt is not None:
+        result.models.append(trt)
     if py.enabled:
         result.models.append(
             _python_model(repo, view, base, inputs, outputs, mbs, instances, params, labels, version, py)

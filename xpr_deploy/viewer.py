@@ -33,7 +33,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from .errors import XprError
+from .errors import PeerError, XprError
 
 OHIF_PACKAGE = "@ohif/app"
 OHIF_VERSION = "3.13.2"
@@ -46,10 +46,8 @@ class ViewerError(XprError):
     """The viewer cannot start: a missing dependency (one line saying what to install) or a peer error."""
 
 
-class ViewerPeerError(ViewerError):
+class ViewerPeerError(ViewerError, PeerError):
     """Orthanc or the DICOMweb server refused or failed (exit code 4, like every DICOMweb error)."""
-
-    exit_code = 4
 
 
 def free_port() -> int:

@@ -279,294 +279,342 @@ Manifest read_manifest(const std::string& bundle_dir) {
   return parse_manifest(read_manifest_bytes(path, bundle_dir), path);
 }
 
-Manifest parse_manifest(const std::string& raw, const std::string& path) {
-  Manifest m;
-  m.path = path;
+namespace {
+
+// ---- parse_manifest, one reader per section, in the order the checks run ----------------------
+
+// The JSON value of manifest.json: bounded in size and depth before nlohmann parses it.
+json parse_json(const std::string& raw, const std::string& path) {
   if (raw.size() > kMaxManifestBytes)
     throw Failure(XPR_ERR_MANIFEST, path + ": more than " + std::to_string(kMaxManifestBytes) +
                                         " bytes, larger than any manifest");
   if (json_depth(raw, kMaxJsonDepth) > kMaxJsonDepth)
     throw Failure(XPR_ERR_MANIFEST, path + ": values nested deeper than " + std::to_string(kMaxJsonDepth) +
                                         " levels; no manifest is");
-  json root;
   try {
-    root = json::parse(raw);
+    return json::parse(raw);
   } catch (const json::exception& e) {
-    throw Failure(XPR_ERR_MANIFEST, m.path + ": not valid JSON: " + e.what());
+    throw Failure(XPR_ERR_MANIFEST, path + ": not valid JSON: " + e.what());
   }
+}
+
+// Rule 1 (format and version), then rule 2 (the seal), then the required keys: before any field is believed.
+void read_header(const Reader& r, const std::string& raw, const json& root, Manifest& m) {
+  const json* fmt = r.find(root, "format");
+  if (!fmt || !fmt->is_string() || fmt->get<std::string>() != "xpr-bundle")
+    r.fail("not an xpr bundle manifest ('format' is not \"xpr-bundle\")");
+  const json* fv = r.find(root, "format_version");
+  if (!fv || !fv->is_number() || fv->get<double>() != kManifestFormat)
+    throw Failure(XPR_ERR_VERSION, r.path + ": bundle format version " + (fv ? shown(*fv) : "(none)") +
+                                       ", this runtime reads format version " + std::to_string(kManifestFormat) +
+                                       ": re-export the bundle with this version of xpr (`xpr export`)");
+  m.format_version = kManifestFormat;
+  std::string recorded, computed, why;
+  if (!seal_digests(raw, recorded, computed, why)) r.fail(why);
+  const json* top = r.find(root, "manifest_sha256");
+  if (!top || !top->is_string() || top->get<std::string>() != recorded)
+    r.fail("its manifest_sha256 seal is not the top-level 'manifest_sha256' field");
+  if (recorded != computed)
+    throw Failure(XPR_ERR_HASH, r.path + ": content differs from its seal (manifest_sha256 " +
+                                    recorded.substr(0, 12) + "..., content " + computed.substr(0, 12) +
+                                    "...): a field was edited after export");
+  m.digest = recorded;
+  for (const char* k : kRequired)
+    if (!root.contains(k)) r.fail(std::string("missing '") + k + "' (required by bundle format 2)");
+}
+
+// The toolkit that wrote the bundle: 0.x toolkits need this runtime's minor line; later ones its major.
+void read_toolkit_version(const Reader& r, const json& root, Manifest& m) {
+  m.toolkit_version = r.str(root["toolkit_version"], "toolkit_version");
+  const auto [maj, min] = major_minor(m.toolkit_version);
+  const auto [rmaj, rmin] = major_minor(XPR_VERSION_STRING);
+  const bool ok = maj >= 0 && maj == rmaj && (maj > 0 || min == rmin);
+  if (!ok)
+    throw Failure(XPR_ERR_VERSION, r.path + ": bundle written by xpr " + m.toolkit_version +
+                                       ", this runtime (xpr " XPR_VERSION_STRING ") reads bundles of xpr " +
+                                       std::to_string(rmaj) + "." + std::to_string(rmin) + ".x");
+}
+
+// A path the manifest names that must also be one of the hashed files (rule 3).
+std::string listed(const Reader& r, const Manifest& m, const json& v, const std::string& what) {
+  const std::string rel = r.relpath(v, what);
+  if (!m.sha256.count(rel)) r.fail(what + " '" + rel + "' is not among the hashed files");
+  return rel;
+}
+
+// Rule 3: `files` {path: sha256}, then the graphs and the optional parity report among them.
+void read_files(const Reader& r, const json& root, Manifest& m) {
+  const json& files = root["files"];
+  if (!files.is_object() || files.empty()) r.fail("'files' must be an object {path: sha256}, not empty");
+  for (auto it = files.begin(); it != files.end(); ++it) {
+    const std::string& rel = it.key();
+    if (!plain_relpath(rel)) r.fail("files: path '" + rel + "' is not a plain relative path inside the bundle");
+    const json& v = it.value();
+    if (!v.is_string() || v.get<std::string>().size() != 64 || !lower_hex(v.get<std::string>(), 0, 64))
+      r.fail("files entry '" + rel + "': " + shown(v) + " is not a SHA-256 hex digest (64 lowercase hex)");
+    m.sha256[rel] = v.get<std::string>();
+  }
+  m.model_file = listed(r, m, root["model"], "model");
+  const json& graphs = root["graphs"];
+  if (!graphs.is_object() || graphs.empty()) r.fail("'graphs' must be an object {precision: file}, not empty");
+  for (auto it = graphs.begin(); it != graphs.end(); ++it) {
+    if (it.key() != "fp32" && it.key() != "fp16" && it.key() != "int8") r.fail("graphs: unknown precision '" + it.key() + "'");
+    m.graphs[it.key()] = listed(r, m, it.value(), "graphs." + it.key());
+  }
+  if (const json* p = r.find(root, "parity")) listed(r, m, *p, "parity");
+}
+
+// `engines`: each TensorRT plan, the graph it was built from and what it needs to load (rule 3 for its paths).
+void read_engines(const Reader& r, const json& root, Manifest& m) {
+  const json& engines = root["engines"];
+  if (!engines.is_array()) r.fail("'engines' must be a list");
+  for (size_t i = 0; i < engines.size(); ++i) {
+    const json& e = engines[i];
+    const std::string w = "engines[" + std::to_string(i) + "]";
+    if (!e.is_object()) r.fail(w + " must be an object");
+    EngineEntry en;
+    en.file = listed(r, m, r.need(e, "path", w + ": "), w + ".path");
+    en.onnx = listed(r, m, r.need(e, "onnx", w + ": "), w + ".onnx");
+    if (const json* tc = r.find(e, "timing_cache")) listed(r, m, *tc, w + ".timing_cache");
+    en.backend = r.str(r.need(e, "backend", w + ": "), w + ".backend");
+    en.version = r.str(r.need(e, "version", w + ": "), w + ".version");
+    en.compute_capability = r.str(r.need(e, "compute_capability", w + ": "), w + ".compute_capability");
+    en.hw_compat = r.str(r.need(e, "hw_compat", w + ": "), w + ".hw_compat");
+    en.sha256 = r.str(r.need(e, "sha256", w + ": "), w + ".sha256");
+    if (en.sha256.size() != 64 || !lower_hex(en.sha256, 0, 64)) r.fail(w + ".sha256 is not a SHA-256 hex digest");
+    const json& pr = r.need(e, "plugins_required", w + ": ");
+    if (!pr.is_array()) r.fail(w + ".plugins_required must be a list");
+    for (const json& p : pr) en.plugins_required.push_back(r.str(p, w + ".plugins_required[]"));
+    m.engines.push_back(std::move(en));
+  }
+}
+
+// The model's geometry, which the tensors, preprocessing and blocks are checked against.
+struct Geometry {
+  int32_t img_rows = 0, img_cols = 0;
+  int32_t window = 7, patch = 4;
+};
+
+// `model_config`: image size, window size and patch size, bounded so the grids below cannot overflow.
+Geometry read_model_config(const Reader& r, const json& root) {
+  const json& mc = root["model_config"];
+  if (!mc.is_object()) r.fail("'model_config' must be an object");
+  const json& isz = r.need(mc, "img_size", "model_config: ");
+  if (!isz.is_array() || isz.size() != 2) r.fail("model_config.img_size must be [rows, cols]");
+  Geometry g;
+  g.img_rows = r.integer(isz[0], "model_config.img_size[0]");
+  g.img_cols = r.integer(isz[1], "model_config.img_size[1]");
+  if (g.img_rows < 1 || g.img_cols < 1) r.fail("model_config.img_size must be positive");
+  if (int64_t(g.img_rows) * g.img_cols > kMaxInputPixels)
+    r.fail("model_config.img_size " + shown(isz) + " is larger than any model input (" +
+           std::to_string(kMaxInputPixels) + " pixels)");
+  if (const json* v = r.find(mc, "window_size")) g.window = r.integer(*v, "model_config.window_size");
+  if (const json* v = r.find(mc, "patch_size")) g.patch = r.integer(*v, "model_config.patch_size");
+  if (g.window < 1 || g.patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
+  // bounds the token strides (patch << 3 at stage 4) and the grids below
+  if (g.window > std::max(g.img_rows, g.img_cols) || g.patch > std::max(g.img_rows, g.img_cols))
+    r.fail("model_config.window_size " + std::to_string(g.window) + " / patch_size " + std::to_string(g.patch) +
+           " do not fit model_config.img_size");
+  return g;
+}
+
+// Rule 5, first half: `batch`, the optional `max_batch`, and the input/output tensors they shape.
+void read_batch_and_tensors(const Reader& r, const json& root, Manifest& m) {
+  m.batch = r.integer(root["batch"], "batch");
+  if (m.batch < 1 || m.batch > kMaxBatch)
+    r.fail("batch " + std::to_string(m.batch) + " not in 1.." + std::to_string(kMaxBatch));
+  if (const json* v = r.find(root, "max_batch")) {
+    m.max_batch = r.integer(*v, "max_batch");
+    if (m.max_batch < m.batch || m.max_batch > kMaxBatch)
+      r.fail("max_batch " + std::to_string(m.max_batch) + " not in " + std::to_string(m.batch) + ".." +
+             std::to_string(kMaxBatch) + " (batch.." + std::to_string(kMaxBatch) + ")");
+  }
+  const bool dynamic = m.max_batch > 0;
+  m.inputs = r.tensors(root, "inputs", dynamic);
+  m.outputs = r.tensors(root, "outputs", dynamic);
+  if (m.inputs.size() != 2) r.fail("'inputs' must list exactly 2 tensors (the CC and MLO views)");
+  if (m.outputs.size() < 2) r.fail("'outputs' must list at least 2 tensors (logits, prob)");
+}
+
+// Rule 5, second half: `io` names the cc/mlo inputs and logits/prob outputs; the views are [B, 1, H, W] float32.
+void read_io(const Reader& r, const json& root, const Geometry& g, Manifest& m) {
+  const json& io = root["io"];
+  if (!io.is_object()) r.fail("'io' must be an object {cc, mlo, logits, prob}");
+  for (auto it = io.begin(); it != io.end(); ++it)
+    if (it.key() != "cc" && it.key() != "mlo" && it.key() != "logits" && it.key() != "prob")
+      r.fail("io: unknown role '" + it.key() + "'");
+  auto role = [&](const char* k, const std::vector<TensorSpec>& where, const char* kind) {
+    const std::string name = r.str(r.need(io, k, "io: "), std::string("io.") + k);
+    if (name.empty()) r.fail(std::string("io.") + k + " is empty");
+    if (!by_name(where, name)) r.fail(std::string("io.") + k + " '" + name + "' is not " + kind);
+    return name;
+  };
+  m.io.cc = role("cc", m.inputs, "an input");
+  m.io.mlo = role("mlo", m.inputs, "an input");
+  m.io.logits = role("logits", m.outputs, "an output");
+  m.io.prob = role("prob", m.outputs, "an output");
+  if (m.io.cc == m.io.mlo) r.fail("io.cc and io.mlo name the same input '" + m.io.cc + "'");
+  if (m.io.logits == m.io.prob) r.fail("io.logits and io.prob name the same output '" + m.io.prob + "'");
+  const bool dynamic = m.max_batch > 0;
+  for (const TensorSpec* t : {by_name(m.inputs, m.io.cc), by_name(m.inputs, m.io.mlo)}) {
+    const std::string w = "input '" + t->name + "'";
+    if (t->shape.size() != 4 || t->shape[0] != (dynamic ? -1 : m.batch) || t->shape[2] != g.img_rows ||
+        t->shape[3] != g.img_cols)
+      r.fail(w + " shape " + shown(json(t->shape)) + " disagrees with batch " +
+             (dynamic ? std::string("-1 (max_batch)") : std::to_string(m.batch)) +
+             " and model_config.img_size [" + std::to_string(g.img_rows) + ", " + std::to_string(g.img_cols) + "]");
+    if (t->shape[1] != 1) r.fail(w + " must have one channel [B, 1, H, W]");
+    if (t->dtype != "float32") r.fail(w + " must be float32");
+  }
+}
+
+// `preprocessing`: a version this runtime implements, and values it can divide by or compare with.
+void read_preprocessing(const Reader& r, const json& root, const Geometry& g, Manifest& m) {
+  const json& pre = root["preprocessing"];
+  if (!pre.is_object()) r.fail("'preprocessing' must be an object");
+  m.preprocessing.version = r.str(r.need(pre, "version", "preprocessing: "), "preprocessing.version");
+  if (!preprocessing_version_supported(m.preprocessing.version))
+    throw Failure(XPR_ERR_VERSION, r.path + ": preprocessing version '" + m.preprocessing.version +
+                                       "' is not implemented by this runtime (it implements xpr-preproc-1)");
+  if (const json* v = r.find(pre, "mean")) m.preprocessing.mean = r.num(*v, "preprocessing.mean");
+  if (const json* v = r.find(pre, "std")) m.preprocessing.std = r.num(*v, "preprocessing.std");
+  if (const json* v = r.find(pre, "mask_threshold"))
+    m.preprocessing.mask_threshold = r.num(*v, "preprocessing.mask_threshold");
+  if (const json* v = r.find(pre, "profile_threshold"))
+    m.preprocessing.profile_fraction = r.num(*v, "preprocessing.profile_threshold");
+  // values the preprocessing divides by or compares with: out of range, every image would be
+  // refused (or normalised to nonsense) under the image's name, not the bundle's
+  const PreprocSettings& p = m.preprocessing;
+  if (!std::isfinite(p.mean)) r.fail("preprocessing.mean " + shown(json(p.mean)) + " is not finite");
+  if (!(std::isfinite(p.std) && p.std > 0.0)) r.fail("preprocessing.std " + shown(json(p.std)) + " must be > 0");
+  if (!(p.mask_threshold >= 0.0 && p.mask_threshold < 1.0))
+    r.fail("preprocessing.mask_threshold " + shown(json(p.mask_threshold)) + " not in [0, 1)");
+  if (!(p.profile_fraction >= 0.0 && p.profile_fraction <= 1.0))
+    r.fail("preprocessing.profile_threshold " + shown(json(p.profile_fraction)) + " not in [0, 1]");
+  if (const json* sz = r.find(pre, "img_size")) {
+    if (!sz->is_array() || sz->size() != 2 || r.integer((*sz)[0], "preprocessing.img_size[0]") != g.img_rows ||
+        r.integer((*sz)[1], "preprocessing.img_size[1]") != g.img_cols)
+      r.fail("preprocessing.img_size " + shown(*sz) + " differs from model_config.img_size");
+  }
+  m.preprocessing.out_rows = g.img_rows;
+  m.preprocessing.out_cols = g.img_cols;
+}
+
+// `class_names`, `threshold`, the optional `operating_points` (name -> {threshold, ...}) and the
+// `operating_point` naming the default, whose threshold must be `threshold`.
+void read_classes_and_thresholds(const Reader& r, const json& root, Manifest& m) {
+  const json& cn = root["class_names"];
+  if (!cn.is_array() || cn.size() < 2) r.fail("class_names must be a list of at least 2 names");
+  for (const json& c : cn) m.class_names.push_back(r.str(c, "class_names[]"));
+  const double threshold = r.num(root["threshold"], "threshold");
+  if (!(threshold >= 0.0 && threshold <= 1.0)) r.fail("threshold " + shown(root["threshold"]) + " not in [0, 1]");
+  m.threshold = threshold;
+  if (const json* ops = r.find(root, "operating_points")) {
+    if (!ops->is_object()) r.fail("operating_points must be an object");
+    for (auto it = ops->begin(); it != ops->end(); ++it) {
+      const std::string what = "operating_points." + it.key();
+      if (!it.value().is_object()) r.fail(what + " must be an object");
+      const double t = r.num(r.need(it.value(), "threshold", what + ": "), what + ".threshold");
+      if (!(t >= 0.0 && t <= 1.0)) r.fail(what + ".threshold " + shown(it.value()["threshold"]) + " not in [0, 1]");
+      m.operating_points.emplace_back(it.key(), t);
+    }
+  }
+  const json* op = r.find(root, "operating_point");
+  if (op && !op->is_null()) {
+    m.operating_point = r.str(*op, "operating_point");
+    bool found = false;
+    for (const auto& [name, t] : m.operating_points) {
+      if (name != m.operating_point) continue;
+      found = true;
+      if (t != threshold)
+        r.fail("threshold " + shown(root["threshold"]) + " is not the threshold of its operating point '" + name + "'");
+    }
+    if (!found) r.fail("operating_point '" + m.operating_point + "' is not among operating_points");
+  } else {
+    const json* method = r.find(root, "threshold_method");
+    m.operating_point = method && method->is_string() ? method->get<std::string>() : "threshold";
+  }
+}
+
+// One `blocks[]` entry: where its windows are selected, and a grid, k and shift that fit the model input.
+BlockSpec read_block(const Reader& r, const json& b, const Geometry& g, const Manifest& m) {
+  BlockSpec s;
+  s.view = r.str(r.need(b, "view", "blocks[]: "), "blocks[].view");
+  if (s.view != "cc" && s.view != "mlo") r.fail("blocks[].view '" + s.view + "' is not cc or mlo");
+  s.stage = r.integer(r.need(b, "stage", "blocks[]: "), "blocks[].stage");
+  if (s.stage < 1 || s.stage > 4) r.fail("blocks[].stage " + std::to_string(s.stage) + " not in 1..4");
+  s.block = r.integer(r.need(b, "block", "blocks[]: "), "blocks[].block");
+  s.k = r.integer(r.need(b, "k", "blocks[]: "), "blocks[].k");
+  const json& grid = r.need(b, "window_grid", "blocks[]: ");
+  if (!grid.is_array() || grid.size() != 2) r.fail("blocks[].window_grid must be [rows, cols]");
+  s.grid_rows = r.integer(grid[0], "blocks[].window_grid[0]");
+  s.grid_cols = r.integer(grid[1], "blocks[].window_grid[1]");
+  s.window = g.window;
+  s.token_stride = g.patch << (s.stage - 1);
+  // Cyclic shift per dimension: `shift_size` [rows, cols], written by every export since it was
+  // added; without it, the Swin rule the model follows (timm): odd blocks shift by window // 2,
+  // except along a token dimension no larger than the window (tiny's 14x7 stage 4 shifts rows
+  // only), which the boolean `shifted` cannot express.
+  if (const json* ss = r.find(b, "shift_size"); ss && ss->is_array() && ss->size() == 2) {
+    s.shift_rows = r.integer((*ss)[0], "blocks[].shift_size[0]");
+    s.shift_cols = r.integer((*ss)[1], "blocks[].shift_size[1]");
+  } else if (s.block % 2 == 1) {
+    s.shift_rows = s.grid_rows > 1 ? g.window / 2 : 0;
+    s.shift_cols = s.grid_cols > 1 ? g.window / 2 : 0;
+  }
+  const std::string where = "block " + s.view + " stage " + std::to_string(s.stage) + " block " +
+                            std::to_string(s.block);
+  if (const json* o = r.find(b, "selection_output")) {
+    s.output = r.str(*o, "blocks[].selection_output");
+    if (!by_name(m.outputs, s.output))
+      r.fail(where + ": selection_output '" + s.output + "' is not an output");
+    if (s.output == m.io.logits || s.output == m.io.prob)
+      r.fail(where + ": selection_output '" + s.output + "' is the logits/prob output");
+  }
+  if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
+  // grid * window * stride > input size, without overflow (window, stride <= img size <= 2^26)
+  const int64_t pixels_per_window = int64_t(g.window) * s.token_stride;
+  if (s.grid_rows > m.preprocessing.out_rows / pixels_per_window ||
+      s.grid_cols > m.preprocessing.out_cols / pixels_per_window)
+    r.fail(where + ": window grid larger than the model input");
+  const int64_t windows = int64_t(s.grid_rows) * s.grid_cols;
+  if (s.k < 1 || s.k > windows)
+    r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(windows));
+  if (s.shift_rows < 0 || s.shift_cols < 0 || s.shift_rows >= int64_t(s.grid_rows) * g.window ||
+      s.shift_cols >= int64_t(s.grid_cols) * g.window)
+    r.fail(where + ": shift outside the token grid");
+  return s;
+}
+
+// `blocks`: window selection per block, and the optional `plugin` op type of a fused selection.
+void read_blocks_and_plugin(const Reader& r, const json& root, const Geometry& g, Manifest& m) {
+  const json& blocks = root["blocks"];
+  if (!blocks.is_array()) r.fail("'blocks' must be a list");
+  for (const json& b : blocks) m.blocks.push_back(read_block(r, b, g, m));
+  if (const json* plugin = r.find(root, "plugin"); plugin && plugin->is_object()) {
+    if (const json* v = r.find(*plugin, "op_type")) m.plugin_op_type = r.str(*v, "plugin.op_type");
+  }
+}
+
+}  // namespace
+
+Manifest parse_manifest(const std::string& raw, const std::string& path) {
+  Manifest m;
+  m.path = path;
+  const json root = parse_json(raw, m.path);
   const Reader r{m.path};
   if (!root.is_object()) r.fail("not a JSON object");
-
   try {
-    // ---- rule 1: format and version, then rule 2: the seal, before any field is believed --------
-    const json* fmt = r.find(root, "format");
-    if (!fmt || !fmt->is_string() || fmt->get<std::string>() != "xpr-bundle")
-      r.fail("not an xpr bundle manifest ('format' is not \"xpr-bundle\")");
-    const json* fv = r.find(root, "format_version");
-    if (!fv || !fv->is_number() || fv->get<double>() != kManifestFormat)
-      throw Failure(XPR_ERR_VERSION, m.path + ": bundle format version " + (fv ? shown(*fv) : "(none)") +
-                                         ", this runtime reads format version " + std::to_string(kManifestFormat) +
-                                         ": re-export the bundle with this version of xpr (`xpr export`)");
-    m.format_version = kManifestFormat;
-    std::string recorded, computed, why;
-    if (!seal_digests(raw, recorded, computed, why)) r.fail(why);
-    const json* top = r.find(root, "manifest_sha256");
-    if (!top || !top->is_string() || top->get<std::string>() != recorded)
-      r.fail("its manifest_sha256 seal is not the top-level 'manifest_sha256' field");
-    if (recorded != computed)
-      throw Failure(XPR_ERR_HASH, m.path + ": content differs from its seal (manifest_sha256 " +
-                                      recorded.substr(0, 12) + "..., content " + computed.substr(0, 12) +
-                                      "...): a field was edited after export");
-    m.digest = recorded;
-    for (const char* k : kRequired)
-      if (!root.contains(k)) r.fail(std::string("missing '") + k + "' (required by bundle format 2)");
-
-    // ---- toolkit version --------------------------------------------------------------------
-    m.toolkit_version = r.str(root["toolkit_version"], "toolkit_version");
-    {
-      const auto [maj, min] = major_minor(m.toolkit_version);
-      // 0.x toolkits: same minor line as this runtime; later: same major
-      const auto [rmaj, rmin] = major_minor(XPR_VERSION_STRING);
-      const bool ok = maj >= 0 && maj == rmaj && (maj > 0 || min == rmin);
-      if (!ok)
-        throw Failure(XPR_ERR_VERSION, m.path + ": bundle written by xpr " + m.toolkit_version +
-                                           ", this runtime (xpr " XPR_VERSION_STRING ") reads bundles of xpr " +
-                                           std::to_string(rmaj) + "." + std::to_string(rmin) + ".x");
-    }
-
-    // ---- rule 3: paths ----------------------------------------------------------------------
-    const json& files = root["files"];
-    if (!files.is_object() || files.empty()) r.fail("'files' must be an object {path: sha256}, not empty");
-    for (auto it = files.begin(); it != files.end(); ++it) {
-      const std::string& rel = it.key();
-      if (!plain_relpath(rel)) r.fail("files: path '" + rel + "' is not a plain relative path inside the bundle");
-      const json& v = it.value();
-      if (!v.is_string() || v.get<std::string>().size() != 64 || !lower_hex(v.get<std::string>(), 0, 64))
-        r.fail("files entry '" + rel + "': " + shown(v) + " is not a SHA-256 hex digest (64 lowercase hex)");
-      m.sha256[rel] = v.get<std::string>();
-    }
-    auto listed = [&](const json& v, const std::string& what) {
-      const std::string rel = r.relpath(v, what);
-      if (!m.sha256.count(rel)) r.fail(what + " '" + rel + "' is not among the hashed files");
-      return rel;
-    };
-    m.model_file = listed(root["model"], "model");
-    const json& graphs = root["graphs"];
-    if (!graphs.is_object() || graphs.empty()) r.fail("'graphs' must be an object {precision: file}, not empty");
-    for (auto it = graphs.begin(); it != graphs.end(); ++it) {
-      if (it.key() != "fp32" && it.key() != "fp16" && it.key() != "int8") r.fail("graphs: unknown precision '" + it.key() + "'");
-      m.graphs[it.key()] = listed(it.value(), "graphs." + it.key());
-    }
-    if (const json* p = r.find(root, "parity")) listed(*p, "parity");
-    const json& engines = root["engines"];
-    if (!engines.is_array()) r.fail("'engines' must be a list");
-    for (size_t i = 0; i < engines.size(); ++i) {
-      const json& e = engines[i];
-      const std::string w = "engines[" + std::to_string(i) + "]";
-      if (!e.is_object()) r.fail(w + " must be an object");
-      EngineEntry en;
-      en.file = listed(r.need(e, "path", w + ": "), w + ".path");
-      en.onnx = listed(r.need(e, "onnx", w + ": "), w + ".onnx");
-      if (const json* tc = r.find(e, "timing_cache")) listed(*tc, w + ".timing_cache");
-      en.backend = r.str(r.need(e, "backend", w + ": "), w + ".backend");
-      en.version = r.str(r.need(e, "version", w + ": "), w + ".version");
-      en.compute_capability = r.str(r.need(e, "compute_capability", w + ": "), w + ".compute_capability");
-      en.hw_compat = r.str(r.need(e, "hw_compat", w + ": "), w + ".hw_compat");
-      en.sha256 = r.str(r.need(e, "sha256", w + ": "), w + ".sha256");
-      if (en.sha256.size() != 64 || !lower_hex(en.sha256, 0, 64)) r.fail(w + ".sha256 is not a SHA-256 hex digest");
-      const json& pr = r.need(e, "plugins_required", w + ": ");
-      if (!pr.is_array()) r.fail(w + ".plugins_required must be a list");
-      for (const json& p : pr) en.plugins_required.push_back(r.str(p, w + ".plugins_required[]"));
-      m.engines.push_back(std::move(en));
-    }
-
-    // ---- model config: image size, window size and patch size --------------------------------
-    const json& mc = root["model_config"];
-    if (!mc.is_object()) r.fail("'model_config' must be an object");
-    const json& isz = r.need(mc, "img_size", "model_config: ");
-    if (!isz.is_array() || isz.size() != 2) r.fail("model_config.img_size must be [rows, cols]");
-    const int32_t img_rows = r.integer(isz[0], "model_config.img_size[0]");
-    const int32_t img_cols = r.integer(isz[1], "model_config.img_size[1]");
-    if (img_rows < 1 || img_cols < 1) r.fail("model_config.img_size must be positive");
-    if (int64_t(img_rows) * img_cols > kMaxInputPixels)
-      r.fail("model_config.img_size " + shown(isz) + " is larger than any model input (" +
-             std::to_string(kMaxInputPixels) + " pixels)");
-    int32_t window = 7, patch = 4;
-    if (const json* v = r.find(mc, "window_size")) window = r.integer(*v, "model_config.window_size");
-    if (const json* v = r.find(mc, "patch_size")) patch = r.integer(*v, "model_config.patch_size");
-    if (window < 1 || patch < 1) r.fail("model_config.window_size/patch_size must be >= 1");
-    // bounds the token strides (patch << 3 at stage 4) and the grids below
-    if (window > std::max(img_rows, img_cols) || patch > std::max(img_rows, img_cols))
-      r.fail("model_config.window_size " + std::to_string(window) + " / patch_size " + std::to_string(patch) +
-             " do not fit model_config.img_size");
-
-    // ---- rule 5: tensors and their roles ------------------------------------------------------
-    m.batch = r.integer(root["batch"], "batch");
-    if (m.batch < 1 || m.batch > kMaxBatch)
-      r.fail("batch " + std::to_string(m.batch) + " not in 1.." + std::to_string(kMaxBatch));
-    if (const json* v = r.find(root, "max_batch")) {
-      m.max_batch = r.integer(*v, "max_batch");
-      if (m.max_batch < m.batch || m.max_batch > kMaxBatch)
-        r.fail("max_batch " + std::to_string(m.max_batch) + " not in " + std::to_string(m.batch) + ".." +
-               std::to_string(kMaxBatch) + " (batch.." + std::to_string(kMaxBatch) + ")");
-    }
-    const bool dynamic = m.max_batch > 0;
-    m.inputs = r.tensors(root, "inputs", dynamic);
-    m.outputs = r.tensors(root, "outputs", dynamic);
-    if (m.inputs.size() != 2) r.fail("'inputs' must list exactly 2 tensors (the CC and MLO views)");
-    if (m.outputs.size() < 2) r.fail("'outputs' must list at least 2 tensors (logits, prob)");
-    const json& io = root["io"];
-    if (!io.is_object()) r.fail("'io' must be an object {cc, mlo, logits, prob}");
-    for (auto it = io.begin(); it != io.end(); ++it)
-      if (it.key() != "cc" && it.key() != "mlo" && it.key() != "logits" && it.key() != "prob")
-        r.fail("io: unknown role '" + it.key() + "'");
-    auto role = [&](const char* k, const std::vector<TensorSpec>& where, const char* kind) {
-      const std::string name = r.str(r.need(io, k, "io: "), std::string("io.") + k);
-      if (name.empty()) r.fail(std::string("io.") + k + " is empty");
-      if (!by_name(where, name)) r.fail(std::string("io.") + k + " '" + name + "' is not " + kind);
-      return name;
-    };
-    m.io.cc = role("cc", m.inputs, "an input");
-    m.io.mlo = role("mlo", m.inputs, "an input");
-    m.io.logits = role("logits", m.outputs, "an output");
-    m.io.prob = role("prob", m.outputs, "an output");
-    if (m.io.cc == m.io.mlo) r.fail("io.cc and io.mlo name the same input '" + m.io.cc + "'");
-    if (m.io.logits == m.io.prob) r.fail("io.logits and io.prob name the same output '" + m.io.prob + "'");
-    const TensorSpec* cc = by_name(m.inputs, m.io.cc);
-    const TensorSpec* mlo = by_name(m.inputs, m.io.mlo);
-    for (const TensorSpec* t : {cc, mlo}) {
-      const std::string w = "input '" + t->name + "'";
-      if (t->shape.size() != 4 || t->shape[0] != (dynamic ? -1 : m.batch) || t->shape[2] != img_rows ||
-          t->shape[3] != img_cols)
-        r.fail(w + " shape " + shown(json(t->shape)) + " disagrees with batch " +
-               (dynamic ? std::string("-1 (max_batch)") : std::to_string(m.batch)) +
-               " and model_config.img_size [" + std::to_string(img_rows) + ", " + std::to_string(img_cols) + "]");
-      if (t->shape[1] != 1) r.fail(w + " must have one channel [B, 1, H, W]");
-      if (t->dtype != "float32") r.fail(w + " must be float32");
-    }
-
-    // ---- preprocessing --------------------------------------------------------------------
-    const json& pre = root["preprocessing"];
-    if (!pre.is_object()) r.fail("'preprocessing' must be an object");
-    m.preprocessing.version = r.str(r.need(pre, "version", "preprocessing: "), "preprocessing.version");
-    if (!preprocessing_version_supported(m.preprocessing.version))
-      throw Failure(XPR_ERR_VERSION, m.path + ": preprocessing version '" + m.preprocessing.version +
-                                         "' is not implemented by this runtime (it implements xpr-preproc-1)");
-    if (const json* v = r.find(pre, "mean")) m.preprocessing.mean = r.num(*v, "preprocessing.mean");
-    if (const json* v = r.find(pre, "std")) m.preprocessing.std = r.num(*v, "preprocessing.std");
-    if (const json* v = r.find(pre, "mask_threshold"))
-      m.preprocessing.mask_threshold = r.num(*v, "preprocessing.mask_threshold");
-    if (const json* v = r.find(pre, "profile_threshold"))
-      m.preprocessing.profile_fraction = r.num(*v, "preprocessing.profile_threshold");
-    // values the preprocessing divides by or compares with: out of range, every image would be
-    // refused (or normalised to nonsense) under the image's name, not the bundle's
-    {
-      const PreprocSettings& p = m.preprocessing;
-      if (!std::isfinite(p.mean)) r.fail("preprocessing.mean " + shown(json(p.mean)) + " is not finite");
-      if (!(std::isfinite(p.std) && p.std > 0.0)) r.fail("preprocessing.std " + shown(json(p.std)) + " must be > 0");
-      if (!(p.mask_threshold >= 0.0 && p.mask_threshold < 1.0))
-        r.fail("preprocessing.mask_threshold " + shown(json(p.mask_threshold)) + " not in [0, 1)");
-      if (!(p.profile_fraction >= 0.0 && p.profile_fraction <= 1.0))
-        r.fail("preprocessing.profile_threshold " + shown(json(p.profile_fraction)) + " not in [0, 1]");
-    }
-    if (const json* sz = r.find(pre, "img_size")) {
-      if (!sz->is_array() || sz->size() != 2 || r.integer((*sz)[0], "preprocessing.img_size[0]") != img_rows ||
-          r.integer((*sz)[1], "preprocessing.img_size[1]") != img_cols)
-        r.fail("preprocessing.img_size " + shown(*sz) + " differs from model_config.img_size");
-    }
-    m.preprocessing.out_rows = img_rows;
-    m.preprocessing.out_cols = img_cols;
-
-    // ---- classes, threshold -----------------------------------------------------------------
-    const json& cn = root["class_names"];
-    if (!cn.is_array() || cn.size() < 2) r.fail("class_names must be a list of at least 2 names");
-    for (const json& c : cn) m.class_names.push_back(r.str(c, "class_names[]"));
-    const double threshold = r.num(root["threshold"], "threshold");
-    if (!(threshold >= 0.0 && threshold <= 1.0)) r.fail("threshold " + shown(root["threshold"]) + " not in [0, 1]");
-    m.threshold = threshold;
-    // ---- operating points (optional): name -> {threshold, ...}; operating_point names the default
-    if (const json* ops = r.find(root, "operating_points")) {
-      if (!ops->is_object()) r.fail("operating_points must be an object");
-      for (auto it = ops->begin(); it != ops->end(); ++it) {
-        const std::string what = "operating_points." + it.key();
-        if (!it.value().is_object()) r.fail(what + " must be an object");
-        const double t = r.num(r.need(it.value(), "threshold", what + ": "), what + ".threshold");
-        if (!(t >= 0.0 && t <= 1.0)) r.fail(what + ".threshold " + shown(it.value()["threshold"]) + " not in [0, 1]");
-        m.operating_points.emplace_back(it.key(), t);
-      }
-    }
-    const json* op = r.find(root, "operating_point");
-    if (op && !op->is_null()) {
-      m.operating_point = r.str(*op, "operating_point");
-      bool found = false;
-      for (const auto& [name, t] : m.operating_points) {
-        if (name != m.operating_point) continue;
-        found = true;
-        if (t != threshold)
-          r.fail("threshold " + shown(root["threshold"]) + " is not the threshold of its operating point '" + name + "'");
-      }
-      if (!found) r.fail("operating_point '" + m.operating_point + "' is not among operating_points");
-    } else {
-      const json* method = r.find(root, "threshold_method");
-      m.operating_point = method && method->is_string() ? method->get<std::string>() : "threshold";
-    }
-
-    // ---- window selection per block ------------------------------------------------------
-    const json& blocks = root["blocks"];
-    if (!blocks.is_array()) r.fail("'blocks' must be a list");
-    for (const json& b : blocks) {
-      BlockSpec s;
-      s.view = r.str(r.need(b, "view", "blocks[]: "), "blocks[].view");
-      if (s.view != "cc" && s.view != "mlo") r.fail("blocks[].view '" + s.view + "' is not cc or mlo");
-      s.stage = r.integer(r.need(b, "stage", "blocks[]: "), "blocks[].stage");
-      if (s.stage < 1 || s.stage > 4) r.fail("blocks[].stage " + std::to_string(s.stage) + " not in 1..4");
-      s.block = r.integer(r.need(b, "block", "blocks[]: "), "blocks[].block");
-      s.k = r.integer(r.need(b, "k", "blocks[]: "), "blocks[].k");
-      const json& g = r.need(b, "window_grid", "blocks[]: ");
-      if (!g.is_array() || g.size() != 2) r.fail("blocks[].window_grid must be [rows, cols]");
-      s.grid_rows = r.integer(g[0], "blocks[].window_grid[0]");
-      s.grid_cols = r.integer(g[1], "blocks[].window_grid[1]");
-      s.window = window;
-      s.token_stride = patch << (s.stage - 1);
-      // Cyclic shift per dimension: `shift_size` [rows, cols], written by every export since it was
-      // added; without it, the Swin rule the model follows (timm): odd blocks shift by window // 2,
-      // except along a token dimension no larger than the window (tiny's 14x7 stage 4 shifts rows
-      // only), which the boolean `shifted` cannot express.
-      if (const json* ss = r.find(b, "shift_size"); ss && ss->is_array() && ss->size() == 2) {
-        s.shift_rows = r.integer((*ss)[0], "blocks[].shift_size[0]");
-        s.shift_cols = r.integer((*ss)[1], "blocks[].shift_size[1]");
-      } else if (s.block % 2 == 1) {
-        s.shift_rows = s.grid_rows > 1 ? window / 2 : 0;
-        s.shift_cols = s.grid_cols > 1 ? window / 2 : 0;
-      }
-      const std::string where = "block " + s.view + " stage " + std::to_string(s.stage) + " block " +
-                                std::to_string(s.block);
-      if (const json* o = r.find(b, "selection_output")) {
-        s.output = r.str(*o, "blocks[].selection_output");
-        if (!by_name(m.outputs, s.output))
-          r.fail(where + ": selection_output '" + s.output + "' is not an output");
-        if (s.output == m.io.logits || s.output == m.io.prob)
-          r.fail(where + ": selection_output '" + s.output + "' is the logits/prob output");
-      }
-      if (s.grid_rows < 1 || s.grid_cols < 1) r.fail(where + ": empty window grid");
-      // grid * window * stride > input size, without overflow (window, stride <= img size <= 2^26)
-      const int64_t pixels_per_window = int64_t(window) * s.token_stride;
-      if (s.grid_rows > m.preprocessing.out_rows / pixels_per_window ||
-          s.grid_cols > m.preprocessing.out_cols / pixels_per_window)
-        r.fail(where + ": window grid larger than the model input");
-      const int64_t windows = int64_t(s.grid_rows) * s.grid_cols;
-      if (s.k < 1 || s.k > windows)
-        r.fail(where + ": k = " + std::to_string(s.k) + " outside 1.." + std::to_string(windows));
-      if (s.shift_rows < 0 || s.shift_cols < 0 || s.shift_rows >= int64_t(s.grid_rows) * window ||
-          s.shift_cols >= int64_t(s.grid_cols) * window)
-        r.fail(where + ": shift outside the token grid");
-      m.blocks.push_back(std::move(s));
-    }
-
-    // ---- plugin -------------------------------------------------------------------------------
-    if (const json* plugin = r.find(root, "plugin"); plugin && plugin->is_object()) {
-      if (const json* v = r.find(*plugin, "op_type")) m.plugin_op_type = r.str(*v, "plugin.op_type");
-    }
+    read_header(r, raw, root, m);
+    read_toolkit_version(r, root, m);
+    read_files(r, root, m);
+    read_engines(r, root, m);
+    const Geometry g = read_model_config(r, root);
+    read_batch_and_tensors(r, root, m);
+    read_io(r, root, g, m);
+    read_preprocessing(r, root, g, m);
+    read_classes_and_thresholds(r, root, m);
+    read_blocks_and_plugin(r, root, g, m);
   } catch (const json::exception& e) {
     r.fail(std::string("unexpected structure: ") + e.what());
   }

@@ -18,13 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import PurePosixPath
 from typing import Any
 
-from ..errors import XprError
+from ..errors import BundleError
 
 
-class ExternalDataError(XprError, ValueError):
+class ExternalDataError(BundleError, ValueError):
     """A graph reads a file it may not (the verified reader turns it into its BundleError)."""
-
-    exit_code = 3  # a bundle refused, as BundleError
 
 
 #: protobuf's limit on one message: larger weights must be external data, so no graph file is bigger

@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from ..errors import XprError
+from ..errors import BundleError
 
 DIGEST_KEY = "manifest_sha256"
 _ZEROS = "0" * 64
@@ -26,10 +26,8 @@ _ZEROS = "0" * 64
 _FIELD = re.compile(rb'"manifest_sha256": "([0-9a-f]{64})"')
 
 
-class SealError(XprError, ValueError):
+class SealError(BundleError, ValueError):
     """The manifest bytes carry no single well-formed seal."""
-
-    exit_code = 3  # a bundle refused, as BundleError
 
 
 def digest_of(raw: bytes) -> tuple[str, str]:

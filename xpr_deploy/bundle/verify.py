@@ -14,7 +14,7 @@ import stat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import XprError
+from ..errors import BundleError
 from ..io import sha256_file
 from .external import MAX_GRAPH_BYTES, ExternalDataError, external_files, graph_files
 from .schema import FORMAT, FORMAT_VERSION, MANIFEST_SCHEMA
@@ -25,12 +25,6 @@ MAX_MANIFEST_BYTES = 16 << 20
 #: arrays/objects inside each other, the top-level object counting 1; no manifest comes near it (the
 #: C++ reader has the same bound: engines/src/manifest.h kMaxJsonDepth)
 MAX_JSON_DEPTH = 64
-
-
-class BundleError(XprError):
-    """A bundle is refused: unreadable, edited, incomplete, or pointing outside itself."""
-
-    exit_code = 3
 
 
 def check_relpath(rel: str, where: str) -> PurePosixPath:

@@ -125,6 +125,78 @@ class DatasetIndex:
         }
 
 
+def _group_by_breast(
+    records: Iterable[ImageRecord], key_of: Any, left_out: list[NotUsed]
+) -> tuple[dict[Any, list[tuple[ImageRecord, Instance]]], list[NotUsed]]:
+    """Drop duplicate instances (recorded as not used), then group the rest by breast key."""
+    items = [(r, r.as_instance()) for r in records]
+    unique, dupes = dedupe(inst for _, inst in items)
+    left_out.extend(dupes)
+    kept = {id(i) for i in unique}
+    groups: dict[Any, list[tuple[ImageRecord, Instance]]] = defaultdict(list)
+    for r, inst in items:
+        if id(inst) in kept:
+            groups[key_of(r)].append((r, inst))
+    return groups, dupes
+
+
+def _why_unusable(
+    choices: dict[str, ViewChoice], imgs: list[ImageRecord], here: list[NotUsed], policy: Policy
+) -> str | None:
+    """Why a breast's view choices give no pair (ambiguous, a view missing, or not clean under --strict)."""
+    problems = [c.problem for c in choices.values() if c.problem]
+    if problems:
+        return f"breast ambiguous: {'; '.join(problems)}"
+    missing = [v for v in VIEWS if choices[v].used is None]
+    if missing:
+        counts = Counter(r.view for r in imgs)
+        files = ", ".join(sorted(str(r.path) for r in imgs))
+        why = f"; not used: {describe_not_used(here)}" if here else ""
+        return (
+            f"breast unpaired: no usable {' or '.join(missing)} "
+            f"({counts['CC']} CC and {counts['MLO']} MLO: {files}){why}"
+        )
+    if policy.strict:
+        fallback = [n for c in choices.values() if c.fallback for n in c.notes]
+        if here or fallback:
+            what = "; ".join(filter(None, [describe_not_used(here), *fallback]))
+            return f"breast not clean (--strict): {what}"
+    return None
+
+
+def _breast_label(cc: ImageRecord, mlo: ImageRecord, rule_label: Any) -> tuple[int, str] | str:
+    """The breast's 0/1 label and raw label, or why it has none (the views disagree, or the rule's BadLabel)."""
+    from .errors import BadLabel
+
+    raws = {r.raw_label for r in (cc, mlo) if r.raw_label is not None}
+    if len(raws) > 1:
+        return f"breast label contradictory between views: {sorted(raws)}"
+    raw = raws.pop() if raws else ""
+    try:
+        return int(rule_label(raw)), raw
+    except BadLabel as exc:
+        return f"breast label: {exc}"
+
+
+def _breast_pair(cc: ImageRecord, mlo: ImageRecord, label: int, raw: str, choices: dict[str, ViewChoice]) -> BreastPair:
+    """The chosen CC and MLO as one training/prediction unit, with their metadata and selection notes."""
+    meta = {"cc": cc.meta, "mlo": mlo.meta} if (cc.meta or mlo.meta) else {}
+    return BreastPair(
+        study_id=cc.study_id,
+        patient_id=cc.patient_id,
+        laterality=cc.laterality,
+        cc=cc.path,
+        mlo=mlo.path,
+        label=label,
+        raw_label=raw,
+        official_split=cc.official_split or mlo.official_split,
+        meta=meta,
+        cc_uid=cc.instance.sop_uid if cc.instance is not None else "",
+        mlo_uid=mlo.instance.sop_uid if mlo.instance is not None else "",
+        notes=[n for v in VIEWS for n in choices[v].notes],
+    )
+
+
 def pair_images(
     records: Iterable[ImageRecord],
     rule_label: Any,
@@ -142,20 +214,11 @@ def pair_images(
     label to 0/1 and may raise BadLabel (the breast is then rejected). `breast_key(record)`
     defaults to (study_id, laterality).
     """
-    from .errors import BadLabel
-
     policy = policy or Policy()
     left_out = not_used if not_used is not None else []
     earlier = list(left_out)  # excluded before pairing: they count against a breast under --strict
     key_of = breast_key or (lambda r: (r.study_id, r.laterality))
-    items = [(r, r.as_instance()) for r in records]
-    unique, dupes = dedupe(inst for _, inst in items)
-    left_out.extend(dupes)
-    kept = {id(i) for i in unique}
-    groups: dict[Any, list[tuple[ImageRecord, Instance]]] = defaultdict(list)
-    for r, inst in items:
-        if id(inst) in kept:
-            groups[key_of(r)].append((r, inst))
+    groups, dupes = _group_by_breast(records, key_of, left_out)
     pairs: list[BreastPair] = []
     for key in sorted(groups, key=str):
         imgs = [r for r, _ in groups[key]]
@@ -168,55 +231,14 @@ def pair_images(
         chosen_out = [n for c in choices.values() for n in c.not_used]
         left_out.extend(chosen_out)
         here = [n for n in earlier + dupes if n.study == study and n.laterality in (lat, "")] + chosen_out
-        problems = [c.problem for c in choices.values() if c.problem]
-        if problems:
-            rejects.append(Reject(where, f"breast ambiguous: {'; '.join(problems)}"))
+        why = _why_unusable(choices, imgs, here, policy)
+        if why is not None:
+            rejects.append(Reject(where, why))
             continue
-        missing = [v for v in VIEWS if choices[v].used is None]
-        if missing:
-            counts = Counter(r.view for r in imgs)
-            files = ", ".join(sorted(str(r.path) for r in imgs))
-            why = f"; not used: {describe_not_used(here)}" if here else ""
-            rejects.append(
-                Reject(
-                    where,
-                    f"breast unpaired: no usable {' or '.join(missing)} "
-                    f"({counts['CC']} CC and {counts['MLO']} MLO: {files}){why}",
-                )
-            )
-            continue
-        if policy.strict:
-            fallback = [n for c in choices.values() if c.fallback for n in c.notes]
-            if here or fallback:
-                what = "; ".join(filter(None, [describe_not_used(here), *fallback]))
-                rejects.append(Reject(where, f"breast not clean (--strict): {what}"))
-                continue
         cc, mlo = (record_of[id(choices[v].used)] for v in VIEWS)
-        raws = {r.raw_label for r in (cc, mlo) if r.raw_label is not None}
-        if len(raws) > 1:
-            rejects.append(Reject(where, f"breast label contradictory between views: {sorted(raws)}"))
+        labelled = _breast_label(cc, mlo, rule_label)
+        if isinstance(labelled, str):
+            rejects.append(Reject(where, labelled))
             continue
-        raw = raws.pop() if raws else ""
-        try:
-            label = int(rule_label(raw))
-        except BadLabel as exc:
-            rejects.append(Reject(where, f"breast label: {exc}"))
-            continue
-        meta = {"cc": cc.meta, "mlo": mlo.meta} if (cc.meta or mlo.meta) else {}
-        pairs.append(
-            BreastPair(
-                study_id=cc.study_id,
-                patient_id=cc.patient_id,
-                laterality=cc.laterality,
-                cc=cc.path,
-                mlo=mlo.path,
-                label=label,
-                raw_label=raw,
-                official_split=cc.official_split or mlo.official_split,
-                meta=meta,
-                cc_uid=cc.instance.sop_uid if cc.instance is not None else "",
-                mlo_uid=mlo.instance.sop_uid if mlo.instance is not None else "",
-                notes=[n for v in VIEWS for n in choices[v].notes],
-            )
-        )
+        pairs.append(_breast_pair(cc, mlo, *labelled, choices))
     return pairs

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ..errors import ConfigError, XprError
+from ..errors import ConfigError, PeerError, XprError
 from ..io import child_path, uid_name, write_buffer
 from .session import CappedSession, LimitExceeded, deadline, mib
 
@@ -61,10 +61,8 @@ T = TypeVar("T")
 logging.getLogger("dicomweb_client").addHandler(logging.NullHandler())
 
 
-class DicomWebError(XprError):
+class DicomWebError(PeerError):
     """A DICOMweb request failed or was answered wrongly; the message names the URL and the cause."""
-
-    exit_code = 4
 
 
 def _plain(text: object, limit: int = 160) -> str:

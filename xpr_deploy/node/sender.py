@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, XprError
+from ..errors import ConfigError, PeerError
 from .peer import Peer
 
 log = logging.getLogger("xpr.listen")
@@ -25,10 +25,8 @@ log = logging.getLogger("xpr.listen")
 _STORED = {0x0000, 0x0001, 0x0107, 0x0116, 0xB000, 0xB006, 0xB007}
 
 
-class SendError(XprError):
+class SendError(PeerError):
     """A destination did not store the results; `permanent`: it refused them (retrying will not help)."""
-
-    exit_code = 4
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         super().__init__(message)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..bundle import BlockKey, BundleView
-from ..errors import ConfigError, XprError
+from ..errors import ConfigError, PeerError, XprError
 from .base import XprRunner
 from .registry import BackendSpec, RunnerRequest, register_backend
 
@@ -39,10 +39,8 @@ _DTYPES = {
 }
 
 
-class TritonPeerError(XprError):
+class TritonPeerError(PeerError):
     """The Triton server is down, refuses, or serves something other than this bundle."""
-
-    exit_code = 4
 
 
 def parse_url(url: str) -> tuple[str, str]:

@@ -181,6 +181,151 @@ def train_step(
     return loss
 
 
+@dataclass
+class _Optim:
+    """The optimisation recipe of one `fit` call: what every step and every `last` checkpoint needs."""
+
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    need_scaler: bool
+    ctx: Any
+    weights: torch.Tensor
+    params: list[nn.Parameter]
+
+    def train_state(self, state: FitState) -> dict[str, Any]:
+        """What RUN/last keeps besides the weights, so that `--resume` continues the same run."""
+        return {
+            "optimizer": self.opt.state_dict(),
+            "scheduler": self.sched.state_dict(),
+            "scaler": self.scaler.state_dict() if self.need_scaler else None,
+            "rng": _rng_state(),
+            "fit": {
+                "epoch": state.epoch,
+                "best_score": state.best_score,
+                "best_loss": state.best_loss,
+                "best_epoch": state.best_epoch,
+                "history": [r.to_dict() for r in state.history],
+            },
+        }
+
+    def restore(self, train_state: dict[str, Any]) -> None:
+        """Continue a resumed run where RUN/last stopped: optimizer, schedule, loss scale and RNG streams."""
+        self.opt.load_state_dict(train_state["optimizer"])
+        self.sched.load_state_dict(train_state["scheduler"])
+        if self.need_scaler and train_state.get("scaler"):
+            self.scaler.load_state_dict(train_state["scaler"])
+        _set_rng_state(train_state["rng"])
+
+
+def _train_loader(
+    train_set: Dataset[Any], cfg: TrainConfig, info: D.DistInfo
+) -> tuple[DistributedSampler[Any], DataLoader[Any]]:
+    """Each rank reads its own shard, reshuffled per epoch from `cfg.seed` (also with one process)."""
+    sampler: DistributedSampler[Any] = DistributedSampler(
+        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
+    )
+    loader = DataLoader(
+        train_set,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=info.device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
+    return sampler, loader
+
+
+def _optim(
+    model: XPruning, train_labels: Sequence[int], cfg: TrainConfig, device: torch.device, steps_per_epoch: int
+) -> _Optim:
+    """The recipe's AdamW + warm-up/cosine schedule, class weights and AMP context, sized to the loader."""
+    weights = class_weights(train_labels, model.cfg.num_classes).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = steps_per_epoch * cfg.epochs
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lr_lambda(total, round(cfg.lr_warmup_epochs * steps_per_epoch), cfg.min_lr_ratio)
+    )
+    ctx, need_scaler = amp_context(device, cfg.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=need_scaler)
+    return _Optim(opt, sched, scaler, need_scaler, ctx, weights, params)
+
+
+def _train_epoch(
+    net: nn.Module,
+    loader: DataLoader[Any],
+    o: _Optim,
+    cfg: TrainConfig,
+    info: D.DistInfo,
+    bar: _Progress,
+    task: Any,
+    epoch: int,
+    keep: list[float],
+) -> EpochRecord:
+    """One pass over this rank's shard; its record holds the loss and throughput of all ranks together."""
+    device = info.device
+    t0 = time.perf_counter()
+    loss_sum, seen = 0.0, 0
+    for cc, mlo, y in loader:
+        cc, mlo, y = cc.to(device), mlo.to(device), y.to(device).long()
+        loss = train_step(net, cc, mlo, y, opt=o.opt, scaler=o.scaler, ctx=o.ctx, weights=o.weights, params=o.params,
+                          grad_clip=cfg.grad_clip)  # fmt: skip
+        o.sched.step()
+        loss_sum += float(loss.detach()) * len(y)
+        seen += len(y)
+        dt = time.perf_counter() - t0
+        bar.update(task, advance=1, loss=loss_sum / seen, rate=seen * info.world_size / max(dt, 1e-9))
+    seconds = time.perf_counter() - t0
+    tot = D.all_gather_objects((loss_sum, seen))
+    return EpochRecord(
+        epoch=epoch + 1,
+        train_loss=sum(a for a, _ in tot) / max(1, sum(b for _, b in tot)),
+        lr=float(o.opt.param_groups[0]["lr"]),
+        keep=keep,
+        seconds=seconds,
+        throughput=sum(b for _, b in tot) / max(seconds, 1e-9),
+    )
+
+
+def _validate_epoch(
+    model: XPruning, val_set: Dataset[Any] | None, rec: EpochRecord, o: _Optim, cfg: TrainConfig, info: D.DistInfo
+) -> tuple[str, float, float]:
+    """Validation at the target keep (SPEC §2); returns the selection criterion, its score and the validation loss.
+
+    Without a validation split the last epoch is the best one (score = epoch)."""
+    model.set_keep(target_keep(model.cfg))
+    if val_set is None or len(val_set) == 0:  # type: ignore[arg-type]
+        return "last_epoch", float(rec.epoch - 1), 0.0
+    probs, labels = predict_probs_distributed(model, val_set, info, cfg.batch_size * 2, cfg.workers, cfg.amp)
+    rec.val = validation_metrics(probs, labels, o.weights)
+    val_loss = float(rec.val["loss"])
+    if rec.val["auc"] is not None:
+        return "val_auc_then_loss", float(rec.val["auc"]), val_loss
+    return "val_loss", -val_loss, val_loss  # one class only in validation: AUC undefined, select on loss
+
+
+def _save_epoch(
+    model: XPruning,
+    rec: EpochRecord,
+    criterion: str,
+    state: FitState,
+    o: _Optim,
+    cfg: TrainConfig,
+    run_dir: Path,
+    meta_base: dict[str, Any],
+    extra_files: dict[str, bytes] | None,
+) -> None:
+    """Rank 0 after every epoch: RUN/best when it improved, RUN/last (with the resume state), metrics.jsonl."""
+    meta = _epoch_meta(meta_base, cfg, rec, criterion, state)
+    if rec.best:
+        save_checkpoint(run_dir / "best", model, {**meta, "kind": "best"}, extra_files=extra_files)
+    save_checkpoint(
+        run_dir / "last", model, {**meta, "kind": "last"}, train_state=o.train_state(state), extra_files=extra_files
+    )
+    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in state.history))
+
+
 def fit(
     model: XPruning,
     train_set: Dataset[Any],
@@ -198,129 +343,48 @@ def fit(
     t_start = time.perf_counter()
     info = info or D.DistInfo(0, 1, 0, torch.device("cpu"))
     device = info.device
-    mcfg = model.cfg
     model.to(device)
-    weights = class_weights(train_labels, mcfg.num_classes).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-    sampler: DistributedSampler[Any] = DistributedSampler(
-        train_set, num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=cfg.seed
-    )
-    loader = DataLoader(
-        train_set,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=cfg.workers > 0,
-    )
+    sampler, loader = _train_loader(train_set, cfg, info)
     steps_per_epoch = len(loader)
-    total = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lr_lambda(total, round(cfg.lr_warmup_epochs * steps_per_epoch), cfg.min_lr_ratio)
-    )
-    ctx, need_scaler = amp_context(device, cfg.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=need_scaler)
-
+    o = _optim(model, train_labels, cfg, device, steps_per_epoch)
     state = state or FitState()
     if train_state is not None:
-        opt.load_state_dict(train_state["optimizer"])
-        sched.load_state_dict(train_state["scheduler"])
-        if need_scaler and train_state.get("scaler"):
-            scaler.load_state_dict(train_state["scaler"])
-        _set_rng_state(train_state["rng"])
+        o.restore(train_state)
 
     net: nn.Module = model
     if info.enabled:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    has_val = val_set is not None and len(val_set) > 0  # type: ignore[arg-type]
-    criterion = "last_epoch"
-    last_dir, best_dir = run_dir / "last", run_dir / "best"
     stopped = False
     epochs_this_call = 0
-
     with _Progress(cfg.progress and info.is_main) as bar:
         for epoch in range(state.epoch, cfg.epochs):
             if cfg.stop_after is not None and epochs_this_call >= cfg.stop_after:
                 stopped = True
                 break
-            keep = keep_for_epoch(mcfg, epoch, cfg.prune_warmup)
+            keep = keep_for_epoch(model.cfg, epoch, cfg.prune_warmup)
             model.set_keep(keep)
             sampler.set_epoch(epoch)
             net.train()
             task = bar.task(f"{epoch + 1}/{cfg.epochs}", steps_per_epoch)
-            t0 = time.perf_counter()
-            loss_sum, seen = 0.0, 0
-            for cc, mlo, y in loader:
-                cc, mlo, y = cc.to(device), mlo.to(device), y.to(device).long()
-                loss = train_step(net, cc, mlo, y, opt=opt, scaler=scaler, ctx=ctx, weights=weights, params=params,
-                                  grad_clip=cfg.grad_clip)  # fmt: skip
-                sched.step()
-                loss_sum += float(loss.detach()) * len(y)
-                seen += len(y)
-                dt = time.perf_counter() - t0
-                bar.update(task, advance=1, loss=loss_sum / seen, rate=seen * info.world_size / max(dt, 1e-9))
-            seconds = time.perf_counter() - t0
-            tot = D.all_gather_objects((loss_sum, seen))
-            train_loss = sum(a for a, _ in tot) / max(1, sum(b for _, b in tot))
-            rec = EpochRecord(
-                epoch=epoch + 1,
-                train_loss=train_loss,
-                lr=float(opt.param_groups[0]["lr"]),
-                keep=keep,
-                seconds=seconds,
-                throughput=sum(b for _, b in tot) / max(seconds, 1e-9),
-            )
-
-            # validation always at the target keep (SPEC §2), then model selection
-            model.set_keep(target_keep(mcfg))
-            score, val_loss = float(epoch), 0.0  # no validation split: the last epoch is the best one
-            if has_val and val_set is not None:
-                probs, labels = predict_probs_distributed(
-                    model, val_set, info, cfg.batch_size * 2, cfg.workers, cfg.amp
-                )
-                rec.val = validation_metrics(probs, labels, weights)
-                val_loss = float(rec.val["loss"])
-                if rec.val["auc"] is not None:
-                    criterion, score = "val_auc_then_loss", float(rec.val["auc"])
-                else:  # one class only in validation: AUC undefined, select on loss
-                    criterion, score = "val_loss", -val_loss
+            rec = _train_epoch(net, loader, o, cfg, info, bar, task, epoch, keep)
+            criterion, score, val_loss = _validate_epoch(model, val_set, rec, o, cfg, info)
             if state.improved_by(score, val_loss):
                 state.best_score, state.best_loss, state.best_epoch, rec.best = score, val_loss, epoch + 1, True
             state.epoch = epoch + 1
             state.history.append(rec)
             epochs_this_call += 1
-
             if info.is_main:
-                meta = _epoch_meta(meta_base, cfg, rec, criterion, state)
-                if rec.best:
-                    save_checkpoint(best_dir, model, {**meta, "kind": "best"}, extra_files=extra_files)
-                tstate = {
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "scaler": scaler.state_dict() if need_scaler else None,
-                    "rng": _rng_state(),
-                    "fit": {
-                        "epoch": state.epoch,
-                        "best_score": state.best_score,
-                        "best_loss": state.best_loss,
-                        "best_epoch": state.best_epoch,
-                        "history": [r.to_dict() for r in state.history],
-                    },
-                }
-                save_checkpoint(last_dir, model, {**meta, "kind": "last"}, train_state=tstate, extra_files=extra_files)
-                write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r.to_dict()) + "\n" for r in state.history))
+                _save_epoch(model, rec, criterion, state, o, cfg, run_dir, meta_base, extra_files)
                 bar.log(_epoch_line(rec))
             D.barrier()
 
-    model.set_keep(target_keep(mcfg))
+    model.set_keep(target_keep(model.cfg))
     best_rec = next((r for r in state.history if r.epoch == state.best_epoch), None)
     return TrainResult(
         run_dir=run_dir,
-        best_dir=best_dir,
-        last_dir=last_dir,
+        best_dir=run_dir / "best",
+        last_dir=run_dir / "last",
         best_epoch=state.best_epoch,
         best_metrics=best_rec.val if best_rec else None,
         history=state.history,
