@@ -360,3 +360,25 @@ def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> No
     x = np.random.default_rng(0).standard_normal((3, 1, *model.cfg.img_size)).astype(np.float32)
     with make_runner(view.root, "onnx") as r:
         assert r.infer({"cc": x, "mlo": x})["prob"].shape == (3,)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("backend", "tensorrt-llm", "--backend must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"),
+        ("hw_compat", "hopper+", "--hw-compat must be same or ampere+, not 'hopper+'"),
+    ],
+)
+def test_engine_options_are_checked_against_the_manifest_schema(option: str, value: str, message: str) -> None:
+    """The TensorRT flavours and hardware-compatibility levels are listed once (bundle.schema): what export
+    accepts is what the manifest schema and the engine builder accept."""
+    from xpr_deploy.bundle.schema import HW_COMPAT, TRT_FLAVOURS
+    from xpr_deploy.errors import ConfigError
+    from xpr_deploy.export import ExportOptions
+    from xpr_deploy.trt_engine.build import TRT_FLAVOURS as BUILT
+
+    engine = MANIFEST_SCHEMA["properties"]["engines"]["items"]["properties"]
+    assert engine["backend"]["enum"] == list(TRT_FLAVOURS) and BUILT is TRT_FLAVOURS
+    assert engine["hw_compat"]["enum"] == list(HW_COMPAT)
+    with pytest.raises(ConfigError, match=f"^{message}$".replace("+", r"\+").replace("(", r"\(")):
+        ExportOptions(**{option: value}).check()

@@ -16,6 +16,11 @@ FORMAT = "xpr-bundle"
 FORMAT_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "manifest.schema.json"
 
+#: the TensorRT flavours an engine is built with (`xpr export --backend`, a manifest's `engines[].backend`)
+TRT_FLAVOURS = ("tensorrt-rtx", "tensorrt")
+#: an engine's hardware compatibility: this GPU's compute capability only, or every one from Ampere on
+HW_COMPAT = ("same", "ampere+")
+
 _TENSOR = {
     "type": "object",
     "required": ["name", "dtype", "shape"],
@@ -41,11 +46,11 @@ _ENGINE = {
         "strongly_typed", "timing_cache_sha256", "path", "sha256", "onnx", "plugins_required",
     ],
     "properties": {
-        "backend": {"enum": ["tensorrt-rtx", "tensorrt"]},
+        "backend": {"enum": list(TRT_FLAVOURS)},
         "version": {"type": "string"},
         "compute_capability": {"type": "string", "pattern": "^[0-9]+\\.[0-9]$"},
         "compute_capabilities": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-        "hw_compat": {"enum": ["same", "ampere+"]},
+        "hw_compat": {"enum": list(HW_COMPAT)},
         "flags": {"type": "array", "items": {"type": "string"}},
         "strongly_typed": {"const": True},
         "timing_cache_sha256": {"anyOf": [_SHA, {"type": "null"}]},

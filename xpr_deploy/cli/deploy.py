@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..bundle.schema import HW_COMPAT, TRT_FLAVOURS
 from ..runners.factory import BACKENDS
 from . import triton_options as T
 from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
@@ -82,9 +83,9 @@ def export(
         bool | None,
         typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)"),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help="auto | tensorrt-rtx | tensorrt")] = "auto",
+    backend: Annotated[str, typer.Option("--backend", help=f"auto | {' | '.join(TRT_FLAVOURS)}")] = "auto",
     sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
-    hw_compat: Annotated[str, typer.Option("--hw-compat", help="same | ampere+")] = "same",
+    hw_compat: Annotated[str, typer.Option("--hw-compat", help=" | ".join(HW_COMPAT))] = "same",
     batch: Annotated[int, typer.Option("--batch", help="static batch size (with --max-batch: the profile's opt)")] = 1,
     max_batch: Annotated[
         int | None, typer.Option("--max-batch", help="dynamic batch axis 1..N (K stays per-sample static)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import __version__
 from ..bundle.reader import check_bundle_target
-from ..bundle.schema import FORMAT, FORMAT_VERSION, tensor_entry
+from ..bundle.schema import FORMAT, FORMAT_VERSION, HW_COMPAT, TRT_FLAVOURS, tensor_entry
 from ..bundle.seal import write_sealed
 from ..errors import BackendUnavailable, ConfigError
 from ..io import atomic_dir, sha256_file, write_json
@@ -60,10 +60,10 @@ class ExportOptions:
     int8: Int8Options | None = None
 
     def check(self) -> None:
-        if self.hw_compat not in ("same", "ampere+"):
-            raise ConfigError(f"--hw-compat must be same or ampere+, not {self.hw_compat!r}")
-        if self.backend not in ("auto", "tensorrt-rtx", "tensorrt"):
-            raise ConfigError(f"--backend must be auto, tensorrt-rtx or tensorrt, not {self.backend!r}")
+        if self.hw_compat not in HW_COMPAT:
+            raise ConfigError(f"--hw-compat must be {' or '.join(HW_COMPAT)}, not {self.hw_compat!r}")
+        if self.backend not in ("auto", *TRT_FLAVOURS):
+            raise ConfigError(f"--backend must be auto, {' or '.join(TRT_FLAVOURS)}, not {self.backend!r}")
         if self.batch < 1:
             raise ConfigError("--batch must be >= 1")
         if self.max_batch is not None and not 1 <= self.batch <= self.max_batch:

@@ -15,11 +15,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from ..bundle.schema import TRT_FLAVOURS
 from ..errors import BackendUnavailable, XprError
 from ..io import sha256_file, write_bytes
 
-#: the TensorRT flavours an engine is built with (`xpr export --backend`, a manifest's `engines[].backend`)
-TRT_FLAVOURS = ("tensorrt-rtx", "tensorrt")
 _MODULES = {"tensorrt-rtx": "tensorrt_rtx", "tensorrt": "tensorrt"}
 #: TensorRT-RTX targets from Ampere on (it has no SM90)
 _RTX_AMPERE_PLUS = ("SM80", "SM86", "SM89", "SM120")
