@@ -39,9 +39,7 @@ INTEGER_KERNELS = ("MatMulInteger", "QLinearMatMul", "DynamicQuantizeMatMul", "M
 
 
 class CalibrationError(XprError):
-    """The calibration data cannot be read or is too small (exit 2)."""
-
-    exit_code = 2
+    """The calibration data cannot be read or is too small (exit 2, as every XprError)."""
 
 
 @dataclass(frozen=True)
