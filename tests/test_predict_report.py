@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
-from xpr_deploy.demo_report import REPORT_NAME, StepRecord, write_report
+from xpr_deploy.demo_report import REPORT_NAME, StepRecord, write_demo_report
 
 
 def test_report_links_every_artefact_and_shows_predictions(tmp_path: Path) -> None:
@@ -35,7 +35,7 @@ def test_report_links_every_artefact_and_shows_predictions(tmp_path: Path) -> No
         ],
         "rejects": [{"path": "/x/bad.dcm", "reason": "/x/bad.dcm: not a DICOM file"}],
     }  # fmt: skip
-    report = write_report(out, steps, pred)
+    report = write_demo_report(out, steps, pred)
     assert report == out / REPORT_NAME
     text = report.read_text()
     targets = {unquote(t) for t in re.findall(r"\]\(([^)]+)\)", text)}
@@ -94,6 +94,6 @@ def test_report_resolves_cwd_relative_artefacts(tmp_path: Path, monkeypatch) -> 
     out = Path("demo-out")
     (out / "data").mkdir(parents=True)
     (out / "data" / "a.csv").write_text("x")
-    text = write_report(out, [StepRecord("synth", True, 1.0, "1 study", ["demo-out/data"])], None).read_text()
+    text = write_demo_report(out, [StepRecord("synth", True, 1.0, "1 study", ["demo-out/data"])], None).read_text()
     assert "(missing)" not in text
     assert "[data](data)" in text

@@ -296,12 +296,12 @@ def bench_step(ctx: DemoContext) -> dict[str, Any]:
 
 def report_step(ctx: DemoContext) -> dict[str, Any]:
     """REPORT.md over everything the earlier steps wrote (keep this step last)."""
-    from .demo_report import step_from_demo, write_report
+    from .demo_report import step_from_demo, write_demo_report
 
     root = Path(ctx.out)
     steps = [step_from_demo(r, root) for r in ctx.artifacts.get("steps") or []]
     notes = ["Machine-readable summary: [demo.json](demo.json) (written as the demo finishes, after this report)."]
-    path = write_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report", notes=notes)
+    path = write_demo_report(root, steps, ctx.artifacts.get("predictions"), title="xpr demo report", notes=notes)
     return {"report": str(path)}
 
 

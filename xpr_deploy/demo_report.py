@@ -197,7 +197,7 @@ def _load_predictions(p: Mapping[str, Any] | str | Path | None) -> Mapping[str, 
     return p
 
 
-def write_report(
+def write_demo_report(
     out: str | Path,
     steps: Sequence[StepRecord | Mapping[str, Any]] = (),
     predictions: Mapping[str, Any] | str | Path | None = None,

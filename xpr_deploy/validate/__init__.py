@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from .compare import RunResult, compare, compare_selection
 from .inputs import dataset_inputs, synthetic_inputs
-from .report import BlockParity, CandidateParity, ParityError, ParityReport, write_report
+from .report import BlockParity, CandidateParity, ParityError, ParityReport, write_parity_report
 from .run import ValidatedExport, export_and_validate, run_parity, store_report, validate_bundle
 
 __all__ = [
@@ -41,5 +41,5 @@ __all__ = [
     "store_report",
     "synthetic_inputs",
     "validate_bundle",
-    "write_report",
+    "write_parity_report",
 ]

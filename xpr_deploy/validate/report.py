@@ -100,7 +100,7 @@ class ParityReport:
         }
 
 
-def write_report(report: ParityReport, path: str | Path) -> None:
+def write_parity_report(report: ParityReport, path: str | Path) -> None:
     from ..io import write_json
 
     write_json(path, report.to_dict())

@@ -16,7 +16,7 @@ from ..runners.eager import score_name
 from ..runners.registry import Gate
 from .compare import RunResult, _skipped, batch_invariance, compare
 from .inputs import dataset_inputs, synthetic_inputs
-from .report import CandidateParity, ParityError, ParityReport, write_report
+from .report import CandidateParity, ParityError, ParityReport, write_parity_report
 
 
 def feeds(cc: np.ndarray, mlo: np.ndarray, io: Any, batch: int) -> list[dict[str, np.ndarray]]:
@@ -201,7 +201,7 @@ def store_report(view: BundleView, report: ParityReport, out: str | Path | None 
     import json
 
     if out is not None and Path(out).resolve() != (view.root / "parity.json").resolve():
-        write_report(report, out)
+        write_parity_report(report, out)
         return Path(out)
     data = (json.dumps(report.to_dict(), indent=2, default=str) + "\n").encode()
     rewrite_file(view, "parity.json", data)
