@@ -1,9 +1,8 @@
 """Read one mammogram and turn it into the model input: the `xpr-preproc-1` contract.
 
 This module is the DICOM side: open the file and check its structure (typed one-line errors;
-truncation is found from element offsets, not left to pydicom's forgiving reader; a deflated
-file's are offsets in its inflated dataset, measured as such), decode the
-stored values with the decoders' noise captured, read laterality and view, and the file / dataset
+truncation is found from element offsets, not left to pydicom's forgiving reader: `structure`), decode
+the stored values with the decoders' noise captured, read laterality and view, and the file / dataset
 entry points
 (`preprocess_with_geometry`, `preprocess_file`, `preprocess_dataset`). The numeric contract itself
 (`PreprocessSettings`, `PixelMeta`, `Geometry`, steps 1-9, `preprocess_array`) is in `preproc`,
@@ -21,10 +20,8 @@ import sys
 import tempfile
 import threading
 import warnings
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
@@ -34,9 +31,9 @@ from pydicom.datadict import keyword_for_tag
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.sequence import Sequence
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import UID
 
-from .budget import ENV, Budget, OverBudget, default_budget
+from .budget import Budget, default_budget
 from .errors import (
     BadLaterality,
     BadView,
@@ -78,6 +75,7 @@ from .preproc import (
     resize_bilinear_aa,
     to_display,
 )
+from .structure import DEFLATED, PIXEL_DATA, Inflation, check_inflation, check_structure, element_name
 from .views import is_view, view_of_code
 from .walk import kind_of
 
@@ -119,9 +117,6 @@ __all__ = [
 _DECODER_PACKAGES = DECODER_PACKAGES
 #: values longer than this are not loaded by a header-only read (pixel data: its length is still known)
 _DEFER_BYTES = 64 * 1024
-_PIXEL_DATA = 0x7FE00010
-#: the Deflated Explicit VR Little Endian transfer syntax (the whole dataset is zlib-compressed)
-_DEFLATED = b"1.2.840.10008.1.2.1.99"
 #: what `--decode` checks run the contract at: only rejections matter, not the output size
 CHECK_SETTINGS = PreprocessSettings(img_size=(64, 32))
 
@@ -168,115 +163,11 @@ def _captured_stderr() -> Iterator[list[str]]:
             out.extend(ln for ln in tmp.read(4096).decode("utf-8", "replace").splitlines() if ln.strip())
 
 
-def _looks_like_image(ds: Dataset) -> bool:
-    meta = getattr(ds, "file_meta", None)
-    sop = str(meta.get("MediaStorageSOPClassUID", "") if meta is not None else "")
-    return sop.startswith("1.2.840.10008.5.1.4.1.1.1") or any(
-        k in ds for k in ("Rows", "Columns", "PhotometricInterpretation", "BitsAllocated", "SamplesPerPixel")
-    )
-
-
-def _element_name(tag: int) -> str:
-    kw = keyword_for_tag(tag) or "element"
-    return f"{kw} ({tag >> 16:04X},{tag & 0xFFFF:04X})"
-
-
-#: explicit VR little endian VRs with a 2-byte reserved field and a 4-byte length (PS3.5 7.1.2)
-_INFLATE_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class _Inflation:
-    """What a deflated dataset inflates to, counted once per file in bounded steps (never held whole):
-    its element offsets are positions in the inflated stream, and a zip bomb is found before pydicom
-    inflates it."""
-
-    size: int  # bytes, counted up to the budget + 1
-    ended: bool  # the deflate stream reached its end
-    error: str | None  # zlib's complaint about a corrupt stream
-
-
-def _count_inflated(f: BinaryIO, limit: int) -> _Inflation | None:
-    """None when the file meta cannot be read or the file is not deflated (dcmread says why)."""
-    from pydicom.filereader import _read_file_meta_info, read_preamble
-
-    try:
-        f.seek(0)
-        read_preamble(f, False)
-        if str(_read_file_meta_info(f).get("TransferSyntaxUID", "")) != _DEFLATED.decode():
-            return None
-    except Exception:  # not DICOM, a broken meta group: dcmread reports it
-        return None
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    try:
-        while total <= limit and not inflater.eof:
-            data = inflater.unconsumed_tail or f.read(_INFLATE_CHUNK)
-            if not data:
-                break
-            total += len(inflater.decompress(data, _INFLATE_CHUNK))
-    except zlib.error as exc:
-        return _Inflation(total, False, one_line(exc, 120))
-    return _Inflation(total, inflater.eof, None)
-
-
-def _is_deflated(ds: Dataset) -> bool:
-    meta = getattr(ds, "file_meta", None)
-    raw = meta.get_item(0x00020010) if meta is not None else None
-    value = getattr(raw, "value", None)
-    if isinstance(value, bytes):
-        value = value.decode("ascii", "replace")
-    return str(value or "").strip(" \0") == DeflatedExplicitVRLittleEndian
-
-
-def _check_structure(ds: Dataset, p: Path, size: int, inflation: _Inflation | None) -> None:
-    """Every top-level value inside the file, and an image that ends before its pixel data: truncated.
-
-    A deflated file is measured after inflation: its offsets and lengths count inflated bytes."""
-    where = "the file"
-    if _is_deflated(ds):
-        if inflation is None:  # the meta reader and dcmread disagreed: count it now
-            try:
-                with open(p, "rb") as f:
-                    inflation = _count_inflated(f, 1 << 62)
-            except OSError as exc:
-                raise TruncatedFile(f"{p}: corrupt deflated dataset ({one_line(exc, 120)})") from None
-        if inflation is not None:
-            if inflation.error is not None:
-                raise TruncatedFile(f"{p}: corrupt deflated dataset ({inflation.error})")
-            if not inflation.ended:
-                raise TruncatedFile(f"{p}: truncated deflated dataset: the deflate stream ends early")
-            size, where = inflation.size, "the inflated dataset"
-    end = 0
-    last = None
-    for tag in list(ds.keys()):
-        el = ds.get_item(tag, keep_deferred=True)
-        tell = getattr(el, "value_tell", None)
-        length = getattr(el, "length", None)
-        if tell is None or length is None or length == 0xFFFFFFFF:
-            last = tag
-            continue
-        if tell + length > size:
-            if int(tag) == _PIXEL_DATA:
-                have = max(size - tell, 0)
-                raise TruncatedFile(f"{p}: truncated pixel data: {have} of the {length} bytes announced")
-            raise TruncatedFile(
-                f"{p}: truncated or corrupt: {_element_name(int(tag))} announces {length} bytes at offset {tell}, "
-                f"{where} ends at {size}"
-            )
-        end, last = max(end, tell + length), tag
-    if end and 0 < size - end < 8 and (last is None or int(last) != 0xFFFCFFFC):
-        raise TruncatedFile(f"{p}: truncated or corrupt: {where} ends {size - end} bytes into an element header")
-    if "PixelData" not in ds and _looks_like_image(ds):
-        after = f" after {_element_name(int(last))}" if last is not None else ""
-        raise TruncatedFile(f"{p}: truncated or no pixel data: {where} ends at byte {size}{after}, before PixelData")
-
-
 def _convert_all(ds: Dataset, path: str) -> None:
     """Convert every value now, inside the capture: one that pydicom cannot convert (unknown VR,
     broken sequence) is an error if the pipeline reads it, else dropped with a named warning."""
     for tag in list(ds.keys()):
-        if int(tag) == _PIXEL_DATA:
+        if int(tag) == PIXEL_DATA:
             continue
         raw = ds.get_item(tag, keep_deferred=True)
         if getattr(raw, "value", b"") is None and getattr(raw, "length", 0) not in (0, None):
@@ -287,7 +178,7 @@ def _convert_all(ds: Dataset, path: str) -> None:
                 for item in el.value:
                     _convert_all_strict(item)
         except Exception as exc:  # pydicom raises many types on hostile bytes
-            name = _element_name(int(tag))
+            name = element_name(int(tag))
             kw = keyword_for_tag(tag)
             if kw in READ_KEYWORDS:
                 raise InvalidValue(f"{path}: invalid value of {name}: {one_line(exc)}") from None
@@ -304,7 +195,7 @@ def _convert_meta(ds: Dataset, path: str) -> None:
         try:
             meta[tag]
         except Exception as exc:  # as in _convert_all
-            raise InvalidValue(f"{path}: invalid value of {_element_name(int(tag))}: {one_line(exc)}") from None
+            raise InvalidValue(f"{path}: invalid value of {element_name(int(tag))}: {one_line(exc)}") from None
 
 
 def _convert_all_strict(ds: Dataset) -> None:
@@ -365,26 +256,15 @@ def open_dicom(path: str | Path, *, header_only: bool = False, budget: Budget | 
             size = st.st_size
             budget.check_file_size(p, size)
             head = f.read(132)
-            inflation = _check_inflation(f, p, budget) if _DEFLATED in head + f.read(8192) else None
+            inflation = check_inflation(f, p, budget) if DEFLATED in head + f.read(8192) else None
             f.seek(0)
         except OSError as exc:
             raise DicomError(f"{p}: cannot read ({exc.strerror or type(exc).__name__})") from None
         return _parse(f, p, size, head, header_only, budget, inflation)
 
 
-def _check_inflation(f: BinaryIO, p: Path, budget: Budget) -> _Inflation | None:
-    """A deflated dataset (a zip bomb inflates a thousandfold) is measured before pydicom inflates it whole."""
-    inflation = _count_inflated(f, budget.max_file_bytes)
-    if inflation is not None and inflation.size > budget.max_file_bytes:
-        raise OverBudget(
-            f"{p}: the deflated dataset inflates to more than {budget.max_file_bytes} bytes, over the budget of "
-            f"{budget.max_file_bytes} bytes per file ({ENV['max_file_bytes']})"
-        )
-    return inflation
-
-
 def _parse(
-    f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget, inflation: _Inflation | None
+    f: BinaryIO, p: Path, size: int, head: bytes, header_only: bool, budget: Budget, inflation: Inflation | None
 ) -> Dataset:
     dicm = len(head) == 132 and head[128:132] == b"DICM"
     with _quiet() as noise:
@@ -407,7 +287,7 @@ def _parse(
             if dicm:
                 raise TruncatedFile(f"{p}: truncated: nothing after the file meta information ({size} bytes)")
             raise NotDicom(f"{p}: not a DICOM file (empty dataset)")
-        _check_structure(ds, p, size, inflation)
+        check_structure(ds, p, size, inflation)
         _convert_meta(ds, str(p))
         _convert_all(ds, str(p))
         _check_budget(ds, str(p), budget)
