@@ -187,8 +187,7 @@ class _Optim:
 
     opt: torch.optim.Optimizer
     sched: torch.optim.lr_scheduler.LambdaLR
-    scaler: torch.amp.GradScaler
-    need_scaler: bool
+    scaler: torch.amp.GradScaler  # enabled only where fp16 autocast needs loss scaling
     ctx: Any
     weights: torch.Tensor
     params: list[nn.Parameter]
@@ -198,7 +197,7 @@ class _Optim:
         return {
             "optimizer": self.opt.state_dict(),
             "scheduler": self.sched.state_dict(),
-            "scaler": self.scaler.state_dict() if self.need_scaler else None,
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else None,
             "rng": _rng_state(),
             "fit": {
                 "epoch": state.epoch,
@@ -213,7 +212,7 @@ class _Optim:
         """Continue a resumed run where RUN/last stopped: optimizer, schedule, loss scale and RNG streams."""
         self.opt.load_state_dict(train_state["optimizer"])
         self.sched.load_state_dict(train_state["scheduler"])
-        if self.need_scaler and train_state.get("scaler"):
+        if self.scaler.is_enabled() and train_state.get("scaler"):
             self.scaler.load_state_dict(train_state["scaler"])
         _set_rng_state(train_state["rng"])
 
@@ -249,7 +248,7 @@ def _optim(
     )
     ctx, need_scaler = amp_context(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=need_scaler)
-    return _Optim(opt, sched, scaler, need_scaler, ctx, weights, params)
+    return _Optim(opt, sched, scaler, ctx, weights, params)
 
 
 def _train_epoch(
