@@ -267,7 +267,7 @@ def test_cli_unwritable_output(tmp_path: Path) -> None:
     assert blocker.is_file()
 
 
-def test_cli_tensorrt_backend_missing(tmp_path: Path) -> None:
+def test_cli_trt_flavour_tensorrt_missing(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     try:
         import tensorrt  # noqa: F401
@@ -277,7 +277,7 @@ def test_cli_tensorrt_backend_missing(tmp_path: Path) -> None:
         pass
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr("export", "--config", "tiny", "--backend", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
+        _xpr("export", "--config", "tiny", "--trt-flavour", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
     )
     assert "tensorrt is not available" in msg
     _no_bundle(out)
@@ -292,7 +292,7 @@ def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     res = _xpr(
         "export", "--config", "paper", "--fp16", "--no-fp32", "--parity-samples", "0",
-        "--backend", "tensorrt-rtx", "--out", str(out), cwd=tmp_path,
+        "--trt-flavour", "tensorrt-rtx", "--out", str(out), cwd=tmp_path,
     )  # fmt: skip
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-2000:]
@@ -365,7 +365,7 @@ def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("backend", "tensorrt-llm", "--backend must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"),
+        ("trt_flavour", "tensorrt-llm", "--trt-flavour must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"),
         ("hw_compat", "hopper+", "--hw-compat must be same or ampere+, not 'hopper+'"),
     ],
 )

@@ -17,6 +17,8 @@ from .data import PreferOpt, StrictSelectionOpt
 from .node import TritonModelOpt, TritonOpt
 
 app = typer.Typer()
+#: the registered backends `xpr bench --onnx` can time (bench.onnx.ort_backends, without importing bench)
+_ORT_BACKENDS = " | ".join(n for n, s in BACKENDS.items() if s.ort)
 
 
 def _runner_cell(r: dict) -> str:
@@ -81,9 +83,11 @@ def export(
     ] = False,
     engine: Annotated[
         bool | None,
-        typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)"),
+        typer.Option("--engine/--no-engine", help="build the engine (default: when a TensorRT flavour is installed)"),
     ] = None,
-    backend: Annotated[str, typer.Option("--backend", help=f"auto | {' | '.join(TRT_FLAVOURS)}")] = "auto",
+    trt_flavour: Annotated[
+        str, typer.Option("--trt-flavour", help=f"TensorRT that builds the engine: auto | {' | '.join(TRT_FLAVOURS)}")
+    ] = "auto",
     sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
     hw_compat: Annotated[str, typer.Option("--hw-compat", help=" | ".join(HW_COMPAT))] = "same",
     batch: Annotated[int, typer.Option("--batch", help="static batch size (with --max-batch: the profile's opt)")] = 1,
@@ -129,7 +133,7 @@ def export(
         with_selection=with_selection,
         fp32_graph=fp32,
         engine=engine,
-        backend=backend,
+        trt_flavour=trt_flavour,
         sm=sm,
         hw_compat=hw_compat,
         batch=batch,
@@ -139,10 +143,10 @@ def export(
         int8=q,
     )
     opts.check()
-    if engine is not False and backend != "auto":  # an unavailable backend fails before any work
-        from ..trt_engine.build import resolve_backend
+    if engine is not False and trt_flavour != "auto":  # an unavailable TensorRT fails before any work
+        from ..trt_engine.build import resolve_flavour
 
-        resolve_backend(backend)
+        resolve_flavour(trt_flavour)
     model, meta = load_source(checkpoint, config, seed)
     dest = out or Path("export") / default_name(model, opts)
     b = export_and_validate(model, meta, dest, opts)
@@ -221,7 +225,7 @@ def bench(
         str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
     ] = None,
     backend: Annotated[
-        str, typer.Option("--backend", "-b", help="with --onnx: the ONNX Runtime backend to time (onnx | onnx-int8)")
+        str, typer.Option("--backend", "-b", help=f"with --onnx: the ONNX Runtime backend to time ({_ORT_BACKENDS})")
     ] = "onnx",
     against: Annotated[
         list[str] | None,

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from ..runners.factory import BACKENDS
 from .data import PreferOpt, StrictSelectionOpt
 
 app = typer.Typer()
@@ -54,7 +55,9 @@ def listen(
     ] = "ignore",
     max_instance_mb: Annotated[float, typer.Option("--max-instance-mb", help="refuse bigger instances")] = 512.0,
     min_free_mb: Annotated[float, typer.Option("--min-free-mb", help="refuse when the spool has less free")] = 256.0,
-    backend: Annotated[str | None, typer.Option("--backend", help="runner backend (default: the bundle's)")] = None,
+    backend: Annotated[
+        str | None, typer.Option("--backend", help=f"runner: {' | '.join(BACKENDS)} (default: the bundle's)")
+    ] = None,
     retry_cap: Annotated[float, typer.Option("--retry-max-seconds", help="longest wait between two sends")] = 300.0,
     retain_hours: Annotated[float, typer.Option("--retain-hours", help="keep sent studies' files this long")] = 24.0,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS: server certificate (PEM)")] = None,
