@@ -122,6 +122,14 @@ def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
         return None, str(exc)
 
 
+def check_export_request(options: ExportOptions) -> None:
+    """What can fail before the model is loaded: the options, and a TensorRT flavour asked for by name
+    (`--trt-flavour tensorrt` on a machine without it costs no load and no export work)."""
+    options.check()
+    if options.engine is not False and options.trt_flavour != "auto":
+        resolve_flavour(options.trt_flavour)
+
+
 def export_bundle(
     model: XPruning, meta: dict[str, Any], out: str | Path, options: ExportOptions | None = None
 ) -> Bundle:
