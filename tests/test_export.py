@@ -382,3 +382,25 @@ def test_engine_options_are_checked_against_the_manifest_schema(option: str, val
     assert engine["hw_compat"]["enum"] == list(HW_COMPAT)
     with pytest.raises(ConfigError, match=f"^{message}$".replace("+", r"\+").replace("(", r"\(")):
         ExportOptions(**{option: value}).check()
+
+
+def test_export_request_fails_before_the_model_is_loaded(tmp_path: Path) -> None:
+    """`check_export_request` is what `xpr export` checks before loading anything: the options, and a
+    TensorRT flavour asked for by name (not when --no-engine says no engine will be built);
+    `int8_request`: --int8 and --calib go together."""
+    from xpr_deploy.errors import BackendUnavailable, ConfigError
+    from xpr_deploy.export import ExportOptions
+    from xpr_deploy.export.bundle import check_export_request
+    from xpr_deploy.export.int8 import Int8Options, int8_request
+
+    check_export_request(ExportOptions(engine=False, trt_flavour="tensorrt"))
+    with pytest.raises(ConfigError, match=r"^--trt-flavour must be"):
+        check_export_request(ExportOptions(engine=False, trt_flavour="rtx"))
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(BackendUnavailable, match=r"^tensorrt is not available"):
+            check_export_request(ExportOptions(trt_flavour="tensorrt"))
+    assert int8_request(False, None) is None
+    assert int8_request(True, tmp_path, 4, "entropy", 7) == Int8Options(tmp_path, 4, "entropy", seed=7)
+    for int8, calib in ((True, None), (False, tmp_path)):
+        with pytest.raises(ConfigError, match=r"^--int8 and --calib DATA go together"):
+            int8_request(int8, calib)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from rich.table import Table
@@ -359,12 +359,12 @@ def predict(
         "backend": backend, "heatmaps_dir": heatmaps, "operating_point": operating_point, "dicom_out": dicom_out,
         "prefer": prefer, "strict": strict, "sr": sr, "seg": seg, "triton": triton, "triton_model": triton_model,
     }  # fmt: skip
-    pacs = {"store": store, "timeout": timeout, "max_response_mb": max_response_mb, "ca": ca}
+    pacs = _PacsArgs(store, timeout, max_response_mb, ca)
     if dicomweb is not None or study is not None:
-        web = _predict_pacs(model, dicomweb, study, studies, run, **pacs)
+        web = _predict_pacs(model, dicomweb, study, studies, run, pacs)
         rep = web.report
     else:
-        web, rep = None, _predict_folders(model, studies, run, **pacs)
+        web, rep = None, _predict_folders(model, studies, run, pacs)
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
@@ -374,32 +374,37 @@ def predict(
         raise typer.Exit(1)
 
 
+class _PacsArgs(NamedTuple):
+    """`xpr predict`'s options for a PACS (--store, --timeout, --max-response-mb, --ca)."""
+
+    store: bool
+    timeout: float | None
+    max_response_mb: float | None
+    ca: Path | None
+
+
 def _predict_pacs(
-    model: Path, url: str | None, study: str | None, studies: list[Path] | None, run: dict[str, Any], *,
-    store: bool, timeout: float | None, max_response_mb: float | None, ca: Path | None,
-) -> DicomWebResult:  # fmt: skip
+    model: Path, url: str | None, study: str | None, studies: list[Path] | None, run: dict[str, Any], pacs: _PacsArgs
+) -> DicomWebResult:
     """`xpr predict --dicomweb URL --study UID`: the study pulled over WADO-RS, predicted, stored back with --store."""
     from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
     from ..errors import ConfigError
 
     if url is None or study is None or studies:
         raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
-    cap = MAX_RESPONSE_BYTES if max_response_mb is None else int(max_response_mb * (1 << 20))
-    timeout = TIMEOUT_S if timeout is None else timeout
-    return predict_dicomweb(model, url, study, store=store, timeout=timeout, max_bytes=cap, ca=ca, **run)
+    cap = MAX_RESPONSE_BYTES if pacs.max_response_mb is None else int(pacs.max_response_mb * (1 << 20))
+    timeout = TIMEOUT_S if pacs.timeout is None else pacs.timeout
+    return predict_dicomweb(model, url, study, store=pacs.store, timeout=timeout, max_bytes=cap, ca=pacs.ca, **run)
 
 
-def _predict_folders(
-    model: Path, studies: list[Path] | None, run: dict[str, Any], *,
-    store: bool, timeout: float | None, max_response_mb: float | None, ca: Path | None,
-) -> PredictReport:  # fmt: skip
+def _predict_folders(model: Path, studies: list[Path] | None, run: dict[str, Any], pacs: _PacsArgs) -> PredictReport:
     """`xpr predict MODEL STUDIES...`: study folders on disk (the PACS options are refused)."""
     from ..errors import ConfigError
     from ..predict import predict as run_predict
 
     if not studies:
         raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
-    if store or timeout is not None or max_response_mb is not None or ca is not None:
+    if pacs.store or pacs.timeout is not None or pacs.max_response_mb is not None or pacs.ca is not None:
         raise ConfigError("--store, --timeout, --max-response-mb and --ca are for a PACS: use them with --dicomweb")
     return run_predict(model, studies, **run)
 
