@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import subprocess
 import sys
@@ -266,3 +267,28 @@ def test_demo_step_writes_reports(tiny_model, tmp_path: Path) -> None:
     )
     assert summary["eager"]["pruned_over_dense"] == rep["pruned_over_dense"]
     assert len(logs) == 1 and ctx.artifacts["bench"] == tmp_path / "demo" / "bench"
+
+
+def test_bench_request_is_what_xpr_bench_checks_and_runs(tmp_path: Path) -> None:
+    """`bench_request` refuses a bad combination in one line, in the order `xpr bench` reads its
+    options (no target before a bad sweep; --backend/--against and --batch only with --onnx), and
+    `run_bench` picks the adapter the request names."""
+    from xpr_deploy.bench import BenchError, BenchRequest, bench_request, run_bench
+
+    for given, says in (
+        ({"keep_sweep": "1,x"}, "give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE"),
+        ({"eager": tmp_path, "onnx": tmp_path}, "give one of --eager CKPT"),
+        ({"config": "tiny", "keep_sweep": "1,x", "backend": "onnx-int8"}, "--keep-sweep '1,x'"),
+        ({"config": "tiny", "backend": "onnx-int8", "batch": "x"}, "--backend and --against go with --onnx"),
+        ({"config": "tiny", "against": ["onnx:fp32"]}, "--backend and --against go with --onnx"),
+        ({"config": "tiny", "batch": "x"}, "--batch goes with --onnx BUNDLE"),
+        ({"onnx": tmp_path, "batch": "0,x"}, "--batch '0,x'"),
+    ):
+        with pytest.raises(BenchError, match=f"^{re.escape(says)}"):
+            bench_request(**given)
+    req = bench_request(config="tiny", keep_sweep="1,0.5", runs=1, warmup=0)
+    assert req == BenchRequest(config="tiny", keep_sweep=[1.0, 0.5], runs=1, warmup=0)
+    with pytest.raises(BenchError, match=r"^--batch goes with --onnx"):
+        run_bench(BenchRequest(config="tiny", batches=[1, 2]))  # a request built by hand is checked too
+    rep = run_bench(BenchRequest(config="tiny", runs=1, warmup=0))
+    assert rep["median_ms"] > 0 and "dense_median_ms" not in rep

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -50,3 +54,50 @@ def test_json_is_the_same_flag_in_every_command() -> None:
     assert set(with_json.values()) == {(True, "print one JSON object instead of tables")}, with_json
     out = {p.name: p for p in commands["bench"].params}["out"]
     assert (out.opts, out.is_flag) == (["--out", "-o"], False)
+
+
+def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
+
+
+def test_backend_is_a_registry_runner_in_every_command() -> None:
+    """`--backend` picks a runner from the backend registry wherever it is an option; `xpr export
+    --backend` used to pick the TensorRT flavour that builds the engine (that is `--trt-flavour` now).
+    Every name a command's `--backend` help lists is a registered backend, none a TensorRT flavour."""
+    from xpr_deploy.bundle.schema import TRT_FLAVOURS
+    from xpr_deploy.runners import BACKENDS
+
+    with_backend = {}
+    for name, cmd in _all_commands(typer.main.get_command(app)).items():
+        for p in cmd.params:
+            if "--backend" in p.opts:
+                choices = re.search(r"[\w-]+(?: \| [\w-]+)+", p.help or "")
+                assert choices, f"xpr {name} --backend: its help lists no backend names ({p.help!r})"
+                with_backend[name] = choices.group(0).split(" | ")
+    assert {"predict", "bench", "listen"} <= set(with_backend) and "export" not in with_backend, sorted(with_backend)
+    for name, listed in with_backend.items():
+        assert set(listed) <= set(BACKENDS) and not set(listed) & set(TRT_FLAVOURS), (name, listed)
+    assert with_backend["predict"] == with_backend["listen"] == list(BACKENDS)
+
+
+def test_export_trt_flavour_is_checked_and_backend_is_gone(tmp_path: Path) -> None:
+    """`xpr export --trt-flavour` takes auto or a TensorRT flavour (bundle.schema), any other value is
+    one line and exit 2 before any work; `xpr export --backend` is now a usage error."""
+    from xpr_deploy.bundle.schema import TRT_FLAVOURS
+
+    params = _params("export")
+    assert "backend" not in params and params["trt_flavour"].opts == ["--trt-flavour"]
+    for good in ("auto", *TRT_FLAVOURS):  # accepted: the next check (no checkpoint, no --config) answers
+        res = _xpr("export", "--no-engine", "--trt-flavour", good, cwd=tmp_path)
+        assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+            "error: give a checkpoint, or --config tiny|paper for random weights"
+        ], (good, res.stderr)
+    res = _xpr("export", "--config", "tiny", "--trt-flavour", "tensorrt-llm", cwd=tmp_path)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: --trt-flavour must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"
+    ], res.stderr
+    res = _xpr("export", "--config", "tiny", "--backend", "tensorrt", cwd=tmp_path)
+    assert res.returncode == 2 and "No such option: --backend" in res.stderr and "Traceback" not in res.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing exported

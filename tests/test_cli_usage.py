@@ -42,6 +42,7 @@ USAGE_ERRORS: dict[str, tuple[list[str], str, str]] = {
     "not a number": (["eval", "C", "D", "--threshold", "x"], "eval", "Invalid value for '--threshold'"),
     "unknown option": (["verify", "B", "--bogus"], "verify", "No such option: --bogus"),
     "unknown root option": (["-x"], "", "No such option: -x"),
+    "old option (export --backend)": (["export", "-c", "tiny", "--backend", "rtx"], "export", "No such option"),
     "bad choice": (["info", "--config", "huge"], "info", "'huge' is not one of 'paper', 'tiny'"),
     "bad choice (short flag)": (["export", "-c", "big"], "export", "'big' is not one of 'paper', 'tiny'"),
     "missing option value": (["predict", "M", "--backend"], "predict", "Option '--backend' requires an argument"),

@@ -12,15 +12,15 @@ import pytest
 from xpr_deploy.bundle import BundleError, BundleView, write_sealed
 from xpr_deploy.errors import BackendUnavailable
 from xpr_deploy.runners import make_runner
-from xpr_deploy.trt_engine.build import EngineOptions, build_engine, gpu_compute_capability, import_backend
+from xpr_deploy.trt_engine.build import EngineOptions, build_engine, gpu_compute_capability, import_flavour
 from xpr_deploy.trt_engine.checks import EngineMismatch, check_compute_capability, check_engine
 
 trt_rtx = pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx-cu12 (extra `trt`) is not installed")
 
 
 def test_rtx_builds_sm86_from_fp32_graph(fp16_bundle, tmp_path: Path) -> None:
-    info = build_engine(fp16_bundle.path / "model.onnx", tmp_path, EngineOptions(backend="tensorrt-rtx", sm=86))
-    assert info.backend == "tensorrt-rtx" and info.version == trt_rtx.__version__
+    info = build_engine(fp16_bundle.path / "model.onnx", tmp_path, EngineOptions(flavour="tensorrt-rtx", sm=86))
+    assert info.flavour == "tensorrt-rtx" and info.version == trt_rtx.__version__
     assert info.compute_capabilities == ["8.6"] and info.path == tmp_path / "model.sm86.engine"
     assert info.size_bytes > 1_000_000 and info.timing_cache_sha256 is None  # RTX: timing cache is a no-op
 
@@ -38,7 +38,7 @@ def test_rtx_engine_from_plugin_graph_uses_the_function_body(plugin_bundle) -> N
 
 def test_rtx_ampere_plus_targets_several_ccs(plugin_bundle, tmp_path: Path) -> None:
     info = build_engine(
-        plugin_bundle.path / "model.onnx", tmp_path, EngineOptions(hw_compat="ampere+", backend="tensorrt-rtx")
+        plugin_bundle.path / "model.onnx", tmp_path, EngineOptions(hw_compat="ampere+", flavour="tensorrt-rtx")
     )
     assert {"8.0", "8.6", "8.9"} <= set(info.compute_capabilities)
 
@@ -77,7 +77,7 @@ def test_compute_capability_mismatch_fails_clearly(fp16_bundle) -> None:
         check_compute_capability(entry, (9, 0))
 
 
-def test_missing_backend_is_backend_unavailable() -> None:
+def test_missing_trt_flavour_is_backend_unavailable() -> None:
     try:
         import tensorrt  # noqa: F401
 
@@ -85,7 +85,7 @@ def test_missing_backend_is_backend_unavailable() -> None:
     except ImportError:
         pass
     with pytest.raises(BackendUnavailable, match="tensorrt is not available"):
-        import_backend("tensorrt")
+        import_flavour("tensorrt")
 
 
 def test_engine_inference_or_skip_with_reason(fp16_bundle) -> None:

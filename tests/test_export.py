@@ -267,7 +267,7 @@ def test_cli_unwritable_output(tmp_path: Path) -> None:
     assert blocker.is_file()
 
 
-def test_cli_tensorrt_backend_missing(tmp_path: Path) -> None:
+def test_cli_trt_flavour_tensorrt_missing(tmp_path: Path) -> None:
     pytest.importorskip("torch")
     try:
         import tensorrt  # noqa: F401
@@ -277,7 +277,7 @@ def test_cli_tensorrt_backend_missing(tmp_path: Path) -> None:
         pass
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr("export", "--config", "tiny", "--backend", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
+        _xpr("export", "--config", "tiny", "--trt-flavour", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
     )
     assert "tensorrt is not available" in msg
     _no_bundle(out)
@@ -292,7 +292,7 @@ def test_paper_fp16_export_lints_and_builds_sm86(tmp_path: Path) -> None:
     t0 = time.perf_counter()
     res = _xpr(
         "export", "--config", "paper", "--fp16", "--no-fp32", "--parity-samples", "0",
-        "--backend", "tensorrt-rtx", "--out", str(out), cwd=tmp_path,
+        "--trt-flavour", "tensorrt-rtx", "--out", str(out), cwd=tmp_path,
     )  # fmt: skip
     wall = time.perf_counter() - t0
     assert res.returncode == 0, res.stderr[-2000:]
@@ -365,7 +365,7 @@ def test_dynamic_batch_export_profile_and_batch_invariance(tmp_path: Path) -> No
 @pytest.mark.parametrize(
     ("option", "value", "message"),
     [
-        ("backend", "tensorrt-llm", "--backend must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"),
+        ("trt_flavour", "tensorrt-llm", "--trt-flavour must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"),
         ("hw_compat", "hopper+", "--hw-compat must be same or ampere+, not 'hopper+'"),
     ],
 )
@@ -382,3 +382,25 @@ def test_engine_options_are_checked_against_the_manifest_schema(option: str, val
     assert engine["hw_compat"]["enum"] == list(HW_COMPAT)
     with pytest.raises(ConfigError, match=f"^{message}$".replace("+", r"\+").replace("(", r"\(")):
         ExportOptions(**{option: value}).check()
+
+
+def test_export_request_fails_before_the_model_is_loaded(tmp_path: Path) -> None:
+    """`check_export_request` is what `xpr export` checks before loading anything: the options, and a
+    TensorRT flavour asked for by name (not when --no-engine says no engine will be built);
+    `int8_request`: --int8 and --calib go together."""
+    from xpr_deploy.errors import BackendUnavailable, ConfigError
+    from xpr_deploy.export import ExportOptions
+    from xpr_deploy.export.bundle import check_export_request
+    from xpr_deploy.export.int8 import Int8Options, int8_request
+
+    check_export_request(ExportOptions(engine=False, trt_flavour="tensorrt"))
+    with pytest.raises(ConfigError, match=r"^--trt-flavour must be"):
+        check_export_request(ExportOptions(engine=False, trt_flavour="rtx"))
+    if importlib.util.find_spec("tensorrt") is None:
+        with pytest.raises(BackendUnavailable, match=r"^tensorrt is not available"):
+            check_export_request(ExportOptions(trt_flavour="tensorrt"))
+    assert int8_request(False, None) is None
+    assert int8_request(True, tmp_path, 4, "entropy", 7) == Int8Options(tmp_path, 4, "entropy", seed=7)
+    for int8, calib in ((True, None), (False, tmp_path)):
+        with pytest.raises(ConfigError, match=r"^--int8 and --calib DATA go together"):
+            int8_request(int8, calib)

@@ -285,3 +285,23 @@ def test_results_by_stow_over_https_verified_with_the_ca(bundle, combo, tmp_path
             node.stop()
         proxy.stop()
         orthanc.stop()
+
+
+def test_listen_tls_options_as_library_calls(tmp_path: Path) -> None:
+    """What `xpr listen` checks of its TLS options, callable without the command line: the server
+    certificate and key go together and a CA only with them; a CA or a client certificate for
+    --send-to implies TLS, and the client certificate and key go together."""
+    from xpr_deploy.node import NodeError
+    from xpr_deploy.node.sender import SendTls
+    from xpr_deploy.node.service import Tls, incoming_tls, outgoing_tls
+
+    c, k, ca = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
+    assert incoming_tls(None, None, None) is None and incoming_tls(c, k, ca) == Tls(c, k, ca)
+    for args in ((c, None, None), (None, k, None), (None, None, ca)):
+        with pytest.raises(NodeError, match=r"^TLS needs --tls-cert and --tls-key \(and --tls-ca only with them\)$"):
+            incoming_tls(*args)
+    assert outgoing_tls(False, None, None, None) is None
+    assert outgoing_tls(True, None, None, None) == SendTls()
+    assert outgoing_tls(False, ca, None, None) == SendTls(ca) and outgoing_tls(False, None, c, k) == SendTls(None, c, k)
+    with pytest.raises(NodeError, match=r"^--send-tls-cert and --send-tls-key go together$"):
+        outgoing_tls(True, None, c, None)

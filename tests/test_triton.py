@@ -129,7 +129,7 @@ def test_fixture_is_a_verified_bundle(tmp_path: Path) -> None:
     from xpr_deploy.bundle import BundleView
 
     view = BundleView.open(_bundle(tmp_path, engines=[_engine("tensorrt", "model.sm86.engine", "11.4.0")]))
-    assert view.engines[0].backend == "tensorrt"
+    assert view.engines[0].flavour == "tensorrt"
 
 
 def test_static_bundle_gives_max_batch_0_with_batch_in_dims(tmp_path: Path) -> None:

@@ -421,7 +421,7 @@ def _trt_model(rm: _RepoModel, view: BundleView, skipped: list[str]) -> TritonMo
     TensorRT-RTX engines are listed in `skipped`: Triton's tensorrt_plan backend does not run them."""
     for ref in view.engines:
         path, entry = ref.path, ref.entry
-        if "rtx" in ref.backend:
+        if "rtx" in ref.flavour:
             skipped.append(
                 f"{path}: TensorRT-RTX engine; Triton's tensorrt_plan backend runs TensorRT engines only, "
                 "so it is not served (the ONNX model is)"

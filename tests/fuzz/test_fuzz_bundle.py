@@ -203,7 +203,7 @@ def bundle_answers(b: Path) -> None:
 
     view = BundleView.open(b)
     view.describe(), view.operating_point(), view.selection_outputs(), view.preprocess_settings()
-    view.model_config(), view.graph(), [e.backend for e in view.engines]
+    view.model_config(), view.graph(), [e.flavour for e in view.engines]
 
 
 #: manifest keys whose edit can change what a runner does: accepted edits there run the model

@@ -11,7 +11,8 @@ One concern per module; why each is built the way it is sits in its own docstrin
 - `batch`: per-breast time at several batch sizes (ONNX Runtime), for a server's batch choice;
 - `eager`, `onnx`, `engine`: thin adapters over the runner layer (`xpr_deploy.runners`), so a
   benchmark times exactly the configuration predict serves and validate certifies;
-- `isolated`: one bench in a fresh process (clean peak memory).
+- `isolated`: one bench in a fresh process (clean peak memory);
+- `request`: one `xpr bench` run as a typed, checked `BenchRequest`, and `run_bench` that runs it.
 
 The names below are the public API (`from xpr_deploy import bench as B`).
 """
@@ -38,12 +39,14 @@ from .report import (
     variant_name,
     variant_report,
 )
+from .request import BenchRequest, bench_request, parse_keep_sweep, run_bench
 from .stats import latency_stats, percentile, ratio_stats
 from .timer import VariantTimes, time_interleaved
 
 __all__ = [
     "REPORT_KEYS",
     "BenchError",
+    "BenchRequest",
     "KernelTime",
     "MemoryHooks",
     "PeakRSS",
@@ -53,6 +56,7 @@ __all__ = [
     "bench_eager",
     "bench_engine",
     "bench_onnx",
+    "bench_request",
     "command_line",
     "env_threads",
     "example_views",
@@ -62,12 +66,14 @@ __all__ = [
     "open_bundle",
     "ort_kernel_times",
     "parse_batches",
+    "parse_keep_sweep",
     "percentile",
     "plot_keep_sweep",
     "print_batches",
     "print_summary",
     "ratio_stats",
     "rss_hooks",
+    "run_bench",
     "run_isolated",
     "summarize_ort_profile",
     "time_interleaved",

@@ -57,7 +57,8 @@ class EngineRef:
     entry: dict[str, Any]
 
     @property
-    def backend(self) -> str:
+    def flavour(self) -> str:
+        """The TensorRT flavour that built it (tensorrt-rtx | tensorrt; the manifest's `backend` field)."""
         return str(self.entry["backend"])
 
     @property
@@ -304,7 +305,7 @@ class BundleView:
             "graphs": dict(self.manifest["graphs"]),
             "served": self.manifest["model"],
             "engines": [
-                {"path": e.entry["path"], "backend": e.backend, "sm": e.entry["compute_capability"]}
+                {"path": e.entry["path"], "backend": e.flavour, "sm": e.entry["compute_capability"]}
                 for e in self.engines
             ],
             "io": self.manifest["io"],

@@ -16,7 +16,7 @@ FORMAT = "xpr-bundle"
 FORMAT_VERSION = 2
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "export" / "manifest.schema.json"
 
-#: the TensorRT flavours an engine is built with (`xpr export --backend`, a manifest's `engines[].backend`)
+#: the TensorRT flavours an engine is built with (`xpr export --trt-flavour`, a manifest's `engines[].backend`)
 TRT_FLAVOURS = ("tensorrt-rtx", "tensorrt")
 #: an engine's hardware compatibility: this GPU's compute capability only, or every one from Ampere on
 HW_COMPAT = ("same", "ampere+")

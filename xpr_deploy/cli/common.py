@@ -95,16 +95,3 @@ def _rates(prune_rate: float | None, prune_rates: str | None) -> tuple[float, ..
         except ValueError:
             raise ConfigError(f"--prune-rates {prune_rates!r}: need numbers like 0.5,0.5,0.5,0.5") from None
     return (prune_rate,) if prune_rate is not None else None
-
-
-def _keep_sweep(keep_sweep: str | None) -> list[float] | None:
-    """`--keep-sweep 1.0,0.5` as keep ratios in (0, 1] (None: no sweep)."""
-    from ..bench import BenchError
-
-    try:
-        sweep = [float(k) for k in keep_sweep.split(",")] if keep_sweep else None
-    except ValueError:
-        raise BenchError(f"--keep-sweep {keep_sweep!r}: give comma-separated keep ratios such as 1.0,0.5") from None
-    if sweep and not all(0.0 < k <= 1.0 for k in sweep):
-        raise BenchError("--keep-sweep: keep ratios must be in (0, 1]")
-    return sweep

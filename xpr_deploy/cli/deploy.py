@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NamedTuple
 
 import typer
 from rich.table import Table
@@ -12,11 +12,18 @@ from rich.table import Table
 from ..bundle.schema import HW_COMPAT, TRT_FLAVOURS
 from ..runners.factory import BACKENDS
 from . import triton_options as T
-from .common import JsonFlag, Preset, _keep_sweep, _print_json, console, err_console, safe, say
+from .common import JsonFlag, Preset, _print_json, console, err_console, safe, say
 from .data import PreferOpt, StrictSelectionOpt
 from .node import TritonModelOpt, TritonOpt
 
+if TYPE_CHECKING:
+    from ..dicomweb import DicomWebResult
+    from ..results import PredictReport
+    from ..validate.run import ValidatedExport
+
 app = typer.Typer()
+#: the registered backends `xpr bench --onnx` can time (bench.onnx.ort_backends, without importing bench)
+_ORT_BACKENDS = " | ".join(n for n, s in BACKENDS.items() if s.ort)
 
 
 def _runner_cell(r: dict) -> str:
@@ -64,49 +71,61 @@ def _parity_table(report: object) -> Table:
     return t
 
 
+#: `xpr export`'s options too long to declare in its signature
+ExportCheckpointArg = Annotated[
+    Path | None, typer.Argument(help="checkpoint folder (omit with --config for random weights)")
+]
+ExportConfigOpt = Annotated[
+    Preset | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
+]
+ExportWithSelectionOpt = Annotated[bool, typer.Option("--with-selection", help="kept window indices as extra outputs")]
+ExportEngineOpt = Annotated[
+    bool | None,
+    typer.Option("--engine/--no-engine", help="build the engine (default: when a TensorRT flavour is installed)"),
+]
+ExportTrtFlavourOpt = Annotated[
+    str, typer.Option("--trt-flavour", help=f"TensorRT that builds the engine: auto | {' | '.join(TRT_FLAVOURS)}")
+]
+ExportMaxBatchOpt = Annotated[
+    int | None, typer.Option("--max-batch", help="dynamic batch axis 1..N (K stays per-sample static)")
+]
+ExportParitySamplesOpt = Annotated[
+    int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
+]
+ExportExternalDataOpt = Annotated[
+    bool, typer.Option("--external-data", help="weights in <graph>.data beside each graph (always past 2 GB)")
+]
+ExportInt8Opt = Annotated[
+    bool, typer.Option("--int8", help="also model.int8.onnx: INT8 QDQ graph for ONNX Runtime on CPU (--calib)")
+]
+ExportCalibOpt = Annotated[
+    Path | None, typer.Option("--calib", help="with --int8: dataset whose training split calibrates it")
+]
+ExportCalibMethodOpt = Annotated[str, typer.Option("--calib-method", help="with --int8: percentile | entropy | minmax")]
+
+
 @app.command()
 def export(
-    checkpoint: Annotated[
-        Path | None, typer.Argument(help="checkpoint folder (omit with --config for random weights)")
-    ] = None,
-    config: Annotated[
-        Preset | None, typer.Option("--config", "-c", help="tiny | paper; random weights without CHECKPOINT")
-    ] = None,
+    checkpoint: ExportCheckpointArg = None,
+    config: ExportConfigOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="bundle folder (default export/<name>)")] = None,
     fp16: Annotated[bool, typer.Option("--fp16", help="strongly typed FP16 graph (FP32 islands) served")] = False,
     fp32: Annotated[bool, typer.Option("--fp32/--no-fp32", help="with --fp16 also write model.onnx")] = True,
     plugin: Annotated[bool, typer.Option("--plugin", help="window selection as XprWindowSelect custom nodes")] = False,
-    with_selection: Annotated[
-        bool, typer.Option("--with-selection", help="kept window indices as extra outputs")
-    ] = False,
-    engine: Annotated[
-        bool | None,
-        typer.Option("--engine/--no-engine", help="build the engine (default: when a backend is installed)"),
-    ] = None,
-    backend: Annotated[str, typer.Option("--backend", help=f"auto | {' | '.join(TRT_FLAVOURS)}")] = "auto",
+    with_selection: ExportWithSelectionOpt = False,
+    engine: ExportEngineOpt = None,
+    trt_flavour: ExportTrtFlavourOpt = "auto",
     sm: Annotated[int, typer.Option("--sm", help="target compute capability, e.g. 86 (RTX 3090)")] = 86,
     hw_compat: Annotated[str, typer.Option("--hw-compat", help=" | ".join(HW_COMPAT))] = "same",
     batch: Annotated[int, typer.Option("--batch", help="static batch size (with --max-batch: the profile's opt)")] = 1,
-    max_batch: Annotated[
-        int | None, typer.Option("--max-batch", help="dynamic batch axis 1..N (K stays per-sample static)")
-    ] = None,
-    parity_samples: Annotated[
-        int, typer.Option("--parity-samples", help="synthetic pairs to validate on (0: skip)")
-    ] = 8,
+    max_batch: ExportMaxBatchOpt = None,
+    parity_samples: ExportParitySamplesOpt = 8,
     seed: Annotated[int, typer.Option("--seed", help="seed for random weights")] = 0,
-    external_data: Annotated[
-        bool, typer.Option("--external-data", help="weights in <graph>.data beside each graph (always past 2 GB)")
-    ] = False,
-    int8: Annotated[
-        bool, typer.Option("--int8", help="also model.int8.onnx: INT8 QDQ graph for ONNX Runtime on CPU (--calib)")
-    ] = False,
-    calib: Annotated[
-        Path | None, typer.Option("--calib", help="with --int8: dataset whose training split calibrates it")
-    ] = None,
+    external_data: ExportExternalDataOpt = False,
+    int8: ExportInt8Opt = False,
+    calib: ExportCalibOpt = None,
     calib_breasts: Annotated[int, typer.Option("--calib-breasts", help="with --int8: breasts to calibrate on")] = 16,
-    calib_method: Annotated[
-        str, typer.Option("--calib-method", help="with --int8: percentile | entropy | minmax")
-    ] = "percentile",
+    calib_method: ExportCalibMethodOpt = "percentile",
     calib_seed: Annotated[int, typer.Option("--calib-seed", help="with --int8: seed choosing the breasts")] = 0,
 ) -> None:
     """ONNX bundle (static K, FP32/FP16/INT8, plugin mode) + sm_86 engine + manifest + parity.json."""
@@ -114,38 +133,28 @@ def export(
 
     if out is not None:  # before loading anything: an existing file or foreign folder is refused (exit 2)
         check_bundle_target(out)
-    from ..errors import ConfigError
-    from ..export.bundle import ExportOptions, default_name, load_source
-    from ..export.int8 import Int8Options
+    from ..export.bundle import ExportOptions, check_export_request, default_name, load_source
+    from ..export.int8 import int8_request
     from ..validate import export_and_validate
 
-    if int8 != (calib is not None):
-        raise ConfigError("--int8 and --calib DATA go together (the INT8 graph is calibrated on DATA)")
-    q = Int8Options(calib, calib_breasts, calib_method, seed=calib_seed) if calib is not None else None
-
     opts = ExportOptions(
-        fp16=fp16,
-        plugin=plugin,
-        with_selection=with_selection,
-        fp32_graph=fp32,
-        engine=engine,
-        backend=backend,
-        sm=sm,
-        hw_compat=hw_compat,
-        batch=batch,
-        max_batch=max_batch,
-        external_data=external_data,
-        parity_samples=parity_samples,
-        int8=q,
-    )
-    opts.check()
-    if engine is not False and backend != "auto":  # an unavailable backend fails before any work
-        from ..trt_engine.build import resolve_backend
-
-        resolve_backend(backend)
+        fp16=fp16, plugin=plugin, with_selection=with_selection, fp32_graph=fp32, engine=engine,
+        trt_flavour=trt_flavour, sm=sm, hw_compat=hw_compat, batch=batch, max_batch=max_batch,
+        external_data=external_data, parity_samples=parity_samples,
+        int8=int8_request(int8, calib, calib_breasts, calib_method, calib_seed),
+    )  # fmt: skip
+    check_export_request(opts)  # bad options, or an unavailable --trt-flavour, fail before any work
     model, meta = load_source(checkpoint, config, seed)
     dest = out or Path("export") / default_name(model, opts)
     b = export_and_validate(model, meta, dest, opts)
+    _print_export(dest, b)
+    if b.parity is not None and not b.parity.ok:
+        say(err_console, f"{dest}: exported, but parity failed (see {dest / 'parity.json'})", "[red]error:[/]")
+        raise typer.Exit(1)
+
+
+def _print_export(dest: Path, b: ValidatedExport) -> None:
+    """What was written (graphs, engines or why none), the manifest digest, timings, the parity table."""
     m = b.manifest
     console.print(
         f"[bold]{safe(dest)}[/]: {safe(', '.join(m['graphs'].values()))} (serves {safe(m['model'])}), "
@@ -158,9 +167,6 @@ def export(
     if b.parity is not None:
         console.print(_parity_table(b.parity))
         console.print("[dim]* the graph `xpr predict` serves from this bundle[/]")
-        if not b.parity.ok:
-            say(err_console, f"{dest}: exported, but parity failed (see {dest / 'parity.json'})", "[red]error:[/]")
-            raise typer.Exit(1)
 
 
 @app.command()
@@ -199,6 +205,19 @@ def validate(
         raise typer.Exit(1)
 
 
+#: `xpr bench`'s options too long to declare in its signature
+BenchBatchOpt = Annotated[
+    str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
+]
+BenchBackendOpt = Annotated[
+    str, typer.Option("--backend", "-b", help=f"with --onnx: the ONNX Runtime backend to time ({_ORT_BACKENDS})")
+]
+BenchAgainstOpt = Annotated[
+    list[str] | None,
+    typer.Option("--against", help="with --onnx: also time BACKEND[:PRECISION] interleaved, e.g. onnx:fp32"),
+]
+
+
 @app.command()
 def bench(
     eager: Annotated[Path | None, typer.Option("--eager", help="checkpoint to time in PyTorch")] = None,
@@ -217,79 +236,28 @@ def bench(
     profile: Annotated[Path | None, typer.Option("--profile", help="ONNX Runtime profiles go here")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="also write the full report here (JSON)")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="keep-sweep PNG (default: beside --out)")] = None,
-    batch: Annotated[
-        str | None, typer.Option("--batch", help="with --onnx: time per breast at these batch sizes, e.g. 1,2,4")
-    ] = None,
-    backend: Annotated[
-        str, typer.Option("--backend", "-b", help="with --onnx: the ONNX Runtime backend to time (onnx | onnx-int8)")
-    ] = "onnx",
-    against: Annotated[
-        list[str] | None,
-        typer.Option("--against", help="with --onnx: also time BACKEND[:PRECISION] interleaved, e.g. onnx:fp32"),
-    ] = None,
+    batch: BenchBatchOpt = None,
+    backend: BenchBackendOpt = "onnx",
+    against: BenchAgainstOpt = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Latency (mean, median, p90, p99, min), throughput, peak memory; pruned vs dense; keep sweep;
     per-breast time by batch size."""
     from .. import bench as B
 
-    chosen = [n for n, v in (("--eager", eager), ("--onnx", onnx), ("--engine", engine)) if v is not None]
-    if len(chosen) > 1 or (not chosen and config is None):
-        raise B.BenchError("give one of --eager CKPT, --onnx BUNDLE, --engine ENGINE (or --config for random weights)")
-    sweep = _keep_sweep(keep_sweep)
-    if (backend != "onnx" or against) and onnx is None:
-        raise B.BenchError("--backend and --against go with --onnx BUNDLE")
+    req = B.bench_request(
+        eager=eager, onnx=onnx, engine=engine, config=config, dense=dense, keep_sweep=keep_sweep, runs=runs,
+        warmup=warmup, threads=threads, device=device, dtype=dtype, mode=mode, dense_onnx=dense_onnx,
+        profile=profile, batch=batch, backend=backend, against=against,
+    )  # fmt: skip
+    rep = B.run_bench(req, progress=_dim_progress)
+    summary = B.print_batches if req.batches is not None else B.print_summary
+    _bench_done(rep, summary, out=out, plot=plot, as_json=as_json)
 
-    def progress(msg: str) -> None:
-        err_console.print(f"[dim]{safe(msg)}[/]", highlight=False, soft_wrap=True)
 
-    if batch is not None:
-        if onnx is None:
-            raise B.BenchError("--batch goes with --onnx BUNDLE (ONNX Runtime, per-breast time by batch size)")
-        rep = B.bench_batches(
-            onnx, B.parse_batches(batch), runs=runs, warmup=warmup, threads=threads, progress=progress
-        )
-        _bench_done(rep, B.print_batches, out=out, plot=plot, as_json=as_json)
-        return
-    if engine is not None:
-        rep = B.bench_engine(engine, runs=runs, warmup=warmup, progress=progress)
-    elif onnx is not None:
-        rep = B.bench_onnx(
-            onnx,
-            runs=runs,
-            warmup=warmup,
-            threads=threads,
-            dense=dense,
-            keep_sweep=sweep,
-            dense_path=dense_onnx,
-            profile_dir=profile,
-            progress=progress,
-            backend=backend,
-            against=against or (),
-        )
-    else:
-        if eager is not None:
-            from .. import load_checkpoint
-
-            model, _ = load_checkpoint(str(eager), device="cpu")
-        else:
-            from ..config import get_config
-            from ..model.xpruning import random_model
-
-            model = random_model(get_config(str(config)), 0)
-        rep = B.bench_eager(
-            model,
-            runs=runs,
-            warmup=warmup,
-            threads=threads,
-            dense=dense,
-            keep_sweep=sweep,
-            device=device,
-            dtype=dtype,
-            mode=mode,
-            progress=progress,
-        )
-    _bench_done(rep, B.print_summary, out=out, plot=plot, as_json=as_json)
+def _dim_progress(msg: str) -> None:
+    """A long run's progress lines, dimmed on stderr (stdout keeps the report)."""
+    err_console.print(f"[dim]{safe(msg)}[/]", highlight=False, soft_wrap=True)
 
 
 def _bench_done(
@@ -318,50 +286,64 @@ def _bench_done(
         _print_json(rep)
 
 
+#: `xpr predict`'s options too long to declare in its signature
+PredictStudiesArg = Annotated[
+    list[Path] | None, typer.Argument(help="study folders of DICOM files (any names; paired from tags)")
+]
+PredictBackendOpt = Annotated[
+    str | None, typer.Option("--backend", "-b", help=f"{' | '.join(BACKENDS)} (default: from MODEL)")
+]
+PredictHeatmapsOpt = Annotated[
+    Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
+]
+PredictOperatingPointOpt = Annotated[
+    str | None,
+    typer.Option("--operating-point", help="youden | sens=0.90 | spec=0.90 ... (default: the model's)"),
+]
+PredictDicomOutOpt = Annotated[
+    Path | None, typer.Option("--dicom-out", help="write a DICOM SR per study + heatmap Segmentations here")
+]
+PredictDicomwebOpt = Annotated[
+    str | None, typer.Option("--dicomweb", help="DICOMweb root URL of a PACS (with --study)")
+]
+PredictTimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="with --dicomweb: seconds per transaction, in all (default 60)")
+]
+PredictMaxResponseMbOpt = Annotated[
+    float | None, typer.Option("--max-response-mb", help="with --dicomweb: MiB one answer may hold (default 256)")
+]
+PredictCaOpt = Annotated[
+    Path | None, typer.Option("--ca", help="with --dicomweb: verify an https PACS against this CA file (PEM)")
+]
+PredictSrOpt = Annotated[
+    str,
+    typer.Option(
+        "--sr", help="with --dicom-out: tid1500 (Comprehensive SR, OHIF) | mammo-cad (Mammography CAD SR) | both"
+    ),
+]
+PredictSegOpt = Annotated[
+    str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
+]
+
+
 @app.command()
 def predict(
     model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
-    studies: Annotated[
-        list[Path] | None, typer.Argument(help="study folders of DICOM files (any names; paired from tags)")
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option("--backend", "-b", help=f"{' | '.join(BACKENDS)} (default: from MODEL)")
-    ] = None,
-    heatmaps: Annotated[
-        Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
-    ] = None,
-    operating_point: Annotated[
-        str | None,
-        typer.Option("--operating-point", help="youden | sens=0.90 | spec=0.90 ... (default: the model's)"),
-    ] = None,
-    dicom_out: Annotated[
-        Path | None, typer.Option("--dicom-out", help="write a DICOM SR per study + heatmap Segmentations here")
-    ] = None,
-    dicomweb: Annotated[
-        str | None, typer.Option("--dicomweb", help="DICOMweb root URL of a PACS (with --study)")
-    ] = None,
+    studies: PredictStudiesArg = None,
+    backend: PredictBackendOpt = None,
+    heatmaps: PredictHeatmapsOpt = None,
+    operating_point: PredictOperatingPointOpt = None,
+    dicom_out: PredictDicomOutOpt = None,
+    dicomweb: PredictDicomwebOpt = None,
     study: Annotated[str | None, typer.Option("--study", help="StudyInstanceUID to pull over WADO-RS")] = None,
     store: Annotated[bool, typer.Option("--store", help="STOW-RS the SR and heatmaps back (with --dicomweb)")] = False,
-    timeout: Annotated[
-        float | None, typer.Option("--timeout", help="with --dicomweb: seconds per transaction, in all (default 60)")
-    ] = None,
-    max_response_mb: Annotated[
-        float | None, typer.Option("--max-response-mb", help="with --dicomweb: MiB one answer may hold (default 256)")
-    ] = None,
-    ca: Annotated[
-        Path | None, typer.Option("--ca", help="with --dicomweb: verify an https PACS against this CA file (PEM)")
-    ] = None,
+    timeout: PredictTimeoutOpt = None,
+    max_response_mb: PredictMaxResponseMbOpt = None,
+    ca: PredictCaOpt = None,
     prefer: PreferOpt = "acquired",
     strict: StrictSelectionOpt = False,
-    sr: Annotated[
-        str,
-        typer.Option(
-            "--sr", help="with --dicom-out: tid1500 (Comprehensive SR, OHIF) | mammo-cad (Mammography CAD SR) | both"
-        ),
-    ] = "tid1500",
-    seg: Annotated[
-        str, typer.Option("--seg", help="with --dicom-out: heatmaps as binary (OHIF) | fractional | both")
-    ] = "binary",
+    sr: PredictSrOpt = "tid1500",
+    seg: PredictSegOpt = "binary",
     triton: TritonOpt = None,
     triton_model: TritonModelOpt = None,
     as_json: JsonFlag = False,
@@ -370,62 +352,92 @@ def predict(
     the image selection chooses; images not used and bad studies get a reason. Fails only if no breast was read."""
     from ..dicom_out import SEG_KINDS, SR_KINDS
     from ..errors import ConfigError
-    from ..predict import predict as run_predict
 
     if sr not in SR_KINDS or seg not in SEG_KINDS:
         raise ConfigError(f"--sr is one of {', '.join(SR_KINDS)}; --seg is one of {', '.join(SEG_KINDS)}")
-    web = None
+    run: dict[str, Any] = {
+        "backend": backend, "heatmaps_dir": heatmaps, "operating_point": operating_point, "dicom_out": dicom_out,
+        "prefer": prefer, "strict": strict, "sr": sr, "seg": seg, "triton": triton, "triton_model": triton_model,
+    }  # fmt: skip
+    pacs = _PacsArgs(store, timeout, max_response_mb, ca)
     if dicomweb is not None or study is not None:
-        if dicomweb is None or study is None or studies:
-            raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
-        from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
-
-        cap = MAX_RESPONSE_BYTES if max_response_mb is None else int(max_response_mb * (1 << 20))
-        web = predict_dicomweb(model, dicomweb, study, store=store, backend=backend, operating_point=operating_point,
-                               dicom_out=dicom_out, heatmaps_dir=heatmaps,
-                               timeout=TIMEOUT_S if timeout is None else timeout, max_bytes=cap, prefer=prefer,
-                               strict=strict, sr=sr, seg=seg, triton=triton, triton_model=triton_model,
-                               ca=ca)  # fmt: skip
+        web = _predict_pacs(model, dicomweb, study, studies, run, pacs)
         rep = web.report
     else:
-        if not studies:
-            raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
-        if store or timeout is not None or max_response_mb is not None or ca is not None:
-            raise ConfigError("--store, --timeout, --max-response-mb and --ca are for a PACS: use them with --dicomweb")
-        rep = run_predict(model, studies, backend=backend, heatmaps_dir=heatmaps, operating_point=operating_point,
-                          dicom_out=dicom_out, prefer=prefer, strict=strict, sr=sr, seg=seg, triton=triton,
-                          triton_model=triton_model)  # fmt: skip
+        web, rep = None, _predict_folders(model, studies, run, pacs)
     if as_json:
         _print_json(web.to_dict() if web is not None else rep.to_dict())
     else:
-        t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
-        for b in rep.breasts:
-            t.add_row(safe(b.study), safe(b.laterality), f"{b.prob:.4f}", safe(b.decision),
-                      *([safe(b.heatmap or "")] if heatmaps else []))  # fmt: skip
-        console.print(
-            f"[bold]{safe(rep.backend)}[/] backend, operating point {safe(rep.operating_point)} "
-            f"(threshold {rep.threshold:.4f})",
-            highlight=False,
-        )
-        if rep.breasts:
-            console.print(t)
-        if rep.dicom:
-            say(console, f"DICOM results: {len(rep.dicom)} objects under {dicom_out}")
-        if web is not None and store:
-            say(console, f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)")
-        for b in rep.breasts:
-            for note in b.notes:
-                say(err_console, f"{b.study}/{b.laterality} {note}", "[cyan]selection[/]")
-        for unused in rep.not_used:
-            say(err_console, f"{unused['path']}: {unused['reason']}", "[dim]not used[/]")
-        for r in rep.rejects:
-            line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
-            say(err_console, line, "[yellow]skipped[/]")
-        for n in rep.notes:
-            say(err_console, n, "[yellow]note[/]")
+        _print_predict(rep, web, heatmaps=heatmaps is not None, dicom_out=dicom_out, store=store)
     if not rep.breasts:
         err_console.print("[red]error:[/] no breast could be read (every study was rejected)")
         raise typer.Exit(1)
+
+
+class _PacsArgs(NamedTuple):
+    """`xpr predict`'s options for a PACS (--store, --timeout, --max-response-mb, --ca)."""
+
+    store: bool
+    timeout: float | None
+    max_response_mb: float | None
+    ca: Path | None
+
+
+def _predict_pacs(
+    model: Path, url: str | None, study: str | None, studies: list[Path] | None, run: dict[str, Any], pacs: _PacsArgs
+) -> DicomWebResult:
+    """`xpr predict --dicomweb URL --study UID`: the study pulled over WADO-RS, predicted, stored back with --store."""
+    from ..dicomweb import MAX_RESPONSE_BYTES, TIMEOUT_S, predict_dicomweb
+    from ..errors import ConfigError
+
+    if url is None or study is None or studies:
+        raise ConfigError("--dicomweb URL and --study UID go together, without STUDIES folders")
+    cap = MAX_RESPONSE_BYTES if pacs.max_response_mb is None else int(pacs.max_response_mb * (1 << 20))
+    timeout = TIMEOUT_S if pacs.timeout is None else pacs.timeout
+    return predict_dicomweb(model, url, study, store=pacs.store, timeout=timeout, max_bytes=cap, ca=pacs.ca, **run)
+
+
+def _predict_folders(model: Path, studies: list[Path] | None, run: dict[str, Any], pacs: _PacsArgs) -> PredictReport:
+    """`xpr predict MODEL STUDIES...`: study folders on disk (the PACS options are refused)."""
+    from ..errors import ConfigError
+    from ..predict import predict as run_predict
+
+    if not studies:
+        raise ConfigError("give STUDIES folders, or --dicomweb URL --study UID")
+    if pacs.store or pacs.timeout is not None or pacs.max_response_mb is not None or pacs.ca is not None:
+        raise ConfigError("--store, --timeout, --max-response-mb and --ca are for a PACS: use them with --dicomweb")
+    return run_predict(model, studies, **run)
+
+
+def _print_predict(
+    rep: PredictReport, web: DicomWebResult | None, *, heatmaps: bool, dicom_out: Path | None, store: bool
+) -> None:
+    """The table of breasts on stdout; selection notes, images not used, rejects and notes on stderr."""
+    t = Table("study", "breast", "P(malignant)", "decision", *(["heatmap"] if heatmaps else []))
+    for b in rep.breasts:
+        t.add_row(safe(b.study), safe(b.laterality), f"{b.prob:.4f}", safe(b.decision),
+                  *([safe(b.heatmap or "")] if heatmaps else []))  # fmt: skip
+    console.print(
+        f"[bold]{safe(rep.backend)}[/] backend, operating point {safe(rep.operating_point)} "
+        f"(threshold {rep.threshold:.4f})",
+        highlight=False,
+    )
+    if rep.breasts:
+        console.print(t)
+    if rep.dicom:
+        say(console, f"DICOM results: {len(rep.dicom)} objects under {dicom_out}")
+    if web is not None and store:
+        say(console, f"stored {len(web.stored)} objects in {web.url} ({len(web.already)} already there)")
+    for b in rep.breasts:
+        for note in b.notes:
+            say(err_console, f"{b.study}/{b.laterality} {note}", "[cyan]selection[/]")
+    for unused in rep.not_used:
+        say(err_console, f"{unused['path']}: {unused['reason']}", "[dim]not used[/]")
+    for r in rep.rejects:
+        line = r["reason"] if r["reason"].startswith(r["path"]) else f"{r['path']}: {r['reason']}"
+        say(err_console, line, "[yellow]skipped[/]")
+    for n in rep.notes:
+        say(err_console, n, "[yellow]note[/]")
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
+from ..runners.factory import BACKENDS
 from .data import PreferOpt, StrictSelectionOpt
 
 app = typer.Typer()
@@ -27,6 +28,40 @@ SrOpt = Annotated[str, typer.Option("--sr", help="the result SR (tid1500; the ki
 SegOpt = Annotated[str, typer.Option("--seg", help="heatmap Segmentations: binary (OHIF) | fractional | both")]
 
 
+#: `xpr listen`'s options too long to declare in its signature
+ListenAllowOpt = Annotated[
+    list[str] | None,
+    typer.Option("--allow", help="caller allowed to send, AE or AE@HOST (repeatable; default: the --send-to peer)"),
+]
+ListenSpoolOpt = Annotated[Path, typer.Option("--spool", help="spool folder (instances, results, queue)")]
+ListenQuietSecondsOpt = Annotated[
+    float, typer.Option("--quiet-seconds", help="a study is complete after this long without a new instance")
+]
+ListenOtherClassesOpt = Annotated[
+    Literal["ignore", "refuse"],
+    typer.Option(
+        "--other-classes", help="other storage classes: ignore (acknowledged, not kept) or refuse (at negotiation)"
+    ),
+]
+ListenBackendOpt = Annotated[
+    str | None, typer.Option("--backend", help=f"runner: {' | '.join(BACKENDS)} (default: the bundle's)")
+]
+ListenTlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")]
+ListenSendTlsOpt = Annotated[
+    bool, typer.Option("--send-tls", help="C-STORE to --send-to over TLS (peer verified by the system's CAs)")
+]
+ListenSendTlsCaOpt = Annotated[
+    Path | None,
+    typer.Option("--send-tls-ca", help="C-STORE over TLS; --send-to's certificate must verify with this CA"),
+]
+ListenSendTlsCertOpt = Annotated[
+    Path | None, typer.Option("--send-tls-cert", help="TLS: this node's client certificate for --send-to (PEM)")
+]
+ListenStowCaOpt = Annotated[
+    Path | None, typer.Option("--stow-ca", help="an https --stow server's certificate must verify with this CA")
+]
+
+
 @app.command()
 def listen(
     bundle: Annotated[Path, typer.Argument(help="export bundle folder (verified before listening)")],
@@ -35,47 +70,24 @@ def listen(
     bind: Annotated[str, typer.Option("--bind", help="address for DICOM and HTTP")] = "0.0.0.0",
     send_to: Annotated[str | None, typer.Option("--send-to", help="results by C-STORE to AE@HOST:PORT")] = None,
     stow: Annotated[str | None, typer.Option("--stow", help="results by STOW-RS to this DICOMweb URL")] = None,
-    allow: Annotated[
-        list[str] | None,
-        typer.Option("--allow", help="caller allowed to send, AE or AE@HOST (repeatable; default: the --send-to peer)"),
-    ] = None,
-    spool: Annotated[Path, typer.Option("--spool", help="spool folder (instances, results, queue)")] = Path(
-        "xpr-spool"
-    ),
-    quiet_seconds: Annotated[
-        float, typer.Option("--quiet-seconds", help="a study is complete after this long without a new instance")
-    ] = 10.0,
+    allow: ListenAllowOpt = None,
+    spool: ListenSpoolOpt = Path("xpr-spool"),
+    quiet_seconds: ListenQuietSecondsOpt = 10.0,
     http_port: Annotated[int | None, typer.Option("--http-port", help="serve /health and /metrics here")] = None,
-    other_classes: Annotated[
-        Literal["ignore", "refuse"],
-        typer.Option(
-            "--other-classes", help="other storage classes: ignore (acknowledged, not kept) or refuse (at negotiation)"
-        ),
-    ] = "ignore",
+    other_classes: ListenOtherClassesOpt = "ignore",
     max_instance_mb: Annotated[float, typer.Option("--max-instance-mb", help="refuse bigger instances")] = 512.0,
     min_free_mb: Annotated[float, typer.Option("--min-free-mb", help="refuse when the spool has less free")] = 256.0,
-    backend: Annotated[str | None, typer.Option("--backend", help="runner backend (default: the bundle's)")] = None,
+    backend: ListenBackendOpt = None,
     retry_cap: Annotated[float, typer.Option("--retry-max-seconds", help="longest wait between two sends")] = 300.0,
     retain_hours: Annotated[float, typer.Option("--retain-hours", help="keep sent studies' files this long")] = 24.0,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS: server certificate (PEM)")] = None,
     tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS: its private key (PEM)")] = None,
-    tls_ca: Annotated[
-        Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")
-    ] = None,
-    send_tls: Annotated[
-        bool, typer.Option("--send-tls", help="C-STORE to --send-to over TLS (peer verified by the system's CAs)")
-    ] = False,
-    send_tls_ca: Annotated[
-        Path | None,
-        typer.Option("--send-tls-ca", help="C-STORE over TLS; --send-to's certificate must verify with this CA"),
-    ] = None,
-    send_tls_cert: Annotated[
-        Path | None, typer.Option("--send-tls-cert", help="TLS: this node's client certificate for --send-to (PEM)")
-    ] = None,
+    tls_ca: ListenTlsCaOpt = None,
+    send_tls: ListenSendTlsOpt = False,
+    send_tls_ca: ListenSendTlsCaOpt = None,
+    send_tls_cert: ListenSendTlsCertOpt = None,
     send_tls_key: Annotated[Path | None, typer.Option("--send-tls-key", help="TLS: its private key (PEM)")] = None,
-    stow_ca: Annotated[
-        Path | None, typer.Option("--stow-ca", help="an https --stow server's certificate must verify with this CA")
-    ] = None,
+    stow_ca: ListenStowCaOpt = None,
     triton: TritonOpt = None,
     triton_model: TritonModelOpt = None,
     prefer: PreferOpt = "acquired",
@@ -85,47 +97,29 @@ def listen(
 ) -> None:
     """Receive mammography studies by C-STORE, predict each after a quiet period, send the SR and heatmap
     Segmentations back by C-STORE (--send-to) and/or STOW-RS (--stow), until Ctrl-C or SIGTERM."""
+    from ..node import Node, NodeOptions, parse_caller, parse_peer
+    from ..node.service import MIB, incoming_tls, outgoing_tls
+
+    tls = incoming_tls(tls_cert, tls_key, tls_ca)
+    send = outgoing_tls(send_tls, send_tls_ca, send_tls_cert, send_tls_key)
+    _log_to_stderr()
+    opts = NodeOptions(
+        bundle=bundle, spool=spool, ae_title=ae_title, bind=bind, port=port,
+        send_to=parse_peer(send_to) if send_to else None, stow=stow, allow=tuple(parse_caller(a) for a in allow or ()),
+        quiet_seconds=quiet_seconds, http_port=http_port, others=other_classes,
+        max_instance_bytes=int(max_instance_mb * MIB), min_free_bytes=int(min_free_mb * MIB), backend=backend,
+        retry_cap=retry_cap, retain_hours=retain_hours, tls=tls, send_tls=send, stow_ca=stow_ca, triton=triton,
+        triton_model=triton_model, prefer=prefer, strict=strict, sr=sr, seg=seg,
+    )  # fmt: skip
+    Node(opts).run()
+
+
+def _log_to_stderr() -> None:
+    """The node's log (logger `xpr.listen`) on stderr, one timestamped line per event."""
     import logging
 
-    from ..node import Node, NodeError, NodeOptions, parse_caller, parse_peer
-    from ..node.sender import SendTls
-    from ..node.service import MIB, Tls
-
-    if (tls_cert is None) != (tls_key is None) or (tls_ca is not None and tls_cert is None):
-        raise NodeError("TLS needs --tls-cert and --tls-key (and --tls-ca only with them)")
-    if (send_tls_cert is None) != (send_tls_key is None):
-        raise NodeError("--send-tls-cert and --send-tls-key go together")
-    outgoing_tls = send_tls or any(p is not None for p in (send_tls_ca, send_tls_cert))
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s xpr listen: %(message)s", "%Y-%m-%dT%H:%M:%S"))
     logger = logging.getLogger("xpr.listen")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
-    opts = NodeOptions(
-        bundle=bundle,
-        spool=spool,
-        ae_title=ae_title,
-        bind=bind,
-        port=port,
-        send_to=parse_peer(send_to) if send_to else None,
-        stow=stow,
-        allow=tuple(parse_caller(a) for a in allow or ()),
-        quiet_seconds=quiet_seconds,
-        http_port=http_port,
-        others=other_classes,
-        max_instance_bytes=int(max_instance_mb * MIB),
-        min_free_bytes=int(min_free_mb * MIB),
-        backend=backend,
-        retry_cap=retry_cap,
-        retain_hours=retain_hours,
-        tls=Tls(tls_cert, tls_key, tls_ca) if tls_cert is not None and tls_key is not None else None,
-        send_tls=SendTls(send_tls_ca, send_tls_cert, send_tls_key) if outgoing_tls else None,
-        stow_ca=stow_ca,
-        triton=triton,
-        triton_model=triton_model,
-        prefer=prefer,
-        strict=strict,
-        sr=sr,
-        seg=seg,
-    )
-    Node(opts).run()

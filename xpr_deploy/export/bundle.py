@@ -27,7 +27,7 @@ from ..errors import BackendUnavailable, ConfigError
 from ..io import atomic_dir, sha256_file, write_json
 from ..model.summary import block_table
 from ..model.xpruning import XPruning
-from ..trt_engine.build import EngineInfo, EngineOptions, build_engine, resolve_backend
+from ..trt_engine.build import EngineInfo, EngineOptions, build_engine, resolve_flavour
 from .fp16 import FP32_ISLANDS
 from .int8 import INT8_GRAPH, CalibrationSet, Int8Options, calibration_set, quantize_graph
 from .lint import LintReport, lint_model
@@ -44,8 +44,9 @@ class ExportOptions:
     plugin: bool = False
     with_selection: bool = False
     fp32_graph: bool = True  # with --fp16 also write model.onnx (ONNX Runtime-on-CPU fallback, parity bridge)
-    engine: bool | None = None  # None: build one when a backend is available
-    backend: str = "auto"
+    engine: bool | None = None  # None: build one when a TensorRT flavour is available
+    #: which TensorRT builds the engine: auto | bundle.schema.TRT_FLAVOURS (`xpr export --trt-flavour`)
+    trt_flavour: str = "auto"
     sm: int = 86
     hw_compat: str = "same"
     batch: int = 1
@@ -62,8 +63,8 @@ class ExportOptions:
     def check(self) -> None:
         if self.hw_compat not in HW_COMPAT:
             raise ConfigError(f"--hw-compat must be {' or '.join(HW_COMPAT)}, not {self.hw_compat!r}")
-        if self.backend not in ("auto", *TRT_FLAVOURS):
-            raise ConfigError(f"--backend must be auto, {' or '.join(TRT_FLAVOURS)}, not {self.backend!r}")
+        if self.trt_flavour not in ("auto", *TRT_FLAVOURS):
+            raise ConfigError(f"--trt-flavour must be auto, {' or '.join(TRT_FLAVOURS)}, not {self.trt_flavour!r}")
         if self.batch < 1:
             raise ConfigError("--batch must be >= 1")
         if self.max_batch is not None and not 1 <= self.batch <= self.max_batch:
@@ -110,15 +111,23 @@ def preprocessing_entry(model: XPruning, meta: dict[str, Any]) -> dict[str, Any]
 
 
 def _resolve_engine(options: ExportOptions) -> tuple[str | None, str | None]:
-    """(backend to build with, or None; why no engine). Explicit requests fail early and loudly."""
+    """(TensorRT flavour to build with, or None; why no engine). Explicit requests fail early and loudly."""
     if options.engine is False:
         return None, "disabled (--no-engine)"
-    if options.engine or options.backend != "auto":
-        return resolve_backend(options.backend), None
+    if options.engine or options.trt_flavour != "auto":
+        return resolve_flavour(options.trt_flavour), None
     try:
-        return resolve_backend("auto"), None
+        return resolve_flavour("auto"), None
     except BackendUnavailable as exc:
         return None, str(exc)
+
+
+def check_export_request(options: ExportOptions) -> None:
+    """What can fail before the model is loaded: the options, and a TensorRT flavour asked for by name
+    (`--trt-flavour tensorrt` on a machine without it costs no load and no export work)."""
+    options.check()
+    if options.engine is not False and options.trt_flavour != "auto":
+        resolve_flavour(options.trt_flavour)
 
 
 def export_bundle(
@@ -127,7 +136,7 @@ def export_bundle(
     """Export graphs, lint them, build the engine, write the sealed manifest: all or nothing."""
     opts = options or ExportOptions()
     opts.check()
-    backend, engine_skipped = _resolve_engine(opts)  # before any work: --backend tensorrt fails here
+    flavour, engine_skipped = _resolve_engine(opts)  # before any work: --trt-flavour tensorrt fails here
     model = model.float().eval().cpu()
     cfg = model.cfg
     out = Path(out)
@@ -170,9 +179,9 @@ def export_bundle(
             io = IoNames("cc", "mlo", "logits", "prob")
             int8_entry = quantize_graph(tmp / GRAPH_FILES["fp32"], tmp / INT8_GRAPH, calib, opts.int8, io, opts.batch)
             timings["export_int8_s"] = int8_entry["quantize_seconds"]
-        if backend is not None:
+        if flavour is not None:
             profile = None if opts.max_batch is None else (1, opts.batch, opts.max_batch)
-            eopts = EngineOptions(backend=backend, sm=opts.sm, hw_compat=opts.hw_compat, batch_profile=profile)
+            eopts = EngineOptions(flavour=flavour, sm=opts.sm, hw_compat=opts.hw_compat, batch_profile=profile)
             engine = build_engine(tmp / GRAPH_FILES[served], tmp / ENGINE_DIR, eopts)
             timings["engine_parse_s"], timings["engine_build_s"] = engine.parse_seconds, engine.build_seconds
         # validation runs on the sealed bundle afterwards (validate.export_and_validate), so what it
@@ -226,7 +235,7 @@ def build_manifest(
     if engine is not None:
         required = [op for op, how in engine.plugins.items() if how == "plugin"]
         engines.append({
-            "backend": engine.backend, "version": engine.version,
+            "backend": engine.flavour, "version": engine.version,
             "compute_capability": engine.compute_capability, "compute_capabilities": engine.compute_capabilities,
             "hw_compat": engine.hw_compat, "flags": engine.flags, "strongly_typed": True,
             "timing_cache_sha256": engine.timing_cache_sha256,

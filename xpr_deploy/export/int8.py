@@ -59,6 +59,16 @@ class Int8Options:
             raise ConfigError("--calib-breasts must be >= 1")
 
 
+def int8_request(
+    int8: bool, calib: Path | None, breasts: int = 16, method: str = "percentile", seed: int = 0
+) -> Int8Options | None:
+    """`xpr export --int8 --calib DATA`: the INT8 graph is calibrated on DATA, so the two go together
+    (None: no INT8 graph)."""
+    if int8 != (calib is not None):
+        raise ConfigError("--int8 and --calib DATA go together (the INT8 graph is calibrated on DATA)")
+    return Int8Options(calib, breasts, method, seed=seed) if calib is not None else None
+
+
 @dataclass
 class CalibrationSet:
     cc: np.ndarray  # [n, 1, H, W] float32, preprocessed

@@ -58,6 +58,22 @@ class Tls:
         return ctx
 
 
+def incoming_tls(cert: Path | None, key: Path | None, ca: Path | None) -> Tls | None:
+    """`xpr listen --tls-cert C --tls-key K [--tls-ca CA]`: the certificate and its key go together,
+    a CA only with them (it asks callers for a certificate); None: plain DICOM."""
+    if (cert is None) != (key is None) or (ca is not None and cert is None):
+        raise NodeError("TLS needs --tls-cert and --tls-key (and --tls-ca only with them)")
+    return Tls(cert, key, ca) if cert is not None and key is not None else None
+
+
+def outgoing_tls(enabled: bool, ca: Path | None, cert: Path | None, key: Path | None) -> SendTls | None:
+    """`xpr listen --send-tls [--send-tls-ca CA] [--send-tls-cert C --send-tls-key K]`: a CA or a
+    client certificate implies TLS; the certificate and its key go together. None: plain C-STORE."""
+    if (cert is None) != (key is None):
+        raise NodeError("--send-tls-cert and --send-tls-key go together")
+    return SendTls(ca, cert, key) if enabled or any(p is not None for p in (ca, cert)) else None
+
+
 @dataclass(frozen=True)
 class NodeOptions:
     bundle: Path

@@ -47,7 +47,7 @@ class TrtRunner(XprRunner):
         logger = trt.Logger(trt.Logger.WARNING)
         self.engine = trt.Runtime(logger).deserialize_cuda_engine(self.ref.path.read_bytes())
         if self.engine is None:
-            raise EngineRunError(f"{self.ref.path}: {self.ref.backend} could not deserialise it (see the log above)")
+            raise EngineRunError(f"{self.ref.path}: {self.ref.flavour} could not deserialise it (see the log above)")
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_names = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         self.output_names = [n for n in names if n not in self.input_names]

@@ -30,7 +30,7 @@ class EngineBuildError(XprError):
 
 @dataclass
 class EngineOptions:
-    backend: str = "auto"  # auto | tensorrt-rtx | tensorrt
+    flavour: str = "auto"  # auto | tensorrt-rtx | tensorrt (bundle.schema.TRT_FLAVOURS)
     sm: int = 86
     hw_compat: str = "same"  # same | ampere+
     workspace_gib: float = 4.0
@@ -40,7 +40,7 @@ class EngineOptions:
 
 @dataclass
 class EngineInfo:
-    backend: str
+    flavour: str  # the TensorRT flavour it was built with (a manifest's `engines[].backend`)
     version: str
     compute_capability: str  # "8.6": the target the engine is named after
     compute_capabilities: list[str]  # every CC the engine runs on
@@ -64,21 +64,21 @@ class EngineInfo:
         return d
 
 
-def import_backend(backend: str) -> ModuleType:
+def import_flavour(flavour: str) -> ModuleType:
     """The TensorRT flavour's Python module, or BackendUnavailable with the reason."""
-    if backend not in TRT_FLAVOURS:
-        raise BackendUnavailable(f"unknown TensorRT flavour {backend!r}: choose {', '.join(TRT_FLAVOURS)} or auto")
-    mod = _MODULES[backend]
+    if flavour not in TRT_FLAVOURS:
+        raise BackendUnavailable(f"unknown TensorRT flavour {flavour!r}: choose {', '.join(TRT_FLAVOURS)} or auto")
+    mod = _MODULES[flavour]
     try:
         return importlib.import_module(mod)
     except Exception as exc:  # ImportError, or OSError from a missing libnvinfer / libnvonnxparser
         hint = (
             "pip install tensorrt-rtx-cu12"
-            if backend == "tensorrt-rtx"
+            if flavour == "tensorrt-rtx"
             else "TensorRT 11 from NVIDIA's index or an NGC container"
         )
         raise BackendUnavailable(
-            f"{backend} is not available: cannot import {mod} ({type(exc).__name__}: {exc}); install {hint}"
+            f"{flavour} is not available: cannot import {mod} ({type(exc).__name__}: {exc}); install {hint}"
         ) from None
 
 
@@ -94,20 +94,20 @@ def gpu_compute_capability() -> tuple[int, int] | None:
     return None
 
 
-def resolve_backend(backend: str) -> str:
+def resolve_flavour(flavour: str) -> str:
     """`auto`: TensorRT 11 where it imports and a GPU is present, else TensorRT-RTX; checks availability."""
-    if backend != "auto":
-        import_backend(backend)
-        if backend == "tensorrt" and gpu_compute_capability() is None:
+    if flavour != "auto":
+        import_flavour(flavour)
+        if flavour == "tensorrt" and gpu_compute_capability() is None:
             raise BackendUnavailable("tensorrt builds on the GPU that runs the engine: no NVIDIA GPU here")
-        return backend
+        return flavour
     if gpu_compute_capability() is not None:
         try:
-            import_backend("tensorrt")
+            import_flavour("tensorrt")
             return "tensorrt"
         except BackendUnavailable:
             pass
-    import_backend("tensorrt-rtx")
+    import_flavour("tensorrt-rtx")
     return "tensorrt-rtx"
 
 
@@ -142,15 +142,15 @@ def _plugin_resolution(messages: list[tuple[Any, str]]) -> dict[str, str]:
 def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOptions | None = None) -> EngineInfo:
     """Parse `onnx_path`, build a serialized engine into `out_dir/model.sm<sm>.engine`, return its facts."""
     opts = options or EngineOptions()
-    backend = resolve_backend(opts.backend)
-    trt = import_backend(backend)
+    flavour = resolve_flavour(opts.flavour)
+    trt = import_flavour(flavour)
     out_dir = Path(out_dir)
     logger = _make_logger(trt)
     logger.min_severity = trt.ILogger.Severity.VERBOSE
     builder = trt.Builder(logger)
     flags = 0
     typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if typed is not None and backend == "tensorrt":
+    if typed is not None and flavour == "tensorrt":
         flags |= 1 << int(typed)  # TensorRT 10 needs it; 11 is strongly typed anyway
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
@@ -160,7 +160,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
     parse_s = time.perf_counter() - t0
     if not ok:
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown error"
-        raise EngineBuildError(f"{backend} ONNX parser rejected {Path(onnx_path).name}: {errs}")
+        raise EngineBuildError(f"{flavour} ONNX parser rejected {Path(onnx_path).name}: {errs}")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
@@ -168,7 +168,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
     notes: list[str] = []
     profile = _add_batch_profile(builder, network, config, opts.batch_profile, Path(onnx_path).name)
     timing_cache_bytes: bytes | None = None
-    if backend == "tensorrt-rtx":
+    if flavour == "tensorrt-rtx":
         ccs = [f"SM{opts.sm}"] if opts.hw_compat == "same" else list(_RTX_AMPERE_PLUS)
         if not hasattr(trt.ComputeCapability, ccs[0]):
             raise BackendUnavailable(f"tensorrt-rtx cannot target sm_{opts.sm}")
@@ -179,7 +179,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
         notes.append("TensorRT-RTX: kernels are JIT-compiled on the target GPU at load; timing cache is a no-op")
     else:
         dev = gpu_compute_capability()
-        assert dev is not None  # resolve_backend checked it
+        assert dev is not None  # resolve_flavour checked it
         if opts.hw_compat == "ampere+":
             config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
             build_flags.append("HW_COMPAT_AMPERE_PLUS")
@@ -188,7 +188,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
             if dev[0] * 10 + dev[1] != opts.sm:
                 raise BackendUnavailable(
                     f"tensorrt builds for this GPU (sm_{dev[0]}{dev[1]}), not sm_{opts.sm}: use --hw-compat ampere+ "
-                    "or the tensorrt-rtx backend"
+                    "or --trt-flavour tensorrt-rtx"
                 )
             compute_caps = [f"{dev[0]}.{dev[1]}"]
         cache = config.create_timing_cache(b"")
@@ -200,8 +200,8 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
     if serialized is None:
         bad = (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR)
         last = [m for sev, m in logger.messages if sev in bad]
-        raise EngineBuildError(f"{backend} failed to build the engine: {last[-1] if last else 'no message'}")
-    if backend == "tensorrt":
+        raise EngineBuildError(f"{flavour} failed to build the engine: {last[-1] if last else 'no message'}")
+    if flavour == "tensorrt":
         timing_cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
 
     path = out_dir / engine_filename(opts.sm)
@@ -212,7 +212,7 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
         write_bytes(out_dir / tc_name, timing_cache_bytes)
         tc_sha = sha256_file(out_dir / tc_name)
     return EngineInfo(
-        backend=backend,
+        flavour=flavour,
         version=str(trt.__version__),
         compute_capability=f"{opts.sm // 10}.{opts.sm % 10}",
         compute_capabilities=compute_caps,

@@ -1,10 +1,10 @@
 """Checks an engine must pass before it is deserialised (SPEC §5), each failing with one clear line.
 
 The engine's bytes were already hashed by the verified bundle reader (`xpr_deploy.bundle`). Here:
-the backend importable and at the manifest's exact version, an NVIDIA GPU, the GPU's compute
-capability among the engine's. Without a GPU the error is BackendUnavailable, which callers
-(validate, bench, pytest) turn into a skip with that reason. Deserialising and running it is
-`runners.trt.TrtRunner`, which calls `check_engine` first.
+the TensorRT flavour (the manifest's `engines[].backend`) importable and at its exact version, an
+NVIDIA GPU, the GPU's compute capability among the engine's. Without a GPU the error is
+BackendUnavailable, which callers (validate, bench, pytest) turn into a skip with that reason.
+Deserialising and running it is `runners.trt.TrtRunner`, which calls `check_engine` first.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 
 from ..bundle import EngineRef
 from ..errors import BackendUnavailable, XprError
-from .build import gpu_compute_capability, import_backend
+from .build import gpu_compute_capability, import_flavour
 
 
 class EngineMismatch(XprError):
-    """The engine does not match its manifest entry (backend version, compute capability)."""
+    """The engine does not match its manifest entry (TensorRT flavour version, compute capability)."""
 
 
 def check_compute_capability(entry: dict[str, Any], device: tuple[int, int]) -> None:
@@ -32,9 +32,9 @@ def check_compute_capability(entry: dict[str, Any], device: tuple[int, int]) -> 
 
 
 def check_engine(engine: EngineRef) -> ModuleType:
-    """Every check that can run here; returns the backend module to deserialise with."""
+    """Every check that can run here; returns the TensorRT flavour's module to deserialise with."""
     entry = engine.entry
-    trt = import_backend(entry["backend"])
+    trt = import_flavour(entry["backend"])  # the manifest field holds the TensorRT flavour
     have = str(trt.__version__)
     if have != entry["version"]:
         raise EngineMismatch(
