@@ -38,15 +38,20 @@ typecheck: $(STAMP)
 sysdeps:
 	scripts/system_deps.sh test
 
+# two pytest-xdist workers (CI has 2 cores); tests/conftest.py groups the modules that share a costly
+# artefact onto one worker and starts the longest groups first. PYTEST_WORKERS=0: one process.
+PYTEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadgroup)
+
 unit: $(STAMP) sysdeps
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # everything CI runs: lint, types, the whole suite (slow paper-size smoke tests included)
 test: lint typecheck unit
 
 # the suite without the paper-size smoke tests
 fast: $(STAMP) sysdeps
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # C/C++ runtime (engines/): Debian packages, ONNX Runtime headers + library into
 # engines/third_party/, Release build (engines/build/xpr_infer), ctest, then the unit and

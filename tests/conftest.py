@@ -1,6 +1,7 @@
-"""Shared fixtures. Torch runs on few threads: CI has 2 cores and tests run one after another. What two
-runs at once would build alike (the trained checkpoint in .cache/, the tiny bundles of
-XPR_TEST_BUNDLE_CACHE) is built under a lock (`shared_build`), never read half-written."""
+"""Shared fixtures. CI has 2 cores: `make test` runs the suite on two pytest-xdist workers (one torch
+thread each; alone, torch gets both). What two workers or two runs at once would build alike (the
+trained checkpoint in .cache/, the tiny bundles) is built under a lock (`shared_build`), once, and
+never read half-written; the modules that share a costlier artefact run on one worker (`_GROUPS`)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from typing import Any
 
 import torch
 
-torch.set_num_threads(2)
+#: set by pytest-xdist in each of its workers; None in a plain `pytest` run
+XDIST_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+torch.set_num_threads(1 if XDIST_WORKER else 2)
 
 
 # --- synthetic datasets (data layer, issue 3): small, built once per session, read-only for tests --
@@ -69,8 +72,12 @@ def _random_tiny_bundle(dest: Path, **options: Any) -> Path:
 
 
 def _bundle_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """XPR_TEST_BUNDLE_CACHE=DIR keeps the random tiny bundles between runs (a developer's loop)."""
-    return Path(os.environ.get("XPR_TEST_BUNDLE_CACHE") or tmp_path_factory.mktemp("tiny-bundles"))
+    """XPR_TEST_BUNDLE_CACHE=DIR keeps the random tiny bundles between runs (a developer's loop); else
+    they live in this run's temporary folder, the one folder all xdist workers share (built once)."""
+    if os.environ.get("XPR_TEST_BUNDLE_CACHE"):
+        return Path(os.environ["XPR_TEST_BUNDLE_CACHE"])
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if XDIST_WORKER else base) / "tiny-bundles"
 
 
 @pytest.fixture(scope="session")
@@ -167,6 +174,60 @@ def cpp_bundle(untied_tiny_checkpoint) -> dict[str, Path]:
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert any(b.get("selection_output") for b in manifest["blocks"]), "bundle has no kept-window outputs"
     return {"ckpt": Path(ckpt), "bundle": bundle}
+
+
+# --- two workers (pytest-xdist, `make test`): which tests share a worker, and in which order -----------
+
+#: modules that share a costly session artefact run on one worker (it is built once; else each worker
+#: would build it); every other module is its own group (its module fixtures built once)
+_GROUPS = {
+    "test_export.py": "trained-bundles",  # fp16_bundle, plugin_bundle: exports + TensorRT-RTX builds
+    "test_engine.py": "trained-bundles",
+    "test_validate.py": "trained-bundles",
+    "test_engines_cpp.py": "cpp-bundle",  # cpp_bundle: an export with kept-window outputs
+    "test_transfer_syntaxes.py": "cpp-bundle",
+}
+#: the longest groups first (measured with `--durations`), so that no long group starts last and
+#: leaves one worker idle at the end; the rest keep their collection order
+_LONGEST_FIRST = [
+    "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_viewer.py", "test_serve.py", "test_bench_batch.py",
+    "fuzz/test_fuzz_bundle.py", "test_train.py", "test_hostile_inputs.py", "test_hostile_outputs.py", "test_bundle.py",
+    "test_listen.py", "test_bench.py", "test_int8.py",
+]  # fmt: skip
+
+
+def _group(item: pytest.Item) -> str:
+    name = item.path.name
+    return _GROUPS.get(name, name if item.path.parent.name == "tests" else f"{item.path.parent.name}/{name}")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    rank = {g: i for i, g in enumerate(_LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: same order on every worker
+
+
+#: the fuzz campaign's tallies the xdist workers sent back (tests/fuzz/conftest.py prints them added up)
+_WORKER_TALLIES: list[dict[str, Any]] = []
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook: called in the controller as each worker stops
+def pytest_testnodedown(node: Any, error: object) -> None:
+    tally = getattr(node, "workeroutput", {}).get("fuzz_tally")
+    if tally:
+        _WORKER_TALLIES.append(tally)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _WORKER_TALLIES:
+        from fuzz.conftest import Tally, write_summary
+
+        total = Tally()
+        for tally in _WORKER_TALLIES:
+            total.add(tally)
+        write_summary(terminalreporter, total)
 
 
 # --- the CI guard (issue 25): in CI a skip is a failure, unless the test needs a GPU ----------------

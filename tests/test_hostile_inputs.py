@@ -316,10 +316,12 @@ def test_control_characters_in_file_names_stay_on_one_line(tmp_path: Path, good:
 
 def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
     """`xpr ARGS` through the real entry point, in this process; (exit code, stdout, stderr)."""
-    from xpr_deploy.cli import main
+    from xpr_deploy.cli import common, main
 
     monkeypatch.setattr(sys, "argv", ["xpr", *map(str, args)])
     monkeypatch.setenv("COLUMNS", "400")
+    for console in (common.console, common.err_console):  # whatever width they took from COLUMNS when imported
+        monkeypatch.setattr(console, "_width", 400)
     capsys.readouterr()
     with pytest.raises(SystemExit) as e:
         main()

@@ -15,6 +15,7 @@ failure, not a skip.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -195,6 +196,22 @@ def _open_seg(page: Any) -> str:
     return _view_label(page)
 
 
+def _show_sr(page: Any, sr: Any, draw_ms: float) -> float | None:
+    """Double-click the SR's thumbnail until OHIF draws a measurement: seconds from the first click,
+    None when nothing is drawn in `draw_ms`. On a loaded machine a double-click can land while the
+    study browser is still re-rendering, and is lost: it is repeated every 20 s."""
+    t0 = time.monotonic()
+    deadline = t0 + draw_ms / 1000
+    while (left := deadline - time.monotonic()) > 0:
+        sr.first.dblclick()
+        try:
+            page.locator("[data-annotation-uid] text").first.wait_for(timeout=min(left, 20.0) * 1000)
+            return time.monotonic() - t0
+        except Exception:  # not drawn yet
+            continue
+    return None
+
+
 def inspect_study(page: Any, base: str, study: str, screenshot: Path | None = None, draw_ms: float = LOAD_MS) -> Seen:
     """Open `study`, show its SR (every measurement in turn, waiting up to `draw_ms` for the first)
     and its first Segmentation."""
@@ -211,14 +228,10 @@ def inspect_study(page: Any, base: str, study: str, screenshot: Path | None = No
     try:
         _open(page, f"{base}/viewer?StudyInstanceUIDs={study}")
         sr = page.locator("[data-cy=series-description-label]", has_text="X-Pruning AI result")
+        with contextlib.suppress(Exception):  # under load the study browser lists its series one by one
+            sr.first.wait_for(timeout=LOAD_MS)
         if sr.count():
-            sr.first.dblclick()
-            t0 = time.monotonic()
-            try:
-                page.locator("[data-annotation-uid] text").first.wait_for(timeout=draw_ms)
-                seen.drawn_s = time.monotonic() - t0
-            except Exception:  # nothing drawn: the checks below say so
-                pass
+            seen.drawn_s = _show_sr(page, sr, draw_ms)
             page.wait_for_timeout(2000)
             no = page.locator("[data-cy=no-hydrate-btn]")  # "track these measurements?": no, only look
             if no.count():

@@ -39,6 +39,21 @@ class Tally:
         else:
             self.failures.append(f"{campaign}: {case}: {problem}")
 
+    def as_dict(self) -> dict:
+        """What an xdist worker sends its controller (`workeroutput` takes plain data)."""
+        return {
+            "tried": dict(self.tried),
+            "passed": dict(self.passed),
+            "failures": self.failures,
+            "budget_spent": self.budget_spent,
+        }
+
+    def add(self, other: dict) -> None:
+        self.tried.update(other["tried"])
+        self.passed.update(other["passed"])
+        self.failures.extend(other["failures"])
+        self.budget_spent |= other["budget_spent"]
+
 
 _TALLY = Tally()
 
@@ -72,18 +87,29 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         config.hook.pytest_deselected(items=long)
 
 
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = getattr(session.config, "workeroutput", None)  # set in an xdist worker
+    if out is not None and _TALLY.tried:
+        out["fuzz_tally"] = _TALLY.as_dict()
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
-    if not _TALLY.tried:
+    write_summary(terminalreporter, _TALLY)
+
+
+def write_summary(tr, tally: Tally) -> None:
+    """The campaign's section of the run's summary: in a plain run from this process's tally, under
+    xdist from the workers' tallies added up by the controller (tests/conftest.py)."""
+    if not tally.tried:
         return
-    tr = terminalreporter
     tr.section("fuzz campaign")
     replay = f"XPR_FUZZ_SEED={FUZZ_SEED}" + (f" XPR_FUZZ_BUDGET={FUZZ_BUDGET:g}" if FUZZ_BUDGET else "")
     tr.write_line(f"seed {FUZZ_SEED} (replay: {replay} pytest -m fuzz tests/fuzz)")
-    if _TALLY.budget_spent:
+    if tally.budget_spent:
         tr.write_line(f"time budget of {FUZZ_BUDGET:g} s spent: the cases generated until then were all run")
-    for campaign in sorted(_TALLY.tried):
-        tr.write_line(f"{campaign}: {_TALLY.tried[campaign]} cases tried, {_TALLY.passed[campaign]} passed")
-    total, ok = sum(_TALLY.tried.values()), sum(_TALLY.passed.values())
+    for campaign in sorted(tally.tried):
+        tr.write_line(f"{campaign}: {tally.tried[campaign]} cases tried, {tally.passed[campaign]} passed")
+    total, ok = sum(tally.tried.values()), sum(tally.passed.values())
     tr.write_line(f"total: {total} cases tried, {ok} passed, {total - ok} failed")
-    for line in _TALLY.failures[:50]:
+    for line in tally.failures[:50]:
         tr.write_line(f"  FAILED {line}")
