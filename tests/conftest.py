@@ -190,7 +190,7 @@ _GROUPS = {
 #: the longest groups first (measured with `--durations`), so that no long group starts last and
 #: leaves one worker idle at the end; the rest keep their collection order
 _LONGEST_FIRST = [
-    "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_viewer.py", "test_serve.py", "test_bench_batch.py",
+    "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_serve.py", "test_bench_batch.py",
     "fuzz/test_fuzz_bundle.py", "test_train.py", "test_hostile_inputs.py", "test_hostile_outputs.py", "test_bundle.py",
     "test_listen.py", "test_bench.py", "test_int8.py",
 ]  # fmt: skip

@@ -28,6 +28,10 @@ import numpy as np
 import pydicom
 import pytest
 
+#: OHIF in headless Chromium draws nothing within LOAD_MS while the other xdist worker loads both cores:
+#: `make test` runs this module after the others, alone
+pytestmark = pytest.mark.serial
+
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-dev-shm-usage", "--enable-unsafe-swiftshader", "--use-gl=angle",
                "--use-angle=swiftshader"]  # fmt: skip
