@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import typer
 
 from xpr_deploy.cli import app
@@ -56,12 +56,6 @@ def test_json_is_the_same_flag_in_every_command() -> None:
     assert (out.opts, out.is_flag) == (["--out", "-o"], False)
 
 
-def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
-
-
 def test_backend_is_a_registry_runner_in_every_command() -> None:
     """`--backend` picks a runner from the backend registry wherever it is an option; `xpr export
     --backend` used to pick the TensorRT flavour that builds the engine (that is `--trt-flavour` now).
@@ -82,22 +76,38 @@ def test_backend_is_a_registry_runner_in_every_command() -> None:
     assert with_backend["predict"] == with_backend["listen"] == list(BACKENDS)
 
 
-def test_export_trt_flavour_is_checked_and_backend_is_gone(tmp_path: Path) -> None:
+def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """`xpr ARGS` through the real entry point (its one-line errors), in this process: (exit code, stderr)."""
+    from xpr_deploy.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["xpr", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main()
+    return int(e.value.code or 0), capsys.readouterr().err
+
+
+def test_export_trt_flavour_is_checked_and_backend_is_gone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """`xpr export --trt-flavour` takes auto or a TensorRT flavour (bundle.schema), any other value is
-    one line and exit 2 before any work; `xpr export --backend` is now a usage error."""
+    one line and exit 2 before any work; `xpr export --backend` is now a usage error. In this process:
+    the claim is the command's options and messages, not a second interpreter importing torch."""
     from xpr_deploy.bundle.schema import TRT_FLAVOURS
+
+    monkeypatch.chdir(tmp_path)
 
     params = _params("export")
     assert "backend" not in params and params["trt_flavour"].opts == ["--trt-flavour"]
     for good in ("auto", *TRT_FLAVOURS):  # accepted: the next check (no checkpoint, no --config) answers
-        res = _xpr("export", "--no-engine", "--trt-flavour", good, cwd=tmp_path)
-        assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        code, err = _main(capsys, monkeypatch, "export", "--no-engine", "--trt-flavour", good)
+        assert code == 2 and err.strip().splitlines() == [
             "error: give a checkpoint, or --config tiny|paper for random weights"
-        ], (good, res.stderr)
-    res = _xpr("export", "--config", "tiny", "--trt-flavour", "tensorrt-llm", cwd=tmp_path)
-    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        ], (good, err)
+    code, err = _main(capsys, monkeypatch, "export", "--config", "tiny", "--trt-flavour", "tensorrt-llm")
+    assert code == 2 and err.strip().splitlines() == [
         "error: --trt-flavour must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"
-    ], res.stderr
-    res = _xpr("export", "--config", "tiny", "--backend", "tensorrt", cwd=tmp_path)
-    assert res.returncode == 2 and "No such option: --backend" in res.stderr and "Traceback" not in res.stderr
+    ], err
+    code, err = _main(capsys, monkeypatch, "export", "--config", "tiny", "--backend", "tensorrt")
+    assert code == 2 and "No such option: --backend" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing exported
