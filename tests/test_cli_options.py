@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import typer
+from test_export_support import xpr_main
 
 from xpr_deploy.cli import app
 
@@ -76,17 +76,6 @@ def test_backend_is_a_registry_runner_in_every_command() -> None:
     assert with_backend["predict"] == with_backend["listen"] == list(BACKENDS)
 
 
-def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """`xpr ARGS` through the real entry point (its one-line errors), in this process: (exit code, stderr)."""
-    from xpr_deploy.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["xpr", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    return int(e.value.code or 0), capsys.readouterr().err
-
-
 def test_export_trt_flavour_is_checked_and_backend_is_gone(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -100,14 +89,14 @@ def test_export_trt_flavour_is_checked_and_backend_is_gone(
     params = _params("export")
     assert "backend" not in params and params["trt_flavour"].opts == ["--trt-flavour"]
     for good in ("auto", *TRT_FLAVOURS):  # accepted: the next check (no checkpoint, no --config) answers
-        code, err = _main(capsys, monkeypatch, "export", "--no-engine", "--trt-flavour", good)
+        code, _, err = xpr_main(capsys, monkeypatch, "export", "--no-engine", "--trt-flavour", good)
         assert code == 2 and err.strip().splitlines() == [
             "error: give a checkpoint, or --config tiny|paper for random weights"
         ], (good, err)
-    code, err = _main(capsys, monkeypatch, "export", "--config", "tiny", "--trt-flavour", "tensorrt-llm")
+    code, _, err = xpr_main(capsys, monkeypatch, "export", "--config", "tiny", "--trt-flavour", "tensorrt-llm")
     assert code == 2 and err.strip().splitlines() == [
         "error: --trt-flavour must be auto, tensorrt-rtx or tensorrt, not 'tensorrt-llm'"
     ], err
-    code, err = _main(capsys, monkeypatch, "export", "--config", "tiny", "--backend", "tensorrt")
+    code, _, err = xpr_main(capsys, monkeypatch, "export", "--config", "tiny", "--backend", "tensorrt")
     assert code == 2 and "No such option: --backend" in err and "Traceback" not in err
     assert list(tmp_path.iterdir()) == []  # nothing exported

@@ -118,3 +118,18 @@ def xpr_in_process(*args: Any) -> str:
         f"xpr {args[0]} failed: {res.exception!r}\n{res.output[-3000:]}"
     )
     return res.output
+
+
+def xpr_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: Any) -> tuple[int, str, str]:
+    """`xpr ARGS` through the real entry point (its one-line errors and exit codes), in this process, for
+    a claim about options and messages: (exit code, stdout, stderr)."""
+    import sys
+
+    from xpr_deploy.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["xpr", *map(str, args)])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main()
+    out, err = capsys.readouterr()
+    return int(e.value.code or 0), out, err
