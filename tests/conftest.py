@@ -177,11 +177,10 @@ def cpp_bundle(untied_tiny_checkpoint) -> dict[str, Path]:
 
 
 # --- two workers (pytest-xdist, `make test`): in which order tests are handed out --------------------
-# Known gap: `--dist loadgroup` does not group anything with pytest 9.2 + xdist 3.8 (xdist appends the
-# group to `item._nodeid`; pytest 9 reads `item._id`), so tests go to the workers one by one and a
-# session artefact (the FP16/plugin/C++/INT8 bundles) is built by each worker that needs it. The
-# `xdist_group` marks below say which modules should share a worker once it does (or once a
-# `pytest_xdist_make_scheduler` hook here groups them); the order below is what takes effect now.
+# Known gap: `--dist loadgroup` groups nothing with pytest 9.2 + xdist 3.8 (xdist appends an
+# `xdist_group` mark's name to `item._nodeid`; pytest 9 reads `item._id`), so no marks are set here:
+# tests go to the workers one by one and a session artefact (the FP16/plugin/C++/INT8 bundles) is
+# built by each worker that needs it. Grouping them would take a `pytest_xdist_make_scheduler` hook.
 
 #: modules that share a costly session artefact (built once per worker that runs one of them)
 _GROUPS = {
@@ -205,10 +204,7 @@ def _group(item: pytest.Item) -> str:
     return _GROUPS.get(name, name if item.path.parent.name == "tests" else f"{item.path.parent.name}/{name}")
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
     rank = {g: i for i, g in enumerate(_LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: same order on every worker
 

@@ -16,6 +16,7 @@ import numpy as np
 import pydicom
 import pytest
 from peers import Orthanc, free_port
+from test_export_support import xpr_main
 from typer.testing import CliRunner
 
 from xpr_deploy.cli import app
@@ -150,16 +151,9 @@ def _cli(*args: str, code: int = 0) -> tuple[str, str]:
 
 
 def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """`xpr ARGS` through the real entry point (one-line errors, exit codes); (code, stderr)."""
-    import sys
-
-    from xpr_deploy.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["xpr", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    return int(e.value.code or 0), capsys.readouterr().err
+    """`xpr ARGS` in this process (test_export_support.xpr_main): (exit code, stderr)."""
+    code, _, err = xpr_main(capsys, monkeypatch, *args)
+    return code, err
 
 
 def _errors(path: Path) -> list[str]:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from test_export_support import xpr_main
 
 from tests.test_dicom_hostile import (
     _finishes,
@@ -315,18 +316,13 @@ def test_control_characters_in_file_names_stay_on_one_line(tmp_path: Path, good:
 
 
 def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object) -> tuple[int, str, str]:
-    """`xpr ARGS` through the real entry point, in this process; (exit code, stdout, stderr)."""
-    from xpr_deploy.cli import common, main
+    """`xpr ARGS` in this process (test_export_support.xpr_main), 400 columns wide: (exit code, stdout, stderr)."""
+    from xpr_deploy.cli import common
 
-    monkeypatch.setattr(sys, "argv", ["xpr", *map(str, args)])
     monkeypatch.setenv("COLUMNS", "400")
     for console in (common.console, common.err_console):  # whatever width they took from COLUMNS when imported
         monkeypatch.setattr(console, "_width", 400)
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    out, err = capsys.readouterr()
-    return int(e.value.code or 0), out, err
+    return xpr_main(capsys, monkeypatch, *args)
 
 
 def test_markup_in_paths_and_reasons_prints_literally(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from peers import Listen, Orthanc, StoreSCP, free_port, need, storescu
+from test_export_support import xpr_main
 
 from xpr_deploy.dicom_out import sr_probabilities
 from xpr_deploy.node import parse_caller, parse_peer
@@ -397,16 +398,9 @@ def _study_uids(q: Queue) -> list[str]:
 
 
 def _main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
-    """`xpr ARGS` through the real entry point (one-line errors, exit codes); (code, stderr)."""
-    import sys
-
-    from xpr_deploy.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["xpr", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    return int(e.value.code or 0), capsys.readouterr().err
+    """`xpr ARGS` in this process (test_export_support.xpr_main): (exit code, stderr)."""
+    code, _, err = xpr_main(capsys, monkeypatch, *args)
+    return code, err
 
 
 def test_bad_options_are_one_line(bundle, tmp_path: Path, capsys, monkeypatch) -> None:
