@@ -176,13 +176,14 @@ def cpp_bundle(untied_tiny_checkpoint) -> dict[str, Path]:
     return {"ckpt": Path(ckpt), "bundle": bundle}
 
 
-# --- two workers (pytest-xdist, `make test`): in which order tests are handed out --------------------
-# Known gap: `--dist loadgroup` groups nothing with pytest 9.2 + xdist 3.8 (xdist appends an
-# `xdist_group` mark's name to `item._nodeid`; pytest 9 reads `item._id`), so no marks are set here:
-# tests go to the workers one by one and a session artefact (the FP16/plugin/C++/INT8 bundles) is
-# built by each worker that needs it. Grouping them would take a `pytest_xdist_make_scheduler` hook.
+# --- two workers (pytest-xdist, `make test`): what goes to one worker, and in which order ----------
+# A module is one unit of work: its module- and session-scoped fixtures (a Triton start, an INT8
+# export, a trained demo) are then built by one worker only. The modules in `_GROUPS` share a costly
+# session artefact and go to one worker together. xdist's own `--dist loadgroup` cannot say this
+# with pytest 9.2 + xdist 3.8 (it appends the group to `item._nodeid`; pytest 9 reads `item._id`), so
+# the scheduler below does it (`pytest_xdist_make_scheduler`).
 
-#: modules that share a costly session artefact (built once per worker that runs one of them)
+#: modules that share a costly session artefact, run together by one worker
 _GROUPS = {
     "test_export.py": "trained-bundles",  # fp16_bundle, plugin_bundle: exports + TensorRT-RTX builds
     "test_engine.py": "trained-bundles",
@@ -190,8 +191,8 @@ _GROUPS = {
     "test_engines_cpp.py": "cpp-bundle",  # cpp_bundle: an export with kept-window outputs
     "test_transfer_syntaxes.py": "cpp-bundle",
 }
-#: the longest groups first (measured with `--durations`), so that no long test starts last and
-#: leaves one worker idle at the end; the rest keep their collection order
+#: the longest units first (measured with `--durations`), so that no long unit starts last and
+#: leaves the other worker idle at the end; the rest keep their collection order
 _LONGEST_FIRST = [
     "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_serve.py", "test_bench_batch.py",
     "fuzz/test_fuzz_bundle.py", "test_train.py", "test_hostile_inputs.py", "test_hostile_outputs.py", "test_bundle.py",
@@ -199,14 +200,31 @@ _LONGEST_FIRST = [
 ]  # fmt: skip
 
 
-def _group(item: pytest.Item) -> str:
-    name = item.path.name
-    return _GROUPS.get(name, name if item.path.parent.name == "tests" else f"{item.path.parent.name}/{name}")
+def _unit(path: str) -> str:
+    """The unit of work a test file belongs to: its group, else the file (relative to tests/)."""
+    name = path.rsplit("/", 1)[-1]
+    rel = path.split("tests/", 1)[-1]
+    return _GROUPS.get(name, rel)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {g: i for i, g in enumerate(_LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: same order on every worker
+    # stable, and the same on every worker (xdist checks that the collections agree)
+    items.sort(key=lambda item: rank.get(_unit(item.nodeid.split("::", 1)[0]), len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # an xdist hook, in the controller
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    from xdist.scheduler import LoadScopeScheduling
+
+    class UnitScheduling(LoadScopeScheduling):
+        """xdist's loadscope with `_unit` as the scope, in collection order (longest first)."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid.split("::", 1)[0])
+
+    config.option.loadscopereorder = False  # keep `_LONGEST_FIRST`, not "most tests first"
+    return UnitScheduling(config, log)
 
 
 #: the fuzz campaign's tallies the xdist workers sent back (tests/fuzz/conftest.py prints them added up)
