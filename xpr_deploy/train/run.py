@@ -72,7 +72,7 @@ class TrainRequest:
 
         given: dict[str, Any] = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_CONFIG}
         given.update(prune_rates=parse_rates(self.prune_rate, self.prune_rates), data_format=self.format)
-        set_opts = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
+        set_opts: dict[str, Any] = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
         last = (
             recover_dir(self.out / "last") if set_opts.get("resume") else self.out / "last"
         )  # .last.old after a crash
