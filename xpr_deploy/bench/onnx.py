@@ -118,8 +118,6 @@ def bench_onnx(
     report gives each one's time, peak memory and graph size over the main one's."""
     source = open_bundle(path)
     check_ort_backends(backend, against)
-    view = source.bundle
-    assert view is not None
     own_keep = bundle_keep(source)
     want = variant_keeps(own_keep, dense, keep_sweep)
     given: dict[float, Path] = dict(sweep_paths or {})
@@ -143,18 +141,26 @@ def bench_onnx(
         description = first.describe()
     settings = run_settings(first, description, files, profiles, runs=runs, warmup=warmup, threads=threads,
                             batch=shape[0], low_memory=low_memory, on_cpu=on_cpu)  # fmt: skip
-    model: dict[str, Any] = {
-        "graph": files["pruned"], "bundle": str(view.root), "bundle_sha256": view.digest,
-        "config": source.cfg.name, "img_size": list(source.cfg.img_size),
-    }  # fmt: skip
     macs = {n: macs_for_keep(source.cfg, k) for n, k in keeps.items() if k is not None}
-    rep = assemble_report("onnx", times, keeps, "pruned", shape[0], settings, model, macs)
+    rep = assemble_report(
+        "onnx", times, keeps, "pruned", shape[0], settings, model_entry(source, files["pruned"]), macs
+    )
     if against:
         rep["backend"] = backend
         rep["against"] = {a: backend_ratios(times, "pruned", a, files) for a in against}
     if profiles:
         rep["profile_summary"] = {n: summarize_ort_profile(p) for n, p in profiles.items()}
     return rep
+
+
+def model_entry(source: ModelSource, graph: str) -> dict[str, Any]:
+    """The report's `model`: which bundle (and its digest) and which graph of it was timed."""
+    view = source.bundle
+    assert view is not None
+    return {
+        "graph": graph, "bundle": str(view.root), "bundle_sha256": view.digest,
+        "config": source.cfg.name, "img_size": list(source.cfg.img_size),
+    }  # fmt: skip
 
 
 def run_settings(
