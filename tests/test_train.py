@@ -161,3 +161,29 @@ def test_train_and_cv_help_show_trainconfig_defaults(command: str) -> None:
     d = TrainConfig(data="", out="")
     for shown in (f"epochs (default {d.epochs})", f"(default {d.lr})", f"(default {d.freeze})", "(default paper)"):
         assert shown in res.output, shown
+
+
+def test_train_request_is_the_cli_options_as_a_library_call(small_data: Path, tmp_path: Path) -> None:
+    """`xpr train` is `run_training(TrainRequest(...))`: options as given (None: TrainConfig's default),
+    the same one-line refusals, and the summary the command prints."""
+    from xpr_deploy.train.run import TrainRequest, TrainSummary, run_training
+
+    cfg = TrainRequest(Path("d"), Path("o"), prune_rates="0.5,0.5,0.25,0", split_file=Path("s.json"), format="cbis")
+    assert cfg.train_config() == TrainConfig(
+        data="d", out="o", prune_rates=(0.5, 0.5, 0.25, 0.0), split_file="s.json", data_format="cbis"
+    )
+    with pytest.raises(ConfigError, match="not both"):
+        TrainRequest(small_data, tmp_path / "r", prune_rate=0.5, prune_rates="0.5,0.5").train_config()
+    with pytest.raises(ConfigError, match="need numbers"):
+        TrainRequest(small_data, tmp_path / "r", prune_rates="half").train_config()
+
+    opts = dict(config="tiny", epochs=2, batch_size=4, prune_warmup=1, holdout=0.25, val_fraction=0.25,
+                device="cpu", seed=0, cache=tmp_path / "cache", progress=False)  # fmt: skip
+    summary = run_training(TrainRequest(small_data, tmp_path / "run", stop_after=1, **opts))  # type: ignore[arg-type]
+    assert isinstance(summary, TrainSummary) and not summary.finished and summary.epochs_done == 1
+    assert summary.history_plot == tmp_path / "run" / "history.png" and summary.history_plot.is_file()
+    d = summary.to_dict()
+    assert d["best"] == str(tmp_path / "run" / "best") and set(d["best_val"]) == {"auc", "auc_ci", "loss", "threshold"}
+    with pytest.raises(ConfigError, match="--epochs 3 differs from the interrupted run"):
+        TrainRequest(small_data, tmp_path / "run", resume=True, **{**opts, "epochs": 3}).train_config()  # type: ignore[arg-type]
+    assert TrainRequest(small_data, tmp_path / "run", resume=True, **opts).train_config().resume  # type: ignore[arg-type]

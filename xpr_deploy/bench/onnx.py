@@ -117,66 +117,72 @@ def bench_onnx(
     `onnx:fp32`-style backend:precision pairs) runs the same bundle interleaved with it, and the
     report gives each one's time, peak memory and graph size over the main one's."""
     source = open_bundle(path)
-    for name in (backend, *(a.split(":")[0] for a in against)):
-        if not backend_spec(name).ort:
-            raise BenchError(f"--backend {name}: not an ONNX Runtime backend (choose {', '.join(ort_backends())})")
-    view = source.bundle
-    assert view is not None
+    check_ort_backends(backend, against)
     own_keep = bundle_keep(source)
-    want: list[float] = ([1.0] if dense else []) + [float(k) for k in keep_sweep or ()]
-    want = [k for k in dict.fromkeys(want) if own_keep is None or abs(k - own_keep) > 1e-9]
+    want = variant_keeps(own_keep, dense, keep_sweep)
     given: dict[float, Path] = dict(sweep_paths or {})
     if dense_path is not None:
         given[1.0] = Path(dense_path)
-
-    def settings_for(name: str) -> OrtSettings:
-        prefix = None
-        if profile_dir:
-            Path(profile_dir).mkdir(parents=True, exist_ok=True)
-            prefix = str(Path(profile_dir) / f"ort_{name}")
-        return OrtSettings(providers=tuple(providers or ()), threads=threads, low_memory=low_memory,
-                           profile_prefix=prefix)  # fmt: skip
-
+    settings_for = functools.partial(
+        ort_settings, providers=providers, threads=threads, low_memory=low_memory, profile_dir=profile_dir
+    )
     with contextlib.ExitStack() as stack:
         missing = [k for k in want if k not in given]
         if missing:
             tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="xpr-bench-")))
             given.update(export_variant_graphs(source, missing, tmp, progress))
-        runners: dict[str, OnnxRuntimeRunner] = {
-            "pruned": make_runner(source, backend, precision=precision, ort=settings_for("pruned"), name="pruned")  # type: ignore[dict-item]
-        }
-        keeps: dict[str, float | None] = {"pruned": own_keep}
-        files: dict[str, str] = {"pruned": str(runners["pruned"].graph)}
-        for a in against:
-            b, _, prec = a.partition(":")
-            runners[a] = make_runner(source, b, precision=prec or None, ort=settings_for(a.replace(":", "-")), name=a)  # type: ignore[assignment]
-            keeps[a], files[a] = own_keep, str(runners[a].graph)
-        for k in want:
-            n = variant_name(k)
-            runners[n] = OnnxRuntimeRunner(given[k], settings_for(n), io=source.io, name=n)
-            keeps[n], files[n] = k, str(given[k])
+        runners, keeps, files = open_runners(source, backend, precision, against, {k: given[k] for k in want},
+                                             settings_for)  # fmt: skip
         for r in runners.values():
             stack.enter_context(r)
         first = runners["pruned"]
-        shape = [int(d) for d in first.sess.get_inputs()[0].shape]
-        if inputs is None:
-            inputs = example_views(shape)
-        feed = {source.io.cc: inputs[0], source.io.mlo: inputs[1]}
-        fns: dict[str, Callable[[], Any]] = {
-            n: functools.partial(r.infer, feed, check_inputs=False) for n, r in runners.items()
-        }
-        provs = list(first.settings.providers)
-        on_cpu = "CUDAExecutionProvider" not in provs
-        times = time_interleaved(fns, runs, warmup, memory=rss_hooks if on_cpu else None, progress=progress)
-        profiles = {n: r.sess.end_profiling() for n, r in runners.items()} if profile_dir else None
+        times, profiles, shape, on_cpu = time_runners(runners, source.io, inputs, runs, warmup, progress,
+                                                      profile=bool(profile_dir))  # fmt: skip
         description = first.describe()
+    settings = run_settings(first, description, files, profiles, runs=runs, warmup=warmup, threads=threads,
+                            batch=shape[0], low_memory=low_memory, on_cpu=on_cpu)  # fmt: skip
     macs = {n: macs_for_keep(source.cfg, k) for n, k in keeps.items() if k is not None}
+    rep = assemble_report(
+        "onnx", times, keeps, "pruned", shape[0], settings, model_entry(source, files["pruned"]), macs
+    )
+    if against:
+        rep["backend"] = backend
+        rep["against"] = {a: backend_ratios(times, "pruned", a, files) for a in against}
+    if profiles:
+        rep["profile_summary"] = {n: summarize_ort_profile(p) for n, p in profiles.items()}
+    return rep
+
+
+def model_entry(source: ModelSource, graph: str) -> dict[str, Any]:
+    """The report's `model`: which bundle (and its digest) and which graph of it was timed."""
+    view = source.bundle
+    assert view is not None
+    return {
+        "graph": graph, "bundle": str(view.root), "bundle_sha256": view.digest,
+        "config": source.cfg.name, "img_size": list(source.cfg.img_size),
+    }  # fmt: skip
+
+
+def run_settings(
+    first: OnnxRuntimeRunner,
+    description: dict[str, Any],
+    files: dict[str, str],
+    profiles: dict[str, str] | None,
+    *,
+    runs: int,
+    warmup: int,
+    threads: int | None,
+    batch: int,
+    low_memory: bool,
+    on_cpu: bool,
+) -> dict[str, Any]:
+    """The report's `settings`: how the main runner's session ran, so that a result can be reproduced."""
     settings: dict[str, Any] = {
         "runs": runs,
         "warmup": warmup,
         "threads": threads,
-        "batch": shape[0],
-        "providers": provs,
+        "batch": batch,
+        "providers": list(first.settings.providers),
         "precision": description["precision"],
         "low_memory": low_memory,
         "buffer_reuse": first.settings.buffer_reuse,
@@ -187,14 +193,89 @@ def bench_onnx(
     }
     if profiles:
         settings["profiles"] = profiles
-    model: dict[str, Any] = {
-        "graph": files["pruned"], "bundle": str(view.root), "bundle_sha256": view.digest,
-        "config": source.cfg.name, "img_size": list(source.cfg.img_size),
-    }  # fmt: skip
-    rep = assemble_report("onnx", times, keeps, "pruned", shape[0], settings, model, macs)
-    if against:
-        rep["backend"] = backend
-        rep["against"] = {a: backend_ratios(times, "pruned", a, files) for a in against}
-    if profiles:
-        rep["profile_summary"] = {n: summarize_ort_profile(p) for n, p in profiles.items()}
-    return rep
+    return settings
+
+
+def time_runners(
+    runners: dict[str, OnnxRuntimeRunner],
+    io: Any,
+    inputs: tuple[np.ndarray, np.ndarray] | None,
+    runs: int,
+    warmup: int,
+    progress: Callable[[str], None] | None,
+    *,
+    profile: bool,
+) -> tuple[dict[str, Any], dict[str, str] | None, list[int], bool]:
+    """Time the opened runners interleaved on one pair of views (`inputs`, else example views of the
+    graph's input shape): (times, profile file per runner or None, input shape, peak memory measured:
+    on CPU only)."""
+    first = runners["pruned"]
+    shape = [int(d) for d in first.sess.get_inputs()[0].shape]
+    if inputs is None:
+        inputs = example_views(shape)
+    feed = {io.cc: inputs[0], io.mlo: inputs[1]}
+    fns: dict[str, Callable[[], Any]] = {
+        n: functools.partial(r.infer, feed, check_inputs=False) for n, r in runners.items()
+    }
+    on_cpu = "CUDAExecutionProvider" not in first.settings.providers
+    times = time_interleaved(fns, runs, warmup, memory=rss_hooks if on_cpu else None, progress=progress)
+    profiles = {n: r.sess.end_profiling() for n, r in runners.items()} if profile else None
+    return times, profiles, shape, on_cpu
+
+
+def check_ort_backends(backend: str, against: Sequence[str]) -> None:
+    """Refuse, before any session opens, a backend (main or compared) that is not an ONNX Runtime one."""
+    for name in (backend, *(a.split(":")[0] for a in against)):
+        if not backend_spec(name).ort:
+            raise BenchError(f"--backend {name}: not an ONNX Runtime backend (choose {', '.join(ort_backends())})")
+
+
+def variant_keeps(own_keep: float | None, dense: bool, keep_sweep: Sequence[float] | None) -> list[float]:
+    """The keep ratios to time beside the bundle's own (dense = 1.0 first), without repeats or the
+    bundle's own ratio (already timed as "pruned")."""
+    want: list[float] = ([1.0] if dense else []) + [float(k) for k in keep_sweep or ()]
+    return [k for k in dict.fromkeys(want) if own_keep is None or abs(k - own_keep) > 1e-9]
+
+
+def ort_settings(
+    name: str,
+    *,
+    providers: Sequence[str] | None,
+    threads: int | None,
+    low_memory: bool,
+    profile_dir: str | Path | None,
+) -> OrtSettings:
+    """One variant's session settings: the same for all, but each profiles into its own file."""
+    prefix = None
+    if profile_dir:
+        Path(profile_dir).mkdir(parents=True, exist_ok=True)
+        prefix = str(Path(profile_dir) / f"ort_{name}")
+    return OrtSettings(providers=tuple(providers or ()), threads=threads, low_memory=low_memory, profile_prefix=prefix)
+
+
+def open_runners(
+    source: ModelSource,
+    backend: str,
+    precision: str | None,
+    against: Sequence[str],
+    variant_graphs: dict[float, Path],
+    settings_for: Callable[[str], OrtSettings],
+) -> tuple[dict[str, OnnxRuntimeRunner], dict[str, float | None], dict[str, str]]:
+    """The runners timed together, by report name: "pruned" (the bundle through `backend`), each of
+    `against`, then each keep-ratio variant; with each one's keep ratio and graph file. Not yet
+    entered (the caller's exit stack closes them)."""
+    own_keep = bundle_keep(source)
+    runners: dict[str, OnnxRuntimeRunner] = {
+        "pruned": make_runner(source, backend, precision=precision, ort=settings_for("pruned"), name="pruned")  # type: ignore[dict-item]
+    }
+    keeps: dict[str, float | None] = {"pruned": own_keep}
+    files: dict[str, str] = {"pruned": str(runners["pruned"].graph)}
+    for a in against:
+        b, _, prec = a.partition(":")
+        runners[a] = make_runner(source, b, precision=prec or None, ort=settings_for(a.replace(":", "-")), name=a)  # type: ignore[assignment]
+        keeps[a], files[a] = own_keep, str(runners[a].graph)
+    for k, graph in variant_graphs.items():
+        n = variant_name(k)
+        runners[n] = OnnxRuntimeRunner(graph, settings_for(n), io=source.io, name=n)
+        keeps[n], files[n] = k, str(graph)
+    return runners, keeps, files

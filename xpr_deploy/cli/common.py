@@ -82,16 +82,3 @@ def _parse_size(text: str) -> tuple[int, int]:
     except ValueError:
         raise ConfigError(f"size {text!r}: expected ROWSxCOLS, e.g. 1024x512") from None
     return h, w
-
-
-def _rates(prune_rate: float | None, prune_rates: str | None) -> tuple[float, ...] | None:
-    from ..errors import ConfigError
-
-    if prune_rate is not None and prune_rates:
-        raise ConfigError("give --prune-rate or --prune-rates, not both")
-    if prune_rates:
-        try:
-            return tuple(float(r) for r in prune_rates.split(","))
-        except ValueError:
-            raise ConfigError(f"--prune-rates {prune_rates!r}: need numbers like 0.5,0.5,0.5,0.5") from None
-    return (prune_rate,) if prune_rate is not None else None

@@ -9,29 +9,9 @@ import typer
 from rich.table import Table
 
 from ..train.config import TrainConfig  # torch-free: the help texts show its defaults
-from .common import JsonFlag, Preset, _print_json, _rates, console, say
+from .common import JsonFlag, Preset, _print_json, console, say
 
 app = typer.Typer()
-
-
-def _train_config(
-    data: Path, out: Path, prune_rate: float | None, prune_rates: str | None, format: str | None, **given: object
-) -> TrainConfig:
-    """TrainConfig from the options of `xpr train` / `xpr cv` (None = not given: TrainConfig's default).
-
-    With --resume on a run folder, options that would change the run are refused.
-    """
-    from ..io import recover_dir
-    from ..train.checkpoint import read_meta
-    from ..train.loop import check_resume_overrides
-
-    given.update(prune_rates=_rates(prune_rate, prune_rates), data_format=format)
-    set_opts = {k: str(v) if isinstance(v, Path) else v for k, v in given.items() if v is not None}
-    last = recover_dir(out / "last") if set_opts.get("resume") else out / "last"  # .last.old after a crash
-    if set_opts.get("resume") and (last / "meta.json").is_file():
-        saved = TrainConfig.from_dict(read_meta(last).get("train_config", {}))
-        check_resume_overrides(saved, set_opts)
-    return TrainConfig(data=str(data), out=str(out), **set_opts)  # type: ignore[arg-type]
 
 
 def _default(name: str) -> str:
@@ -102,63 +82,23 @@ def train(
 
     Multi-GPU / multi-process: `torchrun --nproc-per-node N -m xpr_deploy.cli train ...` (gloo on CPU).
     """
-    import os
+    from ..train.run import TrainRequest, run_training
 
-    from ..train.loop import train as run_train
-
-    cfg = _train_config(
-        data,
-        out,
-        config=config,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        prune_rate=prune_rate,
-        prune_rates=prune_rates,
-        prune_warmup=prune_warmup,
-        holdout=holdout,
-        fold=fold,
-        folds=folds,
-        split_file=split_file,
-        val_fraction=val_fraction,
-        pretrained=pretrained,
-        freeze=freeze,
-        device=device,
-        seed=seed,
-        resume=resume or None,
-        cache=cache,
-        workers=workers,
-        format=format,
-        label_rule=label_rule,
-        amp=False if no_amp else None,
-        progress=False if as_json else None,
+    summary = run_training(TrainRequest(
+        data, out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        prune_rate=prune_rate, prune_rates=prune_rates, prune_warmup=prune_warmup, holdout=holdout, fold=fold,
+        folds=folds, split_file=split_file, val_fraction=val_fraction, pretrained=pretrained, freeze=freeze,
+        device=device, seed=seed, resume=resume or None, cache=cache, workers=workers, format=format,
+        label_rule=label_rule, amp=False if no_amp else None, progress=False if as_json else None,
         stop_after=stop_after,
-    )
-    res = run_train(cfg)
-    if os.environ.get("RANK", "0") != "0":  # torchrun: rank 0 reports
+    ))  # fmt: skip
+    if summary is None:  # torchrun: rank 0 reports
         return
-    best = res.best_metrics or {}
-    curve = None
-    if res.history:  # loss and validation AUC per epoch: a glance tells whether it learned or overfitted
-        from ..train.plots import plot_history
-
-        curve = plot_history([r.to_dict() for r in res.history], res.run_dir / "history.png")
-    summary = {
-        "run_dir": str(res.run_dir),
-        "best": str(res.best_dir),
-        "best_epoch": res.best_epoch,
-        "best_val": {k: best.get(k) for k in ("auc", "auc_ci", "loss", "threshold")},
-        "epochs_done": len(res.history),
-        "finished": res.finished,
-        "wall_seconds": round(res.wall_seconds, 1),
-        "history_plot": str(curve) if curve else None,
-    }
     if as_json:
-        _print_json(summary)
-    elif res.history:
-        say(console, f"best epoch {res.best_epoch} -> {res.best_dir}  ({res.wall_seconds:.1f} s)")
-        say(console, f"learning curve: {curve}")
+        _print_json(summary.to_dict())
+    elif summary.epochs_done:
+        say(console, f"best epoch {summary.best_epoch} -> {summary.best_dir}  ({summary.wall_seconds:.1f} s)")
+        say(console, f"learning curve: {summary.history_plot}")
 
 
 @app.command()
@@ -190,29 +130,14 @@ def cv(
     from dataclasses import replace
 
     from ..train.cv import run_cv
+    from ..train.run import TrainRequest
 
-    base = _train_config(
-        data,
-        out,
-        config=config,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        weight_decay=weight_decay,
-        prune_rate=prune_rate,
-        prune_rates=prune_rates,
-        prune_warmup=prune_warmup,
-        val_fraction=val_fraction,
-        pretrained=pretrained,
-        freeze=freeze,
-        device=device,
-        seed=seed,
-        cache=cache,
-        workers=workers,
-        format=format,
-        label_rule=label_rule,
-        progress=not as_json,
-    )
+    base = TrainRequest(
+        data, out, config=config, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        prune_rate=prune_rate, prune_rates=prune_rates, prune_warmup=prune_warmup, val_fraction=val_fraction,
+        pretrained=pretrained, freeze=freeze, device=device, seed=seed, cache=cache, workers=workers,
+        format=format, label_rule=label_rule, progress=not as_json,
+    ).train_config()  # fmt: skip
     base = replace(base, resume=resume)  # per fold, in run_cv (OUT itself is not a run folder)
     res = run_cv(base, folds)
     if as_json:

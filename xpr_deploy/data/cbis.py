@@ -18,7 +18,7 @@ from .errors import DatasetError, DicomError
 from .header import text_value
 from .labels import label_rule as resolve_rule
 from .pairs import DatasetIndex, ImageRecord, Reject, pair_images
-from .selection import SECONDARY_CAPTURE, NotUsed, Policy, exclusion, read_instance
+from .selection import SECONDARY_CAPTURE, Instance, NotUsed, Policy, exclusion, read_instance
 from .views import is_view
 from .vindr import read_csv
 from .walk import walk_files
@@ -72,6 +72,10 @@ def _full_image(root: Path, rel: str, folders: dict[str, Path], cache: dict[str,
     return result
 
 
+#: (patient, side, view) -> {case folder: (full-mammogram file, official split)}
+_Views = dict[tuple[str, str, str], dict[str, tuple[Path, str]]]
+
+
 def load_cbis(
     root: str | Path,
     label_rule: str | None = None,
@@ -89,11 +93,41 @@ def load_cbis(
     if not csvs:
         raise DatasetError(f"{root}: no {CSV_GLOB} (not a CBIS-DDSM folder)")
     idx = DatasetIndex(root=root, format="cbis", label_rule=rule.name)
+    pathologies, views = _read_case_rows(root, csvs, idx)
+    records: list[ImageRecord] = []
+    for (patient, side, view), cases in sorted(views.items()):
+        chosen = _choose_case(idx, patient, side, view, cases)
+        path, split = cases[chosen]
+        instance = None
+        if verify:
+            instance = _verified_instance(idx, path, patient, side, view, decode)
+            if instance is None:
+                continue
+        raw = "+".join(sorted(pathologies[(patient, side)]))
+        records.append(
+            ImageRecord(
+                path=path,
+                study_id=patient,
+                patient_id=patient,
+                laterality=side,
+                view=view,
+                raw_label=raw,
+                official_split=split,
+                meta={"case": chosen},
+                instance=instance,
+            )
+        )
+    idx.pairs = pair_images(records, rule.label, idx.rejects, policy=policy, not_used=idx.not_used)
+    return idx
+
+
+def _read_case_rows(root: Path, csvs: list[Path], idx: DatasetIndex) -> tuple[dict[tuple[str, str], set[str]], _Views]:
+    """Every CSV row: the pathologies of each breast, and each (patient, side, view)'s full mammogram
+    per case folder; a row that cannot be used is a reject in `idx` naming the CSV line."""
     folders = _case_folders(root)
     cache: dict[str, Path | str] = {}
     pathologies: dict[tuple[str, str], set[str]] = defaultdict(set)
-    # (patient, side, view) -> {case folder: (path, csv name, official split)}
-    views: dict[tuple[str, str, str], dict[str, tuple[Path, str]]] = defaultdict(dict)
+    views: _Views = defaultdict(dict)
     for csv_path in csvs:
         split = "test" if "test" in csv_path.name.lower() else "training"
         for n, raw_row in enumerate(read_csv(csv_path), start=2):
@@ -121,44 +155,36 @@ def load_cbis(
                     idx.rejects.append(Reject(where, found))
                     continue
                 views[(patient, side, view)][case] = (found, split)
-    records: list[ImageRecord] = []
-    for (patient, side, view), cases in sorted(views.items()):
-        # the same mammogram appears under a Mass and a Calc case folder: keep one (Mass first)
-        chosen = sorted(cases, key=lambda c: (not c.lower().startswith("mass"), c))[0]
-        if len(cases) > 1:
-            idx.notes.append(
-                f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); using {chosen}"
-            )
-        path, split = cases[chosen]
-        instance = None
-        if verify:
-            try:
-                ds = verify_image(path, decode=decode)
-                instance = replace(read_instance(ds, path), study=patient, laterality=side)
-                if ("ImageLaterality" in ds or "Laterality" in ds) and (lat := laterality_of(ds, str(path))) != side:
-                    raise DicomError(f"{path}: laterality {lat} in the DICOM but {side} in the CSV")
-                if text_value(ds, "ViewPosition", str(path)) and (v := view_of(ds, str(path))) != view:
-                    raise DicomError(f"{path}: view {v} in the DICOM but {view} in the CSV")
-            except DicomError as exc:
-                idx.rejects.append(Reject(str(path), str(exc)))
-                continue
-            if reason := exclusion(instance, only_mammography_class=False, allow={SECONDARY_CAPTURE}):
-                idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, patient, side))
-                continue
-            idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
-        raw = "+".join(sorted(pathologies[(patient, side)]))
-        records.append(
-            ImageRecord(
-                path=path,
-                study_id=patient,
-                patient_id=patient,
-                laterality=side,
-                view=view,
-                raw_label=raw,
-                official_split=split,
-                meta={"case": chosen},
-                instance=instance,
-            )
+    return pathologies, views
+
+
+def _choose_case(idx: DatasetIndex, patient: str, side: str, view: str, cases: dict[str, tuple[Path, str]]) -> str:
+    """The same mammogram appears under a Mass and a Calc case folder: keep one (Mass first), noted."""
+    chosen = sorted(cases, key=lambda c: (not c.lower().startswith("mass"), c))[0]
+    if len(cases) > 1:
+        idx.notes.append(
+            f"{patient} {side} {view}: {len(cases)} case folders ({', '.join(sorted(cases))}); using {chosen}"
         )
-    idx.pairs = pair_images(records, rule.label, idx.rejects, policy=policy, not_used=idx.not_used)
-    return idx
+    return chosen
+
+
+def _verified_instance(
+    idx: DatasetIndex, path: Path, patient: str, side: str, view: str, decode: bool
+) -> Instance | None:
+    """The file's header read and checked against its CSV row (laterality, view) and the selection
+    rules; None when it is rejected or not used (recorded in `idx` with the reason)."""
+    try:
+        ds = verify_image(path, decode=decode)
+        instance = replace(read_instance(ds, path), study=patient, laterality=side)
+        if ("ImageLaterality" in ds or "Laterality" in ds) and (lat := laterality_of(ds, str(path))) != side:
+            raise DicomError(f"{path}: laterality {lat} in the DICOM but {side} in the CSV")
+        if text_value(ds, "ViewPosition", str(path)) and (v := view_of(ds, str(path))) != view:
+            raise DicomError(f"{path}: view {v} in the DICOM but {view} in the CSV")
+    except DicomError as exc:
+        idx.rejects.append(Reject(str(path), str(exc)))
+        return None
+    if reason := exclusion(instance, only_mammography_class=False, allow={SECONDARY_CAPTURE}):
+        idx.not_used.append(NotUsed(str(path), instance.sop_uid, reason, patient, side))
+        return None
+    idx.notes.extend(f"{path}: {w}" for w in warnings_of(ds))
+    return instance

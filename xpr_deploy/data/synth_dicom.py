@@ -88,59 +88,87 @@ def mg_dataset(
     instance: int = 1,
     padding_value: int | None = None,
 ) -> Dataset:
-    """A Digital Mammography X-Ray Image (For Presentation) dataset with uncompressed pixel data."""
+    """A Digital Mammography X-Ray Image (For Presentation) dataset with uncompressed pixel data,
+    filled module by module (PS3.3 A.26)."""
+    ds = Dataset()
+    ds.file_meta = _file_meta(sop_uid)
+    _sop_common(ds, sop_uid)
+    _patient_module(ds, patient_id, patient_name)
+    _study_module(ds, study_uid, study_date, accession)
+    _series_module(ds, series_uid, study_date, laterality, view)
+    _equipment_module(ds)
+    _image_module(ds, photometric, laterality, view, window, study_date, instance)
+    _pixel_module(ds, stored, photometric, padding_value)
+    _mammography_acquisition(ds, view)
+    return ds
+
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    """File meta information (PS3.10): written uncompressed; `save_mg` sets the final transfer syntax."""
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = UID(MG_FOR_PRESENTATION)
     meta.MediaStorageSOPInstanceUID = UID(sop_uid)
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
-    ds = Dataset()
-    ds.file_meta = meta
+    return meta
+
+
+def _sop_common(ds: Dataset, sop_uid: str) -> None:
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
     ds.SOPClassUID = MG_FOR_PRESENTATION
     ds.SOPInstanceUID = sop_uid
-    ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
-    ds.StudyTime = ds.SeriesTime = ds.ContentTime = ds.AcquisitionTime = "090000"
-    ds.AccessionNumber = accession
-    ds.Modality = "MG"
-    ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer = "xpr synthetic"
-    ds.InstitutionName = "xpr"
-    ds.ReferringPhysicianName = ""
-    ds.StudyDescription = "synthetic screening mammogram"
-    ds.SeriesDescription = f"{laterality} {view}"
-    ds.ManufacturerModelName = "xpr-synth"
+
+
+def _patient_module(ds: Dataset, patient_id: str, patient_name: str) -> None:
     ds.PatientName = patient_name
     ds.PatientID = patient_id
     ds.PatientBirthDate = ""
     ds.PatientSex = "F"
-    ds.BodyPartExamined = "BREAST"
-    ds.DetectorType = "DIRECT"
-    ds.ViewPosition = view
-    ds.PositionerType = "MAMMOGRAPHIC"
-    ds.ImagerPixelSpacing = [0.1, 0.1]
-    ds.DistanceSourceToDetector = "650"
-    ds.DistanceSourceToPatient = "630"
-    ds.EstimatedRadiographicMagnificationFactor = "1.031746"  # 650 / 630
-    ds.BodyPartThickness = "50"
-    ds.CompressionForce = "100"
+
+
+def _study_module(ds: Dataset, study_uid: str, study_date: str, accession: str) -> None:
     ds.StudyInstanceUID = study_uid
-    ds.SeriesInstanceUID = series_uid
+    ds.StudyDate = study_date
+    ds.StudyTime = "090000"
+    ds.AccessionNumber = accession
+    ds.ReferringPhysicianName = ""
+    ds.StudyDescription = "synthetic screening mammogram"
     ds.StudyID = "1"
+
+
+def _series_module(ds: Dataset, series_uid: str, study_date: str, laterality: str, view: str) -> None:
+    """General, DX and Mammography Series: one series per image (`xpr synth`'s layout)."""
+    ds.SeriesInstanceUID = series_uid
+    ds.SeriesDate = study_date
+    ds.SeriesTime = "090000"
+    ds.Modality = "MG"
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.SeriesDescription = f"{laterality} {view}"
     ds.SeriesNumber = 1
+
+
+def _equipment_module(ds: Dataset) -> None:
+    ds.Manufacturer = "xpr synthetic"
+    ds.InstitutionName = "xpr"
+    ds.ManufacturerModelName = "xpr-synth"
+
+
+def _image_module(
+    ds: Dataset,
+    photometric: str,
+    laterality: str,
+    view: str,
+    window: tuple[int, int],
+    study_date: str,
+    instance: int,
+) -> None:
+    """General, DX and Mammography Image, VOI LUT: what the image is, which way it faces, how to show it."""
+    ds.ImageType = ["ORIGINAL", "PRIMARY", ""]
+    ds.ContentDate = ds.AcquisitionDate = study_date
+    ds.ContentTime = ds.AcquisitionTime = "090000"
     ds.InstanceNumber = instance
     ds.PatientOrientation = ORIENTATION[(laterality, view)]
     ds.ImageLaterality = laterality
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
-    ds.BitsAllocated = 16
-    ds.BitsStored = BITS
-    ds.HighBit = BITS - 1
-    ds.PixelRepresentation = 0
-    if padding_value is not None:
-        ds.PixelPaddingValue = padding_value
     ds.BurnedInAnnotation = "NO"
     ds.PixelIntensityRelationship = "LOG"
     ds.PixelIntensityRelationshipSign = 1
@@ -154,14 +182,41 @@ def mg_dataset(
     ds.RescaleType = "US"
     ds.LossyImageCompression = "00"
     ds.PresentationLUTShape = "INVERSE" if photometric == "MONOCHROME1" else "IDENTITY"
+
+
+def _pixel_module(ds: Dataset, stored: np.ndarray, photometric: str, padding_value: int | None) -> None:
+    """Image Pixel: 12 bits stored in 16, unsigned, native little endian."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    ds.BitsAllocated = 16
+    ds.BitsStored = BITS
+    ds.HighBit = BITS - 1
+    ds.PixelRepresentation = 0
+    if padding_value is not None:
+        ds.PixelPaddingValue = padding_value
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+
+
+def _mammography_acquisition(ds: Dataset, view: str) -> None:
+    """DX Anatomy Imaged, DX Detector, DX Positioning and the Mammography Image codes: the view and
+    the geometry (0.1 mm pixels, magnification 650 / 630)."""
+    ds.BodyPartExamined = "BREAST"
+    ds.DetectorType = "DIRECT"
+    ds.ViewPosition = view
+    ds.PositionerType = "MAMMOGRAPHIC"
+    ds.ImagerPixelSpacing = [0.1, 0.1]
+    ds.DistanceSourceToDetector = "650"
+    ds.DistanceSourceToPatient = "630"
+    ds.EstimatedRadiographicMagnificationFactor = "1.031746"  # 650 / 630
+    ds.BodyPartThickness = "50"
+    ds.CompressionForce = "100"
     ds.AnatomicRegionSequence = Sequence([_code("76752008", "SCT", "Breast")])
     ds.ViewCodeSequence = Sequence([_code(*VIEW_CODES[view])])
     ds.ViewCodeSequence[0].ViewModifierCodeSequence = Sequence()
     ds.AcquisitionContextSequence = Sequence()
     ds.BreastImplantPresent = "NO"
     ds.OrganExposed = "BREAST"
-    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
-    return ds
 
 
 def save_mg(ds: Dataset, path: str | Path, transfer_syntax: str = ExplicitVRLittleEndian) -> None:

@@ -217,40 +217,8 @@ def build_manifest(
     cfg = model.cfg
     b = opts.batch if opts.max_batch is None else -1  # -1: the dynamic batch axis (bundle/reader.py)
     shape = (b, cfg.in_chans, *cfg.img_size)
-    pruned = set(keys)
+    blocks, selection_outputs = block_entries(model, keys, opts.with_selection, b)
     outputs = [tensor_entry("logits", "float32", (b, cfg.num_classes)), tensor_entry("prob", "float32", (b,))]
-    blocks = []
-    for row in block_table(cfg):
-        key = (row.view, row.stage, row.block)
-        sel = selection_output_name(*key) if opts.with_selection and key in pruned else None
-        if sel:
-            outputs.append(tensor_entry(sel, "int64", (b, row.k)))
-        blocks.append({
-            "view": row.view, "stage": row.stage, "block": row.block, "window_grid": list(row.window_grid),
-            "windows": row.windows, "k": row.k, "shifted": row.shifted, "shift_size": list(row.shift),
-            "pruned": key in pruned,
-            "selection_output": sel,
-        })  # fmt: skip
-    engines = []
-    if engine is not None:
-        required = [op for op, how in engine.plugins.items() if how == "plugin"]
-        engines.append({
-            "backend": engine.flavour, "version": engine.version,
-            "compute_capability": engine.compute_capability, "compute_capabilities": engine.compute_capabilities,
-            "hw_compat": engine.hw_compat, "flags": engine.flags, "strongly_typed": True,
-            "timing_cache_sha256": engine.timing_cache_sha256,
-            "timing_cache": f"{ENGINE_DIR}/{engine.timing_cache}" if engine.timing_cache else None,
-            "path": f"{ENGINE_DIR}/{engine.path.name}", "sha256": engine.sha256, "size_bytes": engine.size_bytes,
-            "onnx": GRAPH_FILES[served], "build_seconds": engine.build_seconds, "parse_seconds": engine.parse_seconds,
-            "plugins": engine.plugins, "plugins_required": required, "notes": engine.notes,
-            "profile": engine.profile,
-        })  # fmt: skip
-    files = {
-        str(p.relative_to(root)): sha256_file(p)
-        for p in sorted(root.rglob("*"))
-        if p.is_file() and p.name != "manifest.json"
-    }
-    src = meta.get("checkpoint_dir") or meta.get("checkpoint")
     from ..train.checkpoint import git_commit
 
     return {
@@ -270,29 +238,88 @@ def build_manifest(
         "max_batch": opts.max_batch,
         "static_shapes": opts.max_batch is None,
         "inputs": [tensor_entry("cc", "float32", shape), tensor_entry("mlo", "float32", shape)],
-        "outputs": outputs,
+        "outputs": outputs + selection_outputs,
         "io": {"cc": "cc", "mlo": "mlo", "logits": "logits", "prob": "prob"},
         "model_config": cfg.to_dict(),
+        **decision_entries(model, meta),
+        "blocks": blocks,
+        "plugin": plugin_manifest_entry(plugin_count) if opts.plugin else None,
+        "lint": {p: r.to_dict() for p, r in lints.items()},
+        "source_checkpoint": source_entry(meta),
+        "engines": [] if engine is None else [engine_entry(engine, GRAPH_FILES[served])],
+        "engine_skipped": engine_skipped,
+        "parity": "parity.json",
+        "timings": timings,
+        "files": file_digests(root),
+    }
+
+
+def block_entries(
+    model: XPruning, keys: list[tuple[str, int, int]], with_selection: bool, batch: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every block's window geometry and K (readers draw heatmaps from it), and the kept-window output
+    of each pruned block when the graph has them (`--with-selection`)."""
+    pruned = set(keys)
+    blocks, outputs = [], []
+    for row in block_table(model.cfg):
+        key = (row.view, row.stage, row.block)
+        sel = selection_output_name(*key) if with_selection and key in pruned else None
+        if sel:
+            outputs.append(tensor_entry(sel, "int64", (batch, row.k)))
+        blocks.append({
+            "view": row.view, "stage": row.stage, "block": row.block, "window_grid": list(row.window_grid),
+            "windows": row.windows, "k": row.k, "shifted": row.shifted, "shift_size": list(row.shift),
+            "pruned": key in pruned,
+            "selection_output": sel,
+        })  # fmt: skip
+    return blocks, outputs
+
+
+def decision_entries(model: XPruning, meta: dict[str, Any]) -> dict[str, Any]:
+    """What turns pixels into a decision, from the checkpoint: preprocessing, labels, thresholds."""
+    return {
         "preprocessing": preprocessing_entry(model, meta),
         "label_rule": meta.get("label_rule"),
-        "class_names": list(meta.get("class_names") or cfg.class_names),
+        "class_names": list(meta.get("class_names") or model.cfg.class_names),
         "threshold": float(meta.get("threshold", 0.5)),
         "threshold_method": meta.get("threshold_method"),
         "operating_points": dict(meta.get("operating_points") or {}),
         "operating_point": meta.get("operating_point"),
-        "blocks": blocks,
-        "plugin": plugin_manifest_entry(plugin_count) if opts.plugin else None,
-        "lint": {p: r.to_dict() for p, r in lints.items()},
-        "source_checkpoint": {
-            "path": str(src) if src else None,
-            "weights_sha256": meta.get("weights_sha256"),
-            "random_seed": meta.get("random_seed"),
-        },
-        "engines": engines,
-        "engine_skipped": engine_skipped,
-        "parity": "parity.json",
-        "timings": timings,
-        "files": files,
+    }
+
+
+def source_entry(meta: dict[str, Any]) -> dict[str, Any]:
+    """Which checkpoint the bundle was exported from (provenance)."""
+    src = meta.get("checkpoint_dir") or meta.get("checkpoint")
+    return {
+        "path": str(src) if src else None,
+        "weights_sha256": meta.get("weights_sha256"),
+        "random_seed": meta.get("random_seed"),
+    }
+
+
+def engine_entry(engine: EngineInfo, onnx: str) -> dict[str, Any]:
+    """The built engine's facts as readers check them (flavour, GPUs, plugins, file digest)."""
+    required = [op for op, how in engine.plugins.items() if how == "plugin"]
+    return {
+        "backend": engine.flavour, "version": engine.version,
+        "compute_capability": engine.compute_capability, "compute_capabilities": engine.compute_capabilities,
+        "hw_compat": engine.hw_compat, "flags": engine.flags, "strongly_typed": True,
+        "timing_cache_sha256": engine.timing_cache_sha256,
+        "timing_cache": f"{ENGINE_DIR}/{engine.timing_cache}" if engine.timing_cache else None,
+        "path": f"{ENGINE_DIR}/{engine.path.name}", "sha256": engine.sha256, "size_bytes": engine.size_bytes,
+        "onnx": onnx, "build_seconds": engine.build_seconds, "parse_seconds": engine.parse_seconds,
+        "plugins": engine.plugins, "plugins_required": required, "notes": engine.notes,
+        "profile": engine.profile,
+    }  # fmt: skip
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """SHA-256 of every file written so far but the manifest (sealed with it)."""
+    return {
+        str(p.relative_to(root)): sha256_file(p)
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != "manifest.json"
     }
 
 

@@ -112,27 +112,44 @@ def lint_model(
     g = proto.graph
     counts = Counter(f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in g.node)
     rep = LintReport(op_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))))
-    funcs = {(f.domain, f.name): f for f in proto.functions}
     fcounts: Counter[str] = Counter()
     for f in proto.functions:
         fcounts.update(n.op_type for n in f.node)
     rep.function_op_counts = dict(sorted(fcounts.items()))
-    consts = _const_values(g)
+    rep.errors.extend(_op_errors(proto, counts, allowed, plugin))
+    _check_selections(g, rep, plugin, expected_topk)
+    rep.errors.extend(_io_errors(g, dynamic_batch))
+    if dynamic_batch:  # inner shapes are products of the batch symbol: only I/O is checked above
+        return rep
+    rep.errors.extend(_inner_shape_errors(proto))
+    return rep
 
+
+def _op_errors(proto: onnx.ModelProto, counts: Counter[str], allowed: frozenset[str], plugin: bool) -> list[str]:
+    """Ops TensorRT would not take: outside the allow-list (in the graph or a function body), or custom
+    ops other than the window-select plugin (with --plugin, and then only with an ONNX function body)."""
+    errors = []
+    funcs = {(f.domain, f.name): f for f in proto.functions}
     for op in counts:
         if "::" in op:
             dom, typ = op.split("::", 1)
             if not plugin or typ not in PLUGIN_OPS:
-                rep.errors.append(f"custom op {op} is not allowed{'' if plugin else ' (only with --plugin)'}")
+                errors.append(f"custom op {op} is not allowed{'' if plugin else ' (only with --plugin)'}")
             elif (dom, typ) not in funcs:
-                rep.errors.append(f"custom op {op} has no ONNX function body (ONNX Runtime could not run it)")
+                errors.append(f"custom op {op} has no ONNX function body (ONNX Runtime could not run it)")
         elif op not in allowed:
-            rep.errors.append(f"op {op} ({counts[op]}x) is outside the TensorRT allow-list")
+            errors.append(f"op {op} ({counts[op]}x) is outside the TensorRT allow-list")
     for f in proto.functions:
         for n in f.node:
             if n.op_type not in allowed:
-                rep.errors.append(f"op {n.op_type} in function {f.domain}::{f.name} is outside the allow-list")
+                errors.append(f"op {n.op_type} in function {f.domain}::{f.name} is outside the allow-list")
+    return errors
 
+
+def _check_selections(g: onnx.GraphProto, rep: LintReport, plugin: bool, expected_topk: int | None) -> None:
+    """One window selection (TopK, or the plugin) per pruned block, each with a constant K in range
+    (recorded in `rep.topk_k`), sorted; scatters without a reduction."""
+    consts = _const_values(g)
     selectors = 0
     tags: Counter[str] = Counter()
     for n in g.node:
@@ -169,22 +186,29 @@ def lint_model(
     if expected_topk is not None and selectors != expected_topk:
         rep.errors.append(f"{selectors} window selections (TopK) for {expected_topk} pruned blocks: expected one each")
 
+
+def _io_errors(g: onnx.GraphProto, dynamic_batch: bool) -> list[str]:
+    """Graph inputs and outputs: static shapes (but the batch axis with --max-batch), float32 I/O."""
+    errors = []
     for vi in list(g.input) + list(g.output):
         if not _shape_static(vi.type, dynamic_batch):
-            rep.errors.append(f"graph {'input' if vi in g.input else 'output'} {vi.name} has a dynamic shape")
+            errors.append(f"graph {'input' if vi in g.input else 'output'} {vi.name} has a dynamic shape")
     for vi in g.input:
         if vi.type.tensor_type.elem_type != _FLOAT_IO:
-            rep.errors.append(f"input {vi.name} is not float32")
+            errors.append(f"input {vi.name} is not float32")
     for vi in g.output:
         if vi.name in ("logits", "prob") and vi.type.tensor_type.elem_type != _FLOAT_IO:
-            rep.errors.append(f"output {vi.name} is not float32")
-    if dynamic_batch:  # inner shapes are products of the batch symbol: only I/O is checked above
-        return rep
+            errors.append(f"output {vi.name} is not float32")
+    return errors
+
+
+def _inner_shape_errors(proto: onnx.ModelProto) -> list[str]:
+    """Every inner tensor of a static graph has a static shape (by ONNX shape inference)."""
     try:
         inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False)
         dyn = [vi.name for vi in inferred.graph.value_info if not _shape_static(vi.type)]
         if dyn:
-            rep.errors.append(f"{len(dyn)} tensors with dynamic or unknown shape, e.g. {dyn[0]}")
+            return [f"{len(dyn)} tensors with dynamic or unknown shape, e.g. {dyn[0]}"]
     except Exception as exc:  # shape inference on a broken graph: report, don't crash
-        rep.errors.append(f"shape inference failed: {exc}")
-    return rep
+        return [f"shape inference failed: {exc}"]
+    return []

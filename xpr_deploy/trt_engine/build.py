@@ -148,69 +148,23 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
     logger = _make_logger(trt)
     logger.min_severity = trt.ILogger.Severity.VERBOSE
     builder = trt.Builder(logger)
-    flags = 0
-    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if typed is not None and flavour == "tensorrt":
-        flags |= 1 << int(typed)  # TensorRT 10 needs it; 11 is strongly typed anyway
-    network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, logger)
-    t0 = time.perf_counter()
-    # parse from the file so that the parser resolves paths the way a viewer would
-    ok = parser.parse_from_file(str(onnx_path))
-    parse_s = time.perf_counter() - t0
-    if not ok:
-        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown error"
-        raise EngineBuildError(f"{flavour} ONNX parser rejected {Path(onnx_path).name}: {errs}")
-
+    # the parser stays referenced until the engine is built: it owns the weights the network points at
+    network, parser, parse_s = _parse_onnx(trt, builder, logger, flavour, Path(onnx_path))
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.workspace_gib * (1 << 30)))
     build_flags: list[str] = ["STRONGLY_TYPED"]
     notes: list[str] = []
     profile = _add_batch_profile(builder, network, config, opts.batch_profile, Path(onnx_path).name)
-    timing_cache_bytes: bytes | None = None
     if flavour == "tensorrt-rtx":
-        ccs = [f"SM{opts.sm}"] if opts.hw_compat == "same" else list(_RTX_AMPERE_PLUS)
-        if not hasattr(trt.ComputeCapability, ccs[0]):
-            raise BackendUnavailable(f"tensorrt-rtx cannot target sm_{opts.sm}")
-        config.num_compute_capabilities = len(ccs)
-        for i, cc in enumerate(ccs):
-            config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
-        compute_caps = [f"{cc[2:-1]}.{cc[-1]}" for cc in ccs]
-        notes.append("TensorRT-RTX: kernels are JIT-compiled on the target GPU at load; timing cache is a no-op")
+        compute_caps = _target_rtx(trt, config, opts, notes)
     else:
-        dev = gpu_compute_capability()
-        assert dev is not None  # resolve_flavour checked it
-        if opts.hw_compat == "ampere+":
-            config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
-            build_flags.append("HW_COMPAT_AMPERE_PLUS")
-            compute_caps = ["8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "12.0"]
-        else:
-            if dev[0] * 10 + dev[1] != opts.sm:
-                raise BackendUnavailable(
-                    f"tensorrt builds for this GPU (sm_{dev[0]}{dev[1]}), not sm_{opts.sm}: use --hw-compat ampere+ "
-                    "or --trt-flavour tensorrt-rtx"
-                )
-            compute_caps = [f"{dev[0]}.{dev[1]}"]
-        cache = config.create_timing_cache(b"")
-        config.set_timing_cache(cache, ignore_mismatch=False)
-
-    t1 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
-    build_s = time.perf_counter() - t1
-    if serialized is None:
-        bad = (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR)
-        last = [m for sev, m in logger.messages if sev in bad]
-        raise EngineBuildError(f"{flavour} failed to build the engine: {last[-1] if last else 'no message'}")
+        compute_caps = _target_tensorrt(trt, config, opts, build_flags)
+    serialized, build_s = _build_serialized(trt, builder, network, config, logger, flavour)
+    del parser
+    timing_cache_bytes: bytes | None = None
     if flavour == "tensorrt":
         timing_cache_bytes = bytes(memoryview(config.get_timing_cache().serialize()))
-
-    path = out_dir / engine_filename(opts.sm)
-    write_bytes(path, bytes(memoryview(serialized)))
-    tc_name = tc_sha = None
-    if timing_cache_bytes:
-        tc_name = "timing.cache"
-        write_bytes(out_dir / tc_name, timing_cache_bytes)
-        tc_sha = sha256_file(out_dir / tc_name)
+    path, tc_name, tc_sha = _write_engine(out_dir, opts.sm, serialized, timing_cache_bytes)
     return EngineInfo(
         flavour=flavour,
         version=str(trt.__version__),
@@ -230,6 +184,88 @@ def build_engine(onnx_path: str | Path, out_dir: str | Path, options: EngineOpti
         notes=notes,
         profile=profile,
     )
+
+
+def _parse_onnx(trt: ModuleType, builder: Any, logger: Any, flavour: str, onnx_path: Path) -> tuple[Any, Any, float]:
+    """(network, parser, seconds): the graph parsed from its file, or EngineBuildError with the
+    parser's errors. The network is strongly typed (TensorRT 10 needs the flag; 11 is so anyway)."""
+    flags = 0
+    typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    if typed is not None and flavour == "tensorrt":
+        flags |= 1 << int(typed)
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    t0 = time.perf_counter()
+    # parse from the file so that the parser resolves paths the way a viewer would
+    ok = parser.parse_from_file(str(onnx_path))
+    parse_s = time.perf_counter() - t0
+    if not ok:
+        errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors)) or "unknown error"
+        raise EngineBuildError(f"{flavour} ONNX parser rejected {onnx_path.name}: {errs}")
+    return network, parser, parse_s
+
+
+def _target_rtx(trt: ModuleType, config: Any, opts: EngineOptions, notes: list[str]) -> list[str]:
+    """TensorRT-RTX: the compute capabilities to build for (sm_<sm>, or every Ampere+ one); returns them
+    as "8.6"-style strings."""
+    ccs = [f"SM{opts.sm}"] if opts.hw_compat == "same" else list(_RTX_AMPERE_PLUS)
+    if not hasattr(trt.ComputeCapability, ccs[0]):
+        raise BackendUnavailable(f"tensorrt-rtx cannot target sm_{opts.sm}")
+    config.num_compute_capabilities = len(ccs)
+    for i, cc in enumerate(ccs):
+        config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
+    notes.append("TensorRT-RTX: kernels are JIT-compiled on the target GPU at load; timing cache is a no-op")
+    return [f"{cc[2:-1]}.{cc[-1]}" for cc in ccs]
+
+
+def _target_tensorrt(trt: ModuleType, config: Any, opts: EngineOptions, build_flags: list[str]) -> list[str]:
+    """TensorRT 11: builds for the GPU it runs on (which must be sm_<sm>), or with `ampere+` hardware
+    compatibility for every Ampere+ GPU; starts an empty timing cache. Returns the compute capabilities."""
+    dev = gpu_compute_capability()
+    assert dev is not None  # resolve_flavour checked it
+    if opts.hw_compat == "ampere+":
+        config.hardware_compatibility_level = trt.HardwareCompatibilityLevel.AMPERE_PLUS
+        build_flags.append("HW_COMPAT_AMPERE_PLUS")
+        compute_caps = ["8.0", "8.6", "8.7", "8.9", "9.0", "10.0", "12.0"]
+    else:
+        if dev[0] * 10 + dev[1] != opts.sm:
+            raise BackendUnavailable(
+                f"tensorrt builds for this GPU (sm_{dev[0]}{dev[1]}), not sm_{opts.sm}: use --hw-compat ampere+ "
+                "or --trt-flavour tensorrt-rtx"
+            )
+        compute_caps = [f"{dev[0]}.{dev[1]}"]
+    cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    return compute_caps
+
+
+def _build_serialized(
+    trt: ModuleType, builder: Any, network: Any, config: Any, logger: Any, flavour: str
+) -> tuple[Any, float]:
+    """(serialized engine, seconds), or EngineBuildError with the builder's last error message."""
+    t1 = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    build_s = time.perf_counter() - t1
+    if serialized is None:
+        bad = (trt.ILogger.Severity.ERROR, trt.ILogger.Severity.INTERNAL_ERROR)
+        last = [m for sev, m in logger.messages if sev in bad]
+        raise EngineBuildError(f"{flavour} failed to build the engine: {last[-1] if last else 'no message'}")
+    return serialized, build_s
+
+
+def _write_engine(
+    out_dir: Path, sm: int, serialized: Any, timing_cache_bytes: bytes | None
+) -> tuple[Path, str | None, str | None]:
+    """Write the engine (and TensorRT's timing cache, when there is one): (engine path, timing cache
+    file name, its SHA-256)."""
+    path = out_dir / engine_filename(sm)
+    write_bytes(path, bytes(memoryview(serialized)))
+    tc_name = tc_sha = None
+    if timing_cache_bytes:
+        tc_name = "timing.cache"
+        write_bytes(out_dir / tc_name, timing_cache_bytes)
+        tc_sha = sha256_file(out_dir / tc_name)
+    return path, tc_name, tc_sha
 
 
 def _add_batch_profile(
