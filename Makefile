@@ -38,8 +38,8 @@ typecheck: $(STAMP)
 sysdeps:
 	scripts/system_deps.sh test
 
-# two pytest-xdist workers (CI has 2 cores); tests/conftest.py hands out the longest modules first
-# (test by test: loadgroup's grouping does not take effect with pytest 9.2, see there). PYTEST_WORKERS=0: one process.
+# two pytest-xdist workers (CI has 2 cores); tests/conftest.py's scheduler hands out whole modules (or groups of
+# modules sharing a session bundle), the longest first (--dist loadgroup selects it). PYTEST_WORKERS=0: one process.
 # Tests marked `serial` (OHIF drawing in headless Chromium: under the other worker's load it draws
 # nothing within its bound) run afterwards, alone. Exit 5 (nothing selected, e.g. by -k) is not a failure.
 PYTEST_WORKERS ?= 2

@@ -1,7 +1,8 @@
 """Shared fixtures. CI has 2 cores: `make test` runs the suite on two pytest-xdist workers (one torch
 thread each; alone, torch gets both). What two workers or two runs at once would build alike (the
 trained checkpoint in .cache/, the tiny bundles) is built under a lock (`shared_build`), once, and
-never read half-written; the other session artefacts are built by each worker that needs them."""
+never read half-written; the other session artefacts are built once by the one worker that runs the
+modules needing them (the scheduler below)."""
 
 from __future__ import annotations
 
@@ -191,12 +192,13 @@ _GROUPS = {
     "test_engines_cpp.py": "cpp-bundle",  # cpp_bundle: an export with kept-window outputs
     "test_transfer_syntaxes.py": "cpp-bundle",
 }
-#: the longest units first (measured with `--durations`), so that no long unit starts last and
+#: the longest units first (summed from a `--junitxml` run), so that no long unit starts last and
 #: leaves the other worker idle at the end; the rest keep their collection order
 _LONGEST_FIRST = [
-    "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_serve.py", "test_bench_batch.py",
-    "fuzz/test_fuzz_bundle.py", "test_train.py", "test_hostile_inputs.py", "test_hostile_outputs.py", "test_bundle.py",
-    "test_listen.py", "test_bench.py", "test_int8.py",
+    "trained-bundles", "test_train_learns.py", "cpp-bundle", "test_hostile_outputs.py", "test_serve.py",
+    "test_listen.py", "fuzz/test_fuzz_bundle.py", "test_bundle.py", "test_hostile_inputs.py", "test_bench.py",
+    "test_dicom_out.py", "test_bench_batch.py", "test_int8.py", "test_listen_options.py", "test_train.py",
+    "test_bench_gpu.py",
 ]  # fmt: skip
 
 
