@@ -93,6 +93,30 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(lv)
 
 
+#: onnxscript rewrite rules left out of the exporter's optimizer: SlicesSplit pairs every two Slices
+#: of one tensor (a two-output pattern), never matches in this model's graph, and took 38 % of a
+#: paper-size export (23.6 of 61.8 s, one thread; 7.4 of 31 s at tiny). tests/test_export_optimizer.py
+#: checks that the graph stays byte for byte the one the full rule set gives.
+SKIPPED_REWRITES = ("SlicesSplit",)
+
+
+@contextlib.contextmanager
+def _optimizer_without(skipped: tuple[str, ...] = SKIPPED_REWRITES) -> Iterator[None]:
+    """torch.onnx's `optimize=True` (onnxscript's optimize_ir) with the `skipped` rewrite rules left out.
+
+    optimize_ir reads onnxscript's default rule list when it runs and takes no list of its own, so the
+    list is swapped for the export and put back after (onnxscript is pinned; a rule that is not there
+    is not an error)."""
+    from onnxscript import rewriter
+
+    default = rewriter._DEFAULT_REWRITE_RULES
+    rewriter._DEFAULT_REWRITE_RULES = tuple(r for r in default if getattr(r, "name", None) not in skipped)
+    try:
+        yield
+    finally:
+        rewriter._DEFAULT_REWRITE_RULES = default
+
+
 def _example_inputs(model: XPruning, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     # two distinct tensors: the exporter would otherwise merge identical inputs into one
     shape = (batch, model.cfg.in_chans, *model.cfg.img_size)
@@ -105,12 +129,19 @@ BATCH_DIM = "batch"
 
 
 def to_proto(
-    model: XPruning, *, fp16: bool = False, batch: int = 1, with_selection: bool = False, max_batch: int | None = None
+    model: XPruning,
+    *,
+    fp16: bool = False,
+    batch: int = 1,
+    with_selection: bool = False,
+    max_batch: int | None = None,
+    skipped_rewrites: tuple[str, ...] = SKIPPED_REWRITES,
 ) -> onnx.ModelProto:
     """Export `model` (eval mode, CPU) to a cleaned, checked ModelProto with static shapes.
 
     `max_batch` N: the batch axis is dynamic (1..N, named `batch`); every other shape and every K
-    stays static (K is per sample). The exporter specialises a size-1 example, so it traces with 2."""
+    stays static (K is per sample). The exporter specialises a size-1 example, so it traces with 2.
+    `skipped_rewrites`: onnxscript rewrite rules not run (`()`: the exporter's full optimizer)."""
     model = model.eval().cpu()
     keys = pruned_blocks(model)
     net: nn.Module = HalfInput(to_fp16_islands(model)) if fp16 else model
@@ -125,7 +156,7 @@ def to_proto(
         dynamic_shapes = {name: {0: dim} for name in INPUT_NAMES}
         example_batch = 2
     try:
-        with _quiet(), torch.no_grad():
+        with _quiet(), torch.no_grad(), _optimizer_without(skipped_rewrites):
             prog = torch.onnx.export(
                 wrapper,
                 _example_inputs(model, example_batch),
