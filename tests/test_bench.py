@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import mmap
 import re
 import statistics
 import subprocess
@@ -112,9 +113,13 @@ def test_peak_rss_reads_this_process() -> None:
     if sys.platform.startswith("linux"):
         assert cur is not None and peak >= cur * 0.99
         if rss.resettable:
-            block = np.ones(64 * 2**20 // 8)  # touch 64 MB
+            # 64 MB of new pages: a numpy array may reuse heap memory a previous test freed (still
+            # resident), so the RSS would not grow; an anonymous mapping is always fresh
+            block = mmap.mmap(-1, 64 * 2**20)
+            for offset in range(0, len(block), 4096):
+                block[offset] = 1
             assert rss.peak_mb() >= (cur or 0) + 50  # type: ignore[operator]
-            del block
+            block.close()
 
 
 def test_example_views_shape_and_determinism() -> None:
