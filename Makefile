@@ -62,7 +62,12 @@ fast: $(STAMP) sysdeps
 # engines/third_party/, Release build (engines/build/xpr_infer), ctest, then the unit and
 # bad-input tests again under AddressSanitizer + UBSan (engines/build/asan), there with the hostile-input
 # corpus through xpr_infer (ctest fuzz_infer: engines/tests/fuzz_infer.py; its tally is printed). 2 cores: -j2.
+# fuzz_infer is time-boxed: FUZZ_INFER_SECONDS of a campaign drawn and ordered by a new seed each run (printed
+# with the tally, for a replay); the whole fixed campaign (about 2500 cases, 7 min here):
+# `make cpp FUZZ_INFER_SEED=0 FUZZ_INFER_SECONDS=0`
 CPP_JOBS ?= 2
+FUZZ_INFER_SECONDS ?= 150
+FUZZ_INFER_SEED ?=
 cpp: $(STAMP)
 	scripts/system_deps.sh cpp
 	XPR_PYTHON=$(abspath $(PY)) engines/scripts/fetch_onnxruntime.sh
@@ -72,7 +77,8 @@ cpp: $(STAMP)
 	cmake -S engines -B engines/build/asan -DCMAKE_BUILD_TYPE=Debug -DXPR_SANITIZE=address,undefined \
 	  -DXPR_PYTHON=$(abspath $(PY))
 	cmake --build engines/build/asan -j$(CPP_JOBS)
-	cd engines/build/asan && ctest --output-on-failure
+	seed=$(FUZZ_INFER_SEED); cd engines/build/asan && XPR_FUZZ_INFER_SEED=$${seed:-$$(( $$(date +%s) % 100000 + 1 ))} \
+	  XPR_FUZZ_INFER_BUDGET=$(FUZZ_INFER_SECONDS) ctest --output-on-failure
 	@cat engines/build/asan/tests/fuzz_infer/tally.txt
 
 # the TensorRT backend (never linked here: no TensorRT library installs) compiled against TensorRT 11.1's

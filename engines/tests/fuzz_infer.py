@@ -2,6 +2,7 @@
 UBSan (ctest `fuzz_infer`, registered in sanitizer builds; `make cpp` runs it).
 
     python fuzz_infer.py XPR_INFER FIXTURES WORK [--jobs 2] [--timeout 60] [--stride 1]
+                         [--seed S] [--budget SECONDS]
 
 FIXTURES is make_fixture.py's folder (bundle/, dicom/). Cases:
   dicom:  every mutation of dicom_cases() of the good fixture files (explicit LE, RLE, JPEG 2000,
@@ -13,6 +14,12 @@ Every case must give exit 0 (with a result line) or 2 (the documented refusal) w
 `xpr_infer: <message naming the damaged file>` and a JSON error line on stdout; no sanitizer report
 (halt_on_error, leaks on), no hang (per-case timeout). Prints `cpp/xpr_infer: N cases tried, M passed`
 (also written to WORK/tally.txt) and exits 1 when any case failed.
+
+Seed 0 (the default) is the fixed campaign in a fixed order. Another seed draws other byte flips and
+runs the cases in its own order; with --budget, no case starts after that many seconds, so a run
+under a budget covers a different part of the campaign each time (`make cpp` passes a new seed per
+run, printed with the tally for a replay: `--seed S --budget B`, or `--seed S` for all its cases).
+Both default from XPR_FUZZ_INFER_SEED and XPR_FUZZ_INFER_BUDGET (ctest passes the environment on).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import hashlib
 import json
 import os
+import random
 import re
 import shutil
 import subprocess
@@ -75,7 +83,7 @@ def sealed(doc: object) -> bytes:
     return reseal((json.dumps(body, indent=2, ensure_ascii=False) + "\n").encode())
 
 
-def manifest_jobs(bundle: Path) -> list[Job]:
+def manifest_jobs(bundle: Path, seed: int = 0) -> list[Job]:
     raw = (bundle / "manifest.json").read_bytes()
     doc = json.loads(raw)
     jobs = []
@@ -85,7 +93,7 @@ def manifest_jobs(bundle: Path) -> list[Job]:
         else:
             data = sealed(mutated)
         jobs.append(Job("manifest", name, data, "manifest.json"))
-    for case in byte_flips(raw, seed=1, count=24):
+    for case in byte_flips(raw, seed=1 + 1000 * seed, count=24):
         jobs.append(Job("manifest", f"bytes:{case.name}", case.data, "manifest.json"))
         jobs.append(Job("manifest", f"bytes:{case.name}+resealed", reseal(case.data), "manifest.json"))
     for cut in (0, 1, len(raw) // 2, len(raw) - 2):
@@ -93,17 +101,22 @@ def manifest_jobs(bundle: Path) -> list[Job]:
     return jobs
 
 
-def dicom_jobs(dicom: Path) -> list[Job]:
+def dicom_jobs(dicom: Path, seed: int = 0) -> list[Job]:
     jobs = []
     for i, src in enumerate(DICOM_SOURCES):
-        for j, case in enumerate(dicom_cases((dicom / src).read_bytes(), seed=i)):
+        for j, case in enumerate(dicom_cases((dicom / src).read_bytes(), seed=i + 1000 * seed)):
             jobs.append(Job("dicom", f"{src}:{case.name}", case.data, src, "cc" if j % 2 == 0 else "mlo"))
     return jobs
 
 
+#: a case the time budget left out
+NOT_RUN = "not run: the time budget was spent"
+
+
 class Runner:
-    def __init__(self, xpr_infer: Path, fixtures: Path, work: Path, timeout: float) -> None:
+    def __init__(self, xpr_infer: Path, fixtures: Path, work: Path, timeout: float, deadline: float) -> None:
         self.xpr_infer, self.fixtures, self.work, self.timeout = xpr_infer, fixtures, work, timeout
+        self.deadline = deadline  # time.monotonic() after which no case starts (inf: none)
         self.env = {**os.environ, **SAN_ENV}
         self.local = threading.local()
         self.lock = threading.Lock()
@@ -121,7 +134,9 @@ class Runner:
         return self.local.dir
 
     def run(self, job: Job) -> str | None:
-        """None when the case behaved, else what went wrong (one line)."""
+        """None when the case behaved, NOT_RUN past the deadline, else what went wrong (one line)."""
+        if time.monotonic() > self.deadline:
+            return NOT_RUN
         d = self._slot()
         bundle = d / "bundle"
         good = self.fixtures / "dicom" / "good_m2.dcm"
@@ -182,24 +197,32 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="per case, seconds")
     ap.add_argument("--stride", type=int, default=1, help="run every N-th case only (quick local runs)")
     ap.add_argument("--only", default="", help="run only cases whose name contains this")
+    env = os.environ.get
+    ap.add_argument("--seed", type=int, default=int(env("XPR_FUZZ_INFER_SEED") or 0), help="0: the fixed campaign")
+    ap.add_argument("--budget", type=float, default=float(env("XPR_FUZZ_INFER_BUDGET") or 0), help="seconds; 0: none")
     args = ap.parse_args(argv)
 
     args.work.mkdir(parents=True, exist_ok=True)
-    jobs = dicom_jobs(args.fixtures / "dicom") + manifest_jobs(args.fixtures / "bundle")
+    jobs = dicom_jobs(args.fixtures / "dicom", args.seed) + manifest_jobs(args.fixtures / "bundle", args.seed)
     jobs = [j for j in jobs[:: args.stride] if args.only in j.name]
-    runner = Runner(args.xpr_infer.resolve(), args.fixtures.resolve(), args.work.resolve(), args.timeout)
+    if args.seed:
+        random.Random(args.seed).shuffle(jobs)
     t0 = time.monotonic()
+    deadline = t0 + args.budget if args.budget > 0 else float("inf")
+    runner = Runner(args.xpr_infer.resolve(), args.fixtures.resolve(), args.work.resolve(), args.timeout, deadline)
     problems: list[str | None] = []
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         for problem in pool.map(runner.run, jobs):
             problems.append(problem)
-            if len(problems) % 200 == 0:
-                bad = sum(p is not None for p in problems)
+            if len(problems) % 200 == 0 and problem != NOT_RUN:
+                bad = sum(p not in (None, NOT_RUN) for p in problems)
                 print(f"  {len(problems)}/{len(jobs)} cases, {bad} failed, {time.monotonic() - t0:.0f} s", flush=True)
     elapsed = time.monotonic() - t0
 
     tried, passed, failures = Counter(), Counter(), []
     for job, problem in zip(jobs, problems, strict=True):
+        if problem == NOT_RUN:
+            continue
         tried[job.campaign] += 1
         if problem is None:
             passed[job.campaign] += 1
@@ -214,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = [f"cpp/xpr_infer/{c}: {tried[c]} cases tried, {passed[c]} passed" for c in sorted(tried)]
     total, ok = sum(tried.values()), sum(passed.values())
     lines.append(f"cpp/xpr_infer: {total} cases tried, {ok} passed ({elapsed:.0f} s, {args.jobs} jobs, ASan+UBSan)")
+    replay = f"--seed {args.seed}" + (f" --budget {args.budget:g}" if args.budget > 0 else "")
+    left = len(jobs) - total
+    spent = f"; the {args.budget:g} s budget left {left} of {len(jobs)} cases out" if left else ""
+    lines.append(f"seed {args.seed} (replay: fuzz_infer.py XPR_INFER FIXTURES WORK {replay}){spent}")
     lines += [f"  FAILED {f}" for f in failures[:60]]
     text = "\n".join(lines)
     print(text)
