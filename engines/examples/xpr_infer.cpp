@@ -20,7 +20,8 @@ namespace {
 
 const char* kUsage =
     "usage: xpr_infer BUNDLE CC.dcm MLO.dcm [--heatmap OUT.pgm|OUT.png] [--backend auto|onnxruntime|tensorrt]\n"
-    "                 [--device auto|cpu|cuda] [--threads N] [--no-verify] [--any-modality] [--dump-inputs PREFIX]\n"
+    "                 [--device auto|cpu|cuda] [--graph fp32|fp16|int8] [--threads N] [--no-verify]\n"
+    "                 [--any-modality] [--dump-inputs PREFIX]\n"
     "  --heatmap      selection heatmap (fraction of pruned blocks keeping each region), CC | MLO side by side\n"
     "  --dump-inputs  write the preprocessed model inputs as raw float32: PREFIX.cc.f32, PREFIX.mlo.f32\n";
 
@@ -121,7 +122,7 @@ bool write_heatmap(const xpr::Engine& engine, const std::string& path, std::stri
 
 int main(int argc, char** argv) {
   std::vector<std::string> pos;
-  std::string heatmap, dump, backend = "auto", device = "auto";
+  std::string heatmap, dump, backend = "auto", device = "auto", graph;
   int threads = 0;
   bool verify = true, require_mg = true;
   for (int i = 1; i < argc; ++i) {
@@ -138,6 +139,7 @@ int main(int argc, char** argv) {
       else if (a == "--dump-inputs") dump = value("--dump-inputs");
       else if (a == "--backend") backend = value("--backend");
       else if (a == "--device") device = value("--device");
+      else if (a == "--graph") graph = value("--graph");
       else if (a == "--threads") threads = std::stoi(value("--threads"));
       else if (a == "--no-verify") verify = false;
       else if (a == "--any-modality") require_mg = false;
@@ -163,6 +165,9 @@ int main(int argc, char** argv) {
   if (device == "cpu") opts.device = XPR_DEVICE_CPU;
   else if (device == "cuda") opts.device = XPR_DEVICE_CUDA;
   else if (device != "auto") return fail("--device must be auto, cpu or cuda", "usage");
+  if (!graph.empty() && graph != "fp32" && graph != "fp16" && graph != "int8")
+    return fail("--graph must be fp32, fp16 or int8", "usage");
+  opts.graph = graph.empty() ? nullptr : graph.c_str();
 
   xpr_example::DicomImage cc, mlo;
   std::string err;
@@ -183,6 +188,7 @@ int main(int argc, char** argv) {
     const std::vector<float> logits = engine.logits();
     for (size_t i = 0; i < logits.size(); ++i) out += (i ? ", " : "") + num(logits[i]);
     out += "], \"backend\": \"" + json_escape(engine.backend()) + "\"";
+    out += ", \"model_file\": \"" + json_escape(engine.model_file()) + "\"";
     out += ", \"cc\": \"" + json_escape(cc.path) + "\", \"mlo\": \"" + json_escape(mlo.path) + "\"";
     out += ", \"transfer_syntax\": [\"" + cc.transfer_syntax + "\", \"" + mlo.transfer_syntax + "\"]";
     out += ", \"selection\": [";

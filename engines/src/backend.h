@@ -24,10 +24,13 @@ class Backend {
   virtual std::string name() const = 0;
   // cc and mlo: [1, 1, H, W] float32. Returns every model output.
   virtual std::vector<OutputTensor> run(const float* cc, const float* mlo, size_t count) = 0;
+
+  std::string file;  // what it runs, relative to the bundle (a graph or an engine plan)
 };
 
+// `graph`: the bundle file to run (the manifest's `model`, or one of its `graphs`), relative to it.
 std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& bundle_dir, const Manifest& m,
-                                                  const xpr_options& opts);
+                                                  const std::string& graph, const xpr_options& opts);
 
 // Returns nullptr (with `why` set) when this build has no TensorRT or the bundle has no usable
 // engine; throws Failure when an engine is there but cannot be loaded.

@@ -148,10 +148,12 @@ class OrtBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_onnxruntime_backend(const std::string& bundle_dir, const Manifest& m,
-                                                  const xpr_options& opts) {
-  const std::string path = bundle_dir + "/" + m.model_file;
+                                                  const std::string& graph, const xpr_options& opts) {
+  const std::string path = bundle_dir + "/" + graph;
   try {
-    return std::make_unique<OrtBackend>(path, m, opts);
+    auto backend = std::make_unique<OrtBackend>(path, m, opts);
+    backend->file = graph;
+    return backend;
   } catch (const Ort::Exception& e) {
     throw Failure(XPR_ERR_BACKEND, path + ": ONNX Runtime: " + e.what());
   }

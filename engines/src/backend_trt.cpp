@@ -288,7 +288,9 @@ std::unique_ptr<Backend> make_tensorrt_backend(const std::string& bundle_dir, co
       throw Failure(XPR_ERR_BACKEND, path + ": the engine needs the plugin(s) " + e.plugins_required.front() +
                                          (e.plugins_required.size() > 1 ? ",..." : "") +
                                          ": pass xpr_options.plugin_library or set XPR_TRT_PLUGIN_LIBRARY");
-    return std::make_unique<TrtBackend>(path, plugin, e.backend + "-sm" + sm, m);
+    auto backend = std::make_unique<TrtBackend>(path, plugin, e.backend + "-sm" + sm, m);
+    backend->file = e.file;
+    return backend;
   }
   why = m.engines.empty() ? "the bundle lists no TensorRT engine" : "no engine for this GPU" + reasons;
   return nullptr;

@@ -21,6 +21,7 @@ struct xpr_engine {
   xpr::detail::Manifest manifest;
   std::unique_ptr<xpr::detail::Backend> backend;
   std::string backend_name;
+  std::string model_file;  // what the backend runs, relative to the bundle (errors name it)
   // last run
   bool has_result = false;
   float prob = 0.f;
@@ -72,7 +73,7 @@ size_t input_count(const xpr_engine* e) {
 
 // The run's outputs by the manifest's names: io.logits, io.prob, and each block's selection_output.
 void collect(xpr_engine* e, std::vector<xpr::detail::OutputTensor>& outs) {
-  const std::string where = e->bundle_dir + "/" + e->manifest.model_file;
+  const std::string where = e->bundle_dir + "/" + e->model_file;
   const xpr::detail::IoNames& io = e->manifest.io;
   auto output = [&](const std::string& name) -> const xpr::detail::OutputTensor* {
     for (const auto& o : outs)
@@ -182,14 +183,25 @@ xpr_status xpr_create(const char* bundle_dir, const xpr_options* options, xpr_en
     xpr::detail::verify_files(e->bundle_dir, e->manifest, opts.verify_hashes != 0);
     xpr::detail::verify_graphs(e->bundle_dir, e->manifest);  // external data: listed files only
 
+    const std::string graph = opts.graph ? opts.graph : "";
+    require(graph.empty() || opts.backend != XPR_BACKEND_TENSORRT, XPR_ERR_ARGUMENT,
+            "xpr_create: a graph ('" + graph + "') is run by ONNX Runtime, not by the TensorRT backend");
+    e->model_file = e->manifest.model_file;
+    if (!graph.empty()) {
+      const auto it = e->manifest.graphs.find(graph);
+      require(it != e->manifest.graphs.end(), XPR_ERR_UNSUPPORTED,
+              e->bundle_dir + ": the bundle has no '" + graph + "' graph (manifest 'graphs')");
+      e->model_file = it->second;
+    }
     std::string why;
-    if (opts.backend == XPR_BACKEND_TENSORRT || opts.backend == XPR_BACKEND_AUTO) {
+    if (graph.empty() && (opts.backend == XPR_BACKEND_TENSORRT || opts.backend == XPR_BACKEND_AUTO)) {
       e->backend = xpr::detail::make_tensorrt_backend(e->bundle_dir, e->manifest, opts, why);
       if (!e->backend && opts.backend == XPR_BACKEND_TENSORRT)
         throw Failure(XPR_ERR_UNSUPPORTED, e->bundle_dir + ": TensorRT backend unavailable: " + why);
+      if (e->backend) e->model_file = e->backend->file;
     }
     if (!e->backend) {
-      e->backend = xpr::detail::make_onnxruntime_backend(e->bundle_dir, e->manifest, opts);
+      e->backend = xpr::detail::make_onnxruntime_backend(e->bundle_dir, e->manifest, e->model_file, opts);
     }
     e->backend_name = e->backend->name();
     *engine = e.release();
@@ -207,6 +219,8 @@ xpr_status xpr_input_size(const xpr_engine* e, int32_t* rows, int32_t* cols) {
 }
 
 const char* xpr_backend_name(const xpr_engine* e) { return e ? e->backend_name.c_str() : ""; }
+
+const char* xpr_model_file(const xpr_engine* e) { return e ? e->model_file.c_str() : ""; }
 
 xpr_status xpr_preprocess(const xpr_engine* e, const xpr_image* image, float* out, size_t out_count) {
   return guarded([&] {

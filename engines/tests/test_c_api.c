@@ -1,5 +1,5 @@
-/* The C API compiles as C99 and works from C: open the fixture bundle, run, read outputs, and get
- * an error string (not a crash) for a missing bundle.   test_c_api FIXTURES */
+/* The C API compiles as C99 and works from C: open the fixture bundle, run, read outputs, choose a
+ * graph, and get an error string (not a crash) for a missing bundle or graph.   test_c_api FIXTURES */
 #include <stdio.h>
 #include <string.h>
 
@@ -84,5 +84,28 @@ int main(int argc, char** argv) {
     }
   }
   xpr_destroy(e);
+  { /* xpr_options.graph: a precision from the manifest's `graphs` (the fixture has fp32 only) */
+    xpr_engine* g = NULL;
+    o.graph = "fp32";
+    if (xpr_create(path, &o, &g) != XPR_OK || strcmp(xpr_model_file(g), "model.onnx") != 0 ||
+        strncmp(xpr_backend_name(g), "onnxruntime", 11) != 0) {
+      fprintf(stderr, "graph fp32: '%s' (%s)\n", g ? xpr_model_file(g) : "", xpr_last_error());
+      ++fails;
+    }
+    xpr_destroy(g);
+    o.graph = "int8";
+    if (xpr_create(path, &o, &g) != XPR_ERR_UNSUPPORTED || g != NULL ||
+        strstr(xpr_last_error(), "the bundle has no 'int8' graph (manifest 'graphs')") == NULL) {
+      fprintf(stderr, "graph int8 (absent): '%s'\n", xpr_last_error());
+      ++fails;
+    }
+    o.graph = "fp32";
+    o.backend = XPR_BACKEND_TENSORRT;
+    if (xpr_create(path, &o, &g) != XPR_ERR_ARGUMENT || g != NULL ||
+        strstr(xpr_last_error(), "run by ONNX Runtime, not by the TensorRT backend") == NULL) {
+      fprintf(stderr, "graph with TensorRT: '%s'\n", xpr_last_error());
+      ++fails;
+    }
+  }
   return fails;
 }

@@ -99,6 +99,13 @@ typedef struct xpr_options {
   int32_t verify_hashes;      /* 1 (default): check the SHA-256 of every bundle file; 0 skips only
                                  that (the seal, paths and file list are always checked) */
   const char* plugin_library; /* TensorRT: overrides the bundle's plugin library; may be NULL */
+  const char* graph;          /* which graph ONNX Runtime runs: NULL or "" = the bundle's `model`;
+                                 "fp32", "fp16" or "int8" = its `graphs` entry of that precision
+                                 (`xpr export --int8` adds the INT8 QDQ graph, never served by
+                                 default). Set, it selects ONNX Runtime: XPR_BACKEND_TENSORRT with a
+                                 graph is XPR_ERR_ARGUMENT; a precision the bundle lacks is
+                                 XPR_ERR_UNSUPPORTED. (A new last field: callers built against an
+                                 older xpr.h must be rebuilt.) */
 } xpr_options;
 
 typedef struct xpr_selection_info {
@@ -130,6 +137,8 @@ XPR_API void xpr_destroy(xpr_engine* engine);
 /* Model input size (rows, cols) and the backend actually used ("onnxruntime-cpu", ...). */
 XPR_API xpr_status xpr_input_size(const xpr_engine* engine, int32_t* rows, int32_t* cols);
 XPR_API const char* xpr_backend_name(const xpr_engine* engine);
+/* The bundle file the backend runs, relative to the bundle ("model.int8.onnx", an engine plan...). */
+XPR_API const char* xpr_model_file(const xpr_engine* engine);
 
 /* The bundle's preprocessing of one view into out[rows*cols] (float32, the model input). */
 XPR_API xpr_status xpr_preprocess(const xpr_engine* engine, const xpr_image* image, float* out, size_t out_count);

@@ -49,6 +49,7 @@ class Engine {
 
   xpr_engine* get() const noexcept { return engine_; }
   std::string backend() const { return xpr_backend_name(engine_); }
+  std::string model_file() const { return xpr_model_file(engine_); }
 
   std::pair<int32_t, int32_t> input_size() const {
     int32_t r = 0, c = 0;
