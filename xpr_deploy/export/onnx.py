@@ -101,7 +101,7 @@ SKIPPED_REWRITES = ("SlicesSplit",)
 
 
 @contextlib.contextmanager
-def _optimizer_without(skipped: tuple[str, ...] = SKIPPED_REWRITES) -> Iterator[None]:
+def optimizer_without(skipped: tuple[str, ...] = SKIPPED_REWRITES) -> Iterator[None]:
     """torch.onnx's `optimize=True` (onnxscript's optimize_ir) with the `skipped` rewrite rules left out.
 
     optimize_ir reads onnxscript's default rule list when it runs and takes no list of its own, so the
@@ -128,6 +128,49 @@ def _example_inputs(model: XPruning, batch: int) -> tuple[torch.Tensor, torch.Te
 BATCH_DIM = "batch"
 
 
+def exported_program(
+    model: XPruning,
+    *,
+    fp16: bool = False,
+    batch: int = 1,
+    with_selection: bool = False,
+    max_batch: int | None = None,
+    optimize: bool = True,
+) -> torch.onnx.ONNXProgram:
+    """torch.onnx's program of `model` (eval mode, CPU), before `to_proto` cleans and checks it."""
+    keys = pruned_blocks(model)
+    net: nn.Module = HalfInput(to_fp16_islands(model)) if fp16 else model
+    wrapper = ExportModule(net, with_selection, keys).eval()
+    outputs = [*OUTPUT_NAMES, *(selection_output_name(*k) for k in keys)] if with_selection else list(OUTPUT_NAMES)
+    dynamic_shapes = None
+    example_batch = batch
+    if max_batch is not None:
+        if max_batch < 1:
+            raise ExportError(f"--max-batch must be >= 1, not {max_batch}")
+        dim = torch.export.Dim(BATCH_DIM, min=1, max=max(2, max_batch))
+        dynamic_shapes = {name: {0: dim} for name in INPUT_NAMES}
+        example_batch = 2
+    try:
+        with _quiet(), torch.no_grad():
+            prog = torch.onnx.export(
+                wrapper,
+                _example_inputs(model, example_batch),
+                dynamic_shapes=dynamic_shapes,
+                input_names=list(INPUT_NAMES),
+                output_names=outputs,
+                opset_version=OPSET,
+                dynamo=True,
+                optimize=optimize,
+                external_data=False,
+            )
+    except Exception as exc:  # the exporter raises many types; one line for the user
+        raise ExportError(
+            f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        ) from exc
+    assert prog is not None
+    return prog
+
+
 def to_proto(
     model: XPruning,
     *,
@@ -144,35 +187,8 @@ def to_proto(
     `skipped_rewrites`: onnxscript rewrite rules not run (`()`: the exporter's full optimizer)."""
     model = model.eval().cpu()
     keys = pruned_blocks(model)
-    net: nn.Module = HalfInput(to_fp16_islands(model)) if fp16 else model
-    wrapper = ExportModule(net, with_selection, keys).eval()
-    outputs = [*OUTPUT_NAMES, *(selection_output_name(*k) for k in keys)] if with_selection else list(OUTPUT_NAMES)
-    dynamic_shapes = None
-    example_batch = batch
-    if max_batch is not None:
-        if max_batch < 1:
-            raise ExportError(f"--max-batch must be >= 1, not {max_batch}")
-        dim = torch.export.Dim(BATCH_DIM, min=1, max=max(2, max_batch))
-        dynamic_shapes = {name: {0: dim} for name in INPUT_NAMES}
-        example_batch = 2
-    try:
-        with _quiet(), torch.no_grad(), _optimizer_without(skipped_rewrites):
-            prog = torch.onnx.export(
-                wrapper,
-                _example_inputs(model, example_batch),
-                dynamic_shapes=dynamic_shapes,
-                input_names=list(INPUT_NAMES),
-                output_names=outputs,
-                opset_version=OPSET,
-                dynamo=True,
-                optimize=True,
-                external_data=False,
-            )
-    except Exception as exc:  # the exporter raises many types; one line for the user
-        raise ExportError(
-            f"ONNX export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        ) from exc
-    assert prog is not None
+    with optimizer_without(skipped_rewrites):
+        prog = exported_program(model, fp16=fp16, batch=batch, with_selection=with_selection, max_batch=max_batch)
     proto = prog.model_proto
     clean_graph(proto)
     keys_found = tag_window_selections(proto)
