@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..errors import XprError
+from ..runners.factory import BACKENDS
 
 
 class _Console(Console):
@@ -63,6 +64,10 @@ err_console = _Console(stderr=True, emoji=False)
 Preset = Literal["paper", "tiny"]
 ConfigOpt = Annotated[Preset, typer.Option("--config", "-c", help="model preset: paper (2688x896) or tiny (448x224)")]
 JsonFlag = Annotated[bool, typer.Option("--json", help="print one JSON object instead of tables")]
+#: the runner of `xpr predict` and `xpr listen`: a name from the backend registry (runners/factory.py)
+RunnerBackendOpt = Annotated[
+    str | None, typer.Option("--backend", "-b", help=f"runner: {' | '.join(BACKENDS)} (default: the model's)")
+]
 
 
 def _print_json(obj: object) -> None:

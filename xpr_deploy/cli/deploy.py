@@ -12,7 +12,7 @@ from rich.table import Table
 from ..bundle.schema import HW_COMPAT, TRT_FLAVOURS
 from ..runners.factory import BACKENDS
 from . import triton_options as T
-from .common import JsonFlag, Preset, _print_json, console, err_console, safe, say
+from .common import JsonFlag, Preset, RunnerBackendOpt, _print_json, console, err_console, safe, say
 from .data import PreferOpt, StrictSelectionOpt
 from .node import TritonModelOpt, TritonOpt
 
@@ -290,9 +290,6 @@ def _bench_done(
 PredictStudiesArg = Annotated[
     list[Path] | None, typer.Argument(help="study folders of DICOM files (any names; paired from tags)")
 ]
-PredictBackendOpt = Annotated[
-    str | None, typer.Option("--backend", "-b", help=f"{' | '.join(BACKENDS)} (default: from MODEL)")
-]
 PredictHeatmapsOpt = Annotated[
     Path | None, typer.Option("--heatmaps", help="write a window-selection PNG per breast here")
 ]
@@ -330,7 +327,7 @@ PredictSegOpt = Annotated[
 def predict(
     model: Annotated[Path, typer.Argument(help="checkpoint folder, export bundle folder, or engine file")],
     studies: PredictStudiesArg = None,
-    backend: PredictBackendOpt = None,
+    backend: RunnerBackendOpt = None,
     heatmaps: PredictHeatmapsOpt = None,
     operating_point: PredictOperatingPointOpt = None,
     dicom_out: PredictDicomOutOpt = None,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from ..runners.factory import BACKENDS
+from .common import RunnerBackendOpt
 from .data import PreferOpt, StrictSelectionOpt
 
 app = typer.Typer()
@@ -43,9 +43,6 @@ ListenOtherClassesOpt = Annotated[
         "--other-classes", help="other storage classes: ignore (acknowledged, not kept) or refuse (at negotiation)"
     ),
 ]
-ListenBackendOpt = Annotated[
-    str | None, typer.Option("--backend", help=f"runner: {' | '.join(BACKENDS)} (default: the bundle's)")
-]
 ListenTlsCaOpt = Annotated[Path | None, typer.Option("--tls-ca", help="TLS: callers need a certificate from this CA")]
 ListenSendTlsOpt = Annotated[
     bool, typer.Option("--send-tls", help="C-STORE to --send-to over TLS (peer verified by the system's CAs)")
@@ -77,7 +74,7 @@ def listen(
     other_classes: ListenOtherClassesOpt = "ignore",
     max_instance_mb: Annotated[float, typer.Option("--max-instance-mb", help="refuse bigger instances")] = 512.0,
     min_free_mb: Annotated[float, typer.Option("--min-free-mb", help="refuse when the spool has less free")] = 256.0,
-    backend: ListenBackendOpt = None,
+    backend: RunnerBackendOpt = None,
     retry_cap: Annotated[float, typer.Option("--retry-max-seconds", help="longest wait between two sends")] = 300.0,
     retain_hours: Annotated[float, typer.Option("--retain-hours", help="keep sent studies' files this long")] = 24.0,
     tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS: server certificate (PEM)")] = None,
