@@ -110,6 +110,29 @@ def compare(
             feeds += [{src.io.cc: scc[i : i + 1], src.io.mlo: smlo[i : i + 1]} for i in range(parity_samples)]
         parity = [_parity(dict(ort.infer(f, check_inputs=False)), ov(f), src.io, selection) for f in feeds]
         ort.deactivate()
+    settings = {
+        "runs": runs,
+        "warmup": warmup,
+        "threads": threads,
+        "graph": str(graph_src),
+        "bundle_sha256": src.bundle.digest,
+        "exposed_selection_outputs": len(selection),
+        "onnxruntime": ort.describe(),
+        "onnxruntime_session_s": ort_load_s,
+        "openvino": {
+            "version": ov.version,
+            "compile_s": ov.compile_s,
+            "config": ov.config,
+            "cpu_default_inference_precision": ov.default_precision,
+        },
+    }
+    return _report(times, parity, parity_samples, settings)
+
+
+def _report(
+    times: dict[str, Any], parity: list[dict[str, Any]], parity_samples: int, settings: dict[str, Any]
+) -> dict[str, Any]:
+    """The ratio, the parity summary and the decision against BAR."""
     variants = {n: B.variant_report(t, 1) for n, t in times.items()}
     r = B.ratio_stats(times["openvino"].wall_ms, times["onnxruntime"].wall_ms)
     ratio = r["ratio_of_medians"]
@@ -136,22 +159,7 @@ def compare(
             + ("an --backend openvino runner is worth building" if ratio <= BAR else "no OpenVINO runner")
         ),
         "variants": variants,
-        "settings": {
-            "runs": runs,
-            "warmup": warmup,
-            "threads": threads,
-            "graph": str(graph_src),
-            "bundle_sha256": src.bundle.digest,
-            "exposed_selection_outputs": len(selection),
-            "onnxruntime": ort.describe(),
-            "onnxruntime_session_s": ort_load_s,
-            "openvino": {
-                "version": ov.version,
-                "compile_s": ov.compile_s,
-                "config": ov.config,
-                "cpu_default_inference_precision": ov.default_precision,
-            },
-        },
+        "settings": settings,
         "machine": B.machine_info(),
     }
 
