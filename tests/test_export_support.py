@@ -137,10 +137,12 @@ def xpr_main(
     unraisable hook and `signals.caught` that `main` installs are put back after it. `interpreter_stderr`:
     stderr also holds what a fresh interpreter would print there and pytest takes in this process,
     so "nothing on stderr but one line" still means it: Python warnings (under Python's default
-    filters) and log records that no handler of the program takes (logging's last resort, WARNING+)."""
+    filters), log records that no handler of the program takes (logging's last resort, WARNING+),
+    "Exception ignored in ..." and "Exception in thread ..." (Python's own hooks, not pytest's)."""
     import contextlib
     import signal
     import sys
+    import threading
     import warnings
 
     from xpr_deploy.cli import main, signals
@@ -158,7 +160,9 @@ def xpr_main(
             call.chdir(cwd)
         for key, value in (env or {}).items():
             call.setenv(key, value)
-        if interpreter_stderr:
+        if interpreter_stderr:  # the hooks a fresh interpreter prints with (pytest's would collect it)
+            call.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # "Exception ignored in ..."
+            call.setattr(threading, "excepthook", threading.__excepthook__)  # "Exception in thread ..."
             _python_default_warning_filters()
             logging.getLogger().addHandler(last_resort)
         try:
