@@ -213,11 +213,11 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _run_here(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
     """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
     here are exit codes and messages, not the process."""
-    return subprocess.CompletedProcess(args, *xpr_main(capsys, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
@@ -236,7 +236,7 @@ def test_commands_refuse_a_tampered_bundle(
     tmp_path: Path,
     command: str,
     case: str,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from xpr_deploy.data.synth import write_synthetic
@@ -245,7 +245,7 @@ def test_commands_refuse_a_tampered_bundle(
     named = TAMPERS[case](b)
     if command == "predict":
         write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
-    res = _run_here(capsys, monkeypatch, *COMMANDS[command](b, tmp_path), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, *COMMANDS[command](b, tmp_path), cwd=tmp_path)
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in res.stderr, res.stderr
@@ -296,7 +296,7 @@ def test_export_writes_external_data_listed_hashed_and_served(
     external_bundle: Path,
     small_bundle: Path,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`xpr export --external-data`: the weights go to model.onnx.data (a bare name beside the graph),
@@ -314,11 +314,11 @@ def test_export_writes_external_data_listed_hashed_and_served(
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {"model.onnx.data"}
     assert (external_bundle / "model.onnx").stat().st_size < data.stat().st_size / 10
-    res = _run_here(capsys, monkeypatch, "verify", str(external_bundle), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, "verify", str(external_bundle), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
     res = _run_here(
-        capsys,
+        capfd,
         monkeypatch,
         "predict",
         str(external_bundle),
@@ -338,7 +338,7 @@ def test_verify_refuses_external_data_outside_the_bundle(
     external_bundle: Path,
     tmp_path: Path,
     case: str,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A graph reading `../x.bin`, an absolute path, `/dev/zero`, ONNX Runtime's memory tag, an unlisted
@@ -348,7 +348,7 @@ def test_verify_refuses_external_data_outside_the_bundle(
 
     b = _copy(external_bundle, tmp_path)
     named, part = CASES[case](b)
-    res = _run_here(capsys, monkeypatch, "verify", str(b), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, "verify", str(b), cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr

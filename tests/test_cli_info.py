@@ -17,14 +17,14 @@ def _xpr(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _xpr_here(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
 ) -> subprocess.CompletedProcess[str]:
     """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
-    return subprocess.CompletedProcess(args, *xpr_main(capsys, monkeypatch, *args, interpreter_stderr=True))
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
 
 
-def test_info_paper_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    r = _xpr_here(capsys, monkeypatch, "info", "--config", "paper", "--json")
+def test_info_paper_json(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "paper", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert abs(info["params_total"] - 69.79e6) / 69.79e6 < 0.01
@@ -39,10 +39,10 @@ def test_info_paper_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest
     assert 4.7e11 < info["macs_dense"] < 4.9e11  # ~481 G multiply-adds per breast (notes/swin-timm.md)
 
 
-def test_info_table_and_unknown_config(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    r = _xpr_here(capsys, monkeypatch, "info", "--config", "tiny")
+def test_info_table_and_unknown_config(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "tiny")
     assert r.returncode == 0 and "multiply-adds" in r.stdout
-    r = _xpr_here(capsys, monkeypatch, "info", "--config", "huge")
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "huge")
     assert r.returncode == 2  # a usage error: --config is a choice
     assert "'huge' is not one of 'paper', 'tiny'" in r.stderr
     assert "Traceback" not in r.stderr

@@ -24,10 +24,10 @@ def _xpr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
 
 
 def _xpr_here(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
     """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
-    return subprocess.CompletedProcess(args, *xpr_main(capsys, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 def assert_usage_error(res: subprocess.CompletedProcess[str], command: str, says: str) -> None:
@@ -64,10 +64,10 @@ USAGE_ERRORS: dict[str, tuple[list[str], str, str]] = {
 
 @pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
 def test_usage_error(
-    case: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    case: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv, command, says = USAGE_ERRORS[case]
-    res = _xpr_here(capsys, monkeypatch, *argv, cwd=tmp_path)
+    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     assert_usage_error(res, command, says)
     assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
 
@@ -93,10 +93,10 @@ def test_path_that_does_not_exist_is_one_line(
     code: int,
     says: str,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    res = _xpr_here(capsys, monkeypatch, *argv, cwd=tmp_path)
+    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == code and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"error: {says}"), res.stderr

@@ -211,11 +211,11 @@ def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _xpr_here(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
 ) -> subprocess.CompletedProcess[str]:
     """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
     below are exit codes, messages and files, not the process."""
-    return subprocess.CompletedProcess(args, *xpr_main(capsys, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
@@ -232,12 +232,12 @@ def _no_bundle(parent: Path) -> None:
 
 
 def test_cli_missing_checkpoint(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     out = tmp_path / "out"
     msg = _one_line_error(
         _xpr_here(
-            capsys, monkeypatch, "export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path
+            capfd, monkeypatch, "export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path
         )
     )
     assert "no such checkpoint" in msg
@@ -245,7 +245,7 @@ def test_cli_missing_checkpoint(
 
 
 def test_cli_corrupt_checkpoint(
-    tmp_path: Path, trained_ckpt: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, trained_ckpt: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
@@ -253,7 +253,7 @@ def test_cli_corrupt_checkpoint(
     (bad / "model.safetensors").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr_here(capsys, monkeypatch, "export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+        _xpr_here(capfd, monkeypatch, "export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
     )
     assert "corrupt" in msg
     trunc = tmp_path / "trunc"
@@ -261,21 +261,21 @@ def test_cli_corrupt_checkpoint(
     (trunc / "meta.json").write_text((trained_ckpt / "meta.json").read_text())
     (trunc / "model.safetensors").write_bytes((trained_ckpt / "model.safetensors").read_bytes()[:5000])
     msg = _one_line_error(
-        _xpr_here(capsys, monkeypatch, "export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+        _xpr_here(capfd, monkeypatch, "export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
     )
     assert "model.safetensors" in msg
     _no_bundle(out)
 
 
 def test_cli_unwritable_output(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the bundle's parent should be")
     t0 = time.perf_counter()
     msg = _one_line_error(
         _xpr_here(
-            capsys,
+            capfd,
             monkeypatch,
             "export",
             "--config",
@@ -293,7 +293,7 @@ def test_cli_unwritable_output(
 
 
 def test_cli_trt_flavour_tensorrt_missing(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     pytest.importorskip("torch")
     try:
@@ -305,7 +305,7 @@ def test_cli_trt_flavour_tensorrt_missing(
     out = tmp_path / "out"
     msg = _one_line_error(
         _xpr_here(
-            capsys,
+            capfd,
             monkeypatch,
             "export",
             "--config",

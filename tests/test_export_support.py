@@ -132,6 +132,8 @@ def xpr_main(
     """`xpr ARGS` through the real entry point (its one-line errors and exit codes), in this process, for
     a claim about options and messages: (exit code, stdout, stderr), in the order of
     `subprocess.CompletedProcess(args, code, out, err)`. An exception `main` lets out is the test's error.
+    Pass `capfd` for `capsys` to see, as a process's stderr would, what C code (a decoder, ONNX Runtime)
+    writes to file descriptor 2 as well.
 
     For this call only: `cwd` is the working folder, `env` variables are set, and the signal handlers,
     unraisable hook and `signals.caught` that `main` installs are put back after it. `interpreter_stderr`:

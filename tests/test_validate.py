@@ -50,13 +50,13 @@ def test_fp32_gate_ignores_tie_samples_but_counts_flips() -> None:
     assert res.status == "fail" and "max|Δlogits|" in res.reason
 
 
-def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path, capsys, monkeypatch) -> None:
+def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path, capfd, monkeypatch) -> None:
     b = tmp_path / "bundle"
     shutil.copytree(fp16_bundle.path, b)
     env = {"COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
     saved = tmp_path / "outputs.json"
     args = ["validate", str(b), "--samples", "2", "--save-outputs", str(saved)]
-    res = subprocess.CompletedProcess(args, *xpr_main(capsys, monkeypatch, *args, env=env, interpreter_stderr=True))
+    res = subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, env=env, interpreter_stderr=True))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "onnxruntime-fp32" in res.stdout and "pass" in res.stdout
     # each row says how it runs: what `xpr predict --backend onnx` uses on this machine (CPU here)

@@ -403,7 +403,7 @@ def test_xpr_view_serves_the_study_and_results_then_stops_on_ctrl_c(
 
 
 def test_xpr_view_missing_npm_or_bad_usage_is_one_line(
-    tmp_path: Path, synth_vindr: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, synth_vindr: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Refused before anything starts, so in this process (test_export_support.xpr_main, `env` set for the call)."""
     study = sorted((synth_vindr / "images").iterdir())[0]
@@ -412,7 +412,7 @@ def test_xpr_view_missing_npm_or_bad_usage_is_one_line(
         (["view"], {}, "give STUDY folders"),
         (["view", str(study), "--dicomweb", "http://127.0.0.1:9/dicom-web"], {}, "--dicomweb shows"),
     ):
-        returncode, _, err = xpr_main(capsys, monkeypatch, *args, env=env, interpreter_stderr=True)
+        returncode, _, err = xpr_main(capfd, monkeypatch, *args, env=env, interpreter_stderr=True)
         assert returncode == 2, err
         assert len(err.strip().splitlines()) == 1 and want in err, err
 
