@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_export_support import XPR
+from test_export_support import XPR, xpr_main
 
 from xpr_deploy.bundle import BundleError, BundleView, digest_of, seal, write_sealed
 
@@ -208,7 +208,16 @@ def test_graph_pointed_at_inside_the_bundle_verifies_the_whole_bundle(small_bund
 
 # ---- every command refuses, with one line and the documented exit code ----------------------
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The installed console script `xpr`, for real (test_verify_prints_the_digest keeps one such run)."""
     return subprocess.run([str(XPR), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def _run_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
+    here are exit codes and messages, not the process."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
@@ -222,14 +231,21 @@ COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("case", ["head_bias", "threshold", "dotdot"])
-def test_commands_refuse_a_tampered_bundle(small_bundle: Path, tmp_path: Path, command: str, case: str) -> None:
+def test_commands_refuse_a_tampered_bundle(
+    small_bundle: Path,
+    tmp_path: Path,
+    command: str,
+    case: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from xpr_deploy.data.synth import write_synthetic
 
     b = _copy(small_bundle, tmp_path)
     named = TAMPERS[case](b)
     if command == "predict":
         write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
-    res = _run(*COMMANDS[command](b, tmp_path), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, *COMMANDS[command](b, tmp_path), cwd=tmp_path)
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in res.stderr, res.stderr
@@ -277,7 +293,11 @@ def external_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_export_writes_external_data_listed_hashed_and_served(
-    external_bundle: Path, small_bundle: Path, tmp_path: Path
+    external_bundle: Path,
+    small_bundle: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`xpr export --external-data`: the weights go to model.onnx.data (a bare name beside the graph),
     listed with its SHA-256; `xpr verify` accepts it and `xpr predict` gives the self-contained
@@ -294,10 +314,19 @@ def test_export_writes_external_data_listed_hashed_and_served(
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {"model.onnx.data"}
     assert (external_bundle / "model.onnx").stat().st_size < data.stat().st_size / 10
-    res = _run("verify", str(external_bundle), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, "verify", str(external_bundle), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
-    res = _run("predict", str(external_bundle), str(tmp_path / "studies"), "--backend", "onnx", cwd=tmp_path)
+    res = _run_here(
+        capfd,
+        monkeypatch,
+        "predict",
+        str(external_bundle),
+        str(tmp_path / "studies"),
+        "--backend",
+        "onnx",
+        cwd=tmp_path,
+    )
     assert res.returncode == 0, res.stderr[-2000:]
     a = predict(external_bundle, [tmp_path / "studies"], backend="onnx").breasts
     b = predict(small_bundle, [tmp_path / "studies"], backend="onnx").breasts
@@ -305,7 +334,13 @@ def test_export_writes_external_data_listed_hashed_and_served(
 
 
 @pytest.mark.parametrize("case", sorted(__import__("external_data_cases").CASES))
-def test_verify_refuses_external_data_outside_the_bundle(external_bundle: Path, tmp_path: Path, case: str) -> None:
+def test_verify_refuses_external_data_outside_the_bundle(
+    external_bundle: Path,
+    tmp_path: Path,
+    case: str,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """A graph reading `../x.bin`, an absolute path, `/dev/zero`, ONNX Runtime's memory tag, an unlisted
     file, bytes past a file's end, or from a tensor inside a subgraph's attribute; or a listed data file
     edited after export: `xpr verify` exits 3 with one line naming the graph (or file) and the location."""
@@ -313,7 +348,7 @@ def test_verify_refuses_external_data_outside_the_bundle(external_bundle: Path, 
 
     b = _copy(external_bundle, tmp_path)
     named, part = CASES[case](b)
-    res = _run("verify", str(b), cwd=tmp_path)
+    res = _run_here(capfd, monkeypatch, "verify", str(b), cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr

@@ -1,4 +1,6 @@
-"""`xpr info` and `xpr doctor` through the installed entry point."""
+"""`xpr info` and `xpr doctor` through the entry point: `info` in this process (its claims are numbers
+and messages), `doctor` in a process of its own (it imports TensorRT and initialises CUDA where there
+is one, and reports what a fresh interpreter can import, none of which belongs in a test worker)."""
 
 from __future__ import annotations
 
@@ -6,13 +8,23 @@ import json
 import subprocess
 import sys
 
+import pytest
+from test_export_support import xpr_main
+
 
 def _xpr(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, check=False)
 
 
-def test_info_paper_json() -> None:
-    r = _xpr("info", "--config", "paper", "--json")
+def _xpr_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
+
+
+def test_info_paper_json(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "paper", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert abs(info["params_total"] - 69.79e6) / 69.79e6 < 0.01
@@ -27,10 +39,10 @@ def test_info_paper_json() -> None:
     assert 4.7e11 < info["macs_dense"] < 4.9e11  # ~481 G multiply-adds per breast (notes/swin-timm.md)
 
 
-def test_info_table_and_unknown_config() -> None:
-    r = _xpr("info", "--config", "tiny")
+def test_info_table_and_unknown_config(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "tiny")
     assert r.returncode == 0 and "multiply-adds" in r.stdout
-    r = _xpr("info", "--config", "huge")
+    r = _xpr_here(capfd, monkeypatch, "info", "--config", "huge")
     assert r.returncode == 2  # a usage error: --config is a choice
     assert "'huge' is not one of 'paper', 'tiny'" in r.stderr
     assert "Traceback" not in r.stderr

@@ -1,6 +1,8 @@
-"""Usage errors of the CLI (issue 15, class 6), in real subprocesses: typer's usage line, a `Try
-... --help` hint and one `Error:` line on stderr, exit 2, never a traceback. Plus `xpr --version`
-and paths that do not exist (the library's one-line errors, not usage errors)."""
+"""Usage errors of the CLI (issue 15, class 6) through the real entry point in this process
+(test_export_support.xpr_main: an exception it lets out fails the test): typer's usage line, a `Try
+... --help` hint and one `Error:` line on stderr, exit 2, never a traceback. Plus paths that do not
+exist (the library's one-line errors, not usage errors), and `xpr --version` / `--help` in a process
+of its own (`python -m xpr_deploy.cli`: the module entry point and what it prints at start-up)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
+from test_export_support import xpr_main
 
 from xpr_deploy.version import __version__
 
@@ -18,6 +21,13 @@ def _xpr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
     )
+
+
+def _xpr_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 def assert_usage_error(res: subprocess.CompletedProcess[str], command: str, says: str) -> None:
@@ -53,9 +63,11 @@ USAGE_ERRORS: dict[str, tuple[list[str], str, str]] = {
 
 
 @pytest.mark.parametrize("case", sorted(USAGE_ERRORS))
-def test_usage_error(case: str, tmp_path: Path) -> None:
+def test_usage_error(
+    case: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     argv, command, says = USAGE_ERRORS[case]
-    res = _xpr(*argv, cwd=tmp_path)
+    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     assert_usage_error(res, command, says)
     assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
 
@@ -76,8 +88,15 @@ def test_version() -> None:
         (["data", "check", "/nonexistent/d"], 2, "/nonexistent/d: not found"),
     ],
 )
-def test_path_that_does_not_exist_is_one_line(argv: list[str], code: int, says: str, tmp_path: Path) -> None:
-    res = _xpr(*argv, cwd=tmp_path)
+def test_path_that_does_not_exist_is_one_line(
+    argv: list[str],
+    code: int,
+    says: str,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == code and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"error: {says}"), res.stderr

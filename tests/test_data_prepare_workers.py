@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from test_export_support import xpr_main
 
 from xpr_deploy.data import PreprocessSettings, load_dataset, prepare_files, write_synthetic
 from xpr_deploy.data.prepare import PrepareProgress, default_workers
@@ -27,6 +28,13 @@ ENTRY = re.compile(r"^([0-9a-f]{64}\.(npy|json)|settings\.json)$")
 
 def xpr(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*XPR, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def xpr_here(capfd, monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess. Not for a run
+    whose stderr must hold its workers' output: they inherit the forkserver's file descriptors, not
+    this test's capture (`xpr` keeps those in a process of their own)."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
 
 
 def tree(root: Path) -> dict[str, bytes]:
@@ -63,16 +71,16 @@ def test_two_workers_write_the_bytes_of_one_then_reuse_them(synth_vindr, tmp_pat
     assert tree(tmp_path / "two") == a
 
 
-def test_synth_writes_one_transfer_syntax_when_asked(tmp_path):
+def test_synth_writes_one_transfer_syntax_when_asked(tmp_path, capfd, monkeypatch):
     s = write_synthetic(tmp_path / "j", 1, size=(128, 64), transfer_syntax="jpeg2000")
     assert {str(pydicom.dcmread(f, stop_before_pixels=True).file_meta.TransferSyntaxUID) for f in s.files} == {
         "1.2.840.10008.1.2.4.90"
     }
-    r = xpr("synth", str(tmp_path / "x"), "--breasts", "1", "--transfer-syntax", "lzw")
+    r = xpr_here(capfd, monkeypatch, "synth", str(tmp_path / "x"), "--breasts", "1", "--transfer-syntax", "lzw")
     assert r.returncode == 2 and "lzw" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_damaged_files_cost_only_themselves(synth_vindr, tmp_path):
+def test_damaged_files_cost_only_themselves(synth_vindr, tmp_path, capfd, monkeypatch):
     import shutil
 
     root = tmp_path / "v"
@@ -98,9 +106,10 @@ def test_damaged_files_cost_only_themselves(synth_vindr, tmp_path):
         assert "\n" not in x["reason"]
     assert rep["rejected"][0]["reason"].startswith(str(j2k) + ": cannot decode")
     assert "Traceback" not in r.stderr
-    r = xpr("data", "prepare", str(root), "--cache", str(cache), "--size", SIZE, "--workers", "2", "--strict")
+    r = xpr_here(capfd, monkeypatch, "data", "prepare", str(root), "--cache", str(cache), "--size", SIZE,
+                 "--workers", "2", "--strict")  # fmt: skip
     assert r.returncode == 1 and "13 reused, 1 rejected" in r.stdout and str(j2k) in r.stdout
-    r = xpr("data", "prepare", str(root), "--cache", str(cache), "--workers", "0")
+    r = xpr_here(capfd, monkeypatch, "data", "prepare", str(root), "--cache", str(cache), "--workers", "0")
     assert r.returncode == 2 and "--workers 0" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -160,7 +169,7 @@ def _group_gone(pgid: int) -> bool:
     return False
 
 
-def test_sigkill_mid_run_then_resume(slow_enough, tmp_path):
+def test_sigkill_mid_run_then_resume(slow_enough, tmp_path, capfd, monkeypatch):
     root, ref = slow_enough
     cache = tmp_path / "c"
     proc = _start(root, cache)
@@ -170,7 +179,9 @@ def test_sigkill_mid_run_then_resume(slow_enough, tmp_path):
     assert _group_gone(proc.pid)
     finished = complete_entries(cache)
     assert 1 <= finished < 24
-    r = xpr("data", "prepare", str(root), "--cache", str(cache), "--size", SIZE, "--workers", "2", "--json")
+    # the resume, in this process: the claim is what it makes of the killed run's cache
+    r = xpr_here(capfd, monkeypatch, "data", "prepare", str(root), "--cache", str(cache), "--size", SIZE,
+                 "--workers", "2", "--json")  # fmt: skip
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert (rep["reused"], rep["prepared"], rep["rejected"], rep["failed"]) == (finished, 24 - finished, [], [])

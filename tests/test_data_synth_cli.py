@@ -6,22 +6,21 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 import torch
+from test_export_support import xpr_main
 
 from xpr_deploy.data import PreparedCache, PreprocessSettings, load_dataset, preprocess_file
 from xpr_deploy.data.torchdata import PairDataset
 
-XPR = [sys.executable, "-c", "from xpr_deploy.cli import main; main()"]
 
-
-def xpr(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*XPR, *args], capture_output=True, text=True, timeout=300)
+def xpr_here(capfd, monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
 
 
 def _dciodvfy() -> str | None:
@@ -33,11 +32,11 @@ def _dciodvfy() -> str | None:
 
 
 @pytest.mark.parametrize("fmt", ["vindr", "cbis"])
-def test_synth_then_check_reports_12_pairs(tmp_path, fmt):
+def test_synth_then_check_reports_12_pairs(tmp_path, fmt, capfd, monkeypatch):
     out = tmp_path / fmt
-    r = xpr("synth", str(out), "--breasts", "12", "--format", fmt, "--size", "256x128")
+    r = xpr_here(capfd, monkeypatch, "synth", str(out), "--breasts", "12", "--format", fmt, "--size", "256x128")
     assert r.returncode == 0, r.stderr
-    r = xpr("data", "check", str(out), "--json")
+    r = xpr_here(capfd, monkeypatch, "data", "check", str(out), "--json")
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert report["pairs"] == 12 and report["positives"] == 6 and report["rejects"] == []
@@ -70,30 +69,43 @@ def test_synth_is_valid_dicom_per_dciodvfy(synth_vindr, synth_cbis):
         assert "MammographyImageForPresentation" in r.stdout + r.stderr
 
 
-def test_check_strict_and_bad_input_exit_codes(synth_vindr, tmp_path):
+def test_check_strict_and_bad_input_exit_codes(synth_vindr, tmp_path, capfd, monkeypatch):
     root = tmp_path / "v"
     shutil.copytree(synth_vindr, root)
     next(root.rglob("*.dicom")).write_bytes(b"not dicom at all" * 20)
-    r = xpr("data", "check", str(root), "--json")
+    r = xpr_here(capfd, monkeypatch, "data", "check", str(root), "--json")
     assert r.returncode == 0
     rep = json.loads(r.stdout)
     assert rep["pairs"] == 7 and any("not a DICOM file" in x["reason"] for x in rep["rejects"])
-    assert xpr("data", "check", str(root), "--strict").returncode == 1
-    r = xpr("data", "check", str(tmp_path / "nowhere"))
+    assert xpr_here(capfd, monkeypatch, "data", "check", str(root), "--strict").returncode == 1
+    r = xpr_here(capfd, monkeypatch, "data", "check", str(tmp_path / "nowhere"))
     assert r.returncode != 0 and "nowhere" in r.stderr and "Traceback" not in r.stderr
-    r = xpr("synth", str(root), "--breasts", "2")  # not empty: refused, input untouched
+    r = xpr_here(capfd, monkeypatch, "synth", str(root), "--breasts", "2")  # not empty: refused, input untouched
     assert r.returncode != 0 and "not empty" in r.stderr
     assert (root / "breast-level_annotations.csv").exists()
 
 
-def test_prepare_and_cache(synth_vindr, tmp_path):
+def test_prepare_and_cache(synth_vindr, tmp_path, capfd, monkeypatch):
     cache = tmp_path / "cache"
-    r = xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json")
+    r = xpr_here(
+        capfd, monkeypatch, "data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json"
+    )
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["prepared"] == 16 and rep["reused"] == 0 and rep["rejected"] == rep["failed"] == []
     rep2 = json.loads(
-        xpr("data", "prepare", str(synth_vindr), "--cache", str(cache), "--size", "224x112", "--json").stdout
+        xpr_here(
+            capfd,
+            monkeypatch,
+            "data",
+            "prepare",
+            str(synth_vindr),
+            "--cache",
+            str(cache),
+            "--size",
+            "224x112",
+            "--json",
+        ).stdout
     )
     assert rep2["prepared"] == 0 and rep2["reused"] == 16
     settings = PreprocessSettings(img_size=(224, 112))

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_export_support import XPR
+from test_export_support import XPR, xpr_main
 
 from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.config import get_config
@@ -206,7 +206,16 @@ def test_lint_rejects_dynamic_k_unknown_ops_reductions_and_dynamic_dims() -> Non
 
 # ---- bad input through the CLI: one line, non-zero exit, no partial bundle ---------------------
 def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """The console script in a process of its own (the paper-size export: gigabytes, TensorRT's builder)."""
     return subprocess.run([str(XPR), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def _xpr_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
+    below are exit codes, messages and files, not the process."""
+    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
@@ -222,36 +231,52 @@ def _no_bundle(parent: Path) -> None:
     assert left == [] or left == ["not-a-folder"], left
 
 
-def test_cli_missing_checkpoint(tmp_path: Path) -> None:
+def test_cli_missing_checkpoint(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
-    msg = _one_line_error(_xpr("export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    msg = _one_line_error(
+        _xpr_here(
+            capfd, monkeypatch, "export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path
+        )
+    )
     assert "no such checkpoint" in msg
     _no_bundle(out)
 
 
-def test_cli_corrupt_checkpoint(tmp_path: Path, trained_ckpt: Path) -> None:
+def test_cli_corrupt_checkpoint(
+    tmp_path: Path, trained_ckpt: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "meta.json").write_text("{not json")
     (bad / "model.safetensors").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
-    msg = _one_line_error(_xpr("export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    msg = _one_line_error(
+        _xpr_here(capfd, monkeypatch, "export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+    )
     assert "corrupt" in msg
     trunc = tmp_path / "trunc"
     trunc.mkdir()
     (trunc / "meta.json").write_text((trained_ckpt / "meta.json").read_text())
     (trunc / "model.safetensors").write_bytes((trained_ckpt / "model.safetensors").read_bytes()[:5000])
-    msg = _one_line_error(_xpr("export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path))
+    msg = _one_line_error(
+        _xpr_here(capfd, monkeypatch, "export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+    )
     assert "model.safetensors" in msg
     _no_bundle(out)
 
 
-def test_cli_unwritable_output(tmp_path: Path) -> None:
+def test_cli_unwritable_output(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the bundle's parent should be")
     t0 = time.perf_counter()
     msg = _one_line_error(
-        _xpr(
+        _xpr_here(
+            capfd,
+            monkeypatch,
             "export",
             "--config",
             "tiny",
@@ -267,7 +292,9 @@ def test_cli_unwritable_output(tmp_path: Path) -> None:
     assert blocker.is_file()
 
 
-def test_cli_trt_flavour_tensorrt_missing(tmp_path: Path) -> None:
+def test_cli_trt_flavour_tensorrt_missing(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("torch")
     try:
         import tensorrt  # noqa: F401
@@ -277,7 +304,18 @@ def test_cli_trt_flavour_tensorrt_missing(tmp_path: Path) -> None:
         pass
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr("export", "--config", "tiny", "--trt-flavour", "tensorrt", "--out", str(out / "b"), cwd=tmp_path)
+        _xpr_here(
+            capfd,
+            monkeypatch,
+            "export",
+            "--config",
+            "tiny",
+            "--trt-flavour",
+            "tensorrt",
+            "--out",
+            str(out / "b"),
+            cwd=tmp_path,
+        )
     )
     assert "tensorrt is not available" in msg
     _no_bundle(out)

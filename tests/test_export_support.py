@@ -9,6 +9,7 @@ broken the same way in eager and ONNX (lower window index), near-ties are report
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import shutil
 from collections.abc import Iterator
@@ -120,16 +121,91 @@ def xpr_in_process(*args: Any) -> str:
     return res.output
 
 
-def xpr_main(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: Any) -> tuple[int, str, str]:
+def xpr_main(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: Any,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+    interpreter_stderr: bool = False,
+) -> tuple[int, str, str]:
     """`xpr ARGS` through the real entry point (its one-line errors and exit codes), in this process, for
-    a claim about options and messages: (exit code, stdout, stderr)."""
-    import sys
+    a claim about options and messages: (exit code, stdout, stderr), in the order of
+    `subprocess.CompletedProcess(args, code, out, err)`. An exception `main` lets out is the test's error.
+    Pass `capfd` for `capsys` to see, as a process's stderr would, what C code (a decoder, ONNX Runtime)
+    writes to file descriptor 2 as well.
 
-    from xpr_deploy.cli import main
+    For this call only: `cwd` is the working folder, `env` variables are set, and the signal handlers,
+    unraisable hook and `signals.caught` that `main` installs are put back after it. `interpreter_stderr`:
+    stderr also holds what a fresh interpreter would print there and pytest takes in this process,
+    so "nothing on stderr but one line" still means it: Python warnings (under Python's default
+    filters), log records that no handler of the program takes (logging's last resort, WARNING+),
+    "Exception ignored in ..." and "Exception in thread ..." (Python's own hooks, not pytest's)."""
+    import contextlib
+    import signal
+    import sys
+    import threading
+    import warnings
+
+    from xpr_deploy.cli import main, signals
 
     monkeypatch.setattr(sys, "argv", ["xpr", *map(str, args)])
     capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    recording = warnings.catch_warnings(record=True) if interpreter_stderr else contextlib.nullcontext([])
+    last_resort = _LastResort()
+    with pytest.MonkeyPatch.context() as call, recording as warned:
+        call.setattr(sys, "unraisablehook", sys.unraisablehook)
+        call.setattr(signals, "_previous_unraisable_hook", signals._previous_unraisable_hook)
+        call.setattr(signals, "caught", None)
+        if cwd is not None:
+            call.chdir(cwd)
+        for key, value in (env or {}).items():
+            call.setenv(key, value)
+        if interpreter_stderr:  # the hooks a fresh interpreter prints with (pytest's would collect it)
+            call.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # "Exception ignored in ..."
+            call.setattr(threading, "excepthook", threading.__excepthook__)  # "Exception in thread ..."
+            _python_default_warning_filters()
+            logging.getLogger().addHandler(last_resort)
+        try:
+            with pytest.raises(SystemExit) as e:
+                main()
+        finally:
+            logging.getLogger().removeHandler(last_resort)
+            for s, h in handlers.items():
+                if h is not None:  # None: not set from Python, nothing to put back
+                    signal.signal(s, h)
     out, err = capsys.readouterr()
+    if interpreter_stderr:
+        shown = [warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in warned]
+        err += "".join(shown) + "".join(f"{line}\n" for line in last_resort.lines)
     return int(e.value.code or 0), out, err
+
+
+def _python_default_warning_filters() -> None:
+    """The filters of `python` without -W or PYTHONWARNINGS (a release build): warnings are shown
+    once per place, except deprecations outside __main__, import and resource warnings."""
+    import warnings
+
+    warnings.resetwarnings()
+    warnings.simplefilter("default")
+    for category in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+        warnings.simplefilter("ignore", category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
+
+
+class _LastResort(logging.Handler):
+    """The records logging's last resort would print to stderr in a process of its own: WARNING and
+    above, from a logger whose chain has no handler but pytest's (which a fresh process lacks)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logger: logging.Logger | None = logging.getLogger(record.name)
+        while logger is not None:
+            if any(h is not self and not type(h).__module__.startswith("_pytest") for h in logger.handlers):
+                return
+            logger = logger.parent if logger.propagate else None
+        self.lines.append(record.getMessage())

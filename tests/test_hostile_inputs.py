@@ -67,6 +67,16 @@ def _xpr(*args: object, timeout: float = 300, **kw: Any) -> subprocess.Completed
     )
 
 
+def _xpr_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main) with `env` set for the call, from the
+    repository root like `_xpr`, as a CompletedProcess: for the cases whose claim is the outcome, not a
+    resource limit, a full stdout, a signal or a call that may block (those keep `_xpr`)."""
+    code, out, err = xpr_main(capfd, monkeypatch, *args, cwd=REPO, env=env, interpreter_stderr=True)
+    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+
+
 def _clean(p: subprocess.CompletedProcess[str], rc: int) -> None:
     assert p.returncode == rc, (p.returncode, p.stdout[-3000:], p.stderr[-3000:])
     assert "Traceback" not in p.stderr and "Exception ignored" not in p.stderr, p.stderr[-3000:]
@@ -163,7 +173,9 @@ def test_predict_peak_memory_stays_within_the_budget_on_bombs(tmp_path: Path, go
     assert grew_mb < 256, grew_mb  # refused from the header: before, each ran into the limit (MemoryError)
 
 
-def test_data_check_and_prepare_name_every_file_over_the_budget(tmp_path: Path, synth: Path, good: Path) -> None:
+def test_data_check_and_prepare_name_every_file_over_the_budget(
+    tmp_path: Path, synth: Path, good: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "study"
     shutil.copytree(good, root)
     src = _by_view(good)["L", "CC"]
@@ -174,10 +186,10 @@ def test_data_check_and_prepare_name_every_file_over_the_budget(tmp_path: Path, 
         deflate_bomb(root / "deflate.dcm", 300 << 20): "the deflated dataset inflates to more than 134217728 bytes",
         j2k_size_bomb(synth / "j2k.dicom", root / "j2k.dcm"): "the JPEG 2000 stream declares 20000x10000 pixels",
     }
-    check = _xpr("data", "check", root, "--format", "folder")
+    check = _xpr_here(capfd, monkeypatch, "data", "check", root, "--format", "folder")
     _clean(check, 0)
-    prepare = _xpr("data", "prepare", root, "--format", "folder", "--cache", tmp_path / "cache", "--size", "64x32",
-                   "--workers", "1")  # fmt: skip
+    prepare = _xpr_here(capfd, monkeypatch, "data", "prepare", root, "--format", "folder",
+                        "--cache", tmp_path / "cache", "--size", "64x32", "--workers", "1")  # fmt: skip
     _clean(prepare, 0)
     assert "8 prepared" in prepare.stdout, prepare.stdout
     for path, needle in cases.items():
@@ -274,37 +286,44 @@ def deep(tmp_path: Path) -> Iterator[Callable[[Path, int], Path]]:
 
 
 def test_a_thousand_deep_tree_and_too_many_files_are_bounded(
-    tmp_path: Path, good: Path, ckpt: Path, deep: Callable[[Path, int], Path]
+    tmp_path: Path,
+    good: Path,
+    ckpt: Path,
+    deep: Callable[[Path, int], Path],
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     root = tmp_path / "study"
     shutil.copytree(good, root)
     bottom = deep(root / "deep", 1000)
     shutil.copy(_by_view(good)["L", "CC"], bottom / "lost.dcm")
-    check = _xpr("data", "check", root, "--format", "folder")
+    check = _xpr_here(capfd, monkeypatch, "data", "check", root, "--format", "folder")
     _clean(check, 0)  # was RecursionError
     cut = str(root / "deep") + "/d" * 32
     _line(check.stdout, f"rejected {cut}: ", "nested more than 32 folders deep (XPR_MAX_DEPTH): not walked")
-    pred = _xpr("predict", ckpt, root)
+    pred = _xpr_here(capfd, monkeypatch, "predict", ckpt, root)
     _clean(pred, 0)
     _line(pred.stderr, "nested more than 32 folders deep")
     assert len(re.findall(r"\b[LR]\b", pred.stdout)) >= 4, pred.stdout
 
-    few = _xpr("data", "check", root, "--format", "folder", env=_env(XPR_MAX_FILES="5"))
+    few = _xpr_here(capfd, monkeypatch, "data", "check", root, "--format", "folder", XPR_MAX_FILES="5")
     _clean(few, 0)
     _line(few.stdout, f"rejected {root}: more than 5 files (XPR_MAX_FILES): the rest, from ", "not listed")
-    shallow = _xpr("data", "check", root, "--format", "folder", env=_env(XPR_MAX_DEPTH="3"))
+    shallow = _xpr_here(capfd, monkeypatch, "data", "check", root, "--format", "folder", XPR_MAX_DEPTH="3")
     _clean(shallow, 0)
     _line(shallow.stdout, f"rejected {root}/deep/d/d/d: nested more than 3 folders deep (XPR_MAX_DEPTH)")
 
 
-def test_control_characters_in_file_names_stay_on_one_line(tmp_path: Path, good: Path, ckpt: Path) -> None:
+def test_control_characters_in_file_names_stay_on_one_line(
+    tmp_path: Path, good: Path, ckpt: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = tmp_path / "study"
     shutil.copytree(good, root)
     (root / "bad\nname.dcm").write_bytes(b"not dicom")
     (root / "red\x1b[31mname.dcm").write_bytes(b"not dicom either")
-    check = _xpr("data", "check", root, "--format", "folder")
+    check = _xpr_here(capfd, monkeypatch, "data", "check", root, "--format", "folder")
     _clean(check, 0)
-    pred = _xpr("predict", ckpt, root)
+    pred = _xpr_here(capfd, monkeypatch, "predict", ckpt, root)
     _clean(pred, 0)
     for out in (check.stdout, pred.stderr):
         assert "\x1b" not in out, out

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_export_support import xpr_main
 
 REPO = Path(__file__).resolve().parents[1]
 XPR = [sys.executable, "-m", "xpr_deploy.cli"]
@@ -46,6 +47,15 @@ def _xpr(*args: object, timeout: float = 600, **kw: object) -> subprocess.Comple
     return subprocess.run(  # type: ignore[call-overload, no-any-return]
         [*XPR, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=timeout, **kw
     )
+
+
+def _xpr_here(
+    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: object
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (test_export_support.xpr_main), from the repository root like `_xpr`,
+    as a CompletedProcess: for the cases whose claim is the outcome, not a process limit or signal."""
+    code, out, err = xpr_main(capfd, monkeypatch, *args, cwd=REPO, interpreter_stderr=True)
+    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
 
 
 def _fsize_limit(nbytes: int) -> Callable[[], None]:
@@ -180,7 +190,9 @@ def test_every_output_of_a_run_gets_the_umask_mode(run: dict[str, object], work:
         assert stat.S_IMODE(p.stat().st_mode) == want, f"{p}: {oct(p.stat().st_mode)}"
 
 
-def test_crash_between_the_swap_renames_is_recovered(run: dict[str, object], work: dict[str, Path]) -> None:
+def test_crash_between_the_swap_renames_is_recovered(
+    run: dict[str, object], work: dict[str, Path], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Class 5: `--resume` killed (SIGKILL, no cleanup) between the two renames of `last/`'s swap leaves the
     state in `.last.old`, its new folder as a temporary and its lock file. A reader gets the old state back,
     and the next `--resume` recovers it, removes the dead run's temporary and is not blocked by its lock."""
@@ -199,7 +211,7 @@ def test_crash_between_the_swap_renames_is_recovered(run: dict[str, object], wor
     assert read_meta(copy / "last")["epoch"] == 1  # a reader puts .last.old back
     assert (copy / "last" / "meta.json").is_file() and not (copy / ".last.old").exists()
 
-    c = _xpr(*args)
+    c = _xpr_here(capfd, monkeypatch, *args)  # the recovery, in this process: the killed run's pid is gone
     assert c.returncode == 0 and "Traceback" not in c.stderr, c.stderr[-3000:]
     assert json.loads((out / "last" / "meta.json").read_text())["epoch"] == 2
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
@@ -283,16 +295,20 @@ def test_unreadable_weights_of_another_user(run: dict[str, object], tmp_path: Pa
     assert "cannot read (Permission denied)" in line and not (tmp_path / "b").exists()
 
 
-def test_export_out_that_is_a_file_is_refused(tmp_path: Path) -> None:
+def test_export_out_that_is_a_file_is_refused(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Class 5: `--out F` with F a file: refused (exit 2) before any work; F and its folder as they were."""
     f = tmp_path / "F"
     f.write_text("my notes\n")
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "a.jpg").write_bytes(b"\xff\xd8")
-    p = _xpr("export", "--config", "tiny", "--out", f, "--no-engine", "--parity-samples", "0")
+    p = _xpr_here(capfd, monkeypatch, "export", "--config", "tiny", "--out", f, "--no-engine", "--parity-samples", "0")
     assert "not a folder" in _one_line_error(p, 2, f)
-    p = _xpr("export", "--config", "tiny", "--out", foreign, "--no-engine", "--parity-samples", "0")
+    p = _xpr_here(
+        capfd, monkeypatch, "export", "--config", "tiny", "--out", foreign, "--no-engine", "--parity-samples", "0"
+    )
     assert "not an export bundle" in _one_line_error(p, 2, foreign)
     assert f.read_text() == "my notes\n" and sorted(x.name for x in tmp_path.iterdir()) == ["F", "photos"]
     assert [x.name for x in foreign.iterdir()] == ["a.jpg"]
@@ -353,7 +369,9 @@ def test_stale_temporaries_of_dead_runs_are_removed(tmp_path: Path) -> None:
     assert not (tmp_path / "a.json").exists()
 
 
-def test_same_study_in_two_folders_gets_two_sets_of_outputs(run: dict[str, object], work: dict[str, Path]) -> None:
+def test_same_study_in_two_folders_gets_two_sets_of_outputs(
+    run: dict[str, object], work: dict[str, Path], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Class 5: two input folders holding the same study (same StudyInstanceUID, same SOP UIDs): each gets
     its own heatmaps and DICOM objects (a short hash of the input in the name), nothing overwritten.
     Then a disk that cannot take a heatmap: one line, and the first run's files byte for byte as they were."""
@@ -364,7 +382,10 @@ def test_same_study_in_two_folders_gets_two_sets_of_outputs(run: dict[str, objec
     for name in ("site-a", "site-b"):
         shutil.copytree(study, root / name / study.name)
     hm, dcm = root / "heatmaps", root / "dicom"
-    p = _xpr("predict", out / "best", root / "site-a", root / "site-b", "--heatmaps", hm, "--dicom-out", dcm, "--json")
+    p = _xpr_here(
+        capfd, monkeypatch, "predict", out / "best", root / "site-a", root / "site-b", "--heatmaps", hm,
+        "--dicom-out", dcm, "--json",
+    )  # fmt: skip
     assert p.returncode == 0, p.stderr[-3000:]
     rep = json.loads(p.stdout)
     heatmaps = [b["heatmap"] for b in rep["breasts"]]
@@ -380,12 +401,16 @@ def test_same_study_in_two_folders_gets_two_sets_of_outputs(run: dict[str, objec
     assert _tree(hm) == before and _leftovers(hm) == []
 
 
-def test_refused_pickle_is_one_line_and_leaves_no_run(work: dict[str, Path]) -> None:
+def test_refused_pickle_is_one_line_and_leaves_no_run(
+    work: dict[str, Path], capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Class 7: a `--pretrained` pickle that needs code to load: one line naming it, exit 2, no --out folder."""
     evil = work["root"] / "swin.pth"
     torch.save({"model": argparse.Namespace(note="not a tensor")}, evil)
     out = work["root"] / "pretrained-run"
-    p = _xpr("train", work["data"], "--out", out, *TRAIN, "--epochs", "1", "--pretrained", evil)
+    p = _xpr_here(
+        capfd, monkeypatch, "train", work["data"], "--out", out, *TRAIN, "--epochs", "1", "--pretrained", evil
+    )
     line = _one_line_error(p, 2, evil)
     assert "not a safetensors/weights-only file" in line and "refusing to unpickle" in line
     assert not out.exists()

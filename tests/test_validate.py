@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import torch
-from test_export_support import XPR
+from test_export_support import XPR, xpr_main
 
 from xpr_deploy.bundle import BundleView
 from xpr_deploy.io import sha256_file
@@ -51,15 +50,13 @@ def test_fp32_gate_ignores_tie_samples_but_counts_flips() -> None:
     assert res.status == "fail" and "max|Δlogits|" in res.reason
 
 
-def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path) -> None:
+def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_path: Path, capfd, monkeypatch) -> None:
     b = tmp_path / "bundle"
     shutil.copytree(fp16_bundle.path, b)
-    env = {**os.environ, "COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
+    env = {"COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
     saved = tmp_path / "outputs.json"
-    res = subprocess.run(
-        [str(XPR), "validate", str(b), "--samples", "2", "--save-outputs", str(saved)],
-        capture_output=True, text=True, timeout=900, env=env,
-    )  # fmt: skip
+    args = ["validate", str(b), "--samples", "2", "--save-outputs", str(saved)]
+    res = subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, env=env, interpreter_stderr=True))
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "onnxruntime-fp32" in res.stdout and "pass" in res.stdout
     # each row says how it runs: what `xpr predict --backend onnx` uses on this machine (CPU here)

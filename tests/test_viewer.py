@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
+from test_export_support import xpr_main
 
 #: OHIF in headless Chromium draws nothing within LOAD_MS while the other xdist worker loads both cores:
 #: `make test` runs this module after the others, alone
@@ -401,16 +402,18 @@ def test_xpr_view_serves_the_study_and_results_then_stops_on_ctrl_c(
             proc.wait(timeout=30)
 
 
-def test_xpr_view_missing_npm_or_bad_usage_is_one_line(tmp_path: Path, synth_vindr: Path) -> None:
+def test_xpr_view_missing_npm_or_bad_usage_is_one_line(
+    tmp_path: Path, synth_vindr: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refused before anything starts, so in this process (test_export_support.xpr_main, `env` set for the call)."""
     study = sorted((synth_vindr / "images").iterdir())[0]
     for args, env, want in (
         (["view", str(study)], {"XPR_OHIF_CACHE": str(tmp_path / "none"), "PATH": str(tmp_path)}, "npm not found"),
         (["view"], {}, "give STUDY folders"),
         (["view", str(study), "--dicomweb", "http://127.0.0.1:9/dicom-web"], {}, "--dicomweb shows"),
     ):
-        proc = _xpr(*args, env=env)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2, err
+        returncode, _, err = xpr_main(capfd, monkeypatch, *args, env=env, interpreter_stderr=True)
+        assert returncode == 2, err
         assert len(err.strip().splitlines()) == 1 and want in err, err
 
 
