@@ -135,7 +135,8 @@ def xpr_main(
     Pass `capfd` for `capsys` to see, as a process's stderr would, what C code (a decoder, ONNX Runtime)
     writes to file descriptor 2 as well.
 
-    For this call only: `cwd` is the working folder, `env` variables are set, and the signal handlers,
+    For this call only: `cwd` is the working folder, `env` variables are set (COLUMNS also as the width
+    of `cli.common`'s consoles, which read it once, at import), and the signal handlers,
     unraisable hook and `signals.caught` that `main` installs are put back after it. `interpreter_stderr`:
     stderr also holds what a fresh interpreter would print there and pytest takes in this process,
     so "nothing on stderr but one line" still means it: Python warnings (under Python's default
@@ -162,6 +163,11 @@ def xpr_main(
             call.chdir(cwd)
         for key, value in (env or {}).items():
             call.setenv(key, value)
+        if (env or {}).get("COLUMNS", "").isdigit():  # rich took COLUMNS when cli.common made its consoles
+            from xpr_deploy.cli import common
+
+            for console in (common.console, common.err_console):
+                call.setattr(console, "_width", int((env or {})["COLUMNS"]))
         if interpreter_stderr:  # the hooks a fresh interpreter prints with (pytest's would collect it)
             call.setattr(sys, "unraisablehook", sys.__unraisablehook__)  # "Exception ignored in ..."
             call.setattr(threading, "excepthook", threading.__excepthook__)  # "Exception in thread ..."
