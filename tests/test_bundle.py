@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_export_support import XPR, xpr_main
+from test_export_support import XPR, xpr_here
 
 from xpr_deploy.bundle import BundleError, BundleView, digest_of, seal, write_sealed
 
@@ -212,14 +212,6 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(XPR), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def _run_here(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
-    here are exit codes and messages, not the process."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
-
-
 COMMANDS: dict[str, Callable[[Path, Path], list[str]]] = {
     "predict": lambda b, tmp: ["predict", str(b), str(tmp / "studies"), "--backend", "onnx"],
     "validate": lambda b, tmp: ["validate", str(b), "--samples", "1"],
@@ -245,7 +237,7 @@ def test_commands_refuse_a_tampered_bundle(
     named = TAMPERS[case](b)
     if command == "predict":
         write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
-    res = _run_here(capfd, monkeypatch, *COMMANDS[command](b, tmp_path), cwd=tmp_path)
+    res = xpr_here(capfd, monkeypatch, *COMMANDS[command](b, tmp_path), cwd=tmp_path)
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and named in lines[0] and "Traceback" not in res.stderr, res.stderr
@@ -314,10 +306,10 @@ def test_export_writes_external_data_listed_hashed_and_served(
     locations = {e.value for t in proto.graph.initializer for e in t.external_data if e.key == "location"}
     assert locations == {"model.onnx.data"}
     assert (external_bundle / "model.onnx").stat().st_size < data.stat().st_size / 10
-    res = _run_here(capfd, monkeypatch, "verify", str(external_bundle), cwd=tmp_path)
+    res = xpr_here(capfd, monkeypatch, "verify", str(external_bundle), cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     write_synthetic(tmp_path / "studies", 1, "vindr", size=(448, 224), seed=3)
-    res = _run_here(
+    res = xpr_here(
         capfd,
         monkeypatch,
         "predict",
@@ -348,7 +340,7 @@ def test_verify_refuses_external_data_outside_the_bundle(
 
     b = _copy(external_bundle, tmp_path)
     named, part = CASES[case](b)
-    res = _run_here(capfd, monkeypatch, "verify", str(b), cwd=tmp_path)
+    res = xpr_here(capfd, monkeypatch, "verify", str(b), cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == 3, (res.returncode, res.stdout[-500:], res.stderr[-1500:])
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr

@@ -9,22 +9,15 @@ import subprocess
 import sys
 
 import pytest
-from test_export_support import xpr_main
+from test_export_support import xpr_here
 
 
 def _xpr(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, check=False)
 
 
-def _xpr_here(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str
-) -> subprocess.CompletedProcess[str]:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
-
-
 def test_info_paper_json(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    r = _xpr_here(capfd, monkeypatch, "info", "--config", "paper", "--json")
+    r = xpr_here(capfd, monkeypatch, "info", "--config", "paper", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     assert abs(info["params_total"] - 69.79e6) / 69.79e6 < 0.01
@@ -40,9 +33,9 @@ def test_info_paper_json(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.
 
 
 def test_info_table_and_unknown_config(capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    r = _xpr_here(capfd, monkeypatch, "info", "--config", "tiny")
+    r = xpr_here(capfd, monkeypatch, "info", "--config", "tiny")
     assert r.returncode == 0 and "multiply-adds" in r.stdout
-    r = _xpr_here(capfd, monkeypatch, "info", "--config", "huge")
+    r = xpr_here(capfd, monkeypatch, "info", "--config", "huge")
     assert r.returncode == 2  # a usage error: --config is a choice
     assert "'huge' is not one of 'paper', 'tiny'" in r.stderr
     assert "Traceback" not in r.stderr

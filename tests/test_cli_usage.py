@@ -12,7 +12,7 @@ import typing
 from pathlib import Path
 
 import pytest
-from test_export_support import xpr_main
+from test_export_support import xpr_here
 
 from xpr_deploy.version import __version__
 
@@ -21,13 +21,6 @@ def _xpr(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str
     return subprocess.run(
         [sys.executable, "-m", "xpr_deploy.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
     )
-
-
-def _xpr_here(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
 
 
 def assert_usage_error(res: subprocess.CompletedProcess[str], command: str, says: str) -> None:
@@ -67,7 +60,7 @@ def test_usage_error(
     case: str, tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     argv, command, says = USAGE_ERRORS[case]
-    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
+    res = xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     assert_usage_error(res, command, says)
     assert list(tmp_path.iterdir()) == []  # nothing ran, nothing written
 
@@ -96,7 +89,7 @@ def test_path_that_does_not_exist_is_one_line(
     capfd: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    res = _xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
+    res = xpr_here(capfd, monkeypatch, *argv, cwd=tmp_path)
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert res.returncode == code and len(lines) == 1, res.stderr
     assert lines[0].startswith(f"error: {says}"), res.stderr

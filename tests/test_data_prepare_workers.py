@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from test_export_support import xpr_main
+from test_export_support import xpr_here
 
 from xpr_deploy.data import PreprocessSettings, load_dataset, prepare_files, write_synthetic
 from xpr_deploy.data.prepare import PrepareProgress, default_workers
@@ -28,13 +28,6 @@ ENTRY = re.compile(r"^([0-9a-f]{64}\.(npy|json)|settings\.json)$")
 
 def xpr(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([*XPR, *args], capture_output=True, text=True, timeout=timeout)
-
-
-def xpr_here(capfd, monkeypatch, *args: str) -> subprocess.CompletedProcess:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess. Not for a run
-    whose stderr must hold its workers' output: they inherit the forkserver's file descriptors, not
-    this test's capture (`xpr` keeps those in a process of their own)."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
 
 
 def tree(root: Path) -> dict[str, bytes]:

@@ -12,15 +12,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from test_export_support import xpr_main
+from test_export_support import xpr_here
 
 from xpr_deploy.data import PreparedCache, PreprocessSettings, load_dataset, preprocess_file
 from xpr_deploy.data.torchdata import PairDataset
-
-
-def xpr_here(capfd, monkeypatch, *args: str) -> subprocess.CompletedProcess:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, interpreter_stderr=True))
 
 
 def _dciodvfy() -> str | None:

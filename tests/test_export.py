@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, helper
-from test_export_support import XPR, xpr_main
+from test_export_support import XPR, xpr_here
 
 from xpr_deploy.bundle import MANIFEST_SCHEMA, SCHEMA_FILE, BundleView, schema_json
 from xpr_deploy.config import get_config
@@ -210,14 +210,6 @@ def _xpr(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(XPR), *args], capture_output=True, text=True, cwd=cwd, timeout=600)
 
 
-def _xpr_here(
-    capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, *args: str, cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    """`xpr ARGS` in this process (test_export_support.xpr_main), as a CompletedProcess: the claims
-    below are exit codes, messages and files, not the process."""
-    return subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, cwd=cwd, interpreter_stderr=True))
-
-
 def _one_line_error(res: subprocess.CompletedProcess[str]) -> str:
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
@@ -236,7 +228,7 @@ def test_cli_missing_checkpoint(
 ) -> None:
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr_here(
+        xpr_here(
             capfd, monkeypatch, "export", str(tmp_path / "nope"), "--out", str(out / "b"), "--no-engine", cwd=tmp_path
         )
     )
@@ -253,7 +245,7 @@ def test_cli_corrupt_checkpoint(
     (bad / "model.safetensors").write_bytes(b"\x00" * 100)
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr_here(capfd, monkeypatch, "export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+        xpr_here(capfd, monkeypatch, "export", str(bad), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
     )
     assert "corrupt" in msg
     trunc = tmp_path / "trunc"
@@ -261,7 +253,7 @@ def test_cli_corrupt_checkpoint(
     (trunc / "meta.json").write_text((trained_ckpt / "meta.json").read_text())
     (trunc / "model.safetensors").write_bytes((trained_ckpt / "model.safetensors").read_bytes()[:5000])
     msg = _one_line_error(
-        _xpr_here(capfd, monkeypatch, "export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
+        xpr_here(capfd, monkeypatch, "export", str(trunc), "--out", str(out / "b"), "--no-engine", cwd=tmp_path)
     )
     assert "model.safetensors" in msg
     _no_bundle(out)
@@ -274,7 +266,7 @@ def test_cli_unwritable_output(
     blocker.write_text("a file where the bundle's parent should be")
     t0 = time.perf_counter()
     msg = _one_line_error(
-        _xpr_here(
+        xpr_here(
             capfd,
             monkeypatch,
             "export",
@@ -304,7 +296,7 @@ def test_cli_trt_flavour_tensorrt_missing(
         pass
     out = tmp_path / "out"
     msg = _one_line_error(
-        _xpr_here(
+        xpr_here(
             capfd,
             monkeypatch,
             "export",

@@ -12,6 +12,7 @@ import fcntl
 import logging
 import os
 import shutil
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -186,6 +187,21 @@ def xpr_main(
         shown = [warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line) for w in warned]
         err += "".join(shown) + "".join(f"{line}\n" for line in last_resort.lines)
     return int(e.value.code or 0), out, err
+
+
+def xpr_here(
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    *args: object,
+    cwd: str | Path | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`xpr ARGS` in this process (`xpr_main`, stderr as a fresh interpreter's would be), as the
+    CompletedProcess a subprocess run gives: for claims about exit codes, messages and files, not about
+    the process (signals, limits, a full stdout, a call that may block keep a subprocess). Not for a run
+    whose stderr must hold its workers' output: they write to the forkserver's descriptors, not this capture."""
+    code, out, err = xpr_main(capfd, monkeypatch, *args, cwd=cwd, env=env, interpreter_stderr=True)
+    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
 
 
 def _python_default_warning_filters() -> None:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from test_export_support import xpr_main
+from test_export_support import xpr_here, xpr_main
 
 from tests.test_dicom_hostile import (
     _finishes,
@@ -73,8 +73,7 @@ def _xpr_here(
     """`xpr ARGS` in this process (test_export_support.xpr_main) with `env` set for the call, from the
     repository root like `_xpr`, as a CompletedProcess: for the cases whose claim is the outcome, not a
     resource limit, a full stdout, a signal or a call that may block (those keep `_xpr`)."""
-    code, out, err = xpr_main(capfd, monkeypatch, *args, cwd=REPO, env=env, interpreter_stderr=True)
-    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+    return xpr_here(capfd, monkeypatch, *args, cwd=REPO, env=env)
 
 
 def _clean(p: subprocess.CompletedProcess[str], rc: int) -> None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_export_support import xpr_main
+from test_export_support import xpr_here
 
 REPO = Path(__file__).resolve().parents[1]
 XPR = [sys.executable, "-m", "xpr_deploy.cli"]
@@ -54,8 +54,7 @@ def _xpr_here(
 ) -> subprocess.CompletedProcess[str]:
     """`xpr ARGS` in this process (test_export_support.xpr_main), from the repository root like `_xpr`,
     as a CompletedProcess: for the cases whose claim is the outcome, not a process limit or signal."""
-    code, out, err = xpr_main(capfd, monkeypatch, *args, cwd=REPO, interpreter_stderr=True)
-    return subprocess.CompletedProcess([str(a) for a in args], code, out, err)
+    return xpr_here(capfd, monkeypatch, *args, cwd=REPO)
 
 
 def _fsize_limit(nbytes: int) -> Callable[[], None]:

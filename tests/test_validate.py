@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from test_export_support import XPR, xpr_main
+from test_export_support import XPR, xpr_here
 
 from xpr_deploy.bundle import BundleView
 from xpr_deploy.io import sha256_file
@@ -56,7 +56,7 @@ def test_validate_cli_writes_parity_and_keeps_manifest_hash(fp16_bundle, tmp_pat
     env = {"COLUMNS": "250"}  # rich wraps the table at 80 columns without a terminal
     saved = tmp_path / "outputs.json"
     args = ["validate", str(b), "--samples", "2", "--save-outputs", str(saved)]
-    res = subprocess.CompletedProcess(args, *xpr_main(capfd, monkeypatch, *args, env=env, interpreter_stderr=True))
+    res = xpr_here(capfd, monkeypatch, *args, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
     assert "onnxruntime-fp32" in res.stdout and "pass" in res.stdout
     # each row says how it runs: what `xpr predict --backend onnx` uses on this machine (CPU here)
