@@ -119,29 +119,22 @@ def test_predict_runs_the_int8_backend(int8_bundle, synth_vindr) -> None:
     assert p8 and len(p8) == len(p32) and max(abs(a - b) for a, b in zip(p8, p32, strict=True)) < 0.05
 
 
-def _cpp(xpr_infer: Path, bundle: Path, cc: Path, mlo: Path, *extra: str) -> tuple[int, dict, list[str]]:
-    """xpr_infer's exit code, its JSON line and its stderr lines."""
-    r = subprocess.run([str(xpr_infer), str(bundle), str(cc), str(mlo), "--device", "cpu", *extra],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
-    assert lines, f"xpr_infer printed no JSON (exit {r.returncode}): {r.stderr[-2000:]}"
-    return r.returncode, json.loads(lines[-1]), r.stderr.splitlines()
-
-
 def test_cpp_runtime_runs_the_int8_graph(int8_bundle, synth_vindr, xpr_infer: Path) -> None:
     """`xpr_infer --graph int8` (the C API's `xpr_options.graph`) runs the bundle's QDQ graph in ONNX
     Runtime: each breast's probability is `xpr predict -b onnx-int8`'s, not the FP32 graph's; a
     precision the bundle lacks, and TensorRT asked to run a graph, are one-line refusals."""
+    from test_engines_cpp import _cpp  # xpr_infer's JSON line, with "_exit" and "_stderr"
+
     from xpr_deploy.predict import predict
 
     runs = {b: predict(int8_bundle, [synth_vindr], backend=b).breasts for b in ("onnx", "onnx-int8")}
     assert len(runs["onnx"]) == len(runs["onnx-int8"]) >= 4
     same = moved = 0.0  # C++ INT8 against Python INT8; C++ INT8 against C++ FP32
     for p32, p8 in zip(runs["onnx"], runs["onnx-int8"], strict=True):
-        code, int8, _ = _cpp(xpr_infer, int8_bundle, p8.cc, p8.mlo, "--graph", "int8")
-        assert code == 0 and int8["model_file"] == "model.int8.onnx" and int8["backend"] == "onnxruntime-cpu"
-        code, fp32, _ = _cpp(xpr_infer, int8_bundle, p32.cc, p32.mlo)
-        assert code == 0 and fp32["model_file"] == "model.onnx"
+        int8 = _cpp(xpr_infer, int8_bundle, p8.cc, p8.mlo, "--graph", "int8")
+        assert int8["_exit"] == 0 and int8["model_file"] == "model.int8.onnx" and int8["backend"] == "onnxruntime-cpu"
+        fp32 = _cpp(xpr_infer, int8_bundle, p32.cc, p32.mlo)
+        assert fp32["_exit"] == 0 and fp32["model_file"] == "model.onnx"
         assert abs(int8["prob"] - p8.prob) <= 1e-5 and abs(fp32["prob"] - p32.prob) <= 1e-5, (int8, p8, fp32, p32)
         same = max(same, abs(int8["prob"] - p8.prob))
         moved = max(moved, abs(int8["prob"] - fp32["prob"]))
@@ -154,8 +147,9 @@ def test_cpp_runtime_runs_the_int8_graph(int8_bundle, synth_vindr, xpr_infer: Pa
         (("--graph", "int8", "--backend", "tensorrt"), "is run by ONNX Runtime, not by the TensorRT backend"),
         (("--graph", "int4"), "--graph must be fp32, fp16 or int8"),
     ):
-        code, line, err = _cpp(xpr_infer, int8_bundle, b.cc, b.mlo, *extra)
-        assert code == 2 and len(err) == 1 and said in err[0] and said in line["error"], (extra, err, line)
+        line = _cpp(xpr_infer, int8_bundle, b.cc, b.mlo, *extra)
+        err = line["_stderr"].splitlines()
+        assert line["_exit"] == 2 and len(err) == 1 and said in err[0] and said in line["error"], (extra, line)
 
 
 def test_bench_times_int8_against_fp32_interleaved(int8_bundle) -> None:
